@@ -1,0 +1,1 @@
+"""bmaml_robot: meta-reinforcement learning (MAML) for MuJoCo robots."""
