@@ -1,0 +1,158 @@
+"""Task families: the meta-RL benchmark definitions (which robot, which objective, which tasks).
+
+A task is a small dict, e.g. ``{"direction": -1.0}``; the C++ core receives it as two numbers.
+Rewards are computed in C++ (``csrc/objective.h`` documents the formulas).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import numpy as np
+
+Task = dict[str, Any]
+
+#: Number of floats that encode one task for the C++ core.
+TASK_PARAMS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFamily:
+    """One benchmark family."""
+
+    name: str
+    """Registered name, e.g. ``"HalfCheetahDir"``."""
+    robot: str
+    """``"HalfCheetah"``, ``"Ant"``, ``"Swimmer"`` or ``"Navigation2D"``."""
+    objective: str
+    """``"direction"``, ``"velocity"``, ``"goal"`` or ``"navigation"`` (see csrc/objective.h)."""
+    reward: str
+    """The reward in words, for documentation."""
+    task_distribution: str
+    """How tasks are drawn, for documentation."""
+    _sample: Callable[[int, np.random.Generator], list[Task]]
+
+    @property
+    def task_keys(self) -> tuple[str, ...]:
+        return _TASK_KEYS[self.objective]
+
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
+        """Draw ``num_tasks`` tasks from the family's distribution with ``rng``."""
+        if not isinstance(num_tasks, (int, np.integer)) or isinstance(num_tasks, bool) or num_tasks < 1:
+            raise ValueError(f"num_tasks: expected an integer >= 1, got {num_tasks!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+        return self._sample(int(num_tasks), rng)
+
+    def encode(self, task: Mapping[str, Any], where: str = "task") -> np.ndarray:
+        """Check a task dict and return its C++ encoding, float64 ``[TASK_PARAMS]``."""
+        if not isinstance(task, Mapping):
+            raise TypeError(f"{where}: expected a dict with keys {list(self.task_keys)}, got {type(task).__name__}")
+        keys = set(task)
+        if keys != set(self.task_keys):
+            missing = sorted(set(self.task_keys) - keys)
+            unknown = sorted(keys - set(self.task_keys))
+            raise ValueError(
+                f"{where}: {self.name} tasks have exactly the keys {list(self.task_keys)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        params = np.zeros(TASK_PARAMS)
+        if self.objective in ("direction", "velocity"):
+            key = self.task_keys[0]
+            params[0] = _finite_float(task[key], f"{where}[{key!r}]")
+        else:
+            goal = np.asarray(task["goal"], dtype=float) if _is_numeric_seq(task["goal"]) else None
+            if goal is None or goal.shape != (2,) or not np.all(np.isfinite(goal)):
+                raise ValueError(f"{where}['goal']: expected two finite numbers [x, y], got {task['goal']!r}")
+            params[:] = goal
+        return params
+
+
+_TASK_KEYS = {
+    "direction": ("direction",),
+    "velocity": ("velocity",),
+    "goal": ("goal",),
+    "navigation": ("goal",),
+}
+
+
+def _is_numeric_seq(value: Any) -> bool:
+    try:
+        np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _finite_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _directions(n: int, rng: np.random.Generator) -> list[Task]:
+    return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
+
+
+def _velocities(high: float) -> Callable[[int, np.random.Generator], list[Task]]:
+    return lambda n, rng: [{"velocity": float(v)} for v in rng.uniform(0.0, high, size=n)]
+
+
+def _disc_goals(radius: float) -> Callable[[int, np.random.Generator], list[Task]]:
+    def sample(n: int, rng: np.random.Generator) -> list[Task]:
+        # sqrt of a uniform radius: goals uniform over the disc's area, not bunched at the centre
+        angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
+        r = radius * np.sqrt(rng.uniform(0.0, 1.0, size=n))
+        return [{"goal": [float(x), float(y)]} for x, y in zip(r * np.cos(angle), r * np.sin(angle))]
+
+    return sample
+
+
+def _square_goals(n: int, rng: np.random.Generator) -> list[Task]:
+    return [{"goal": [float(x), float(y)]} for x, y in rng.uniform(-0.5, 0.5, size=(n, 2))]
+
+
+_DIR = "direction * v_x - 0.05 |a|^2"
+_VEL = "-|v_x - velocity| - 0.05 |a|^2"
+_ANT = " - 5e-4 |clip(cfrc_ext)|^2 + 0.05 if healthy; ends when unhealthy"
+
+FAMILIES: dict[str, TaskFamily] = {
+    f.name: f
+    for f in [
+        TaskFamily("HalfCheetahDir", "HalfCheetah", "direction", _DIR, "direction in {-1, +1}", _directions),
+        TaskFamily("HalfCheetahVel", "HalfCheetah", "velocity", _VEL, "velocity ~ U[0, 2]", _velocities(2.0)),
+        TaskFamily("AntDir", "Ant", "direction", _DIR + _ANT, "direction in {-1, +1}", _directions),
+        TaskFamily("AntVel", "Ant", "velocity", _VEL + _ANT, "velocity ~ U[0, 3]", _velocities(3.0)),
+        TaskFamily(
+            "AntGoal", "Ant", "goal", "-(|x - goal_x| + |y - goal_y|) - 0.05 |a|^2" + _ANT,
+            "goal uniform in the disc of radius 3", _disc_goals(3.0),
+        ),
+        TaskFamily("SwimmerDir", "Swimmer", "direction", _DIR, "direction in {-1, +1}", _directions),
+        TaskFamily("SwimmerVel", "Swimmer", "velocity", _VEL, "velocity ~ U[0, 0.5]", _velocities(0.5)),
+        TaskFamily(
+            "Navigation2D", "Navigation2D", "navigation",
+            "-||position - goal||_2; ends within 0.01 of the goal", "goal ~ U[-0.5, 0.5]^2", _square_goals,
+        ),
+    ]
+}
+
+
+def get_family(name: str) -> TaskFamily:
+    """The family called ``name``; a ValueError lists the valid names otherwise."""
+    if name not in FAMILIES:
+        raise ValueError(f"task: expected one of {sorted(FAMILIES)}, got {name!r}")
+    return FAMILIES[name]
+
+
+def encode_tasks(family: TaskFamily, tasks: Sequence[Mapping[str, Any]], num_envs: int) -> np.ndarray:
+    """Check one task per env and encode them, float64 ``[num_envs, TASK_PARAMS]``."""
+    if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
+        raise TypeError(f"tasks: expected a list of {num_envs} task dicts, got {type(tasks).__name__}")
+    if len(tasks) != num_envs:
+        raise ValueError(f"tasks: expected one task per env ({num_envs}), got {len(tasks)}")
+    return np.stack([family.encode(task, f"tasks[{i}]") for i, task in enumerate(tasks)])

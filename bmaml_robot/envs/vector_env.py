@@ -1,0 +1,146 @@
+"""The batched robot environment: a ``gymnasium.vector.VectorEnv`` over the C++ core.
+
+All physics, observations, rewards, terminations, time limits and resets happen in C++ with
+the GIL released; this class validates tasks, exposes Gymnasium's API and packs ``info``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from bmaml_robot import _core
+from bmaml_robot.envs.assets import asset_path
+from bmaml_robot.envs.families import Task, TaskFamily, encode_tasks, get_family
+
+REWARD_TERMS: tuple[str, ...] = tuple(_core.REWARD_TERMS)
+
+
+class BatchedRobotEnv(VectorEnv):
+    """``num_envs`` robots of one task family, each with its own task, stepped in lockstep.
+
+    Observations are float64 ``[num_envs, obs_dim]``; actions ``[num_envs, act_dim]`` (any float
+    dtype) are clipped to the action space before they are applied. Episodes that end are reset
+    in the same step (``AutoresetMode.SAME_STEP``): the returned observation starts the next
+    episode and ``info["final_obs"]`` (float64 ``[num_envs, obs_dim]``, rows valid where
+    ``info["_final_obs"]``) holds the last observation of the episode that ended.
+
+    ``info`` always has ``x_velocity`` and the reward terms (``reward_task``, ``reward_ctrl``,
+    ``reward_contact``, ``reward_survive``; they sum to the reward), all ``[num_envs]``, and
+    ``unstable`` (bool ``[num_envs]``). An env whose simulation became unstable (NaN, divergence)
+    ends its episode as truncated with zero reward and is reset; the others are not affected,
+    and ``info["unstable_reason"]`` (object ``[num_envs]``) says why.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        family: str | TaskFamily,
+        num_envs: int,
+        *,
+        num_threads: int = 1,
+        seed: int = 0,
+        max_episode_steps: int = 100,
+    ) -> None:
+        self.family = family if isinstance(family, TaskFamily) else get_family(family)
+        for name, value in (("num_envs", num_envs), ("num_threads", num_threads), ("max_episode_steps", max_episode_steps)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        _check_seed(seed, "seed")
+        self._core = _core.VecEnvCore(
+            self.family.robot, self.family.objective, asset_path(self.family.robot),
+            int(num_envs), int(num_threads), int(max_episode_steps), int(seed),
+        )
+        self.num_envs = int(num_envs)
+        self.num_threads = self._core.num_threads
+        self.max_episode_steps = int(max_episode_steps)
+        self.obs_dim: int = self._core.obs_dim
+        self.act_dim: int = self._core.act_dim
+        self.dt: float = self._core.dt
+        self.single_observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float64)
+        self.single_action_space = gymnasium.spaces.Box(
+            np.array(self._core.action_low, np.float32), np.array(self._core.action_high, np.float32), dtype=np.float32
+        )
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.tasks: list[Task] = []
+
+    def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
+        """Draw tasks from this env's family, e.g. ``[{"direction": -1.0}, ...]``."""
+        return self.family.sample_tasks(num_tasks, rng)
+
+    def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
+        """One task dict per env (``len(tasks) == num_envs``); used from the next step on."""
+        self._core.set_tasks(encode_tasks(self.family, tasks, self.num_envs))
+        self.tasks = [dict(t) for t in tasks]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Start a new episode in every env. With ``seed``, each env's reset-noise stream is
+        reseeded from ``(seed, env index)``. Returns obs float64 ``[num_envs, obs_dim]``."""
+        if options:
+            raise ValueError(f"options: this env takes no reset options, got {sorted(options)}")
+        if seed is not None:
+            _check_seed(seed, "seed")
+        return self._core.reset(seed), {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Advance every env one control step with ``actions`` ``[num_envs, act_dim]``."""
+        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = self._core.step(actions)
+        unstable = instability != 0
+        info: dict[str, Any] = {"x_velocity": x_velocity}
+        for k, name in enumerate(REWARD_TERMS):
+            info[name] = terms[:, k]
+        info["final_obs"] = final_obs
+        info["_final_obs"] = terminated | truncated
+        info["unstable"] = unstable
+        if unstable.any():
+            reasons = np.full(self.num_envs, "", dtype=object)
+            for i in np.flatnonzero(unstable):
+                message = self._core.warning(int(i))
+                reasons[i] = _core.INSTABILITY_REASONS[instability[i]] + (f": {message}" if message else "")
+            info["unstable_reason"] = reasons
+        return obs, reward, terminated, truncated, info
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Set every env's state (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``) as
+        Gymnasium's ``MujocoEnv.set_state`` after ``mj_resetData``; starts new episodes.
+        Returns obs float64 ``[num_envs, obs_dim]``."""
+        return self._core.set_state(qpos, qvel)
+
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every env's (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``)."""
+        return self._core.get_state()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._core = None
+
+
+def _check_seed(seed: Any, name: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"{name}: expected an integer in [0, 2**64), got {seed!r}")
+
+
+def make_vec(
+    family: str,
+    num_envs: int,
+    *,
+    num_threads: int = 1,
+    seed: int = 0,
+    max_episode_steps: int = 100,
+) -> BatchedRobotEnv:
+    """Make ``num_envs`` robots of the task ``family`` (see ``bmaml_robot.FAMILIES``).
+
+    Example::
+
+        env = bm.make_vec("HalfCheetahDir", num_envs=800, num_threads=2, seed=0, max_episode_steps=100)
+        tasks = env.sample_tasks(40, rng=np.random.default_rng(0))
+        env.set_tasks([t for t in tasks for _ in range(20)])
+        obs, info = env.reset(seed=0)
+    """
+    return BatchedRobotEnv(family, num_envs, num_threads=num_threads, seed=seed, max_episode_steps=max_episode_steps)

@@ -1,0 +1,111 @@
+"""The batch of episodes that flows from the sampler through the meta-learner.
+
+Layout: time first, then tasks, then episodes per task: ``[T, K, B, ...]``. Every env runs exactly
+one episode that starts at ``t = 0``; ``mask[t] = 1`` while the episode runs (its last step
+included) and 0 afterwards. An episode that is still running at ``t = T - 1`` is truncated there
+and its value is bootstrapped from ``last_observations``; one that terminated does not bootstrap.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Episodes(NamedTuple):
+    """One batch of ``K`` tasks x ``B`` episodes per task, ``T`` steps each.
+
+    Values at masked steps (``mask == 0``) may be anything (even NaN): every consumer in
+    ``bmaml_robot.meta`` excludes them explicitly.
+    """
+
+    observations: Tensor
+    """float [T, K, B, obs_dim]: observation at each step (input of the policy at that step)."""
+    actions: Tensor
+    """float [T, K, B, act_dim]: action taken at each step."""
+    rewards: Tensor
+    """float [T, K, B]: reward received for each step."""
+    mask: Tensor
+    """float [T, K, B]: 1 for steps inside the episode, 0 after it ended."""
+    terminated: Tensor
+    """bool [T, K, B]: True at the step that terminated the episode (no bootstrap)."""
+    last_observations: Tensor
+    """float [K, B, obs_dim]: observation after the final step (bootstrap of truncated episodes)."""
+    log_probs: Tensor
+    """float [T, K, B]: log-prob of the actions under the sampling policy (detached)."""
+    advantages: Tensor | None = None
+    """float [T, K, B] or None: advantages, filled by ``compute_advantages`` (0 at masked steps)."""
+    returns: Tensor | None = None
+    """float [T, K, B] or None: value targets ``advantages + values`` before normalisation."""
+
+    @property
+    def horizon(self) -> int:
+        """T, the number of time steps."""
+        return self.observations.shape[0]
+
+    @property
+    def num_tasks(self) -> int:
+        """K, the number of tasks."""
+        return self.observations.shape[1]
+
+    @property
+    def episodes_per_task(self) -> int:
+        """B, the number of episodes per task."""
+        return self.observations.shape[2]
+
+    def episode_returns(self) -> Tensor:
+        """Undiscounted return of each episode, float [K, B]."""
+        return torch.where(self.mask > 0, self.rewards, 0.0).sum(dim=0)
+
+    def validate(self, name: str = "episodes") -> None:
+        """Raise ValueError naming the field, the expected and the actual shape/dtype."""
+        obs = self.observations
+        if obs.dim() != 4 or not obs.is_floating_point():
+            raise ValueError(
+                f"{name}.observations: expected a float tensor [T, K, B, obs_dim], "
+                f"got {obs.dtype} {tuple(obs.shape)}"
+            )
+        T, K, B, obs_dim = obs.shape
+        expected: dict[str, tuple[int, ...]] = {
+            "rewards": (T, K, B),
+            "mask": (T, K, B),
+            "terminated": (T, K, B),
+            "last_observations": (K, B, obs_dim),
+            "log_probs": (T, K, B),
+            "advantages": (T, K, B),
+            "returns": (T, K, B),
+        }
+        for field, shape in expected.items():
+            value = getattr(self, field)
+            if value is None and field in ("advantages", "returns"):
+                continue
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"{name}.{field}: expected shape {shape} (T, K, B = {T}, {K}, {B}), "
+                    f"got {tuple(value.shape)}"
+                )
+        act = self.actions
+        if act.dim() != 4 or tuple(act.shape[:3]) != (T, K, B):
+            raise ValueError(
+                f"{name}.actions: expected shape ({T}, {K}, {B}, act_dim), got {tuple(act.shape)}"
+            )
+        if self.terminated.dtype != torch.bool:
+            raise ValueError(f"{name}.terminated: expected dtype torch.bool, got {self.terminated.dtype}")
+        for field in ("actions", "rewards", "mask", "last_observations", "log_probs"):
+            if not getattr(self, field).is_floating_point():
+                raise ValueError(
+                    f"{name}.{field}: expected a float tensor, got {getattr(self, field).dtype}"
+                )
+
+
+def task_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Masked mean over time and episodes, per task.
+
+    values, mask: [T, K, B] -> [K]. Masked entries are excluded with ``where`` (not multiplied),
+    so NaN/inf there cannot leak. A task without any valid step gets 0.
+    """
+    valid = mask > 0
+    total = torch.where(valid, values * mask, torch.zeros((), dtype=values.dtype, device=values.device))
+    return total.sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1e-8)

@@ -1,0 +1,79 @@
+"""Feed-forward Gaussian policy: the classic MAML policy (tanh MLP, state-independent log_std)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .base import Params, Policy, State, check_positive_int, linear, make_generator
+
+
+class GaussianMLPPolicy(Policy):
+    """``obs -> tanh(Linear) x len(hidden_sizes) -> Linear -> mean``; ``log_std`` is a learned vector.
+
+    Parameter names: ``hidden.{i}.weight [h_i, h_{i-1}]``, ``hidden.{i}.bias [h_i]``,
+    ``mean.weight [act_dim, h_last]``, ``mean.bias [act_dim]``, ``log_std [act_dim]``.
+    Every parameter is adaptable and trainable. There is no state (``initial_state`` is ``None``).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        init_log_std: float = 0.0,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(obs_dim, act_dim, kind="mlp", recurrence=None)
+        hidden_sizes = tuple(hidden_sizes)
+        if len(hidden_sizes) == 0:
+            raise ValueError("hidden_sizes: expected at least one hidden layer size, got ()")
+        for i, size in enumerate(hidden_sizes):
+            check_positive_int(f"hidden_sizes[{i}]", size)
+        self.hidden_sizes: Tuple[int, ...] = hidden_sizes
+
+        generator = make_generator(seed)
+        sizes = (self.obs_dim,) + hidden_sizes
+        self.hidden = torch.nn.ModuleList(
+            torch.nn.Linear(n_in, n_out, dtype=torch.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.mean = torch.nn.Linear(sizes[-1], self.act_dim, dtype=torch.float32)
+        self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), float(init_log_std), dtype=torch.float32))
+        # Xavier-uniform weights and zero biases everywhere, as the reference MAML implementations
+        # (rllab's maml_rl, pytorch-maml-rl) do, so results compare with published numbers.
+        with torch.no_grad():
+            for layer in [*self.hidden, self.mean]:
+                torch.nn.init.xavier_uniform_(layer.weight, generator=generator)
+                layer.bias.zero_()
+
+    def adaptable_names(self) -> list[str]:
+        return [name for name, _ in self.named_parameters()]
+
+    def initial_state(self, batch_shape: Tuple[int, ...]) -> State:
+        return None
+
+    def _mean(self, obs: Tensor, params: dict[str, Tensor], task_dim: int) -> Tensor:
+        """``obs [..., obs_dim] -> mean [..., act_dim]`` with shared or per-task params."""
+        x = obs
+        for i in range(len(self.hidden)):
+            x = torch.tanh(linear(x, params[f"hidden.{i}.weight"], params[f"hidden.{i}.bias"], task_dim))
+        return linear(x, params["mean.weight"], params["mean.bias"], task_dim)
+
+    def step(self, obs: Tensor, state: State = None, params: Params = None) -> Tuple[Tensor, Tensor, State]:
+        """``obs [K, B, obs_dim] -> (mean [K, B, act_dim], log_std, None)``; see ``Policy.step``."""
+        if state is not None:
+            raise ValueError(f"state: expected None for an mlp policy, got {type(state).__name__}")
+        p, num_tasks = self._resolve_params(params)
+        self._check_obs(obs, num_tasks, time_first=False)
+        mean = self._mean(obs, p, task_dim=0)
+        return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=0), None
+
+    def sequence(self, obs: Tensor, params: Params = None) -> Tuple[Tensor, Tensor]:
+        """``obs [T, K, B, obs_dim] -> (mean [T, K, B, act_dim], log_std)``; see ``Policy.sequence``."""
+        p, num_tasks = self._resolve_params(params)
+        self._check_obs(obs, num_tasks, time_first=True)
+        # No state, so all T steps go through in one batched pass (same maths as a loop of step).
+        mean = self._mean(obs, p, task_dim=1)
+        return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=1)

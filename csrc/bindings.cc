@@ -1,0 +1,320 @@
+// Python bindings: the only file that sees pybind11. Every argument is converted and checked
+// here (errors name the argument, what was expected and what came), then the GIL is released
+// and the unchecked core runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gae.h"
+#include "mujoco_robot.h"
+#include "objective.h"
+#include "robot.h"
+#include "vec_env.h"
+
+namespace py = pybind11;
+
+namespace bmaml {
+namespace {
+
+using DoubleArray = py::array_t<double, py::array::c_style>;
+using ByteArray = py::array_t<uint8_t, py::array::c_style>;
+
+std::string shape_str(const std::vector<py::ssize_t>& shape) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  if (shape.size() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+std::string shape_of(const py::array& a) {
+  return shape_str(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+}
+
+std::string dtype_of(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+py::array as_array(py::handle obj, const char* name) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw py::type_error(std::string(name) + ": expected an array, got " +
+                               py::str(py::type::of(obj)).cast<std::string>());
+  return a;
+}
+
+void check_shape(const py::array& a, const char* name, const std::vector<py::ssize_t>& shape) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
+  if (!ok) {
+    throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) +
+                          ", got " + shape_of(a));
+  }
+}
+
+// A real floating array of the given shape, as contiguous float64 (a copy only if needed).
+DoubleArray float64_arg(py::handle obj, const char* name, const std::vector<py::ssize_t>& shape) {
+  py::array a = as_array(obj, name);
+  if (a.dtype().kind() != 'f') {
+    throw py::type_error(std::string(name) + ": expected a floating-point array, got dtype " +
+                         dtype_of(a));
+  }
+  check_shape(a, name, shape);
+  return DoubleArray::ensure(a);
+}
+
+// Finite everywhere, or a ValueError naming the first bad row (an env) and value.
+void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size) {
+  const double* p = a.data();
+  for (py::ssize_t k = 0; k < a.size(); ++k) {
+    if (!std::isfinite(p[k])) {
+      std::ostringstream s;
+      s << name << ": expected finite values, got " << p[k] << " in row " << k / row_size
+        << " (column " << k % row_size << ")";
+      throw py::value_error(s.str());
+    }
+  }
+}
+
+int positive_int(long long value, const char* name) {
+  if (value < 1 || value > (1LL << 30)) {
+    throw py::value_error(std::string(name) + ": expected an integer >= 1, got " +
+                          std::to_string(value));
+  }
+  return static_cast<int>(value);
+}
+
+// The checked layer over VecEnv, holding what Python needs to know about shapes.
+class PyVecEnv {
+ public:
+  PyVecEnv(const std::string& robot, const std::string& objective, const std::string& xml_path,
+           long long num_envs, long long num_threads, long long max_episode_steps,
+           unsigned long long seed) {
+    const int n = positive_int(num_envs, "num_envs");
+    const int threads = positive_int(num_threads, "num_threads");
+    const int steps = positive_int(max_episode_steps, "max_episode_steps");
+    Objective obj;
+    try {
+      obj.family = family_from_name(objective);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+    std::shared_ptr<const Robot> r;
+    try {
+      r = make_robot(robot, xml_path);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+    if (r->spec().act_dim > 64) throw py::value_error("robot: more than 64 actuators is not supported");
+    py::gil_scoped_release release;
+    env_ = std::make_unique<VecEnv>(std::move(r), obj, n, threads, steps, seed);
+  }
+
+  const RobotSpec& spec() const { return env_->spec(); }
+  py::ssize_t n() const { return env_->num_envs(); }
+
+  void set_tasks(py::handle tasks) {
+    DoubleArray t = float64_arg(tasks, "tasks", {n(), kTaskParams});
+    check_finite(t, "tasks", kTaskParams);
+    env_->set_tasks(t.data());
+  }
+
+  DoubleArray reset(std::optional<unsigned long long> seed) {
+    DoubleArray obs({n(), static_cast<py::ssize_t>(spec().obs_dim)});
+    double* out = obs.mutable_data();
+    uint64_t s = seed.value_or(0);
+    {
+      py::gil_scoped_release release;
+      env_->reset(seed ? &s : nullptr, out);
+    }
+    return obs;
+  }
+
+  py::tuple step(py::handle actions) {
+    DoubleArray a = float64_arg(actions, "actions", {n(), spec().act_dim});
+    check_finite(a, "actions", spec().act_dim);
+    const py::ssize_t obs_dim = spec().obs_dim;
+    DoubleArray obs({n(), obs_dim}), reward(n()), x_velocity(n());
+    DoubleArray terms({n(), static_cast<py::ssize_t>(kNumRewardTerms)});
+    DoubleArray final_obs({n(), obs_dim});
+    py::array_t<bool> terminated(n()), truncated(n());
+    py::array_t<int32_t> instability(n());
+    StepBuffers out{obs.mutable_data(),
+                    reward.mutable_data(),
+                    reinterpret_cast<uint8_t*>(terminated.mutable_data()),
+                    reinterpret_cast<uint8_t*>(truncated.mutable_data()),
+                    x_velocity.mutable_data(),
+                    terms.mutable_data(),
+                    final_obs.mutable_data(),
+                    instability.mutable_data()};
+    std::fill(out.final_obs, out.final_obs + n() * obs_dim, NAN);  // NaN where no episode ended
+    {
+      py::gil_scoped_release release;
+      env_->step(a.data(), out);
+    }
+    return py::make_tuple(obs, reward, terminated, truncated, x_velocity, terms, final_obs,
+                          instability);
+  }
+
+  DoubleArray set_state(py::handle qpos, py::handle qvel) {
+    DoubleArray p = float64_arg(qpos, "qpos", {n(), spec().nq});
+    DoubleArray v = float64_arg(qvel, "qvel", {n(), spec().nv});
+    check_finite(p, "qpos", std::max(1, spec().nq));
+    check_finite(v, "qvel", std::max(1, spec().nv));
+    DoubleArray obs({n(), static_cast<py::ssize_t>(spec().obs_dim)});
+    double* out = obs.mutable_data();
+    {
+      py::gil_scoped_release release;
+      env_->set_state(p.data(), v.data(), out);
+    }
+    return obs;
+  }
+
+  py::tuple get_state() const {
+    DoubleArray qpos({n(), static_cast<py::ssize_t>(spec().nq)});
+    DoubleArray qvel({n(), static_cast<py::ssize_t>(spec().nv)});
+    env_->get_state(qpos.mutable_data(), qvel.mutable_data());
+    return py::make_tuple(qpos, qvel);
+  }
+
+  std::string warning(long long i) const {
+    if (i < 0 || i >= n()) {
+      throw py::index_error("env: expected an index in [0, " + std::to_string(n()) + "), got " +
+                            std::to_string(i));
+    }
+    return env_->warning(static_cast<int>(i));
+  }
+
+  VecEnv& env() { return *env_; }
+
+ private:
+  std::unique_ptr<VecEnv> env_;
+};
+
+template <typename Real>
+py::tuple gae_typed(const py::array& rewards, const py::array& values, const ByteArray& terminated,
+                    const ByteArray& truncated, const py::object& final_values,
+                    const py::array& last_values, double gamma, double lam) {
+  using Arr = py::array_t<Real, py::array::c_style>;
+  const py::ssize_t T = rewards.shape(0), N = rewards.shape(1);
+  Arr r = Arr::ensure(rewards), v = Arr::ensure(values), last = Arr::ensure(last_values);
+  Arr fin;
+  if (!final_values.is_none()) fin = Arr::ensure(final_values);
+  Arr adv({T, N}), ret({T, N});
+  const Real* fin_ptr = final_values.is_none() ? nullptr : fin.data();
+  {
+    py::gil_scoped_release release;
+    gae<Real>(static_cast<int>(T), static_cast<int>(N), r.data(), v.data(), terminated.data(),
+              truncated.data(), fin_ptr, last.data(), static_cast<Real>(gamma),
+              static_cast<Real>(lam), adv.mutable_data(), ret.mutable_data());
+  }
+  return py::make_tuple(adv, ret);
+}
+
+ByteArray flags_arg(py::handle obj, const char* name, const std::vector<py::ssize_t>& shape) {
+  py::array a = as_array(obj, name);
+  const char kind = a.dtype().kind();
+  if (kind != 'b' && kind != 'i' && kind != 'u') {
+    throw py::type_error(std::string(name) + ": expected a bool array, got dtype " + dtype_of(a));
+  }
+  check_shape(a, name, shape);
+  // Normalise to contiguous 0/1 bytes whatever the integer width.
+  if (kind == 'b') return ByteArray::ensure(a.attr("view")("uint8"));
+  return ByteArray::ensure(a.attr("astype")("bool").attr("view")("uint8"));
+}
+
+py::tuple gae_binding(py::handle rewards_obj, py::handle values_obj, py::handle terminated_obj,
+                      py::handle truncated_obj, py::handle last_values_obj, double gamma,
+                      double lam, py::handle final_values_obj) {
+  py::array rewards = as_array(rewards_obj, "rewards");
+  if (rewards.ndim() != 2) {
+    throw py::value_error("rewards: expected a 2-d array [T, N], got shape " + shape_of(rewards));
+  }
+  const py::ssize_t T = rewards.shape(0), N = rewards.shape(1);
+  if (T < 1 || N < 1) throw py::value_error("rewards: expected T >= 1 and N >= 1, got shape " + shape_of(rewards));
+  const py::dtype dtype = rewards.dtype();
+  const bool is_f32 = dtype.equal(py::dtype::of<float>());
+  if (!is_f32 && !dtype.equal(py::dtype::of<double>())) {
+    throw py::type_error("rewards: expected dtype float32 or float64, got " + dtype_of(rewards));
+  }
+  auto same_float = [&](py::handle obj, const char* name, const std::vector<py::ssize_t>& shape) {
+    py::array a = as_array(obj, name);
+    if (!a.dtype().equal(dtype)) {
+      throw py::type_error(std::string(name) + ": expected dtype " + dtype_of(rewards) +
+                           " (that of rewards), got " + dtype_of(a));
+    }
+    check_shape(a, name, shape);
+    return a;
+  };
+  py::array values = same_float(values_obj, "values", {T, N});
+  py::array last_values = same_float(last_values_obj, "last_values", {N});
+  py::object final_values = py::none();
+  if (!final_values_obj.is_none()) final_values = same_float(final_values_obj, "final_values", {T, N});
+  ByteArray terminated = flags_arg(terminated_obj, "terminated", {T, N});
+  ByteArray truncated = flags_arg(truncated_obj, "truncated", {T, N});
+  if (!(gamma >= 0.0 && gamma <= 1.0)) {
+    throw py::value_error("gamma: expected a value in [0, 1], got " + std::to_string(gamma));
+  }
+  if (!(lam >= 0.0 && lam <= 1.0)) {
+    throw py::value_error("lam: expected a value in [0, 1], got " + std::to_string(lam));
+  }
+  if (final_values.is_none()) {
+    const uint8_t* tr = truncated.data();
+    for (py::ssize_t k = 0; k < (T - 1) * N; ++k) {
+      if (tr[k]) {
+        throw py::value_error(
+            "final_values: required when an episode is truncated before the last step (t=" +
+            std::to_string(k / N) + ", env " + std::to_string(k % N) +
+            "): pass the values of the truncated episodes' final observations");
+      }
+    }
+  }
+  if (is_f32) return gae_typed<float>(rewards, values, terminated, truncated, final_values, last_values, gamma, lam);
+  return gae_typed<double>(rewards, values, terminated, truncated, final_values, last_values, gamma, lam);
+}
+
+}  // namespace
+}  // namespace bmaml
+
+PYBIND11_MODULE(_core, m) {
+  using namespace bmaml;
+  m.doc() = "bmaml_robot's C++ core: batched MuJoCo robots and GAE (use bmaml_robot's API).";
+  install_warning_handler();
+
+  py::class_<PyVecEnv>(m, "VecEnvCore")
+      .def(py::init<const std::string&, const std::string&, const std::string&, long long,
+                    long long, long long, unsigned long long>(),
+           py::arg("robot"), py::arg("objective"), py::arg("xml_path"), py::arg("num_envs"),
+           py::arg("num_threads"), py::arg("max_episode_steps"), py::arg("seed"))
+      .def_property_readonly("robot", [](const PyVecEnv& e) { return e.spec().name; })
+      .def_property_readonly("obs_dim", [](const PyVecEnv& e) { return e.spec().obs_dim; })
+      .def_property_readonly("act_dim", [](const PyVecEnv& e) { return e.spec().act_dim; })
+      .def_property_readonly("nq", [](const PyVecEnv& e) { return e.spec().nq; })
+      .def_property_readonly("nv", [](const PyVecEnv& e) { return e.spec().nv; })
+      .def_property_readonly("dt", [](const PyVecEnv& e) { return e.spec().dt; })
+      .def_property_readonly("action_low", [](const PyVecEnv& e) { return e.spec().action_low; })
+      .def_property_readonly("action_high", [](const PyVecEnv& e) { return e.spec().action_high; })
+      .def_property_readonly("num_envs", [](const PyVecEnv& e) { return e.n(); })
+      .def_property_readonly("num_threads", [](PyVecEnv& e) { return e.env().num_threads(); })
+      .def_property_readonly("max_episode_steps", [](PyVecEnv& e) { return e.env().max_episode_steps(); })
+      .def("set_tasks", &PyVecEnv::set_tasks, py::arg("tasks"))
+      .def("reset", &PyVecEnv::reset, py::arg("seed") = py::none())
+      .def("step", &PyVecEnv::step, py::arg("actions"))
+      .def("set_state", &PyVecEnv::set_state, py::arg("qpos"), py::arg("qvel"))
+      .def("get_state", &PyVecEnv::get_state)
+      .def("warning", &PyVecEnv::warning, py::arg("env"));
+
+  m.def("gae", &gae_binding, py::arg("rewards"), py::arg("values"), py::arg("terminated"),
+        py::arg("truncated"), py::arg("last_values"), py::arg("gamma"), py::arg("lam"),
+        py::arg("final_values") = py::none());
+  m.attr("REWARD_TERMS") = py::make_tuple("reward_task", "reward_ctrl", "reward_contact", "reward_survive");
+  py::list reasons;
+  for (int k = 0; k <= static_cast<int>(Instability::kSimulatorError); ++k)
+    reasons.append(instability_name(static_cast<Instability>(k)));
+  m.attr("INSTABILITY_REASONS") = py::tuple(reasons);
+}

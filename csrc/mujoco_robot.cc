@@ -1,0 +1,141 @@
+#include "mujoco_robot.h"
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace bmaml {
+
+namespace {
+
+thread_local std::string* warning_sink = nullptr;
+
+void warning_handler(const char* message) {
+  if (warning_sink) {
+    if (!warning_sink->empty()) warning_sink->append("; ");
+    warning_sink->append(message);
+  } else {
+    std::fprintf(stderr, "MuJoCo warning: %s\n", message);
+  }
+}
+
+class MujocoSim : public RobotSim {
+ public:
+  explicit MujocoSim(const MujocoRobot& robot) : robot_(robot), m_(robot.model()) {
+    d_ = mj_makeData(m_);
+    if (!d_) throw std::runtime_error("mj_makeData failed: out of memory");
+    mj_forward(m_, d_);
+  }
+  ~MujocoSim() override { mj_deleteData(d_); }
+
+  void reset(Rng& rng) override {
+    const MujocoRobot::Options& o = robot_.options();
+    const double s = o.reset_noise_scale;
+    mj_resetData(m_, d_);
+    for (int i = 0; i < m_->nq; ++i) d_->qpos[i] = m_->qpos0[i] + rng.uniform(-s, s);
+    for (int i = 0; i < m_->nv; ++i)
+      d_->qvel[i] = o.uniform_qvel_noise ? rng.uniform(-s, s) : s * rng.normal();
+    mj_forward(m_, d_);
+  }
+
+  void set_state(const double* qpos, const double* qvel) override {
+    mj_resetData(m_, d_);
+    for (int i = 0; i < m_->nq; ++i) d_->qpos[i] = qpos[i];
+    for (int i = 0; i < m_->nv; ++i) d_->qvel[i] = qvel[i];
+    mj_forward(m_, d_);
+  }
+
+  Instability step(const double* action, Motion* motion) override {
+    const MujocoRobot::Options& o = robot_.options();
+    double before[2], after[2];
+    robot_.position(d_, before);
+    for (int i = 0; i < m_->nu; ++i) d_->ctrl[i] = action[i];
+    int warnings_before[3];
+    for (int w = 0; w < 3; ++w) warnings_before[w] = d_->warning[mjWARN_BADQPOS + w].number;
+    for (int k = 0; k < o.frame_skip; ++k) mj_step(m_, d_);
+    // mj_step resets the data and counts a warning when the state blows up.
+    for (int w = 0; w < 3; ++w) {
+      if (d_->warning[mjWARN_BADQPOS + w].number != warnings_before[w])
+        return static_cast<Instability>(static_cast<int>(Instability::kBadQpos) + w);
+    }
+    if (o.needs_contact_forces) mj_rnePostConstraint(m_, d_);
+    robot_.position(d_, after);
+    const double dt = robot_.spec().dt;
+    motion->x_velocity = (after[0] - before[0]) / dt;
+    motion->y_velocity = (after[1] - before[1]) / dt;
+    motion->x_position = after[0];
+    motion->y_position = after[1];
+    motion->healthy = robot_.healthy(d_);
+    motion->contact_cost = robot_.contact_cost(d_);
+    return Instability::kNone;
+  }
+
+  void observe(double* obs) const override { robot_.observe(d_, obs); }
+
+  void get_state(double* qpos, double* qvel) const override {
+    for (int i = 0; i < m_->nq; ++i) qpos[i] = d_->qpos[i];
+    for (int i = 0; i < m_->nv; ++i) qvel[i] = d_->qvel[i];
+  }
+
+ private:
+  const MujocoRobot& robot_;
+  const mjModel* m_;
+  mjData* d_ = nullptr;
+};
+
+}  // namespace
+
+void install_warning_handler() {
+  if (!mju_user_warning) mju_user_warning = warning_handler;
+}
+
+WarningCapture::WarningCapture(std::string* sink) : previous_(warning_sink) { warning_sink = sink; }
+WarningCapture::~WarningCapture() { warning_sink = previous_; }
+
+MujocoRobot::MujocoRobot(const Options& options, const std::string& xml_path) : options_(options) {
+  char error[1024] = "";
+  std::string load_warnings;  // deprecation notes of the shipped assets: not the user's concern
+  {
+    WarningCapture capture(&load_warnings);
+    model_ = mj_loadXML(xml_path.c_str(), nullptr, error, sizeof(error));
+  }
+  if (!model_) {
+    throw std::invalid_argument("xml_path: could not load MuJoCo model '" + xml_path +
+                                "': " + error);
+  }
+  const mjModel* m = model_;
+  if (m->nq != options.nq || m->nv != options.nv || m->nu != options.nu) {
+    const std::string got = "nq=" + std::to_string(m->nq) + ", nv=" + std::to_string(m->nv) +
+                            ", nu=" + std::to_string(m->nu);
+    const std::string expected = "nq=" + std::to_string(options.nq) +
+                                 ", nv=" + std::to_string(options.nv) +
+                                 ", nu=" + std::to_string(options.nu);
+    mj_deleteModel(model_);
+    model_ = nullptr;
+    throw std::invalid_argument("xml_path: '" + xml_path + "' is not a " + options.name +
+                                " model: expected " + expected + ", got " + got);
+  }
+  spec_.name = options.name;
+  spec_.obs_dim = options.obs_dim;
+  spec_.act_dim = m->nu;
+  spec_.nq = m->nq;
+  spec_.nv = m->nv;
+  spec_.frame_skip = options.frame_skip;
+  spec_.dt = m->opt.timestep * options.frame_skip;
+  spec_.has_health = options.has_health;
+  for (int i = 0; i < m->nu; ++i) {
+    const bool limited = m->actuator_ctrllimited[i];
+    spec_.action_low.push_back(limited ? m->actuator_ctrlrange[2 * i] : -INFINITY);
+    spec_.action_high.push_back(limited ? m->actuator_ctrlrange[2 * i + 1] : INFINITY);
+  }
+}
+
+MujocoRobot::~MujocoRobot() {
+  if (model_) mj_deleteModel(model_);
+}
+
+std::unique_ptr<RobotSim> MujocoRobot::make_sim() const {
+  return std::make_unique<MujocoSim>(*this);
+}
+
+}  // namespace bmaml

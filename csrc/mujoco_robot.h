@@ -1,0 +1,66 @@
+// What the MuJoCo robots share: loading Gymnasium's v5 asset, reset noise, stepping with a frame
+// skip, and catching instabilities. Each robot (robots/*.cc) only says how it is observed, where
+// it is, and whether it is healthy.
+//
+// Every MuJoCo call mirrors Gymnasium's MujocoEnv exactly (mj_resetData, then set the state and
+// mj_forward on reset; ctrl, frame_skip x mj_step, then mj_rnePostConstraint where contact
+// forces are observed), so that the same state and action give bit-identical physics.
+#pragma once
+
+#include <mujoco/mujoco.h>
+
+#include <memory>
+#include <string>
+
+#include "robot.h"
+
+namespace bmaml {
+
+class MujocoRobot : public Robot {
+ public:
+  struct Options {
+    std::string name;
+    int frame_skip = 5;
+    int nq = 0, nv = 0, nu = 0;  // sizes the asset must have
+    int obs_dim = 0;
+    bool has_health = false;
+    bool needs_contact_forces = false;  // run mj_rnePostConstraint after each control step
+    bool uniform_qvel_noise = false;    // Swimmer: qvel noise uniform; others: scaled normal
+    double reset_noise_scale = 0.1;
+  };
+
+  MujocoRobot(const Options& options, const std::string& xml_path);
+  ~MujocoRobot() override;
+
+  const mjModel* model() const { return model_; }
+  const Options& options() const { return options_; }
+  std::unique_ptr<RobotSim> make_sim() const override;
+
+  // Observation [obs_dim] of d.
+  virtual void observe(const mjData* d, double* obs) const = 0;
+  // Planar position used for velocity and goals, as Gymnasium reads it.
+  virtual void position(const mjData* d, double* xy) const = 0;
+  virtual bool healthy(const mjData*) const { return true; }
+  // Sum of squared clipped external contact forces (Ant); 0 by default.
+  virtual double contact_cost(const mjData*) const { return 0.0; }
+
+ private:
+  Options options_;
+  mjModel* model_ = nullptr;
+};
+
+// Routes MuJoCo warnings raised while an environment steps to that environment instead of the
+// terminal and MUJOCO_LOG.TXT. Installed once, only if nobody else installed a handler.
+void install_warning_handler();
+
+// While alive, MuJoCo warnings raised on this thread are appended to *sink.
+class WarningCapture {
+ public:
+  explicit WarningCapture(std::string* sink);
+  ~WarningCapture();
+
+ private:
+  std::string* previous_;
+};
+
+}  // namespace bmaml

@@ -1,0 +1,48 @@
+// Task families: what a robot is asked to do, as rewards and terminations on its Motion.
+//
+// Rewards follow the MAML literature (Finn et al. 2017; Rothfuss et al. 2019):
+//   direction:  reward_task = direction * v_x
+//   velocity:   reward_task = -|v_x - goal_velocity|
+//   goal:       reward_task = -(|x - goal_x| + |y - goal_y|)   (L1, as the MAML reference code)
+//   navigation: reward_task = -||(x, y) - goal||_2, terminated within 0.01 of the goal per axis
+// plus reward_ctrl = -0.05 |a|^2 and, for robots with a healthy range (Ant),
+// reward_contact = -5e-4 * sum(clip(cfrc_ext, -1, 1)^2) and reward_survive = 0.05 while healthy,
+// with termination when unhealthy.
+#pragma once
+
+#include <string>
+
+#include "robot.h"
+
+namespace bmaml {
+
+enum class Family : int { kDirection = 0, kVelocity = 1, kGoal = 2, kNavigation = 3 };
+
+// Every task is at most two numbers: direction, goal velocity, or a goal position.
+constexpr int kTaskParams = 2;
+
+// The reward terms of one step; the reward is their sum.
+struct RewardTerms {
+  double task = 0.0;
+  double ctrl = 0.0;
+  double contact = 0.0;
+  double survive = 0.0;
+  double total() const { return task + ctrl + contact + survive; }
+};
+constexpr int kNumRewardTerms = 4;
+
+struct Objective {
+  Family family = Family::kDirection;
+  double ctrl_cost_weight = 0.05;
+  double contact_cost_weight = 5e-4;
+  double survive_reward = 0.05;
+
+  // task [kTaskParams]; action [act_dim], the clipped action that was applied.
+  RewardTerms reward(const RobotSpec& spec, const double* task, const Motion& motion,
+                     const double* action) const;
+  bool terminated(const RobotSpec& spec, const double* task, const Motion& motion) const;
+};
+
+Family family_from_name(const std::string& name);
+
+}  // namespace bmaml

@@ -1,0 +1,80 @@
+// The robot interface: physics state, observation and motion of one simulated robot.
+//
+// A Robot is the shared, read-only description (model, dimensions, action bounds); each
+// environment owns a RobotSim made from it. Rewards are not computed here: they belong to the
+// task family (objective.h), which only sees the Motion a control step produced.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rng.h"
+
+namespace bmaml {
+
+// What one control step did, as the objectives need it.
+struct Motion {
+  double x_velocity = 0.0;  // forward velocity over the control step (m/s)
+  double y_velocity = 0.0;
+  double x_position = 0.0;  // position after the step
+  double y_position = 0.0;
+  double contact_cost = 0.0;  // sum of squared clipped contact forces; 0 for robots without
+  bool healthy = true;        // inside the robot's healthy range (always true if it has none)
+};
+
+// Why a step could not be trusted; kNone for a normal step.
+enum class Instability : int {
+  kNone = 0,
+  kBadQpos = 1,         // MuJoCo: NaN, Inf or huge value in qpos (it reset the data)
+  kBadQvel = 2,         // MuJoCo: ... in qvel
+  kBadQacc = 3,         // MuJoCo: ... in qacc (solver divergence)
+  kNonFiniteObs = 4,    // the observation was not finite
+  kSimulatorError = 5,  // MuJoCo raised an error
+};
+
+const char* instability_name(Instability why);
+
+struct RobotSpec {
+  std::string name;
+  int obs_dim = 0;
+  int act_dim = 0;
+  int nq = 0;  // size of the qpos accepted by set_state
+  int nv = 0;  // size of the qvel accepted by set_state
+  double dt = 0.0;  // control timestep (s): physics timestep x frame skip
+  int frame_skip = 1;
+  bool has_health = false;  // terminates when unhealthy (Ant)
+  std::vector<double> action_low, action_high;
+};
+
+class RobotSim {
+ public:
+  virtual ~RobotSim() = default;
+  // Back to the initial state plus the robot's reset noise, drawn from rng.
+  virtual void reset(Rng& rng) = 0;
+  // Set generalised positions [nq] and velocities [nv].
+  virtual void set_state(const double* qpos, const double* qvel) = 0;
+  // Apply an action [act_dim] (already clipped to the bounds) for one control step.
+  virtual Instability step(const double* action, Motion* motion) = 0;
+  // Write the observation [obs_dim].
+  virtual void observe(double* obs) const = 0;
+  // Current state into qpos [nq] and qvel [nv].
+  virtual void get_state(double* qpos, double* qvel) const = 0;
+};
+
+class Robot {
+ public:
+  virtual ~Robot() = default;
+  const RobotSpec& spec() const { return spec_; }
+  virtual std::unique_ptr<RobotSim> make_sim() const = 0;
+
+ protected:
+  RobotSpec spec_;
+};
+
+// Factory: name is one of "HalfCheetah", "Ant", "Swimmer" (which need the path to Gymnasium's
+// v5 MJCF asset) or "Navigation2D" (no asset). Throws std::invalid_argument on a bad name, a
+// model that fails to load, or a model whose sizes do not match the robot.
+std::shared_ptr<const Robot> make_robot(const std::string& name, const std::string& xml_path);
+
+}  // namespace bmaml

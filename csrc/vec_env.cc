@@ -1,0 +1,144 @@
+#include "vec_env.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+
+#include "mujoco_robot.h"
+
+namespace bmaml {
+
+VecEnv::VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_envs,
+               int num_threads, int max_episode_steps, uint64_t seed)
+    : robot_(std::move(robot)),
+      objective_(objective),
+      num_envs_(num_envs),
+      max_episode_steps_(max_episode_steps),
+      pool_(std::min(num_threads, num_envs)),
+      rngs_(num_envs),
+      tasks_(static_cast<size_t>(num_envs) * kTaskParams, 0.0),
+      steps_(num_envs, 0),
+      last_obs_(static_cast<size_t>(num_envs) * robot_->spec().obs_dim, 0.0),
+      warnings_(num_envs) {
+  sims_.reserve(num_envs);
+  for (int i = 0; i < num_envs; ++i) {
+    sims_.push_back(robot_->make_sim());
+    rngs_[i].seed(seed, i);
+  }
+}
+
+int VecEnv::chunk() const {
+  // Small chunks balance robots whose contacts make some steps dearer; a few per thread.
+  return std::max(1, num_envs_ / (8 * pool_.num_threads()));
+}
+
+void VecEnv::set_tasks(const double* tasks) {
+  std::memcpy(tasks_.data(), tasks, tasks_.size() * sizeof(double));
+}
+
+void VecEnv::reset_env(int i, double* obs_row) {
+  const int obs_dim = spec().obs_dim;
+  sims_[i]->reset(rngs_[i]);
+  sims_[i]->observe(obs_row);
+  steps_[i] = 0;
+  std::memcpy(&last_obs_[static_cast<size_t>(i) * obs_dim], obs_row, obs_dim * sizeof(double));
+}
+
+void VecEnv::reset(const uint64_t* seed, double* obs) {
+  const int obs_dim = spec().obs_dim;
+  pool_.parallel_for(num_envs_, chunk(), [&](int i) {
+    if (seed) rngs_[i].seed(*seed, i);
+    warnings_[i].clear();
+    reset_env(i, obs + static_cast<size_t>(i) * obs_dim);
+  });
+}
+
+void VecEnv::set_state(const double* qpos, const double* qvel, double* obs) {
+  const RobotSpec& s = spec();
+  pool_.parallel_for(num_envs_, chunk(), [&](int i) {
+    double* obs_row = obs + static_cast<size_t>(i) * s.obs_dim;
+    sims_[i]->set_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv);
+    sims_[i]->observe(obs_row);
+    steps_[i] = 0;
+    std::memcpy(&last_obs_[static_cast<size_t>(i) * s.obs_dim], obs_row, s.obs_dim * sizeof(double));
+  });
+}
+
+void VecEnv::get_state(double* qpos, double* qvel) const {
+  const RobotSpec& s = spec();
+  for (int i = 0; i < num_envs_; ++i)
+    sims_[i]->get_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv);
+}
+
+void VecEnv::step_env(int i, const double* action, const StepBuffers& out) {
+  const RobotSpec& s = spec();
+  const size_t row = static_cast<size_t>(i) * s.obs_dim;
+  double* obs_row = out.obs + row;
+  const double* task = &tasks_[static_cast<size_t>(i) * kTaskParams];
+
+  double clipped[64];  // act_dim is checked against this bound when the robot is made
+  for (int j = 0; j < s.act_dim; ++j)
+    clipped[j] = std::clamp(action[j], s.action_low[j], s.action_high[j]);
+
+  Motion motion;
+  Instability why = Instability::kNone;
+  warnings_[i].clear();
+  try {
+    WarningCapture capture(&warnings_[i]);
+    why = sims_[i]->step(clipped, &motion);
+  } catch (const std::exception& e) {
+    why = Instability::kSimulatorError;
+    warnings_[i] = e.what();
+  }
+  if (why == Instability::kNone) {
+    sims_[i]->observe(obs_row);
+    for (int j = 0; j < s.obs_dim; ++j) {
+      if (!std::isfinite(obs_row[j])) {
+        why = Instability::kNonFiniteObs;
+        break;
+      }
+    }
+  }
+
+  double* terms = out.reward_terms + static_cast<size_t>(i) * kNumRewardTerms;
+  out.instability[i] = static_cast<int32_t>(why);
+  if (why != Instability::kNone) {
+    // Unusable step: end the episode as truncated, with no reward, at the last good observation.
+    std::fill(terms, terms + kNumRewardTerms, 0.0);
+    out.reward[i] = 0.0;
+    out.x_velocity[i] = 0.0;
+    out.terminated[i] = 0;
+    out.truncated[i] = 1;
+    std::memcpy(out.final_obs + row, &last_obs_[row], s.obs_dim * sizeof(double));
+    reset_env(i, obs_row);
+    return;
+  }
+
+  const RewardTerms r = objective_.reward(s, task, motion, clipped);
+  terms[0] = r.task;
+  terms[1] = r.ctrl;
+  terms[2] = r.contact;
+  terms[3] = r.survive;
+  out.reward[i] = r.total();
+  out.x_velocity[i] = motion.x_velocity;
+  const bool terminated = objective_.terminated(s, task, motion);
+  const bool truncated = !terminated && ++steps_[i] >= max_episode_steps_;
+  out.terminated[i] = terminated;
+  out.truncated[i] = truncated;
+  if (terminated || truncated) {
+    std::memcpy(out.final_obs + row, obs_row, s.obs_dim * sizeof(double));
+    reset_env(i, obs_row);
+  } else {
+    std::memcpy(&last_obs_[row], obs_row, s.obs_dim * sizeof(double));
+  }
+}
+
+void VecEnv::step(const double* actions, const StepBuffers& out) {
+  const int act_dim = spec().act_dim;
+  pool_.parallel_for(num_envs_, chunk(), [&](int i) {
+    step_env(i, actions + static_cast<size_t>(i) * act_dim, out);
+  });
+}
+
+}  // namespace bmaml

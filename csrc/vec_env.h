@@ -1,0 +1,72 @@
+// The batched environment: num_envs robots of one kind, each with its own task, stepped in
+// lockstep on a thread pool. Observations, rewards, terminations, time limits and resets are
+// all computed here; the caller touches each batch once per step.
+//
+// No pointer is checked here: the bindings validate every argument before calling in.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "objective.h"
+#include "robot.h"
+#include "thread_pool.h"
+
+namespace bmaml {
+
+// Output rows of one step; all row-major, owned by the caller, num_envs rows each.
+struct StepBuffers {
+  double* obs;           // [N, obs_dim] observation after the step (after the reset if done)
+  double* reward;        // [N]
+  uint8_t* terminated;   // [N]
+  uint8_t* truncated;    // [N] time limit reached, or the env became unstable
+  double* x_velocity;    // [N]
+  double* reward_terms;  // [N, kNumRewardTerms]: task, ctrl, contact, survive
+  double* final_obs;     // [N, obs_dim] last observation of an episode that ended; else untouched
+  int32_t* instability;  // [N] Instability code, 0 for a normal step
+};
+
+class VecEnv {
+ public:
+  VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_envs, int num_threads,
+         int max_episode_steps, uint64_t seed);
+
+  const RobotSpec& spec() const { return robot_->spec(); }
+  int num_envs() const { return num_envs_; }
+  int num_threads() const { return pool_.num_threads(); }
+  int max_episode_steps() const { return max_episode_steps_; }
+
+  // tasks [N, kTaskParams]; takes effect from the next step.
+  void set_tasks(const double* tasks);
+  // Reset every env; reseed each env's stream from (seed, env index) first if seed is given.
+  void reset(const uint64_t* seed, double* obs);
+  // actions [N, act_dim], finite. Episodes that end are reset in the same step (Gymnasium's
+  // SAME_STEP autoreset): obs holds the new episode's first observation, final_obs the last one.
+  void step(const double* actions, const StepBuffers& out);
+  // qpos [N, nq], qvel [N, nv] -> obs [N, obs_dim]; starts a new episode in every env.
+  void set_state(const double* qpos, const double* qvel, double* obs);
+  void get_state(double* qpos, double* qvel) const;
+  // MuJoCo's own message for env i's last instability ("" if none).
+  const std::string& warning(int i) const { return warnings_[i]; }
+
+ private:
+  void reset_env(int i, double* obs_row);
+  void step_env(int i, const double* action, const StepBuffers& out);
+  int chunk() const;
+
+  std::shared_ptr<const Robot> robot_;
+  Objective objective_;
+  int num_envs_;
+  int max_episode_steps_;
+  ThreadPool pool_;
+  std::vector<std::unique_ptr<RobotSim>> sims_;
+  std::vector<Rng> rngs_;
+  std::vector<double> tasks_;     // [N, kTaskParams]
+  std::vector<int> steps_;        // steps taken in the current episode
+  std::vector<double> last_obs_;  // [N, obs_dim] last finite observation
+  std::vector<std::string> warnings_;
+};
+
+}  // namespace bmaml
