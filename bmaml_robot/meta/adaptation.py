@@ -68,7 +68,8 @@ def inner_loss(policy: PolicyLike, episodes: Episodes, params: Params | None) ->
         raise ValueError("episodes.advantages: expected a tensor [T, K, B], got None "
                          "(run bmaml_robot.meta.compute_advantages first)")
     log_probs = action_log_probs(policy, episodes, params)
-    return -task_mean(log_probs * episodes.advantages, episodes.mask)
+    advantages = torch.where(episodes.mask > 0, episodes.advantages, 0.0)
+    return -task_mean(log_probs * advantages, episodes.mask)
 
 
 def adapt(
