@@ -5,7 +5,16 @@
 """
 
 # Load MuJoCo's shared library (through its Python package) before our extension, which links it.
-import mujoco as _mujoco  # noqa: F401
+import mujoco as _mujoco
+
+try:
+    from bmaml_robot import _core
+except ImportError as error:  # most often: MuJoCo upgraded after bmaml_robot was built
+    raise ImportError(
+        f"bmaml_robot's C++ core could not be loaded ({error}); MuJoCo {_mujoco.__version__} is installed. "
+        "The core links the exact MuJoCo release it was built against: reinstall bmaml-robot "
+        "(pip install --force-reinstall --no-deps --no-cache-dir <path or name>) after changing MuJoCo."
+    ) from error
 
 from bmaml_robot.envs import FAMILIES, REWARD_TERMS, BatchedRobotEnv, TaskFamily, get_family, make_vec
 from bmaml_robot.gae import gae

@@ -26,6 +26,7 @@ class Rng {
   void seed(uint64_t seed, uint64_t stream) {
     uint64_t x = seed ^ (0xD1B54A32D192ED03ULL * (stream + 1));
     for (uint64_t& s : s_) s = splitmix64(x);
+    has_spare_ = false;  // a spare normal of the old stream must not leak into the new one
   }
 
   uint64_t next() {

@@ -36,7 +36,7 @@ class RobotTaskEnv(gymnasium.Env):
             self._vec.set_tasks([self.task])
         env_seed = int(self.np_random.integers(2**63))
         obs, _ = self._vec.reset(seed=env_seed, options=options)
-        return obs[0], {"task": self.task}
+        return obs[0], {"task": dict(self.task)}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self._vec.step(np.asarray(action)[None])

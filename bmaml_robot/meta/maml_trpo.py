@@ -176,7 +176,7 @@ class MetaLearner:
             direction = conjugate_gradient(hvp, grad, self.cg_iters)  # H^{-1} g
             full_step = trust_region_step(direction, hvp(direction), self.max_kl)
 
-        loss_before = float(loss)
+        loss_before = loss.item()
         with torch.no_grad():
             valid_mask = valid.mask > 0
             kl_before = float(
