@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -83,13 +84,17 @@ void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size) 
 
 int positive_int(long long value, const char* name) {
   if (value < 1 || value > (1LL << 30)) {
-    throw py::value_error(std::string(name) + ": expected an integer >= 1, got " +
+    throw py::value_error(std::string(name) + ": expected an integer in [1, 2**30], got " +
                           std::to_string(value));
   }
   return static_cast<int>(value);
 }
 
 // The checked layer over VecEnv, holding what Python needs to know about shapes.
+//
+// Python threads may share one env: every call into the core holds mutex_, taken only after the
+// GIL is released (so a thread waiting for it never blocks the interpreter), because the core and
+// MuJoCo's data are not reentrant (a concurrent step would corrupt them and abort the process).
 class PyVecEnv {
  public:
   PyVecEnv(const std::string& robot, const std::string& objective, const std::string& xml_path,
@@ -121,6 +126,8 @@ class PyVecEnv {
   void set_tasks(py::handle tasks) {
     DoubleArray t = float64_arg(tasks, "tasks", {n(), kTaskParams});
     check_finite(t, "tasks", kTaskParams);
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
     env_->set_tasks(t.data());
   }
 
@@ -130,6 +137,7 @@ class PyVecEnv {
     uint64_t s = seed.value_or(0);
     {
       py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
       env_->reset(seed ? &s : nullptr, out);
     }
     return obs;
@@ -155,6 +163,7 @@ class PyVecEnv {
     std::fill(out.final_obs, out.final_obs + n() * obs_dim, NAN);  // NaN where no episode ended
     {
       py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
       env_->step(a.data(), out);
     }
     return py::make_tuple(obs, reward, terminated, truncated, x_velocity, terms, final_obs,
@@ -170,30 +179,44 @@ class PyVecEnv {
     double* out = obs.mutable_data();
     {
       py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
       env_->set_state(p.data(), v.data(), out);
     }
     return obs;
   }
 
-  py::tuple get_state() const {
+  py::tuple get_state() {
     DoubleArray qpos({n(), static_cast<py::ssize_t>(spec().nq)});
     DoubleArray qvel({n(), static_cast<py::ssize_t>(spec().nv)});
-    env_->get_state(qpos.mutable_data(), qvel.mutable_data());
+    double* p = qpos.mutable_data();
+    double* v = qvel.mutable_data();
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      env_->get_state(p, v);
+    }
     return py::make_tuple(qpos, qvel);
   }
 
-  std::string warning(long long i) const {
+  std::string warning(long long i) {
     if (i < 0 || i >= n()) {
       throw py::index_error("env: expected an index in [0, " + std::to_string(n()) + "), got " +
                             std::to_string(i));
     }
-    return env_->warning(static_cast<int>(i));
+    std::string message;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      message = env_->warning(static_cast<int>(i));
+    }
+    return message;
   }
 
   VecEnv& env() { return *env_; }
 
  private:
   std::unique_ptr<VecEnv> env_;
+  std::mutex mutex_;  // one call into env_ at a time (see the class comment)
 };
 
 template <typename Real>

@@ -64,8 +64,10 @@ class TaskFamily:
             key = self.task_keys[0]
             params[0] = _finite_float(task[key], f"{where}[{key!r}]")
         else:
-            goal = np.asarray(task["goal"], dtype=float) if _is_numeric_seq(task["goal"]) else None
-            if goal is None or goal.shape != (2,) or not np.all(np.isfinite(goal)):
+            goal = _real_array(task["goal"])
+            if goal is None:
+                raise TypeError(f"{where}['goal']: expected two finite numbers [x, y], got {task['goal']!r}")
+            if goal.shape != (2,) or not np.all(np.isfinite(goal)):
                 raise ValueError(f"{where}['goal']: expected two finite numbers [x, y], got {task['goal']!r}")
             params[:] = goal
         return params
@@ -79,12 +81,17 @@ _TASK_KEYS = {
 }
 
 
-def _is_numeric_seq(value: Any) -> bool:
+def _real_array(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 array if it holds only real numbers (no strings, bools or objects)."""
+    if isinstance(value, (str, bytes, Mapping)):
+        return None
     try:
-        np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        return False
-    return True
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged
+        return None
+    if array.dtype.kind not in "iuf":
+        return None
+    return array.astype(np.float64)
 
 
 def _finite_float(value: Any, where: str) -> float:
@@ -144,8 +151,10 @@ FAMILIES: dict[str, TaskFamily] = {
 
 def get_family(name: str) -> TaskFamily:
     """The family called ``name``; a ValueError lists the valid names otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"family: expected a family name, one of {sorted(FAMILIES)}, got {type(name).__name__} {name!r}")
     if name not in FAMILIES:
-        raise ValueError(f"task: expected one of {sorted(FAMILIES)}, got {name!r}")
+        raise ValueError(f"family: expected one of {sorted(FAMILIES)}, got {name!r}")
     return FAMILIES[name]
 
 

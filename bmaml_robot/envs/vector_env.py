@@ -20,6 +20,8 @@ from bmaml_robot.envs.families import Task, TaskFamily, encode_tasks, get_family
 
 REWARD_TERMS: tuple[str, ...] = tuple(_core.REWARD_TERMS)
 
+_MAX_COUNT = 2**30  # the core's bound on num_envs, num_threads and max_episode_steps
+
 
 class BatchedRobotEnv(VectorEnv):
     """``num_envs`` robots of one task family, each with its own task, stepped in lockstep.
@@ -50,8 +52,8 @@ class BatchedRobotEnv(VectorEnv):
     ) -> None:
         self.family = family if isinstance(family, TaskFamily) else get_family(family)
         for name, value in (("num_envs", num_envs), ("num_threads", num_threads), ("max_episode_steps", max_episode_steps)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= _MAX_COUNT:
+                raise ValueError(f"{name}: expected an integer in [1, 2**30], got {value!r}")
         _check_seed(seed, "seed")
         self._core = _core.VecEnvCore(
             self.family.robot, self.family.objective, asset_path(self.family.robot),

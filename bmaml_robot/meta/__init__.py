@@ -8,7 +8,7 @@ from .baseline import (
     fit_linear_baseline,
     predict_linear_baseline,
 )
-from .episodes import Episodes, task_mean
+from .episodes import Episodes, task_mean, zero_masked
 from .maml_trpo import MetaLearner, mean_kl, surrogate_loss
 from .trpo import (
     LineSearchResult,
@@ -41,4 +41,5 @@ __all__ = [
     "surrogate_loss",
     "task_mean",
     "trust_region_step",
+    "zero_masked",
 ]

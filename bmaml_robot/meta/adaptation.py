@@ -23,7 +23,7 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
-from .episodes import Episodes, task_mean
+from .episodes import Episodes, task_mean, zero_masked
 
 Params = dict[str, Tensor]
 """Per-task parameters: every parameter name -> tensor [K, *shape]."""
@@ -39,11 +39,6 @@ class PolicyLike(Protocol):
     def batched_params(self, num_tasks: int) -> Params: ...
 
 
-def _clean(x: Tensor, mask: Tensor) -> Tensor:
-    """Zero x [T, K, B, D] at masked steps so garbage there (NaN) cannot reach any gradient."""
-    return torch.where(mask.unsqueeze(-1) > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
-
-
 def policy_distribution(
     policy: PolicyLike, episodes: Episodes, params: Params | None
 ) -> torch.distributions.Distribution:
@@ -52,14 +47,14 @@ def policy_distribution(
     Recurrent policies run over the whole sequence (state reset at t = 0), so gradients are
     back-propagated through time.
     """
-    mean, log_std = policy.sequence(_clean(episodes.observations, episodes.mask), params)
+    mean, log_std = policy.sequence(zero_masked(episodes.observations, episodes.mask), params)
     return policy.distribution(mean, log_std)
 
 
 def action_log_probs(policy: PolicyLike, episodes: Episodes, params: Params | None) -> Tensor:
     """log pi(a_t | o_<=t) of the episodes' actions, [T, K, B]."""
     dist = policy_distribution(policy, episodes, params)
-    return dist.log_prob(_clean(episodes.actions, episodes.mask))
+    return dist.log_prob(zero_masked(episodes.actions, episodes.mask))
 
 
 def inner_loss(policy: PolicyLike, episodes: Episodes, params: Params | None) -> Tensor:
@@ -86,32 +81,43 @@ def adapt(
     name, or None for ``policy.batched_params(K)``. Returns a new dict {name: [K, *shape]}:
     adapted tensors for ``policy.adaptable_names()``, the starting tensors (same objects) for
     every other name.
+
+    Works under ``torch.no_grad()`` too (e.g. to adapt for evaluation): gradients are enabled
+    here, and a starting adaptable tensor that does not require grad is treated as a new leaf.
     """
     names = policy.adaptable_names()
     if params is None:
         if len(train_episodes) == 0:
             raise ValueError("train_episodes: empty and params is None, cannot infer the number of tasks")
-        params = policy.batched_params(train_episodes[0].num_tasks)
+        with torch.enable_grad():  # under no_grad, expand would give views that hide gradients
+            params = policy.batched_params(train_episodes[0].num_tasks)
     missing = [n for n in names if n not in params]
     if missing:
         raise ValueError(f"params: adaptable names {missing} are missing (got {sorted(params)})")
     params = dict(params)
-    for step, episodes in enumerate(train_episodes):
-        num_tasks = params[names[0]].shape[0] if names else episodes.num_tasks
-        if episodes.num_tasks != num_tasks:
-            raise ValueError(
-                f"train_episodes[{step}]: expected {num_tasks} tasks, got {episodes.num_tasks}"
+    with torch.enable_grad():
+        for name in names:
+            value = params[name]
+            # Detached tensors, or views made under no_grad (they claim requires_grad but route
+            # no gradient to themselves): adapt from them as new leaves.
+            if not value.requires_grad or (value.grad_fn is None and value._base is not None):
+                params[name] = value.detach().requires_grad_(True)
+        for step, episodes in enumerate(train_episodes):
+            num_tasks = params[names[0]].shape[0] if names else episodes.num_tasks
+            if episodes.num_tasks != num_tasks:
+                raise ValueError(
+                    f"train_episodes[{step}]: expected {num_tasks} tasks, got {episodes.num_tasks}"
+                )
+            if not names or fast_lr == 0.0:
+                continue
+            # Sum over tasks: task k's loss depends only on slice k, so this is every task's gradient.
+            loss = inner_loss(policy, episodes, params).sum()
+            grads = torch.autograd.grad(
+                loss,
+                [params[n] for n in names],
+                create_graph=not first_order,
+                materialize_grads=True,
             )
-        if not names or fast_lr == 0.0:
-            continue
-        # Sum over tasks: task k's loss depends only on slice k, so this is every task's gradient.
-        loss = inner_loss(policy, episodes, params).sum()
-        grads = torch.autograd.grad(
-            loss,
-            [params[n] for n in names],
-            create_graph=not first_order,
-            materialize_grads=True,
-        )
-        for name, grad in zip(names, grads):
-            params[name] = params[name] - fast_lr * grad
+            for name, grad in zip(names, grads):
+                params[name] = params[name] - fast_lr * grad
     return params

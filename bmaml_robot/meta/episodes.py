@@ -109,3 +109,11 @@ def task_mean(values: Tensor, mask: Tensor) -> Tensor:
     valid = mask > 0
     total = torch.where(valid, values * mask, torch.zeros((), dtype=values.dtype, device=values.device))
     return total.sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1e-8)
+
+
+def zero_masked(x: Tensor, mask: Tensor) -> Tensor:
+    """x [T, K, B, D] with masked steps set to 0, so garbage there (NaN) cannot reach a gradient.
+
+    Safe for recurrent policies: masked steps only come after the end of an episode.
+    """
+    return torch.where(mask.unsqueeze(-1) > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .adaptation import Params, PolicyLike, _clean, adapt
+from .adaptation import Params, PolicyLike, adapt
 from .advantages import compute_advantages
-from .episodes import Episodes, task_mean
+from .episodes import Episodes, task_mean, zero_masked
 from .trpo import (
     backtracking_line_search,
     conjugate_gradient,
@@ -103,17 +103,21 @@ class MetaLearner:
         self.gamma = gamma
         self.gae_lambda = gae_lambda
 
-        named = dict(policy.named_parameters())  # type: ignore[attr-defined]
-        self.trainable_names = list(policy.trainable_names())
-        for name in self.trainable_names:
+        self._trainable_params()  # fail early on an inconsistent policy
+
+    def _trainable_params(self) -> list[Tensor]:
+        """The module parameters named by ``policy.trainable_names()`` (checked), in that order."""
+        named = dict(self.policy.named_parameters())  # type: ignore[attr-defined]
+        names = list(self.policy.trainable_names())
+        for name in names:
             if name not in named or not named[name].requires_grad:
                 raise ValueError(
                     f"policy.trainable_names(): {name!r} is not a parameter with requires_grad=True"
                 )
-        unknown = [n for n in policy.adaptable_names() if n not in named]
+        unknown = [n for n in self.policy.adaptable_names() if n not in named]
         if unknown:
             raise ValueError(f"policy.adaptable_names(): {unknown} are not parameters of the policy")
-        self._trainable = [named[n] for n in self.trainable_names]
+        return [named[n] for n in names]
 
     # -- data ------------------------------------------------------------------------------
     def process(self, episodes: Episodes) -> Episodes:
@@ -126,8 +130,7 @@ class MetaLearner:
     def adapted_params(self, train_episodes_per_step: Sequence[Episodes]) -> Params:
         """Detached adapted parameters {name: [K, *shape]}, e.g. to sample the next episodes."""
         train = [self.process(e) for e in train_episodes_per_step]
-        with torch.enable_grad():
-            params = adapt(self.policy, train, self.fast_lr, first_order=True)
+        params = adapt(self.policy, train, self.fast_lr, first_order=True)
         return {name: value.detach() for name, value in params.items()}
 
     # -- outer step ------------------------------------------------------------------------
@@ -157,9 +160,11 @@ class MetaLearner:
                     f"train_episodes_per_step[{i}]: expected {valid.num_tasks} tasks "
                     f"(as valid_episodes), got {episodes.num_tasks}"
                 )
-        observations = _clean(valid.observations, valid.mask)
-        actions = _clean(valid.actions, valid.mask)
-        params = self._trainable
+        observations = zero_masked(valid.observations, valid.mask)
+        actions = zero_masked(valid.actions, valid.mask)
+        params = self._trainable_params()
+        if not params:
+            raise ValueError("policy.trainable_names(): empty, there is nothing to meta-train")
 
         with torch.enable_grad():
             adapted = adapt(policy, train, self.fast_lr, self.first_order)
@@ -186,9 +191,8 @@ class MetaLearner:
 
         def evaluate() -> tuple[float, float]:
             # Adapted values are the same for first and second order: no graph needed here.
-            with torch.enable_grad():
-                new_params = adapt(policy, train, self.fast_lr, first_order=True)
             with torch.no_grad():
+                new_params = adapt(policy, train, self.fast_lr, first_order=True)
                 new_params = {n: p.detach() for n, p in new_params.items()}
                 new_dist = policy.distribution(*policy.sequence(observations, new_params))
                 new_loss = surrogate_loss(new_dist.log_prob(actions), valid)

@@ -184,13 +184,13 @@ class Policy(torch.nn.Module):
         return log_std.reshape(num_tasks, *([1] * singletons), log_std.shape[-1])
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor, task_dim: int = 0) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, task_dim: int = 0) -> Tensor:
     """Affine map with shared or per-task weights.
 
     Args:
         x: ``[..., in]``; with per-task weights dim ``task_dim`` of ``x`` is the task dim ``K``.
         weight: ``[out, in]`` (shared) or ``[K, out, in]`` (per task).
-        bias: ``[out]`` or ``[K, out]``.
+        bias: ``None``, ``[out]`` or ``[K, out]`` (as ``weight``).
         task_dim: where the task dim sits in ``x`` (only used for per-task weights).
 
     Returns:
@@ -198,10 +198,13 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor, task_dim: int = 0) -> Tensor
     """
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
-    # Per task: move tasks to the front, flatten the rest into rows, one baddbmm for all K tasks.
+    # Per task: move tasks to the front, flatten the rest into rows, one (b)addbmm for all K tasks.
     xt = x.movedim(task_dim, 0)
     rows = xt.reshape(xt.shape[0], -1, xt.shape[-1])
-    out = torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))
+    if bias is None:
+        out = torch.bmm(rows, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))
     return out.reshape(*xt.shape[:-1], weight.shape[1]).movedim(0, task_dim)
 
 

@@ -143,26 +143,53 @@ class RecurrentGaussianPolicy(Policy):
         h = torch.zeros(*batch_shape, self.hidden_size, dtype=torch.float32, device=device)
         return (h, torch.zeros_like(h)) if self.kind == "lstm" else h
 
-    def _update(self, x_gates: Tensor, h_gates: Tensor, state: State) -> Tuple[Tensor, State]:
-        """One cell update from the input and hidden projections ``[..., G*H]``.
+    def _input_gates(self, obs: Tensor, p: dict[str, Tensor], task_dim: int) -> Tensor:
+        """``obs [..., obs_dim] -> [..., G*H]``: the input projection plus every bias.
 
-        Returns ``(h_t [..., H], next_state)``.
+        ``bias_hh`` is added here, once, rather than at each step (it adds to the same
+        pre-activation as ``bias_ih``), except the GRU candidate part ``b_hn``, which the reset
+        gate scales and so stays in ``_update``.
         """
+        bias = p["cell.bias_ih"] + self._outside_bias(p["cell.bias_hh"])
+        return linear(obs, p["cell.weight_ih"], bias, task_dim)
+
+    def _outside_bias(self, bias_hh: Tensor) -> Tensor:
+        """The part of ``bias_hh [..., G*H]`` that can move out of the time loop."""
+        if self.kind != "gru":
+            return bias_hh
+        H = self.hidden_size
+        return torch.cat([bias_hh[..., : 2 * H], torch.zeros_like(bias_hh[..., 2 * H :])], dim=-1)
+
+    def _update(self, x_gates: Tensor, state: State, p: dict[str, Tensor]) -> Tuple[Tensor, State]:
+        """One cell update.
+
+        Args:
+            x_gates: ``[K, B, G*H]`` from ``_input_gates`` (``[*batch, G*H]`` with shared params).
+            state: previous state, ``[K, B, H]`` or ``(h, c)``.
+            p: the parameters (shared or per task).
+
+        Returns:
+            ``(h_t [K, B, H], next_state)``.
+        """
+        h_prev = state[0] if isinstance(state, tuple) else state
+        h_gates = linear(h_prev, p["cell.weight_hh"])  # biases are in x_gates (see _input_gates)
         if self.kind == "rnn":
             h = torch.tanh(x_gates + h_gates)
             return h, h
         if self.kind == "gru":
-            assert isinstance(state, Tensor)
-            xr, xz, xn = x_gates.chunk(3, dim=-1)
-            hr, hz, hn = h_gates.chunk(3, dim=-1)
-            r = torch.sigmoid(xr + hr)
-            z = torch.sigmoid(xz + hz)
-            n = torch.tanh(xn + r * hn)
-            h = (1.0 - z) * n + z * state
+            H = self.hidden_size
+            # split (one op, its backward one cat) rather than slicing twice.
+            x_rz, x_n = x_gates.split([2 * H, H], dim=-1)
+            h_rz, h_n = h_gates.split([2 * H, H], dim=-1)
+            r, z = torch.sigmoid(x_rz + h_rz).split([H, H], dim=-1)
+            b_hn = p["cell.bias_hh"][..., 2 * H :]
+            if b_hn.dim() == 2:  # per task [K, H] -> [K, 1, H] to broadcast over envs
+                b_hn = b_hn.unsqueeze(1)
+            n = torch.tanh(x_n + r * (h_n + b_hn))
+            h = n + z * (h_prev - n)  # = (1 - z) * n + z * h_prev, one op fewer
             return h, h
         assert isinstance(state, tuple)
-        gates = x_gates + h_gates
-        i, f, g, o = gates.chunk(4, dim=-1)
+        i, f, g, o = (x_gates + h_gates).chunk(4, dim=-1)
         c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
@@ -187,10 +214,7 @@ class RecurrentGaussianPolicy(Policy):
         if state is None:
             state = self.initial_state(batch_shape)
         self._check_state(state, batch_shape)
-        h_prev = state[0] if isinstance(state, tuple) else state
-        x_gates = linear(obs, p["cell.weight_ih"], p["cell.bias_ih"])
-        h_gates = linear(h_prev, p["cell.weight_hh"], p["cell.bias_hh"])
-        h, next_state = self._update(x_gates, h_gates, state)
+        h, next_state = self._update(self._input_gates(obs, p, task_dim=0), state, p)
         mean = linear(h, p["mean.weight"], p["mean.bias"])
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=0), next_state
 
@@ -203,13 +227,12 @@ class RecurrentGaussianPolicy(Policy):
         self._check_obs(obs, num_tasks, time_first=True)
         # The input and output projections do not depend on the state: one matmul for all T steps
         # each; only the hidden-to-hidden matmul and the gates stay in the time loop.
-        x_gates = linear(obs, p["cell.weight_ih"], p["cell.bias_ih"], task_dim=1)  # [T, K, B, G*H]
+        x_gates = self._input_gates(obs, p, task_dim=1)  # [T, K, B, G*H]
         state = self.initial_state(tuple(obs.shape[1:-1]))
         hs = []
-        for t in range(obs.shape[0]):
-            h_prev = state[0] if isinstance(state, tuple) else state
-            h_gates = linear(h_prev, p["cell.weight_hh"], p["cell.bias_hh"])
-            h, state = self._update(x_gates[t], h_gates, state)
+        # unbind, not x_gates[t]: the backward of T index ops would write T full-size gradients.
+        for x_t in x_gates.unbind(0):
+            h, state = self._update(x_t, state, p)
             hs.append(h)
         h_all = torch.stack(hs) if hs else obs.new_zeros(*obs.shape[:-1], self.hidden_size)
         mean = linear(h_all, p["mean.weight"], p["mean.bias"], task_dim=1)  # [T, K, B, act_dim]

@@ -1,0 +1,227 @@
+"""Training configuration: a frozen dataclass with a docstring per field, loaded from YAML.
+
+Unknown keys and values of the wrong type or range are errors that name the key, what was
+expected and what came, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bmaml_robot.envs.families import FAMILIES
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a meta-training run (defaults: the MAML benchmark settings)."""
+
+    task: str = "HalfCheetahDir"
+    """Task family (see ``bmaml_robot.FAMILIES``)."""
+    policy: str = "mlp"
+    """Policy kind: ``mlp`` (classic MAML), ``rnn`` (tanh), ``gru`` or ``lstm``."""
+    recurrence: str = "frozen"
+    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted), ``all``."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the MLP policy."""
+    hidden_size: int = 100
+    """Hidden state size of recurrent policies."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy."""
+    num_tasks: int = 40
+    """Tasks per meta-batch (meta_batch_size in the MAML papers)."""
+    episodes_per_task: int = 20
+    """Episodes sampled per task and adaptation step (fast_batch_size)."""
+    horizon: int = 100
+    """Steps per episode (the environments' time limit)."""
+    num_steps: int = 1
+    """Inner gradient steps (each samples fresh episodes with the parameters adapted so far)."""
+    fast_lr: float = 0.1
+    """Inner-loop (adaptation) step size."""
+    first_order: bool = False
+    """First-order MAML: do not differentiate through the inner step."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda (1: Monte-Carlo returns with the linear baseline)."""
+    max_kl: float = 1e-2
+    """TRPO trust region: largest mean KL of an outer step."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations for the TRPO direction."""
+    cg_damping: float = 1e-5
+    """Damping added to the KL Hessian in conjugate gradient."""
+    ls_max_steps: int = 15
+    """Backtracking line-search trials."""
+    ls_backtrack: float = 0.8
+    """Step shrink factor per line-search trial."""
+    num_batches: int = 500
+    """Meta-iterations (meta-batches) to run."""
+    num_threads: int = 2
+    """Threads stepping the robots (results do not depend on it)."""
+    seed: int = 0
+    """Seed of everything: tasks, resets, action noise, initial parameters."""
+    checkpoint_every: int = 1
+    """Write a checkpoint every this many meta-iterations (and always at the end)."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    def replace(self, **overrides: Any) -> "TrainConfig":
+        return from_dict({**self.to_dict(), **overrides})
+
+
+def _validate(c: TrainConfig) -> None:
+    from bmaml_robot.policies import POLICY_KINDS, RECURRENCE_MODES
+
+    def choice(key: str, valid: typing.Iterable[str]) -> None:
+        valid = list(valid)
+        if getattr(c, key) not in valid:
+            raise ValueError(f"{key}: expected one of {valid}, got {getattr(c, key)!r}")
+
+    def at_least(key: str, low: float, inclusive: bool = True) -> None:
+        v = getattr(c, key)
+        if not (v >= low if inclusive else v > low):
+            raise ValueError(f"{key}: expected a value {'>=' if inclusive else '>'} {low}, got {v!r}")
+
+    def unit_interval(key: str) -> None:
+        v = getattr(c, key)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{key}: expected a value in [0, 1], got {v!r}")
+
+    choice("task", sorted(FAMILIES))
+    choice("policy", POLICY_KINDS)
+    choice("recurrence", RECURRENCE_MODES)
+    if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
+        raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
+    for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "num_steps", "cg_iters",
+                "ls_max_steps", "num_batches", "num_threads", "checkpoint_every"):
+        at_least(key, 1)
+    at_least("seed", 0)
+    at_least("fast_lr", 0.0)
+    at_least("max_kl", 0.0, inclusive=False)
+    at_least("cg_damping", 0.0)
+    for key in ("gamma", "gae_lambda"):
+        unit_interval(key)
+    if not 0.0 < c.ls_backtrack < 1.0:
+        raise ValueError(f"ls_backtrack: expected a value in (0, 1), got {c.ls_backtrack!r}")
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check (and gently convert: YAML/CLI ints for floats, lists for tuples) one value."""
+    hint = _HINTS[key]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint == tuple[int, ...]:
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, "a list of integers")
+    raise ValueError(f"{key}: expected {expected}, got {value!r}")
+
+
+def from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    """A validated config from a mapping; unknown keys are errors that list the valid ones."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {sorted(FIELDS)}")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (``bmaml-train --config NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(name_or_path: str) -> TrainConfig:
+    """A shipped config by name (e.g. ``halfcheetah-dir``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ValueError(f"config: expected a YAML file or one of {shipped_configs()}, got {name_or_path!r}")
+    elif not path.is_file():
+        raise ValueError(f"config: no such file {str(path)!r}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"config: {path} is not valid YAML: {error}") from error
+    return from_dict(values, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` (value in YAML syntax) -> (key, value), checked against the config's fields."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise ValueError(f"--set: expected KEY=VALUE, got {text!r}")
+    if key not in FIELDS:
+        raise ValueError(f"--set: unknown key {key!r}; valid keys are {sorted(FIELDS)}")
+    return key, _coerce(key, yaml.safe_load(raw) if raw.strip() else raw)
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML, with each field's meaning as a comment."""
+    lines = []
+    for key, value in config.to_dict().items():
+        doc = FIELD_DOCS.get(key, "")
+        lines.append(f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                     + (f"  # {doc}" if doc else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _field_docs() -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(following.value.value).split())  # type: ignore[attr-defined]
+    return docs
+
+
+FIELD_DOCS = _field_docs()

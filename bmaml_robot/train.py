@@ -1,0 +1,169 @@
+"""Meta-training: MAML-TRPO on batched robots, one meta-iteration at a time.
+
+    from bmaml_robot.train import train
+    from bmaml_robot.config import TrainConfig
+    result = train(TrainConfig(task="Navigation2D", num_batches=50), "runs/nav")
+
+A meta-iteration: draw ``num_tasks`` tasks -> for each inner step, sample episodes with the
+parameters adapted so far and adapt -> sample validation episodes with the adapted parameters ->
+TRPO step of the meta-parameters. All randomness of iteration ``i`` comes from ``(seed, i)``, so a
+resumed run repeats an uninterrupted one exactly, whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_text_atomic
+from bmaml_robot.config import TrainConfig, dump_config, from_dict
+from bmaml_robot.envs.families import get_family
+from bmaml_robot.meta import MetaLearner
+from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.policies import Policy, make_policy
+
+CHECKPOINT = "checkpoint.pt"
+FINAL_POLICY = "policy.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    policy: Policy
+    metrics: list[dict[str, Any]]
+
+
+def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> Policy:
+    return make_policy(
+        config.policy, obs_dim, act_dim, hidden_sizes=config.hidden_sizes, hidden_size=config.hidden_size,
+        recurrence=config.recurrence, init_log_std=config.init_log_std, seed=config.seed,
+    )
+
+
+def _iteration_seed(seed: int, iteration: int, stream: int) -> int:
+    """Independent 63-bit seeds per (run seed, iteration, stream)."""
+    return int(np.random.SeedSequence([seed, iteration, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def meta_tasks(config: TrainConfig, iteration: int) -> list[dict[str, Any]]:
+    """The tasks of meta-iteration ``iteration`` (training's own stream of tasks)."""
+    rng = np.random.default_rng(_iteration_seed(config.seed, iteration, 0))
+    return get_family(config.task).sample_tasks(config.num_tasks, rng)
+
+
+def meta_iteration(
+    config: TrainConfig, iteration: int, sampler: MetaSampler, learner: MetaLearner
+) -> dict[str, Any]:
+    """One MAML-TRPO meta-iteration; returns its metrics."""
+    start = time.perf_counter()
+    sampler.set_tasks(meta_tasks(config, iteration))
+    steps_before = sampler.env_steps
+    sample_time = 0.0
+    train_episodes = []
+    params = None
+    for step in range(config.num_steps):
+        t0 = time.perf_counter()
+        train_episodes.append(sampler.sample(learner.policy, params, _iteration_seed(config.seed, iteration, 1 + step)))
+        sample_time += time.perf_counter() - t0
+        params = learner.adapted_params(train_episodes)
+    t0 = time.perf_counter()
+    valid_episodes = sampler.sample(learner.policy, params, _iteration_seed(config.seed, iteration, 1 + config.num_steps))
+    sample_time += time.perf_counter() - t0
+    figures = learner.step(train_episodes, valid_episodes)
+    return {
+        "iteration": iteration,
+        "time_s": time.perf_counter() - start,
+        "sample_time_s": sample_time,
+        "env_steps": sampler.env_steps - steps_before,
+        "return_before": float(train_episodes[0].episode_returns().mean()),
+        "return_after": float(valid_episodes.episode_returns().mean()),
+        **{k: (float(v) if isinstance(v, (int, float, bool, np.floating)) else v) for k, v in figures.items()
+           if k not in ("return_before", "return_after")},
+    }
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Meta-train a policy as ``config`` says, writing everything to ``run_dir``.
+
+    ``run_dir`` receives ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
+    meta-iteration), ``checkpoint.pt`` (atomic, every ``checkpoint_every`` iterations) and
+    ``policy.pt`` (the final meta-policy). With ``resume``, a killed run continues from its last
+    checkpoint with the config it was started with (only ``num_batches`` and ``num_threads`` may
+    change) and produces the same metrics an uninterrupted run would.
+    """
+    run_dir = Path(run_dir)
+    torch.set_num_threads(max(1, config.num_threads))
+    start_iteration = 0
+    state = None
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise ValueError(f"resume: no checkpoint in {run_dir} (expected {run_dir / CHECKPOINT})")
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        saved = from_dict(state["config"], source=f"{run_dir / CHECKPOINT}")
+        changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"num_batches", "num_threads"}
+        if changed:
+            raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
+                             f"only num_batches and num_threads may change")
+        start_iteration = state["next_iteration"]
+    elif (run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists():
+        raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / CONFIG)
+    sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon,
+                          num_threads=config.num_threads)
+    policy = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
+    if state is not None:
+        policy.load_state_dict(state["policy"])
+        sampler.env_steps = state["env_steps"]
+    learner = MetaLearner(
+        policy, fast_lr=config.fast_lr, first_order=config.first_order, max_kl=config.max_kl,
+        cg_iters=config.cg_iters, cg_damping=config.cg_damping, ls_max_steps=config.ls_max_steps,
+        ls_backtrack=config.ls_backtrack, gamma=config.gamma, gae_lambda=config.gae_lambda,
+    )
+
+    # Metrics are appended before the checkpoint that covers them: after a kill, lines past the
+    # checkpoint are dropped here and recomputed (identically).
+    metrics = [m for m in read_jsonl(run_dir / METRICS) if m["iteration"] < start_iteration]
+    write_text_atomic(run_dir / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.num_batches, initial=start_iteration, desc=f"{config.task} {config.policy}", unit="it")
+    try:
+        for iteration in range(start_iteration, config.num_batches):
+            record = meta_iteration(config, iteration, sampler, learner)
+            append_jsonl(run_dir / METRICS, record)
+            metrics.append(record)
+            last = iteration + 1 == config.num_batches
+            if last or (iteration + 1) % config.checkpoint_every == 0:
+                save_checkpoint(run_dir / CHECKPOINT, {
+                    "config": config.to_dict(), "policy": policy.state_dict(),
+                    "next_iteration": iteration + 1, "env_steps": sampler.env_steps,
+                })
+            if bar is not None:
+                bar.set_postfix(before=f"{record['return_before']:.2f}", after=f"{record['return_after']:.2f}",
+                                kl=f"{record.get('kl_after', 0.0):.4f}")
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        sampler.env.close()
+    save_checkpoint(run_dir / FINAL_POLICY, {"config": config.to_dict(), "policy": policy.state_dict()})
+    return TrainResult(run_dir, policy, metrics)

@@ -1,0 +1,66 @@
+"""Shared fixtures: Gymnasium reference robots and a recorder of batched-env rollouts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+#: The Gymnasium v5 robot each MuJoCo robot of ours must match.
+REFERENCE_IDS = {"HalfCheetah": "HalfCheetah-v5", "Ant": "Ant-v5", "Swimmer": "Swimmer-v5"}
+
+
+@pytest.fixture
+def make_reference() -> Iterator[Callable[[str], Any]]:
+    """``make_reference("Ant")``: the unwrapped Gymnasium v5 env of a robot, closed after the test."""
+    gymnasium = pytest.importorskip("gymnasium")
+    made = []
+
+    def make(robot: str) -> Any:
+        env = gymnasium.make(REFERENCE_IDS[robot]).unwrapped
+        env.reset(seed=0)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        env.close()
+
+
+@pytest.fixture
+def rollout() -> Callable[..., dict[str, np.ndarray]]:
+    """``rollout(env, actions)``: step ``env`` with ``actions`` ``[T, num_envs, act_dim]`` and
+    return every output stacked over time (``obs``, ``reward``, ``terminated``, ``truncated``,
+    ``final_obs``, ``_final_obs``, ``x_velocity``, the reward terms, ``unstable``), plus the
+    state (``qpos``, ``qvel``) after the last step."""
+
+    def run(env: Any, actions: np.ndarray) -> dict[str, np.ndarray]:
+        keys = ("obs", "reward", "terminated", "truncated")
+        out: dict[str, list[np.ndarray]] = {}
+        for a in actions:
+            step = env.step(a)
+            for key, value in zip(keys, step[:4]):
+                out.setdefault(key, []).append(value)
+            for key, value in step[4].items():
+                if key != "unstable_reason":
+                    out.setdefault(key, []).append(value)
+        stacked = {key: np.stack(values) for key, values in out.items()}
+        stacked["qpos"], stacked["qvel"] = env.get_state()
+        return stacked
+
+    return run
+
+
+def assert_same_rollouts(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Bit-identical rollouts (NaN where both are NaN, e.g. unused ``final_obs`` rows)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+
+
+@pytest.fixture
+def same_rollouts() -> Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None]:
+    return assert_same_rollouts
