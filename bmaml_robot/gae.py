@@ -35,7 +35,15 @@ def gae(
     With ``delta_t = r_t + gamma V_next(t) - V_t``: ``A_t = delta_t + gamma lam A_{t+1}``, where
     the carry is cut at every episode end, and ``returns = A + V``.
     """
-    for name, value in (("gamma", gamma), ("lam", lam)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}: expected a real number in [0, 1], got {type(value).__name__} {value!r}")
-    return _core.gae(rewards, values, terminated, truncated, last_values, float(gamma), float(lam), final_values)
+    gamma, lam = _unit_interval(gamma, "gamma"), _unit_interval(lam, "lam")
+    return _core.gae(rewards, values, terminated, truncated, last_values, gamma, lam, final_values)
+
+
+def _unit_interval(value: object, name: str) -> float:
+    """``value`` as a float; the core checks the range (and names the argument)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a real number in [0, 1], got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name}: expected a value in [0, 1], got {value!r}") from None

@@ -97,9 +97,13 @@ def _real_array(value: Any) -> np.ndarray | None:
 def _finite_float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{where}: expected a number, got {value!r}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
+    if not math.isfinite(number):
         raise ValueError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 def _directions(n: int, rng: np.random.Generator) -> list[Task]:

@@ -24,8 +24,10 @@ class RobotTaskEnv(gymnasium.Env):
         self.family = self._vec.family
         self.observation_space = self._vec.single_observation_space
         self.action_space = self._vec.single_action_space
-        self._fixed_task = None if task is None else dict(task)
+        self._fixed_task = None
         if task is not None:
+            self.family.encode(task, "task")  # errors name `task`, not the batch's `tasks[0]`
+            self._fixed_task = dict(task)
             self._vec.set_tasks([self._fixed_task])
         self.task: dict[str, Any] | None = self._fixed_task
 

@@ -182,3 +182,28 @@ def test_clipping_happens_before_the_physics(make_reference):
     obs, reward, *_ = env.step(np.stack([bound * 1e6, bound]))
     np.testing.assert_array_equal(obs[0], obs[1])
     assert reward[0] == reward[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_long_episodes_match_gymnasium(robot, make_reference, rollout):
+    """Whole episodes from many random states: errors that grow slowly would show here."""
+    ref = make_reference(robot)
+    rng = np.random.default_rng(99)
+    num_envs, horizon = 16, 400
+    env = bm.make_vec(DIRECTION_FAMILY[robot], num_envs, num_threads=2, seed=0, max_episode_steps=horizon)
+    env.set_tasks([{"direction": 1.0}] * num_envs)
+    qpos, qvel = random_states(ref, num_envs, rng)
+    env.set_state(qpos, qvel)
+    actions = random_actions(ref, (horizon, num_envs), rng)
+    record = rollout(env, actions)
+    low, high = ref.action_space.low, ref.action_space.high
+    for i in range(num_envs):
+        set_reference_state(ref, qpos[i], qvel[i])
+        for t in range(horizon):
+            ref_obs, _, ref_terminated, _, ref_info = ref.step(np.clip(actions[t, i], low, high))
+            np.testing.assert_array_equal(our_last_obs(record, t, i), ref_obs, err_msg=f"env {i}, step {t}")
+            assert record["x_velocity"][t, i] == ref_info["x_velocity"]
+            assert record["terminated"][t, i] == ref_terminated
+            if ref_terminated:
+                break

@@ -322,3 +322,23 @@ def test_junk_arguments_raise_and_never_crash(cheetah):
             except (TypeError, ValueError):
                 pass
     assert np.all(np.isfinite(cheetah.step(np.zeros((3, 6)))[0]))
+
+
+def test_numbers_beyond_float_range():
+    env = bm.make_vec("HalfCheetahVel", 1)
+    with pytest.raises(ValueError, match=r"tasks\[0\]\['velocity'\]: expected a finite number, got 1000"):
+        env.set_tasks([{"velocity": 10**400}])
+    with pytest.raises(TypeError, match=r"tasks\[0\]\['goal'\]: expected two finite numbers"):
+        bm.make_vec("AntGoal", 1).set_tasks([{"goal": [10**400, 0]}])
+    with pytest.raises(ValueError, match=r"gamma: expected a value in \[0, 1\], got 1000"):
+        bm.gae(**(gae_args() | {"gamma": 10**400}))
+
+
+def test_single_env_task_errors_name_the_task():
+    gymnasium = pytest.importorskip("gymnasium")
+    with pytest.raises(ValueError, match=r"task: HalfCheetahDir tasks have exactly the keys \['direction'\]; missing \['direction'\], unknown \['velocity'\]"):
+        gymnasium.make("bmaml_robot/HalfCheetahDir-v0", task={"velocity": 1.0})
+    with pytest.raises(TypeError, match=r"task\['goal'\]: expected two finite numbers \[x, y\], got 'north'"):
+        gymnasium.make("bmaml_robot/Navigation2D-v0", task={"goal": "north"})
+    with pytest.raises(TypeError, match=r"task: expected a dict with keys \['direction'\], got int"):
+        gymnasium.make("bmaml_robot/AntDir-v0", task=1)

@@ -17,7 +17,8 @@ import pytest
 
 import bmaml_robot as bm
 
-REPO = Path(__file__).resolve().parents[2]
+# Where this process found bmaml_robot (the source tree or an installed wheel): the subprocess too.
+PACKAGE_ROOT = Path(bm.__file__).resolve().parents[1]
 
 
 def test_step_releases_the_gil():
@@ -54,22 +55,24 @@ def test_step_releases_the_gil():
     assert len(inside) >= 3, f"{len(inside)} ticks in the middle of a {end - begin:.3f} s step"
 
 
-def _thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _thread_ids() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
 def test_pool_starts_num_threads_minus_one_workers_and_joins_them_on_delete():
     gc.collect()  # envs of earlier tests, if any are left, must not go away during the count
-    before = _thread_count()
+    before = _thread_ids()
     env = bm.make_vec("SwimmerDir", 8, num_threads=3)
     assert env.num_threads == 3
-    assert _thread_count() == before + 2  # the calling thread is the third
+    workers = _thread_ids() - before
+    assert len(workers) == 2  # the calling thread is the third
     env.step(np.zeros((8, 2)))
     del env
-    assert _thread_count() == before
+    assert not workers & _thread_ids(), "the workers should have been joined"
+    before = _thread_ids()
     few = bm.make_vec("SwimmerDir", 2, num_threads=16)  # never more threads than envs
-    assert few.num_threads == 2 and _thread_count() == before + 1
+    assert few.num_threads == 2 and len(_thread_ids() - before) == 1
 
 
 def test_envs_stepped_from_several_python_threads_match_sequential_runs(rollout, same_rollouts):
@@ -127,6 +130,6 @@ def test_one_env_shared_by_python_threads_does_not_crash():
         print("ok")
         """
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
