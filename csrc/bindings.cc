@@ -307,7 +307,7 @@ py::tuple gae_binding(py::handle rewards_obj, py::handle values_obj, py::handle 
 PYBIND11_MODULE(_core, m) {
   using namespace bmaml;
   m.doc() = "bmaml_robot's C++ core: batched MuJoCo robots and GAE (use bmaml_robot's API).";
-  install_warning_handler();
+  install_mujoco_handlers();
 
   py::class_<PyVecEnv>(m, "VecEnvCore")
       .def(py::init<const std::string&, const std::string&, const std::string&, long long,

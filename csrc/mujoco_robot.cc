@@ -1,7 +1,9 @@
 #include "mujoco_robot.h"
 
+#include <csetjmp>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace bmaml {
@@ -9,6 +11,20 @@ namespace bmaml {
 namespace {
 
 thread_local std::string* warning_sink = nullptr;
+
+// Where a MuJoCo error raised on this thread jumps to (set only around a simulation step), and
+// its message. longjmp only crosses MuJoCo's C frames: the target is in MujocoSim::step itself.
+thread_local std::jmp_buf* error_target = nullptr;
+thread_local char error_message[512];
+
+[[noreturn]] void error_handler(const char* message) {
+  if (error_target) {
+    std::snprintf(error_message, sizeof(error_message), "%s", message);
+    std::longjmp(*error_target, 1);
+  }
+  std::fprintf(stderr, "MuJoCo error: %s\n", message);  // MuJoCo's default: report and exit
+  std::exit(EXIT_FAILURE);
+}
 
 void warning_handler(const char* message) {
   if (warning_sink) {
@@ -52,7 +68,10 @@ class MujocoSim : public RobotSim {
     for (int i = 0; i < m_->nu; ++i) d_->ctrl[i] = action[i];
     int warnings_before[3];
     for (int w = 0; w < 3; ++w) warnings_before[w] = d_->warning[mjWARN_BADQPOS + w].number;
-    for (int k = 0; k < o.frame_skip; ++k) mj_step(m_, d_);
+    if (!step_physics(o.frame_skip)) {
+      mj_resetData(m_, d_);  // the data is in an unknown state after an error
+      throw std::runtime_error(std::string("MuJoCo error: ") + error_message);
+    }
     // mj_step resets the data and counts a warning when the state blows up.
     for (int w = 0; w < 3; ++w) {
       if (d_->warning[mjWARN_BADQPOS + w].number != warnings_before[w])
@@ -72,6 +91,19 @@ class MujocoSim : public RobotSim {
 
   void observe(double* obs) const override { robot_.observe(d_, obs); }
 
+  // frame_skip x mj_step; false if MuJoCo raised an error (message in error_message).
+  bool step_physics(int frame_skip) {
+    std::jmp_buf target;
+    if (setjmp(target) != 0) {
+      error_target = nullptr;
+      return false;
+    }
+    error_target = &target;
+    for (int k = 0; k < frame_skip; ++k) mj_step(m_, d_);
+    error_target = nullptr;
+    return true;
+  }
+
   void get_state(double* qpos, double* qvel) const override {
     for (int i = 0; i < m_->nq; ++i) qpos[i] = d_->qpos[i];
     for (int i = 0; i < m_->nv; ++i) qvel[i] = d_->qvel[i];
@@ -85,8 +117,9 @@ class MujocoSim : public RobotSim {
 
 }  // namespace
 
-void install_warning_handler() {
+void install_mujoco_handlers() {
   if (!mju_user_warning) mju_user_warning = warning_handler;
+  if (!mju_user_error) mju_user_error = error_handler;
 }
 
 WarningCapture::WarningCapture(std::string* sink) : previous_(warning_sink) { warning_sink = sink; }

@@ -50,8 +50,10 @@ class MujocoRobot : public Robot {
 };
 
 // Routes MuJoCo warnings raised while an environment steps to that environment instead of the
-// terminal and MUJOCO_LOG.TXT. Installed once, only if nobody else installed a handler.
-void install_warning_handler();
+// terminal and MUJOCO_LOG.TXT, and turns MuJoCo errors raised while it steps (e.g. an arena too
+// small for the contacts) into an instability of that environment instead of exit(). Installed
+// once, each only if nobody else installed a handler.
+void install_mujoco_handlers();
 
 // While alive, MuJoCo warnings raised on this thread are appended to *sink.
 class WarningCapture {

@@ -37,6 +37,10 @@ class BatchedRobotEnv(VectorEnv):
     ``unstable`` (bool ``[num_envs]``). An env whose simulation became unstable (NaN, divergence)
     ends its episode as truncated with zero reward and is reset; the others are not affected,
     and ``info["unstable_reason"]`` (object ``[num_envs]``) says why.
+
+    Until ``set_tasks`` is called, env tasks are drawn from the family with ``seed``.
+    ``final_obs`` is one float array (NaN rows where no episode ended), not Gymnasium's object
+    array of per-env observations: it is what batched samplers want.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -71,7 +75,10 @@ class BatchedRobotEnv(VectorEnv):
         )
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
+        # Until set_tasks is called, each env has a task drawn from the family with `seed`
+        # (never an all-zeros task that would mean "no direction" or "goal at the origin").
         self.tasks: list[Task] = []
+        self.set_tasks(self.family.sample_tasks(self.num_envs, np.random.default_rng(seed)))
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw tasks from this env's family, e.g. ``[{"direction": -1.0}, ...]``."""
@@ -79,7 +86,7 @@ class BatchedRobotEnv(VectorEnv):
 
     def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
         """One task dict per env (``len(tasks) == num_envs``); used from the next step on."""
-        self._core.set_tasks(encode_tasks(self.family, tasks, self.num_envs))
+        self._live().set_tasks(encode_tasks(self.family, tasks, self.num_envs))
         self.tasks = [dict(t) for t in tasks]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
@@ -89,11 +96,11 @@ class BatchedRobotEnv(VectorEnv):
             raise ValueError(f"options: this env takes no reset options, got {sorted(options)}")
         if seed is not None:
             _check_seed(seed, "seed")
-        return self._core.reset(seed), {}
+        return self._live().reset(seed), {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Advance every env one control step with ``actions`` ``[num_envs, act_dim]``."""
-        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = self._core.step(actions)
+        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = self._live().step(actions)
         unstable = instability != 0
         info: dict[str, Any] = {"x_velocity": x_velocity}
         for k, name in enumerate(REWARD_TERMS):
@@ -113,14 +120,19 @@ class BatchedRobotEnv(VectorEnv):
         """Set every env's state (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``) as
         Gymnasium's ``MujocoEnv.set_state`` after ``mj_resetData``; starts new episodes.
         Returns obs float64 ``[num_envs, obs_dim]``."""
-        return self._core.set_state(qpos, qvel)
+        return self._live().set_state(qpos, qvel)
 
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Every env's (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``)."""
-        return self._core.get_state()
+        return self._live().get_state()
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._core = None
+        self._core = None  # frees the robots and joins the threads
+
+    def _live(self) -> Any:
+        if self._core is None:
+            raise RuntimeError("env: this environment is closed; make a new one")
+        return self._core
 
 
 def _check_seed(seed: Any, name: str) -> None:

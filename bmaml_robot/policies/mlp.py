@@ -75,5 +75,10 @@ class GaussianMLPPolicy(Policy):
         p, num_tasks = self._resolve_params(params)
         self._check_obs(obs, num_tasks, time_first=True)
         # No state, so all T steps go through in one batched pass (same maths as a loop of step).
-        mean = self._mean(obs, p, task_dim=1)
+        if num_tasks is None:
+            mean = self._mean(obs, p, task_dim=0)
+        else:
+            # Per task: one move to task-first layout [K, T, B, ...] (a copy of obs only), so no
+            # layer has to transpose its (larger) input for the batched matmul.
+            mean = self._mean(obs.movedim(1, 0), p, task_dim=0).movedim(0, 1)
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=1)

@@ -225,15 +225,27 @@ class RecurrentGaussianPolicy(Policy):
         """
         p, num_tasks = self._resolve_params(params)
         self._check_obs(obs, num_tasks, time_first=True)
+        if num_tasks is None:
+            time_dim, x = 0, obs  # [T, *batch, obs_dim]
+        else:
+            # Per task, work in task-first layout [K, T, B, ...]: the input projection comes out of
+            # the batched matmul contiguous in that layout, and the backward's stack along dim 1
+            # gives gradients already laid out for the matmuls (no full-size transposing copies).
+            time_dim, x = 1, obs.movedim(1, 0)
         # The input and output projections do not depend on the state: one matmul for all T steps
         # each; only the hidden-to-hidden matmul and the gates stay in the time loop.
-        x_gates = self._input_gates(obs, p, task_dim=1)  # [T, K, B, G*H]
-        state = self.initial_state(tuple(obs.shape[1:-1]))
+        x_gates = self._input_gates(x, p, task_dim=0)  # [T, *batch, G*H] or [K, T, B, G*H]
+        batch_shape = tuple(s for d, s in enumerate(x.shape[:-1]) if d != time_dim)
+        state = self.initial_state(batch_shape)
         hs = []
         # unbind, not x_gates[t]: the backward of T index ops would write T full-size gradients.
-        for x_t in x_gates.unbind(0):
+        for x_t in x_gates.unbind(time_dim):
             h, state = self._update(x_t, state, p)
             hs.append(h)
-        h_all = torch.stack(hs) if hs else obs.new_zeros(*obs.shape[:-1], self.hidden_size)
-        mean = linear(h_all, p["mean.weight"], p["mean.bias"], task_dim=1)  # [T, K, B, act_dim]
+        if hs:
+            h_all = torch.stack(hs, dim=time_dim)
+        else:
+            h_all = x.new_zeros(*x.shape[:-1], self.hidden_size)
+        mean = linear(h_all, p["mean.weight"], p["mean.bias"], task_dim=0)
+        mean = mean.movedim(0, 1) if num_tasks is not None else mean  # -> [T, K, B, act_dim]
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=1)

@@ -1,14 +1,18 @@
-"""Benchmark helpers: throughput records, ratios against same-run references, a summary table.
+"""Benchmark helpers: interleaved comparisons against same-run references, ratios, a summary.
 
 Every speed target of bmaml_robot is a *ratio* against a reference measured in the same session
 (MuJoCo's ``rollout`` and ``batch``, Gymnasium's ``SyncVectorEnv``, a numpy GAE), never an
-absolute time. Ratios are computed from each benchmark's *best* round (least disturbed by other
-processes on a shared machine) and, for information, from its mean round. They are recorded in
-``benchmark.extra_info`` (so they land in ``--benchmark-json``/``--benchmark-autosave`` output) and
-printed as a table at the end of the session.
+absolute time. On a shared, noisy machine the load changes from one second to the next, so a
+reference timed in one test and ours timed a minute later are not comparable. ``Bench.compare``
+therefore *interleaves* them: every round runs each reference once (timed here, in
+``benchmark.pedantic``'s untimed ``setup``) and then ours (timed by pytest-benchmark), so each
+round's times were taken under the same load. A ratio is the median over rounds of the per-round
+ratio ("paired"); the ratio of the best rounds is shown alongside.
 
-Targets are reported, not asserted, so that noise never fails a run. Set the environment variable
-``BMAML_ENFORCE_TARGETS=1`` to turn each missed target into a test failure.
+Ratios and the references' rates are recorded in ``benchmark.extra_info`` (so they land in
+``--benchmark-json``/``--benchmark-autosave`` output) and printed as a table at the end of the
+session. Targets are reported, not asserted, so that noise never fails a run; set the environment
+variable ``BMAML_ENFORCE_TARGETS=1`` to make each missed target fail its test.
 
 Run with::
 
@@ -19,61 +23,68 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
 
 def enforce_targets() -> bool:
-    """True when ``BMAML_ENFORCE_TARGETS`` is set to 1/true/yes: missed targets fail their test."""
+    """True when ``BMAML_ENFORCE_TARGETS`` is 1/true/yes: a missed target fails its test."""
     return os.environ.get("BMAML_ENFORCE_TARGETS", "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclasses.dataclass(frozen=True)
 class Throughput:
-    """One benchmark's result: ``work`` units (env-steps, elements...) done per round."""
+    """The round times of one measured function; ``work`` units (env-steps...) per round."""
 
     key: str
+    comparison: str  # the test that measured it; rounds of one comparison are paired
     work: int
     unit: str
-    best_s: float
-    mean_s: float
-    stddev_s: float
-    rounds: int
+    seconds: tuple[float, ...]  # per round, in round order
 
     @property
     def best_rate(self) -> float:
-        return self.work / self.best_s
+        return self.work / min(self.seconds)
 
     @property
     def mean_rate(self) -> float:
-        return self.work / self.mean_s
+        return self.work / statistics.fmean(self.seconds)
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation of the round times."""
+        if len(self.seconds) < 2:
+            return 0.0
+        return statistics.stdev(self.seconds) / statistics.fmean(self.seconds)
 
 
 @dataclasses.dataclass(frozen=True)
 class Ratio:
-    """``numerator`` rate / ``denominator`` rate (> 1: the numerator is faster)."""
+    """Rate of ``numerator`` / rate of ``denominator`` (> 1: the numerator is faster)."""
 
     name: str
     numerator: str
     denominator: str
-    best: float | None  # from the best rounds; None if either side was not measured
-    mean: float | None
-    target: float | None  # required minimum of ``best``; None: reported for information
+    paired: float | None  # median of per-round ratios (interleaved rounds); None if not measured
+    best: float | None  # best round / best round
+    target: float | None  # minimum required of ``paired``; None: reported for information
     note: str = ""
 
     @property
     def status(self) -> str:
         if self.target is None:
             return "info"
-        if self.best is None:
+        if self.paired is None:
             return "n/a"
-        return "met" if self.best >= self.target else "MISSED"
+        return "met" if self.paired >= self.target else "MISSED"
 
 
 class Registry:
-    """Results of the whole session, for ratios across tests and the final summary."""
+    """Everything measured in the session, for ratios and the final summary."""
 
     def __init__(self) -> None:
         self.throughputs: dict[str, Throughput] = {}
@@ -84,40 +95,53 @@ _REGISTRY = Registry()
 
 
 class Bench:
-    """Wraps pytest-benchmark's ``benchmark`` fixture for throughput measurements.
+    """Throughput comparisons over pytest-benchmark's ``benchmark`` fixture (see module doc)."""
 
-    ``run`` times ``target`` with ``benchmark.pedantic`` and records ``work / time``;
-    ``ratio`` compares two recorded throughputs and checks an optional target.
-    """
-
-    def __init__(self, benchmark: Any, registry: Registry) -> None:
+    def __init__(self, benchmark: Any, registry: Registry, comparison: str) -> None:
         self.benchmark = benchmark
         self.registry = registry
+        self.comparison = comparison
 
-    def run(
+    def compare(
         self,
-        key: str,
-        target: Callable[[], Any],
+        timed: tuple[str, Callable[[], Any]],
+        references: Mapping[str, Callable[[], Any]],
         *,
-        work: int,
+        work: int | Mapping[str, int],
         unit: str = "env-steps",
         rounds: int,
         warmup_rounds: int = 1,
-        setup: Callable[[], Any] | None = None,
-    ) -> Throughput | None:
-        """Time ``rounds`` calls of ``target`` (after ``warmup_rounds`` untimed ones) and record
-        the throughput under ``key``. Returns None when benchmarking is disabled."""
-        self.benchmark.extra_info.update({"key": key, "work_per_round": work, "unit": unit})
-        self.benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+    ) -> dict[str, Throughput]:
+        """Run ``rounds`` interleaved rounds (after ``warmup_rounds`` untimed ones): each round
+        calls every function of ``references`` then the ``timed`` one, which pytest-benchmark
+        times and reports. ``work`` is per round, one number for all or one per key.
+
+        Returns the throughputs by key (empty when benchmarking is disabled).
+        """
+        timed_key, timed_fn = timed
+        work_of = (lambda k: work[k]) if isinstance(work, Mapping) else (lambda k: work)
+        ref_times: dict[str, list[float]] = {key: [] for key in references}
+
+        def run_references() -> None:
+            for key, fn in references.items():
+                start = time.perf_counter()
+                fn()
+                ref_times[key].append(time.perf_counter() - start)
+
+        self.benchmark.pedantic(timed_fn, setup=run_references, rounds=rounds, warmup_rounds=warmup_rounds)
         meta = self.benchmark.stats
-        if not meta:  # --benchmark-disable: ran once, untimed
-            return None
-        stats = meta.stats
-        result = Throughput(key, work, unit, stats.min, stats.mean, stats.stddev, stats.rounds)
-        self.registry.throughputs[key] = result
-        self.benchmark.extra_info[f"{unit}/s (mean)"] = round(result.mean_rate, 1)
-        self.benchmark.extra_info[f"{unit}/s (best)"] = round(result.best_rate, 1)
-        return result
+        if not meta:  # --benchmark-disable: everything ran once, untimed
+            return {}
+        measured = {timed_key: tuple(meta.stats.data)}
+        measured.update({key: tuple(times[warmup_rounds:]) for key, times in ref_times.items()})
+        results = {key: Throughput(key, self.comparison, work_of(key), unit, seconds) for key, seconds in measured.items()}
+        self.registry.throughputs.update(results)
+        info = self.benchmark.extra_info
+        info["unit"] = unit
+        for key, t in results.items():
+            info[f"{key}: {unit}/s mean"] = round(t.mean_rate, 1)
+            info[f"{key}: {unit}/s best"] = round(t.best_rate, 1)
+        return results
 
     def ratio(
         self,
@@ -128,37 +152,42 @@ class Bench:
         target: float | None = None,
         note: str = "",
     ) -> Ratio:
-        """Record ``rate(numerator) / rate(denominator)`` under ``name`` in ``extra_info`` and the
-        summary. With a ``target``, a best-round ratio below it fails the test only when
+        """Record ``rate(numerator) / rate(denominator)`` under ``name`` (extra_info, summary).
+        With a ``target``, a paired ratio below it fails the test only when
         ``BMAML_ENFORCE_TARGETS=1``."""
         a = self.registry.throughputs.get(numerator)
         b = self.registry.throughputs.get(denominator)
-        best = mean = None
+        paired = best = None
         if a is not None and b is not None:
             best = a.best_rate / b.best_rate
-            mean = a.mean_rate / b.mean_rate
-        result = Ratio(name, numerator, denominator, best, mean, target, note)
+            if a.comparison == b.comparison and len(a.seconds) == len(b.seconds):
+                per_round = [(a.work / ta) / (b.work / tb) for ta, tb in zip(a.seconds, b.seconds)]
+                paired = statistics.median(per_round)
+            else:  # not interleaved: best rounds are the least disturbed estimate
+                paired = best
+        result = Ratio(name, numerator, denominator, paired, best, target, note)
         self.registry.ratios.append(result)
-        self.benchmark.extra_info[f"ratio {name}"] = None if best is None else round(best, 3)
-        self.benchmark.extra_info[f"ratio {name} (mean)"] = None if mean is None else round(mean, 3)
+        info = self.benchmark.extra_info
+        info[f"ratio {name}"] = None if paired is None else round(paired, 3)
+        info[f"ratio {name} (best/best)"] = None if best is None else round(best, 3)
         if target is not None:
-            self.benchmark.extra_info[f"target {name}"] = target
+            info[f"target {name}"] = target
         if enforce_targets() and result.status == "MISSED":
             pytest.fail(
-                f"target missed: {name} = {best:.3f} < {target} ({numerator} vs {denominator}); "
+                f"target missed: {name} = {paired:.3f} < {target} ({numerator} vs {denominator}); "
                 "unset BMAML_ENFORCE_TARGETS to report without failing"
             )
         return result
 
 
 @pytest.fixture
-def bench(benchmark: Any) -> Bench:
+def bench(benchmark: Any, request: pytest.FixtureRequest) -> Bench:
     """A :class:`Bench` over this test's ``benchmark`` fixture and the session's registry."""
-    return Bench(benchmark, _REGISTRY)
+    return Bench(benchmark, _REGISTRY, request.node.nodeid)
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -167,20 +196,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     tr = terminalreporter
     tr.section("bmaml_robot benchmark summary")
-    if registry.throughputs:
-        tr.write_line(f"{'benchmark':<44} {'mean rate':>14} {'best rate':>14} {'cv':>6} {'rounds':>6}  unit")
-        for t in registry.throughputs.values():
-            cv = t.stddev_s / t.mean_s if t.mean_s else 0.0
-            tr.write_line(
-                f"{t.key:<44} {t.mean_rate:>14,.0f} {t.best_rate:>14,.0f} {cv:>6.1%} {t.rounds:>6}  {t.unit}/s"
-            )
+    width = max([len(t.key) for t in registry.throughputs.values()] + [9])
+    tr.write_line(f"{'benchmark':<{width}} {'mean rate':>14} {'best rate':>14} {'cv':>6} {'rounds':>6}  unit")
+    for t in registry.throughputs.values():
+        tr.write_line(
+            f"{t.key:<{width}} {t.mean_rate:>14,.0f} {t.best_rate:>14,.0f} {t.cv:>6.1%} {len(t.seconds):>6}  {t.unit}/s"
+        )
     if registry.ratios:
+        width = max(len(r.name) for r in registry.ratios)
         tr.write_line("")
-        tr.write_line(f"{'ratio (ours / reference, >1: ours faster)':<52} {'best':>7} {'mean':>7} {'target':>7}  status")
+        tr.write_line(f"{'ratio (> 1: first faster)':<{width}} {'paired':>7} {'best':>7} {'target':>7}  status")
         for r in registry.ratios:
             target = "" if r.target is None else f">={r.target:g}"
-            line = f"{r.name:<52} {_fmt(r.best, '.2f'):>7} {_fmt(r.mean, '.2f'):>7} {target:>7}  {r.status}"
+            line = f"{r.name:<{width}} {_fmt(r.paired):>7} {_fmt(r.best):>7} {target:>7}  {r.status}"
             tr.write_line(line + (f"  ({r.note})" if r.note else ""))
         missed = [r.name for r in registry.ratios if r.status == "MISSED"]
         mode = "enforced" if enforce_targets() else "reported only; BMAML_ENFORCE_TARGETS=1 enforces them"
-        tr.write_line(f"targets missed: {len(missed)} ({mode})" + (": " + ", ".join(missed) if missed else ""))
+        tr.write_line(f"targets missed: {len(missed)} ({mode})" + (": " + "; ".join(missed) if missed else ""))
+        tr.write_line("paired: median over interleaved rounds of the per-round ratio; best: best round / best round")

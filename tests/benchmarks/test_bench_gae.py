@@ -88,24 +88,18 @@ def _case_id(case: tuple[int, str]) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_gae_numpy(bench, case: tuple[int, str]) -> None:
-    T, dtype = case
-    bench.benchmark.group = f"gae-{_case_id(case)}"
-    bench.run(f"gae {_case_id(case)}/numpy", _run(gae_numpy, _batch(T, dtype)), work=T * NUM_ENVS,
-              unit="elements", rounds=ROUNDS[T], warmup_rounds=2)
-
-
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_gae_ours(bench, case: tuple[int, str]) -> None:
+def test_gae_vs_numpy(bench, case: tuple[int, str]) -> None:
+    """``bm.gae`` (timed) interleaved with the numpy reference, after checking they agree."""
     T, dtype = case
     bench.benchmark.group = f"gae-{_case_id(case)}"
     batch = _batch(T, dtype)
     adv, ret = _run(bm.gae, batch)()
     ref_adv, ref_ret = _run(gae_numpy, batch)()
-    assert adv.dtype == ref_adv.dtype == np.dtype(dtype)
+    assert adv.dtype == ret.dtype == ref_adv.dtype == np.dtype(dtype)
     tol = 1e-4 if dtype == "float32" else 1e-10
     np.testing.assert_allclose(adv, ref_adv, rtol=tol, atol=tol)
     np.testing.assert_allclose(ret, ref_ret, rtol=tol, atol=tol)
-    key = f"gae {_case_id(case)}/ours"
-    bench.run(key, _run(bm.gae, batch), work=T * NUM_ENVS, unit="elements", rounds=ROUNDS[T], warmup_rounds=2)
-    bench.ratio(f"GAE {_case_id(case)}: ours / numpy", key, f"gae {_case_id(case)}/numpy", target=1.0)
+    ours, numpy = f"gae {_case_id(case)}/ours", f"gae {_case_id(case)}/numpy"
+    bench.compare((ours, _run(bm.gae, batch)), {numpy: _run(gae_numpy, batch)}, work=T * NUM_ENVS,
+                  unit="elements", rounds=ROUNDS[T], warmup_rounds=2)
+    bench.ratio(f"GAE {_case_id(case)}: ours / numpy", ours, numpy, target=1.0)

@@ -114,9 +114,10 @@ def test_family_that_is_not_a_name(name):
 )
 def test_bad_tasks(family, tasks, error, message):
     env = bm.make_vec(family, 3)
+    before = [dict(t) for t in env.tasks]
     with pytest.raises(error, match=message):
         env.set_tasks(tasks)
-    assert env.tasks == []  # nothing was half-applied
+    assert env.tasks == before  # nothing was half-applied
 
 
 def test_sample_tasks_arguments():

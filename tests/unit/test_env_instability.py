@@ -3,6 +3,8 @@ envs' trajectories are bit-identical to a run in which nothing went wrong."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,27 @@ def test_non_finite_state_is_refused_before_it_reaches_mujoco():
     qvel[1, 4] = np.nan
     with pytest.raises(ValueError, match=r"qvel: expected finite values, got nan in row 1 \(column 4\)"):
         env.set_state(qpos, qvel)
+
+
+def test_mujoco_error_in_one_env_is_an_instability_not_an_exit(tmp_path):
+    """mju_error (here: an arena too small for Ant's contacts) would call exit(); it must end
+    only the env that raised it, with MuJoCo's message."""
+    from bmaml_robot import _core
+    from bmaml_robot.envs.assets import asset_path
+
+    xml = Path(asset_path("Ant")).read_text().replace('<mujoco model="ant">', '<mujoco model="ant"><size memory="12K"/>', 1)
+    small = tmp_path / "ant_small_arena.xml"
+    small.write_text(xml)
+    core = _core.VecEnvCore("Ant", "direction", str(small), 4, 2, 100, 0)
+    core.set_tasks(np.ones((4, 2)))
+    core.reset(0)
+    for _ in range(60):
+        obs, reward, terminated, truncated, *_, instability = core.step(np.ones((4, 8)))
+        if instability.any():
+            break
+    failed = np.flatnonzero(instability)
+    assert failed.size, "the small arena never overflowed"
+    assert np.all(instability[failed] == _core.INSTABILITY_REASONS.index("MuJoCo error"))
+    assert truncated[failed].all() and np.all(reward[failed] == 0.0)
+    assert "mj_stackAlloc" in core.warning(int(failed[0]))
+    assert np.all(np.isfinite(obs))

@@ -277,3 +277,12 @@ def test_ant_terminates_when_unhealthy_and_is_reset(rollout):
         assert 0.65 <= record["obs"][t, i, 0] <= 0.85  # a fresh reset: 0.75 + U(-0.1, 0.1)
     assert np.all(record["reward_survive"][:jump_end, 1] == 0.05)
     np.testing.assert_array_equal(record["_final_obs"], record["terminated"])
+
+
+def test_default_tasks_come_from_the_family_and_a_closed_env_says_so():
+    env = bm.make_vec("HalfCheetahDir", 6, seed=3)
+    assert len(env.tasks) == 6 and {t["direction"] for t in env.tasks} <= {-1.0, 1.0}
+    assert env.tasks == bm.make_vec("HalfCheetahDir", 6, seed=3).tasks
+    env.close()
+    with pytest.raises(RuntimeError, match="env: this environment is closed"):
+        env.step(np.zeros((6, 6)))
