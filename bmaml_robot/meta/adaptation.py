@@ -121,3 +121,122 @@ def adapt(
             for name, grad in zip(names, grads):
                 params[name] = params[name] - fast_lr * grad
     return params
+
+
+class AdaptationJacobian:
+    """Products with the Jacobian of the (second-order) inner adaptation map, per task.
+
+    The map is ``theta -> phi = S_n o ... o S_1 (theta)`` with one inner step
+    ``S_i(x) = x - fast_lr * P_A grad L_i(x)`` (``P_A``: the adaptable names; other names pass
+    through unchanged), so ``J_i = I - fast_lr * P_A H_i`` with ``H_i`` the Hessian of step i's
+    inner loss at the step's starting point, w.r.t. every name in ``names``. Tangents are dicts
+    ``{name: Tensor [K, *shape]}`` over ``names`` (a missing name is a zero tangent); task k's
+    slice only meets task k's Hessian. Each ``H_i u`` is one backward pass through the retained
+    graph of step i's inner gradient (double backward), so the adaptation is never recomputed.
+    """
+
+    def __init__(
+        self,
+        fast_lr: float,
+        names: Sequence[str],
+        adaptable: Sequence[str],
+        steps: Sequence[tuple[dict[str, Tensor], dict[str, Tensor]]],
+    ) -> None:
+        self.fast_lr = fast_lr
+        self.names = list(names)
+        self.adaptable = [n for n in self.names if n in set(adaptable)]
+        # Per step: (leaves {name: x [K, *shape]}, inner gradients {name: g [K, *shape]}) over names.
+        self.steps = list(steps)
+
+    @staticmethod
+    def _hessian_product(
+        leaves: dict[str, Tensor], grads: dict[str, Tensor], vector: dict[str, Tensor],
+        out_names: Sequence[str],
+    ) -> dict[str, Tensor]:
+        """``{n: (H vector)[n] for n in out_names}`` with H the Hessian behind ``grads``.
+
+        ``(H u)[a] = d/dx_a (sum_n grads[n] . u[n])``: one backward through the gradient graph.
+        """
+        outputs, cotangents = [], []
+        for name, u in vector.items():
+            g = grads.get(name)
+            if g is not None and g.requires_grad:
+                outputs.append(g)
+                cotangents.append(u)
+        if not outputs:
+            return {n: torch.zeros_like(leaves[n]) for n in out_names}
+        products = torch.autograd.grad(
+            outputs,
+            [leaves[n] for n in out_names],
+            grad_outputs=cotangents,
+            retain_graph=True,
+            materialize_grads=True,
+        )
+        return dict(zip(out_names, products))
+
+    def jvp(self, tangent: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``J u``: ``u <- u - fast_lr * P_A H_i u`` for i = 1..n."""
+        u = {n: t for n, t in tangent.items() if n in set(self.names)}
+        for leaves, grads in self.steps:
+            hu = self._hessian_product(leaves, grads, u, self.adaptable)
+            for name in self.adaptable:
+                u[name] = u[name] - self.fast_lr * hu[name] if name in u else -self.fast_lr * hu[name]
+        return u
+
+    def vjp(self, cotangent: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``J^T w``: ``w <- w - fast_lr * H_i P_A w`` for i = n..1."""
+        w = {n: t for n, t in cotangent.items() if n in set(self.names)}
+        for leaves, grads in reversed(self.steps):
+            adaptable_part = {n: w[n] for n in self.adaptable if n in w}
+            hw = self._hessian_product(leaves, grads, adaptable_part, self.names)
+            for name in self.names:
+                w[name] = w[name] - self.fast_lr * hw[name] if name in w else -self.fast_lr * hw[name]
+        return w
+
+
+def adapt_linearized(
+    policy: PolicyLike,
+    train_episodes: Sequence[Episodes],
+    fast_lr: float,
+    names: Sequence[str],
+) -> tuple[Params, AdaptationJacobian]:
+    """Adapted parameters (detached, as ``adapt``) and the Jacobian of the adaptation map.
+
+    names: the parameters the Jacobian acts on (the meta-parameters that get a gradient); the
+    adaptable names are added to them (an adaptable parameter that is not meta-trained still moves
+    with the others through the inner gradient). The graph of every inner gradient is kept
+    (``create_graph=True``) for ``AdaptationJacobian``; the values are those of ``adapt``.
+    """
+    adaptable = policy.adaptable_names()
+    if len(train_episodes) == 0:
+        raise ValueError("train_episodes: empty, cannot infer the number of tasks")
+    num_tasks = train_episodes[0].num_tasks
+    with torch.enable_grad():  # under no_grad, expand would give views that hide gradients
+        start = policy.batched_params(num_tasks)
+    missing = [n for n in adaptable if n not in start]
+    if missing:
+        raise ValueError(f"params: adaptable names {missing} are missing (got {sorted(start)})")
+    wanted = set(names) | set(adaptable)
+    active = [n for n in start if n in wanted]
+    params: dict[str, Tensor] = {n: v.detach() for n, v in start.items()}
+    steps = []
+    with torch.enable_grad():
+        for step, episodes in enumerate(train_episodes):
+            if episodes.num_tasks != num_tasks:
+                raise ValueError(
+                    f"train_episodes[{step}]: expected {num_tasks} tasks, got {episodes.num_tasks}"
+                )
+            if not adaptable or fast_lr == 0.0:
+                continue
+            leaves = dict(params)
+            for name in active:
+                leaves[name] = params[name].detach().requires_grad_(True)
+            loss = inner_loss(policy, episodes, leaves).sum()
+            grads = torch.autograd.grad(
+                loss, [leaves[n] for n in active], create_graph=True, materialize_grads=True
+            )
+            grads_by_name = dict(zip(active, grads))
+            steps.append(({n: leaves[n] for n in active}, grads_by_name))
+            for name in adaptable:
+                params[name] = (leaves[name] - fast_lr * grads_by_name[name]).detach()
+    return params, AdaptationJacobian(fast_lr, active, adaptable, steps)

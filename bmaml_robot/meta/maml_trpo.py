@@ -14,21 +14,33 @@ validation episodes sampled with the adapted parameters:
 3. TRPO on the trainable meta-parameters only (``policy.trainable_names()``): conjugate gradient
    on the KL Hessian, trust-region scaling, backtracking line search (``trpo.py``). Frozen
    parameters get no gradient, no step, nothing.
+
+KL-Hessian products (``OuterProblem.hvp``). At theta_old the adapted policy IS pi_old, so the
+gradient of the KL w.r.t. the adapted parameters phi is zero and the Hessian w.r.t. theta is
+exactly the Gauss-Newton product ``H = J^T F J``: J = d phi / d theta, the Jacobian of the inner
+adaptation (``AdaptationJacobian``: ``I - fast_lr * H_train`` per inner step, identity for first
+order), F the Fisher of the Gaussian policy on the validation episodes at phi (weighted as
+``mean_kl``). ``H v`` then costs two Hessian-vector products of the inner loss (double backward
+through its retained gradient graph) and one Fisher product (a forward-mode jvp and a
+first-order vjp), instead of a backward through the create_graph gradient of the KL (third
+order through the adaptation). ``exact_kl_hvp`` is the direct Pearlmutter product, kept as the
+reference.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
-from .adaptation import Params, PolicyLike, adapt
+from .adaptation import AdaptationJacobian, Params, PolicyLike, adapt, adapt_linearized
 from .advantages import compute_advantages
 from .episodes import Episodes, task_mean, zero_masked
 from .trpo import (
     backtracking_line_search,
-    conjugate_gradient,
+    conjugate_gradient_with_product,
     flat_grad,
     hessian_vector_product,
     trust_region_step,
@@ -53,6 +65,193 @@ def mean_kl(
 ) -> Tensor:
     """KL(old || new), masked mean per task then mean over tasks, a scalar. mask: [T, K, B]."""
     return task_mean(torch.distributions.kl_divergence(old, new), mask).mean()
+
+
+def exact_kl_hvp(
+    policy: PolicyLike,
+    train_episodes: Sequence[Episodes],
+    valid_episodes: Episodes,
+    fast_lr: float,
+    first_order: bool = False,
+    damping: float = 0.0,
+) -> Callable[[Tensor], Tensor]:
+    """Reference ``v -> (H + damping I) v``, H the Hessian of the meta-batch KL at theta_old.
+
+    The direct way (what ``MetaLearner.step`` did before ``OuterProblem``): adapt with the graph
+    (second order: create_graph), KL to the detached adapted policy, Pearlmutter's trick on the
+    trainable parameters. Episodes must carry advantages. Slow; for tests and checks.
+    """
+    named = dict(policy.named_parameters())  # type: ignore[attr-defined]
+    params = [named[n] for n in policy.trainable_names()]
+    observations = zero_masked(valid_episodes.observations, valid_episodes.mask)
+    with torch.enable_grad():
+        adapted = adapt(policy, train_episodes, fast_lr, first_order)
+        mean, log_std = policy.sequence(observations, adapted)
+        dist = policy.distribution(mean, log_std)
+        old_dist = policy.distribution(mean.detach(), log_std.detach())
+        kl = mean_kl(old_dist, dist, valid_episodes.mask)
+        return hessian_vector_product(kl, params, damping)
+
+
+def _is_exp_diag_gaussian(dist: torch.distributions.Distribution, mean: Tensor, log_std: Tensor) -> bool:
+    """Whether ``dist`` is ``Independent(Normal(mean, exp(log_std)), 1)`` (the Fisher below)."""
+    if not isinstance(dist, torch.distributions.Independent) or dist.reinterpreted_batch_ndims != 1:
+        return False
+    base = dist.base_dist
+    if type(base) is not torch.distributions.Normal or base.loc.shape != mean.shape:
+        return False
+    with torch.no_grad():
+        return bool(torch.equal(base.loc, mean)) and bool(
+            torch.allclose(base.scale, log_std.exp().expand_as(base.scale), rtol=1e-6, atol=0.0)
+        )
+
+
+class OuterProblem:
+    """The outer objective of one meta-batch at theta_old: surrogate, gradient, KL-Hessian products.
+
+    Built once per ``MetaLearner.step``: adapts (keeping, for second order, the graph of every
+    inner gradient), runs the policy once on the validation episodes from the adapted parameters
+    as leaves, and keeps both graphs for ``gradient`` and every ``hvp``. Flat vectors are over
+    ``policy.trainable_names()`` in that order, like ``flat_grad`` of the module parameters.
+
+    train_episodes, valid_episodes: with advantages (``MetaLearner.process``).
+    """
+
+    def __init__(
+        self,
+        policy: PolicyLike,
+        train_episodes: Sequence[Episodes],
+        valid_episodes: Episodes,
+        fast_lr: float,
+        first_order: bool = False,
+        damping: float = 0.0,
+    ) -> None:
+        self.policy = policy
+        self.damping = damping
+        named = dict(policy.named_parameters())  # type: ignore[attr-defined]
+        self.names = list(policy.trainable_names())
+        self.shapes = [named[n].shape for n in self.names]
+        self._train = list(train_episodes)
+        self._valid = valid_episodes
+        self._fast_lr = fast_lr
+        self._first_order = first_order
+        valid = valid_episodes
+        self.num_tasks = valid.num_tasks
+        observations = zero_masked(valid.observations, valid.mask)
+        actions = zero_masked(valid.actions, valid.mask)
+        self._observations = observations
+
+        self.jacobian: AdaptationJacobian | None
+        if first_order:
+            # d phi / d theta = I on the trainable names (the inner gradient is a constant).
+            with torch.no_grad():
+                adapted = adapt(policy, train_episodes, fast_lr, first_order=True)
+            adapted = {n: p.detach() for n, p in adapted.items()}
+            self.jacobian = None
+            tangent_names = list(self.names)
+        else:
+            adapted, self.jacobian = adapt_linearized(policy, train_episodes, fast_lr, self.names)
+            tangent_names = self.jacobian.names
+        self.adapted = adapted
+        self.tangent_names = tangent_names
+        with torch.enable_grad():
+            self.leaves = {
+                n: v.detach().requires_grad_(True) if n in set(tangent_names) else v
+                for n, v in adapted.items()
+            }
+            mean, log_std = policy.sequence(observations, self.leaves)
+            dist = policy.distribution(mean, log_std)
+            self.log_probs = dist.log_prob(actions)
+            self.loss = surrogate_loss(self.log_probs, valid)
+        self.mean, self.log_std = mean, log_std
+        # pi_old: the adapted policy at theta_old, a constant.
+        self.old_dist = policy.distribution(mean.detach(), log_std.detach())
+        self._gaussian = _is_exp_diag_gaussian(dist, mean, log_std)
+        self._exact: Callable[[Tensor], Tensor] | None = None
+        # Fisher weights of mean_kl: mask / (number of valid steps of the task) / K, 0 where masked.
+        mask = valid.mask
+        per_task = mask.sum(dim=(0, 2)).clamp_min(1e-8)
+        weight = torch.where(mask > 0, mask, 0.0) / per_task.view(1, -1, 1) / mask.shape[1]
+        self._weight = weight.unsqueeze(-1).to(mean.dtype)  # [T, K, B, 1]
+        self._inv_var = torch.exp(-2.0 * log_std.detach())
+
+    # -- flat <-> per-task tangents ------------------------------------------------------------
+    def _per_task(self, flat: Tensor) -> dict[str, Tensor]:
+        out, offset = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            n = shape.numel()
+            out[name] = flat[offset : offset + n].view(shape).expand(self.num_tasks, *shape)
+            offset += n
+        if offset != flat.numel():
+            raise ValueError(f"vector: expected {offset} elements, got {flat.numel()}")
+        return out
+
+    def _flat(self, per_task: dict[str, Tensor]) -> Tensor:
+        # The meta-parameters are expanded over tasks: their gradient sums the task slices.
+        parts = []
+        for name, shape in zip(self.names, self.shapes):
+            value = per_task.get(name)
+            if value is None:
+                parts.append(self.loss.new_zeros(shape.numel()))
+            else:
+                parts.append(value.sum(dim=0).reshape(-1))
+        return torch.cat(parts)
+
+    # -- products -------------------------------------------------------------------------------
+    def gradient(self) -> Tensor:
+        """Gradient of the surrogate w.r.t. the trainable meta-parameters, flat."""
+        leaves = [self.leaves[n] for n in self.tangent_names]
+        if not self.loss.requires_grad:
+            return self._flat({})
+        grads = torch.autograd.grad(self.loss, leaves, retain_graph=True, materialize_grads=True)
+        per_task = dict(zip(self.tangent_names, grads))
+        if self.jacobian is not None:
+            per_task = self.jacobian.vjp(per_task)
+        return self._flat(per_task)
+
+    def fisher_product(self, tangent: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``F u`` per task: the Fisher (KL Hessian) of the validation policy w.r.t. phi."""
+        with torch.no_grad(), fwAD.dual_level():
+            duals = {
+                # (contiguous: a dual cannot live on an expanded, self-overlapping primal)
+                n: fwAD.make_dual(v.contiguous(), tangent[n]) if n in tangent else v
+                for n, v in self.adapted.items()
+            }
+            mean, log_std = self.policy.sequence(self._observations, duals)
+            d_mean = fwAD.unpack_dual(mean).tangent
+            d_log_std = fwAD.unpack_dual(log_std).tangent
+        outputs, cotangents = [], []
+        if d_mean is not None and self.mean.requires_grad:
+            outputs.append(self.mean)
+            cotangents.append(self._weight * self._inv_var * d_mean)
+        if d_log_std is not None and self.log_std.requires_grad:
+            outputs.append(self.log_std)
+            cotangents.append((2.0 * self._weight * d_log_std).sum_to_size(self.log_std.shape))
+        if not outputs:
+            return {}
+        grads = torch.autograd.grad(
+            outputs,
+            [self.leaves[n] for n in self.tangent_names],
+            grad_outputs=cotangents,
+            retain_graph=True,
+            materialize_grads=True,
+        )
+        return dict(zip(self.tangent_names, grads))
+
+    def hvp(self, vector: Tensor) -> Tensor:
+        """``(H + damping I) v`` with H the Hessian of the KL w.r.t. the trainable meta-parameters."""
+        if not self._gaussian:  # not the diagonal Gaussian the Fisher assumes: the direct way
+            if self._exact is None:
+                self._exact = exact_kl_hvp(self.policy, self._train, self._valid, self._fast_lr,
+                                           self._first_order, self.damping)
+            return self._exact(vector)
+        tangent = self._per_task(vector.detach())
+        if self.jacobian is not None:
+            tangent = self.jacobian.jvp(tangent)
+        product = self.fisher_product(tangent)
+        if self.jacobian is not None:
+            product = self.jacobian.vjp(product)
+        return self._flat(product) + self.damping * vector
 
 
 class MetaLearner:
@@ -167,27 +366,21 @@ class MetaLearner:
             raise ValueError("policy.trainable_names(): empty, there is nothing to meta-train")
 
         with torch.enable_grad():
-            adapted = adapt(policy, train, self.fast_lr, self.first_order)
-            mean, log_std = policy.sequence(observations, adapted)
-            dist = policy.distribution(mean, log_std)
-            # pi_old: the adapted policy at theta_old, a constant.
-            old_dist = policy.distribution(mean.detach(), log_std.detach())
-            log_probs = dist.log_prob(actions)
-            loss = surrogate_loss(log_probs, valid)
-            kl = mean_kl(old_dist, dist, valid.mask)
+            problem = OuterProblem(policy, train, valid, self.fast_lr, self.first_order, self.cg_damping)
+            grad = problem.gradient()
+            # H^{-1} g, and H (H^{-1} g) for the step scaling from CG's own products.
+            direction, h_direction = conjugate_gradient_with_product(problem.hvp, grad, self.cg_iters)
+            full_step = trust_region_step(direction, h_direction, self.max_kl)
 
-            grad = flat_grad(loss, params, retain_graph=True)
-            hvp = hessian_vector_product(kl, params, self.cg_damping)
-            direction = conjugate_gradient(hvp, grad, self.cg_iters)  # H^{-1} g
-            full_step = trust_region_step(direction, hvp(direction), self.max_kl)
-
-        loss_before = loss.item()
+        loss_before = problem.loss.item()
+        old_dist = problem.old_dist
         with torch.no_grad():
             valid_mask = valid.mask > 0
+            log_probs = problem.log_probs
             kl_before = float(
                 task_mean(torch.where(valid_mask, valid.log_probs - log_probs, 0.0), valid.mask).mean()
             )
-        del adapted, mean, log_std, dist, log_probs, loss, kl, hvp  # free the second-order graph
+        del problem, log_probs  # free the graphs
 
         def evaluate() -> tuple[float, float]:
             # Adapted values are the same for first and second order: no graph needed here.

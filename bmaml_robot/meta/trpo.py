@@ -68,7 +68,19 @@ def conjugate_gradient(
 
     b: [n] -> x: [n]. Stops after ``iters`` products or once ``|r|^2 < residual_tol``.
     """
+    return conjugate_gradient_with_product(matvec, b, iters, residual_tol)[0]
+
+
+def conjugate_gradient_with_product(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
+) -> tuple[Tensor, Tensor]:
+    """``conjugate_gradient`` that also returns ``A x`` at no extra product.
+
+    ``A x = sum_i alpha_i A p_i`` is accumulated from the products CG computes anyway (equal to
+    ``matvec(x)`` up to float rounding), which saves the product TRPO's step scaling needs.
+    """
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()  # residual b - A x with x = 0
     p = r.clone()
     r_dot_r = r @ r
@@ -78,11 +90,12 @@ def conjugate_gradient(
         Ap = matvec(p)
         alpha = r_dot_r / (p @ Ap)
         x = x + alpha * p
+        ax = ax + alpha * Ap
         r = r - alpha * Ap
         new_r_dot_r = r @ r
         p = r + (new_r_dot_r / r_dot_r) * p
         r_dot_r = new_r_dot_r
-    return x
+    return x, ax
 
 
 def trust_region_step(direction: Tensor, hvp_direction: Tensor, max_kl: float) -> Tensor | None:

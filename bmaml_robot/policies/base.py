@@ -13,6 +13,7 @@ as second-order MAML needs.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -46,6 +47,7 @@ class Policy(torch.nn.Module):
 
     obs_dim: int
     act_dim: int
+    log_std: torch.nn.Parameter  # [act_dim], every kind has one
     kind: str
     recurrence: Optional[str]
     is_recurrent: bool
@@ -161,8 +163,9 @@ class Policy(torch.nn.Module):
         name = "obs"
         lead = 1 if time_first else 0
         layout = "[T, K, B, obs_dim]" if time_first else "[K, B, obs_dim]"
-        if obs.dtype != torch.float32:
-            raise ValueError(f"{name}: expected dtype float32, got {obs.dtype}")
+        dtype = self.log_std.dtype  # float32 unless the policy was explicitly converted
+        if obs.dtype != dtype:
+            raise ValueError(f"{name}: expected dtype {dtype} (the policy's), got {obs.dtype}")
         if obs.dim() < lead + 1 or obs.shape[-1] != self.obs_dim:
             raise ValueError(
                 f"{name}: expected shape {layout} with obs_dim={self.obs_dim}, got {list(obs.shape)}"
@@ -198,6 +201,11 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, task_dim: i
     """
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
+    if task_dim == 0 and x.dim() == 3:
+        # Already [K, rows, in]: no view ops (each one is a node in every autograd graph).
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
     # Per task: move tasks to the front, flatten the rest into rows, one (b)addbmm for all K tasks.
     xt = x.movedim(task_dim, 0)
     rows = xt.reshape(xt.shape[0], -1, xt.shape[-1])
@@ -206,6 +214,46 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, task_dim: i
     else:
         out = torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))
     return out.reshape(*xt.shape[:-1], weight.shape[1]).movedim(0, task_dim)
+
+
+class _StackSteps(torch.autograd.Function):
+    """``torch.stack(tensors, dim)`` whose backward is ONE ``unbind`` (itself differentiable).
+
+    ``torch.stack``'s backward is one ``select`` per input; under ``create_graph`` (second-order
+    MAML) each of those becomes a node whose own backward writes a full-size zero gradient, so a
+    Hessian-vector product through ``T`` stacked time steps costs ``O(T^2)`` memory traffic. Same
+    values and gradients as ``torch.stack``; forward-mode AD supported.
+    """
+
+    @staticmethod
+    def forward(dim: int, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.stack(tensors, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.dim = inputs[0]
+        ctx.like = [(t.shape, t.dtype, t.device) for t in inputs[1:]]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return (None, *grad.unbind(ctx.dim))
+
+    @staticmethod
+    def jvp(ctx, _dim_tangent, *tangents):  # type: ignore[override]
+        tangents = [
+            torch.zeros(shape, dtype=dtype, device=device) if t is None else t
+            for t, (shape, dtype, device) in zip(tangents, ctx.like)
+        ]
+        return torch.stack(tangents, ctx.dim)
+
+
+def stack_steps(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """``torch.stack(tensors, dim)`` with a backward that stays linear in ``len(tensors)`` under
+    repeated differentiation (see ``_StackSteps``); plain ``torch.stack`` when no grad is needed."""
+    tensors = list(tensors)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _StackSteps.apply(dim, *tensors)
+    return torch.stack(tensors, dim)
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -220,6 +268,13 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_finite_float(name: str, value: object) -> float:
+    """Returns ``value`` as a float if it is a finite real number, else raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
 
 
 def make_generator(seed: Optional[int]) -> Optional[torch.Generator]:

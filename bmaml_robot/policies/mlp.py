@@ -6,8 +6,9 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.nn.utils import skip_init
 
-from .base import Params, Policy, State, check_positive_int, linear, make_generator
+from .base import Params, Policy, State, check_finite_float, check_positive_int, linear, make_generator
 
 
 class GaussianMLPPolicy(Policy):
@@ -36,11 +37,13 @@ class GaussianMLPPolicy(Policy):
 
         generator = make_generator(seed)
         sizes = (self.obs_dim,) + hidden_sizes
+        # skip_init: nn.Linear's own init would draw from (and move) the global RNG.
         self.hidden = torch.nn.ModuleList(
-            torch.nn.Linear(n_in, n_out, dtype=torch.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+            skip_init(torch.nn.Linear, n_in, n_out, dtype=torch.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
-        self.mean = torch.nn.Linear(sizes[-1], self.act_dim, dtype=torch.float32)
-        self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), float(init_log_std), dtype=torch.float32))
+        self.mean = skip_init(torch.nn.Linear, sizes[-1], self.act_dim, dtype=torch.float32)
+        log_std = check_finite_float("init_log_std", init_log_std)
+        self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), log_std, dtype=torch.float32))
         # Xavier-uniform weights and zero biases everywhere, as the reference MAML implementations
         # (rllab's maml_rl, pytorch-maml-rl) do, so results compare with published numbers.
         with torch.no_grad():

@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.nn.utils import skip_init
 
 from .base import (
     RECURRENCE_MODES,
@@ -20,9 +21,11 @@ from .base import (
     Policy,
     State,
     check_choice,
+    check_finite_float,
     check_positive_int,
     linear,
     make_generator,
+    stack_steps,
 )
 
 #: Gates per cell kind: the rows of ``weight_ih``/``weight_hh`` are ``num_gates * hidden_size``.
@@ -90,8 +93,10 @@ class RecurrentGaussianPolicy(Policy):
         self.num_gates = NUM_GATES[kind]
 
         self.cell = RecurrentCell(kind, self.obs_dim, self.hidden_size)
-        self.mean = torch.nn.Linear(self.hidden_size, self.act_dim, dtype=torch.float32)
-        self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), float(init_log_std), dtype=torch.float32))
+        # skip_init: nn.Linear's own init would draw from (and move) the global RNG.
+        self.mean = skip_init(torch.nn.Linear, self.hidden_size, self.act_dim, dtype=torch.float32)
+        log_std = check_finite_float("init_log_std", init_log_std)
+        self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), log_std, dtype=torch.float32))
         self._init_weights(make_generator(seed))
         if recurrence == "frozen":
             for name in self.recurrent_names():
@@ -104,7 +109,9 @@ class RecurrentGaussianPolicy(Policy):
                 rows = slice(gate * H, (gate + 1) * H)
                 # Per gate block, as if each gate were its own layer.
                 torch.nn.init.xavier_uniform_(self.cell.weight_ih[rows], generator=generator)
-                torch.nn.init.orthogonal_(self.cell.weight_hh[rows], gain=RECURRENT_GAIN[self.kind], generator=generator)
+                torch.nn.init.orthogonal_(
+                    self.cell.weight_hh[rows], gain=RECURRENT_GAIN[self.kind], generator=generator
+                )
             self.cell.bias_ih.zero_()
             # bias_hh only duplicates bias_ih (both are added before the nonlinearity, except the
             # GRU candidate's, which r scales), so zeros lose nothing when it is frozen.
@@ -139,8 +146,8 @@ class RecurrentGaussianPolicy(Policy):
     # ------------------------------------------------------------------ forward
     def initial_state(self, batch_shape: Tuple[int, ...]) -> State:
         """Zeros ``[*batch_shape, H]`` (rnn, gru) or a pair of them ``(h, c)`` (lstm)."""
-        device = self.cell.weight_hh.device
-        h = torch.zeros(*batch_shape, self.hidden_size, dtype=torch.float32, device=device)
+        w = self.cell.weight_hh
+        h = torch.zeros(*batch_shape, self.hidden_size, dtype=w.dtype, device=w.device)
         return (h, torch.zeros_like(h)) if self.kind == "lstm" else h
 
     def _input_gates(self, obs: Tensor, p: dict[str, Tensor], task_dim: int) -> Tensor:
@@ -243,7 +250,7 @@ class RecurrentGaussianPolicy(Policy):
             h, state = self._update(x_t, state, p)
             hs.append(h)
         if hs:
-            h_all = torch.stack(hs, dim=time_dim)
+            h_all = stack_steps(hs, dim=time_dim)  # torch.stack, but O(T) under double backward
         else:
             h_all = x.new_zeros(*x.shape[:-1], self.hidden_size)
         mean = linear(h_all, p["mean.weight"], p["mean.bias"], task_dim=0)

@@ -52,6 +52,9 @@ ANT_ROUNDS = 5
 ACTION_SCALE = 0.3
 #: Gymnasium's TimeLimit for these robots; ours uses the same.
 MAX_EPISODE_STEPS = 1000
+#: Below this 2-thread/1-thread speed-up of mujoco.batch, the machine had no free second core and
+#: the 2-thread comparisons are flagged as inconclusive in the summary.
+MIN_MACHINE_SCALING = 1.3
 
 GYM_ROBOTS = {"HalfCheetahDir": "HalfCheetah-v5", "AntDir": "Ant-v5", "SwimmerDir": "Swimmer-v5"}
 
@@ -159,14 +162,16 @@ def test_cheetah_closed_loop_vs_mujoco(bench) -> None:
         }
         bench.compare((key["ours/2t"], ours("HalfCheetahDir", n, 2, steps)), references,
                       work=n * steps, rounds=CHEETAH_ROUNDS)
+    machine = bench.ratio(f"HalfCheetah {n} envs: mujoco.batch 2t / 1t", key["mujoco.batch/2t"],
+                          key["mujoco.batch/1t"], note="the machine's own scaling")
+    bench.ratio(f"HalfCheetah {n} envs: ours 2t / 1t", key["ours/2t"], key["ours/1t"], note="scaling, ideal 2")
+    busy = machine.paired is not None and machine.paired < MIN_MACHINE_SCALING
+    note = f"inconclusive: the reference itself scales x{machine.paired:.2f}, 2nd core busy" if busy else ""
     for t in (2, 1):  # the targets are set at 2 threads; 1 thread is reported
         bench.ratio(f"HalfCheetah {n} envs {t}t: ours / mujoco.rollout (open loop)", key[f"ours/{t}t"],
-                    key[f"mujoco.rollout/{t}t"], target=0.9 if t == 2 else None)
+                    key[f"mujoco.rollout/{t}t"], target=0.9 if t == 2 else None, note=note if t == 2 else "")
         bench.ratio(f"HalfCheetah {n} envs {t}t: ours / mujoco.batch", key[f"ours/{t}t"],
-                    key[f"mujoco.batch/{t}t"], target=1.0 if t == 2 else None)
-    bench.ratio(f"HalfCheetah {n} envs: ours 2t / 1t", key["ours/2t"], key["ours/1t"], note="scaling, ideal 2")
-    bench.ratio(f"HalfCheetah {n} envs: mujoco.batch 2t / 1t", key["mujoco.batch/2t"], key["mujoco.batch/1t"],
-                note="the machine's scaling")
+                    key[f"mujoco.batch/{t}t"], target=1.0 if t == 2 else None, note=note if t == 2 else "")
 
 
 @pytest.mark.parametrize("family", list(GYM_ROBOTS))
@@ -177,14 +182,25 @@ def test_vs_gymnasium_sync(bench, family: str) -> None:
     bench.benchmark.group = f"vs-gymnasium-{gym_id}"
     n, steps = GYM_ENVS, GYM_STEPS
     sync, ours1, ours2 = f"{gym_id}x{n}/gymnasium.SyncVectorEnv", f"{family}x{n}/ours/1t", f"{family}x{n}/ours/2t"
-    references = {sync: gymnasium_sync(gym_id, n, steps), ours1: ours(family, n, 1, steps)}
-    bench.compare((ours2, ours(family, n, 2, steps)), references, work=n * steps, rounds=GYM_ROUNDS)
     cheetah = family == "HalfCheetahDir"
-    bench.ratio(f"{family} {n} envs: ours 2t / Gymnasium Sync", ours2, sync, target=2.5 if cheetah else None)
+    references = {sync: gymnasium_sync(gym_id, n, steps), ours1: ours(family, n, 1, steps)}
+    batch1, batch2 = f"{gym_id}x{n}/mujoco.batch/1t", f"{gym_id}x{n}/mujoco.batch/2t"
+    if cheetah:  # MuJoCo's own stepping: the 1-thread ceiling, and the machine's 2-thread scaling
+        references[batch1] = mujoco_batch(1, n, steps)
+        references[batch2] = mujoco_batch(2, n, steps)
+    bench.compare((ours2, ours(family, n, 2, steps)), references, work=n * steps, rounds=GYM_ROUNDS)
+    note = ""
+    if cheetah:
+        machine = bench.ratio(f"{family} {n} envs: mujoco.batch 2t / 1t", batch2, batch1,
+                              note="the machine's own scaling")
+        if machine.paired is not None and machine.paired < MIN_MACHINE_SCALING:
+            note = f"inconclusive: the reference itself scales x{machine.paired:.2f}, 2nd core busy"
+    bench.ratio(f"{family} {n} envs: ours 2t / Gymnasium Sync", ours2, sync, target=2.5 if cheetah else None,
+                note=note)
     bench.ratio(f"{family} {n} envs: ours 1t / Gymnasium Sync", ours1, sync)
-    if cheetah:  # not paired (other test): what MuJoCo's stepping alone reaches on one thread
-        bench.ratio(f"{family}: ceiling at 1t = mujoco.batch 1t / Gymnasium Sync",
-                    f"cheetah{CHEETAH_ENVS}/mujoco.batch/1t", sync, note="best/best, physics-bound")
+    if cheetah:
+        bench.ratio(f"{family} {n} envs: 1t ceiling = mujoco.batch 1t / Gymnasium Sync", batch1, sync,
+                    note="physics-bound: any 1-thread simulator of this physics")
 
 
 def test_ant_thread_scaling(bench) -> None:
