@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 #include <stdexcept>
 
 namespace bmaml {
@@ -35,84 +37,112 @@ void warning_handler(const char* message) {
   }
 }
 
+// A thread's mjData, in which the environments that thread steps are simulated in turn.
+struct MujocoWorkspace : Workspace {
+  explicit MujocoWorkspace(const mjModel* m) : d(mj_makeData(m)) {
+    if (!d) throw std::runtime_error("mj_makeData failed: out of memory");
+  }
+  ~MujocoWorkspace() override { mj_deleteData(d); }
+  mjData* d;
+};
+
+constexpr int kStateSig = mjSTATE_INTEGRATION;  // everything the next step depends on
+
+// One environment: its integration state row (mj_getState) and the robot's position after its
+// last step or reset, which is the "before" of the next step's velocity (for Ant that is a body
+// frame position, derived data that the state row does not hold).
 class MujocoSim : public RobotSim {
  public:
-  explicit MujocoSim(const MujocoRobot& robot) : robot_(robot), m_(robot.model()) {
-    d_ = mj_makeData(m_);
-    if (!d_) throw std::runtime_error("mj_makeData failed: out of memory");
-    mj_forward(m_, d_);
-  }
-  ~MujocoSim() override { mj_deleteData(d_); }
+  explicit MujocoSim(const MujocoRobot& robot)
+      : robot_(robot), m_(robot.model()), state_(mj_stateSize(robot.model(), kStateSig)) {}
 
-  void reset(Rng& rng) override {
+  void reset(Rng& rng, Workspace& ws, double* obs) override {
+    mjData* d = data(ws);
     const MujocoRobot::Options& o = robot_.options();
     const double s = o.reset_noise_scale;
-    mj_resetData(m_, d_);
-    for (int i = 0; i < m_->nq; ++i) d_->qpos[i] = m_->qpos0[i] + rng.uniform(-s, s);
+    mj_resetData(m_, d);
+    for (int i = 0; i < m_->nq; ++i) d->qpos[i] = m_->qpos0[i] + rng.uniform(-s, s);
     for (int i = 0; i < m_->nv; ++i)
-      d_->qvel[i] = o.uniform_qvel_noise ? rng.uniform(-s, s) : s * rng.normal();
-    mj_forward(m_, d_);
+      d->qvel[i] = o.uniform_qvel_noise ? rng.uniform(-s, s) : s * rng.normal();
+    mj_forward(m_, d);
+    finish(d, obs);
   }
 
-  void set_state(const double* qpos, const double* qvel) override {
-    mj_resetData(m_, d_);
-    for (int i = 0; i < m_->nq; ++i) d_->qpos[i] = qpos[i];
-    for (int i = 0; i < m_->nv; ++i) d_->qvel[i] = qvel[i];
-    mj_forward(m_, d_);
+  void set_state(const double* qpos, const double* qvel, Workspace& ws, double* obs) override {
+    mjData* d = data(ws);
+    mj_resetData(m_, d);
+    for (int i = 0; i < m_->nq; ++i) d->qpos[i] = qpos[i];
+    for (int i = 0; i < m_->nv; ++i) d->qvel[i] = qvel[i];
+    mj_forward(m_, d);
+    finish(d, obs);
   }
 
-  Instability step(const double* action, Motion* motion) override {
+  Instability step(const double* action, Workspace& ws, Motion* motion, double* obs) override {
+    mjData* d = data(ws);
     const MujocoRobot::Options& o = robot_.options();
-    double before[2], after[2];
-    robot_.position(d_, before);
-    for (int i = 0; i < m_->nu; ++i) d_->ctrl[i] = action[i];
-    int warnings_before[3];
-    for (int w = 0; w < 3; ++w) warnings_before[w] = d_->warning[mjWARN_BADQPOS + w].number;
-    if (!step_physics(o.frame_skip)) {
-      mj_resetData(m_, d_);  // the data is in an unknown state after an error
+    mj_setState(m_, d, state_.data(), kStateSig);
+    for (int i = 0; i < m_->nu; ++i) d->ctrl[i] = action[i];
+    // Fresh counters: the workspace served other environments, and MuJoCo reports a warning's
+    // message only on its first occurrence.
+    std::memset(d->warning, 0, sizeof(d->warning));
+    if (!step_physics(d, o.frame_skip)) {
+      mj_resetData(m_, d);  // the workspace is in an unknown state after an error
       throw std::runtime_error(std::string("MuJoCo error: ") + error_message);
     }
     // mj_step resets the data and counts a warning when the state blows up.
     for (int w = 0; w < 3; ++w) {
-      if (d_->warning[mjWARN_BADQPOS + w].number != warnings_before[w])
+      if (d->warning[mjWARN_BADQPOS + w].number)
         return static_cast<Instability>(static_cast<int>(Instability::kBadQpos) + w);
     }
-    if (o.needs_contact_forces) mj_rnePostConstraint(m_, d_);
-    robot_.position(d_, after);
+    if (o.needs_contact_forces) mj_rnePostConstraint(m_, d);
+    double after[2];
+    robot_.position(d, after);
     const double dt = robot_.spec().dt;
-    motion->x_velocity = (after[0] - before[0]) / dt;
-    motion->y_velocity = (after[1] - before[1]) / dt;
+    motion->x_velocity = (after[0] - xy_[0]) / dt;
+    motion->y_velocity = (after[1] - xy_[1]) / dt;
     motion->x_position = after[0];
     motion->y_position = after[1];
-    motion->healthy = robot_.healthy(d_);
-    motion->contact_cost = robot_.contact_cost(d_);
+    motion->healthy = robot_.healthy(d);
+    motion->contact_cost = robot_.contact_cost(d);
+    finish(d, obs);
     return Instability::kNone;
   }
 
-  void observe(double* obs) const override { robot_.observe(d_, obs); }
+  void get_state(Workspace& ws, double* qpos, double* qvel) const override {
+    mjData* d = data(ws);
+    mj_setState(m_, d, state_.data(), kStateSig);
+    for (int i = 0; i < m_->nq; ++i) qpos[i] = d->qpos[i];
+    for (int i = 0; i < m_->nv; ++i) qvel[i] = d->qvel[i];
+  }
 
-  // frame_skip x mj_step; false if MuJoCo raised an error (message in error_message).
-  bool step_physics(int frame_skip) {
+ private:
+  static mjData* data(Workspace& ws) { return static_cast<MujocoWorkspace&>(ws).d; }
+
+  // After a reset or a step: observe, remember the position, save the state row.
+  void finish(mjData* d, double* obs) {
+    robot_.observe(d, obs);
+    robot_.position(d, xy_);
+    mj_getState(m_, d, state_.data(), kStateSig);
+  }
+
+  // frame_skip x mj_step; false if MuJoCo raised an error (message in error_message). The
+  // longjmp from the error handler lands here, crossing only MuJoCo's C frames.
+  bool step_physics(mjData* d, int frame_skip) {
     std::jmp_buf target;
     if (setjmp(target) != 0) {
       error_target = nullptr;
       return false;
     }
     error_target = &target;
-    for (int k = 0; k < frame_skip; ++k) mj_step(m_, d_);
+    for (int k = 0; k < frame_skip; ++k) mj_step(m_, d);
     error_target = nullptr;
     return true;
   }
 
-  void get_state(double* qpos, double* qvel) const override {
-    for (int i = 0; i < m_->nq; ++i) qpos[i] = d_->qpos[i];
-    for (int i = 0; i < m_->nv; ++i) qvel[i] = d_->qvel[i];
-  }
-
- private:
   const MujocoRobot& robot_;
   const mjModel* m_;
-  mjData* d_ = nullptr;
+  std::vector<mjtNum> state_;
+  double xy_[2] = {0.0, 0.0};
 };
 
 }  // namespace
@@ -169,6 +199,10 @@ MujocoRobot::~MujocoRobot() {
 
 std::unique_ptr<RobotSim> MujocoRobot::make_sim() const {
   return std::make_unique<MujocoSim>(*this);
+}
+
+std::unique_ptr<Workspace> MujocoRobot::make_workspace() const {
+  return std::make_unique<MujocoWorkspace>(model_);
 }
 
 }  // namespace bmaml

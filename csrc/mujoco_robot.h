@@ -35,6 +35,7 @@ class MujocoRobot : public Robot {
   const mjModel* model() const { return model_; }
   const Options& options() const { return options_; }
   std::unique_ptr<RobotSim> make_sim() const override;
+  std::unique_ptr<Workspace> make_workspace() const override;
 
   // Observation [obs_dim] of d.
   virtual void observe(const mjData* d, double* obs) const = 0;

@@ -1,8 +1,11 @@
 // The robot interface: physics state, observation and motion of one simulated robot.
 //
-// A Robot is the shared, read-only description (model, dimensions, action bounds); each
-// environment owns a RobotSim made from it. Rewards are not computed here: they belong to the
-// task family (objective.h), which only sees the Motion a control step produced.
+// A Robot is the shared, read-only description (model, dimensions, action bounds). Each
+// environment owns a RobotSim made from it, which keeps only that environment's compact state;
+// each thread owns a Workspace (MuJoCo: one mjData) in which a RobotSim is simulated. Keeping
+// the large per-simulation scratch memory per thread rather than per environment keeps the
+// working set in cache (as MuJoCo's own batch engine does). Rewards are not computed here: they
+// belong to the task family (objective.h), which only sees the Motion a control step produced.
 #pragma once
 
 #include <memory>
@@ -47,19 +50,26 @@ struct RobotSpec {
   std::vector<double> action_low, action_high;
 };
 
+// Scratch memory of one thread, reused by every environment that thread simulates.
+class Workspace {
+ public:
+  virtual ~Workspace() = default;
+};
+
+// One environment's robot. Every call writes the observation [obs_dim] it leads to, and may use
+// (and overwrite) the calling thread's workspace.
 class RobotSim {
  public:
   virtual ~RobotSim() = default;
   // Back to the initial state plus the robot's reset noise, drawn from rng.
-  virtual void reset(Rng& rng) = 0;
+  virtual void reset(Rng& rng, Workspace& ws, double* obs) = 0;
   // Set generalised positions [nq] and velocities [nv].
-  virtual void set_state(const double* qpos, const double* qvel) = 0;
-  // Apply an action [act_dim] (already clipped to the bounds) for one control step.
-  virtual Instability step(const double* action, Motion* motion) = 0;
-  // Write the observation [obs_dim].
-  virtual void observe(double* obs) const = 0;
+  virtual void set_state(const double* qpos, const double* qvel, Workspace& ws, double* obs) = 0;
+  // Apply an action [act_dim] (already clipped to the bounds) for one control step. After an
+  // instability the state is undefined (the caller resets) and obs is not written.
+  virtual Instability step(const double* action, Workspace& ws, Motion* motion, double* obs) = 0;
   // Current state into qpos [nq] and qvel [nv].
-  virtual void get_state(double* qpos, double* qvel) const = 0;
+  virtual void get_state(Workspace& ws, double* qpos, double* qvel) const = 0;
 };
 
 class Robot {
@@ -67,6 +77,7 @@ class Robot {
   virtual ~Robot() = default;
   const RobotSpec& spec() const { return spec_; }
   virtual std::unique_ptr<RobotSim> make_sim() const = 0;
+  virtual std::unique_ptr<Workspace> make_workspace() const { return std::make_unique<Workspace>(); }
 
  protected:
   RobotSpec spec_;

@@ -5,7 +5,7 @@
 namespace bmaml {
 
 ThreadPool::ThreadPool(int num_threads) {
-  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -17,14 +17,14 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks() {
+void ThreadPool::run_chunks(int worker) {
   for (;;) {
     const int begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
     if (begin >= n_) return;
     const int end = std::min(begin + chunk_, n_);
     for (int i = begin; i < end; ++i) {
       try {
-        (*fn_)(i);
+        (*fn_)(i, worker);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex_);
         if (!error_) error_ = std::current_exception();
@@ -33,7 +33,7 @@ void ThreadPool::run_chunks() {
   }
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int worker) {
   uint64_t seen = 0;
   for (;;) {
     {
@@ -42,7 +42,7 @@ void ThreadPool::worker_loop() {
       if (stopping_) return;
       seen = generation_;
     }
-    run_chunks();
+    run_chunks(worker);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (--active_workers_ == 0) done_.notify_one();
@@ -50,7 +50,7 @@ void ThreadPool::worker_loop() {
   }
 }
 
-void ThreadPool::parallel_for(int n, int chunk, const std::function<void(int)>& fn) {
+void ThreadPool::parallel_for(int n, int chunk, const std::function<void(int, int)>& fn) {
   if (n <= 0) return;
   fn_ = &fn;
   n_ = n;
@@ -64,11 +64,11 @@ void ThreadPool::parallel_for(int n, int chunk, const std::function<void(int)>& 
       ++generation_;
     }
     wake_.notify_all();
-    run_chunks();
+    run_chunks(0);
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return active_workers_ == 0; });
   } else {
-    run_chunks();
+    run_chunks(0);
   }
   fn_ = nullptr;
   if (error_) std::rethrow_exception(error_);

@@ -25,13 +25,14 @@ class ThreadPool {
 
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Calls fn(i) for every i in [0, n) and returns when all are done. The first exception thrown
-  // by fn is rethrown here after the loop has finished.
-  void parallel_for(int n, int chunk, const std::function<void(int)>& fn);
+  // Calls fn(i, worker) for every i in [0, n) and returns when all are done; worker in
+  // [0, num_threads) says which thread runs it (0: the caller), so fn can use per-thread
+  // scratch memory. The first exception thrown by fn is rethrown after the loop has finished.
+  void parallel_for(int n, int chunk, const std::function<void(int, int)>& fn);
 
  private:
-  void worker_loop();
-  void run_chunks();
+  void worker_loop(int worker);
+  void run_chunks(int worker);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
@@ -42,7 +43,7 @@ class ThreadPool {
   int active_workers_ = 0;
 
   // The loop being run.
-  const std::function<void(int)>* fn_ = nullptr;
+  const std::function<void(int, int)>* fn_ = nullptr;
   int n_ = 0;
   int chunk_ = 1;
   std::atomic<int> next_{0};

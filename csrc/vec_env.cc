@@ -21,6 +21,7 @@ VecEnv::VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_
       steps_(num_envs, 0),
       last_obs_(static_cast<size_t>(num_envs) * robot_->spec().obs_dim, 0.0),
       warnings_(num_envs) {
+  for (int w = 0; w < pool_.num_threads(); ++w) workspaces_.push_back(robot_->make_workspace());
   sims_.reserve(num_envs);
   for (int i = 0; i < num_envs; ++i) {
     sims_.push_back(robot_->make_sim());
@@ -37,41 +38,41 @@ void VecEnv::set_tasks(const double* tasks) {
   std::memcpy(tasks_.data(), tasks, tasks_.size() * sizeof(double));
 }
 
-void VecEnv::reset_env(int i, double* obs_row) {
+void VecEnv::reset_env(int i, Workspace& ws, double* obs_row) {
   const int obs_dim = spec().obs_dim;
-  sims_[i]->reset(rngs_[i]);
-  sims_[i]->observe(obs_row);
+  sims_[i]->reset(rngs_[i], ws, obs_row);
   steps_[i] = 0;
   std::memcpy(&last_obs_[static_cast<size_t>(i) * obs_dim], obs_row, obs_dim * sizeof(double));
 }
 
 void VecEnv::reset(const uint64_t* seed, double* obs) {
   const int obs_dim = spec().obs_dim;
-  pool_.parallel_for(num_envs_, chunk(), [&](int i) {
+  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
     if (seed) rngs_[i].seed(*seed, i);
     warnings_[i].clear();
-    reset_env(i, obs + static_cast<size_t>(i) * obs_dim);
+    reset_env(i, *workspaces_[w], obs + static_cast<size_t>(i) * obs_dim);
   });
 }
 
 void VecEnv::set_state(const double* qpos, const double* qvel, double* obs) {
   const RobotSpec& s = spec();
-  pool_.parallel_for(num_envs_, chunk(), [&](int i) {
+  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
     double* obs_row = obs + static_cast<size_t>(i) * s.obs_dim;
-    sims_[i]->set_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv);
-    sims_[i]->observe(obs_row);
+    sims_[i]->set_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv,
+                        *workspaces_[w], obs_row);
     steps_[i] = 0;
     std::memcpy(&last_obs_[static_cast<size_t>(i) * s.obs_dim], obs_row, s.obs_dim * sizeof(double));
   });
 }
 
-void VecEnv::get_state(double* qpos, double* qvel) const {
+void VecEnv::get_state(double* qpos, double* qvel) {
   const RobotSpec& s = spec();
   for (int i = 0; i < num_envs_; ++i)
-    sims_[i]->get_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv);
+    sims_[i]->get_state(*workspaces_[0], qpos + static_cast<size_t>(i) * s.nq,
+                        qvel + static_cast<size_t>(i) * s.nv);
 }
 
-void VecEnv::step_env(int i, const double* action, const StepBuffers& out) {
+void VecEnv::step_env(int i, Workspace& ws, const double* action, const StepBuffers& out) {
   const RobotSpec& s = spec();
   const size_t row = static_cast<size_t>(i) * s.obs_dim;
   double* obs_row = out.obs + row;
@@ -86,13 +87,12 @@ void VecEnv::step_env(int i, const double* action, const StepBuffers& out) {
   warnings_[i].clear();
   try {
     WarningCapture capture(&warnings_[i]);
-    why = sims_[i]->step(clipped, &motion);
+    why = sims_[i]->step(clipped, ws, &motion, obs_row);
   } catch (const std::exception& e) {
     why = Instability::kSimulatorError;
     warnings_[i] = e.what();
   }
   if (why == Instability::kNone) {
-    sims_[i]->observe(obs_row);
     for (int j = 0; j < s.obs_dim; ++j) {
       if (!std::isfinite(obs_row[j])) {
         why = Instability::kNonFiniteObs;
@@ -111,7 +111,7 @@ void VecEnv::step_env(int i, const double* action, const StepBuffers& out) {
     out.terminated[i] = 0;
     out.truncated[i] = 1;
     std::memcpy(out.final_obs + row, &last_obs_[row], s.obs_dim * sizeof(double));
-    reset_env(i, obs_row);
+    reset_env(i, ws, obs_row);
     return;
   }
 
@@ -128,7 +128,7 @@ void VecEnv::step_env(int i, const double* action, const StepBuffers& out) {
   out.truncated[i] = truncated;
   if (terminated || truncated) {
     std::memcpy(out.final_obs + row, obs_row, s.obs_dim * sizeof(double));
-    reset_env(i, obs_row);
+    reset_env(i, ws, obs_row);
   } else {
     std::memcpy(&last_obs_[row], obs_row, s.obs_dim * sizeof(double));
   }
@@ -136,8 +136,8 @@ void VecEnv::step_env(int i, const double* action, const StepBuffers& out) {
 
 void VecEnv::step(const double* actions, const StepBuffers& out) {
   const int act_dim = spec().act_dim;
-  pool_.parallel_for(num_envs_, chunk(), [&](int i) {
-    step_env(i, actions + static_cast<size_t>(i) * act_dim, out);
+  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
+    step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
   });
 }
 

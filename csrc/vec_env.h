@@ -47,13 +47,13 @@ class VecEnv {
   void step(const double* actions, const StepBuffers& out);
   // qpos [N, nq], qvel [N, nv] -> obs [N, obs_dim]; starts a new episode in every env.
   void set_state(const double* qpos, const double* qvel, double* obs);
-  void get_state(double* qpos, double* qvel) const;
+  void get_state(double* qpos, double* qvel);
   // MuJoCo's own message for env i's last instability ("" if none).
   const std::string& warning(int i) const { return warnings_[i]; }
 
  private:
-  void reset_env(int i, double* obs_row);
-  void step_env(int i, const double* action, const StepBuffers& out);
+  void reset_env(int i, Workspace& ws, double* obs_row);
+  void step_env(int i, Workspace& ws, const double* action, const StepBuffers& out);
   int chunk() const;
 
   std::shared_ptr<const Robot> robot_;
@@ -61,6 +61,7 @@ class VecEnv {
   int num_envs_;
   int max_episode_steps_;
   ThreadPool pool_;
+  std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per pool thread
   std::vector<std::unique_ptr<RobotSim>> sims_;
   std::vector<Rng> rngs_;
   std::vector<double> tasks_;     // [N, kTaskParams]

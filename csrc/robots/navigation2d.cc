@@ -12,30 +12,35 @@ constexpr double kMaxStep = 0.1;
 
 class PointSim : public RobotSim {
  public:
-  void reset(Rng&) override { x_ = y_ = 0.0; }
-  void set_state(const double* qpos, const double*) override {
+  void reset(Rng&, Workspace&, double* obs) override {
+    x_ = y_ = 0.0;
+    observe(obs);
+  }
+  void set_state(const double* qpos, const double*, Workspace&, double* obs) override {
     x_ = qpos[0];
     y_ = qpos[1];
+    observe(obs);
   }
-  Instability step(const double* action, Motion* motion) override {
+  Instability step(const double* action, Workspace&, Motion* motion, double* obs) override {
     x_ += action[0];
     y_ += action[1];
     motion->x_velocity = action[0];  // dt = 1
     motion->y_velocity = action[1];
     motion->x_position = x_;
     motion->y_position = y_;
+    observe(obs);
     return Instability::kNone;
   }
-  void observe(double* obs) const override {
-    obs[0] = x_;
-    obs[1] = y_;
-  }
-  void get_state(double* qpos, double*) const override {
+  void get_state(Workspace&, double* qpos, double*) const override {
     qpos[0] = x_;
     qpos[1] = y_;
   }
 
  private:
+  void observe(double* obs) const {
+    obs[0] = x_;
+    obs[1] = y_;
+  }
   double x_ = 0.0, y_ = 0.0;
 };
 

@@ -73,6 +73,7 @@ class Ratio:
     best: float | None  # best round / best round
     target: float | None  # minimum required of ``paired``; None: reported for information
     note: str = ""
+    inconclusive: bool = False  # the machine could not show the target (e.g. no free 2nd core)
 
     @property
     def status(self) -> str:
@@ -80,7 +81,9 @@ class Ratio:
             return "info"
         if self.paired is None:
             return "n/a"
-        return "met" if self.paired >= self.target else "MISSED"
+        if self.paired >= self.target:
+            return "met"
+        return "inconclusive" if self.inconclusive else "MISSED"
 
 
 class Registry:
@@ -134,7 +137,9 @@ class Bench:
             return {}
         measured = {timed_key: tuple(meta.stats.data)}
         measured.update({key: tuple(times[warmup_rounds:]) for key, times in ref_times.items()})
-        results = {key: Throughput(key, self.comparison, work_of(key), unit, seconds) for key, seconds in measured.items()}
+        results = {
+            key: Throughput(key, self.comparison, work_of(key), unit, seconds) for key, seconds in measured.items()
+        }
         self.registry.throughputs.update(results)
         info = self.benchmark.extra_info
         info["unit"] = unit
@@ -151,10 +156,12 @@ class Bench:
         *,
         target: float | None = None,
         note: str = "",
+        inconclusive: bool = False,
     ) -> Ratio:
         """Record ``rate(numerator) / rate(denominator)`` under ``name`` (extra_info, summary).
         With a ``target``, a paired ratio below it fails the test only when
-        ``BMAML_ENFORCE_TARGETS=1``."""
+        ``BMAML_ENFORCE_TARGETS=1``, and not when ``inconclusive`` (the machine could not show
+        it; ``note`` says why)."""
         a = self.registry.throughputs.get(numerator)
         b = self.registry.throughputs.get(denominator)
         paired = best = None
@@ -165,13 +172,14 @@ class Bench:
                 paired = statistics.median(per_round)
             else:  # not interleaved: best rounds are the least disturbed estimate
                 paired = best
-        result = Ratio(name, numerator, denominator, paired, best, target, note)
+        result = Ratio(name, numerator, denominator, paired, best, target, note, inconclusive)
         self.registry.ratios.append(result)
         info = self.benchmark.extra_info
         info[f"ratio {name}"] = None if paired is None else round(paired, 3)
         info[f"ratio {name} (best/best)"] = None if best is None else round(best, 3)
         if target is not None:
             info[f"target {name}"] = target
+            info[f"status {name}"] = result.status
         if enforce_targets() and result.status == "MISSED":
             pytest.fail(
                 f"target missed: {name} = {paired:.3f} < {target} ({numerator} vs {denominator}); "
@@ -211,6 +219,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             line = f"{r.name:<{width}} {_fmt(r.paired):>7} {_fmt(r.best):>7} {target:>7}  {r.status}"
             tr.write_line(line + (f"  ({r.note})" if r.note else ""))
         missed = [r.name for r in registry.ratios if r.status == "MISSED"]
+        unsure = [r.name for r in registry.ratios if r.status == "inconclusive"]
         mode = "enforced" if enforce_targets() else "reported only; BMAML_ENFORCE_TARGETS=1 enforces them"
         tr.write_line(f"targets missed: {len(missed)} ({mode})" + (": " + "; ".join(missed) if missed else ""))
+        if unsure:
+            tr.write_line(f"targets not shown on this machine (never enforced): {len(unsure)}: " + "; ".join(unsure))
         tr.write_line("paired: median over interleaved rounds of the per-round ratio; best: best round / best round")

@@ -1,0 +1,230 @@
+"""One MAML-TRPO meta-iteration on HalfCheetahDir, split into physics and everything else.
+
+The issue's size is 40 tasks x 20 episodes x 100 steps (160,000 env-steps per iteration: train and
+validation episodes), MLP policy, second-order MAML, 2 threads. On a shared 2-core machine one
+such iteration takes about a minute, so the default here is a reduced size, 20 x 10 x 100 (40,000
+env-steps); every figure below is per env-step or a ratio, so the split does not depend on the size
+much. ``BMAML_BENCH_META_SIZE=40x20`` runs the issue's size, ``BMAML_BENCH_META_ROUNDS`` sets the
+number of timed rounds (default 3), ``BMAML_BENCH_META_THREADS`` the thread count (default 2).
+
+What is timed, per round (one meta-iteration, ``bmaml_robot.train.meta_iteration``):
+
+* ``iteration``: the whole meta-iteration (sampling, advantages, adaptation, TRPO step).
+* ``env.step``: time inside ``sampler.env.step`` (a timing wrapper): our C++ physics, observations,
+  rewards, terminations and resets, with the GIL released.
+* ``reference physics``: ``mujoco.rollout`` open loop (persistent pool of the same number of
+  threads) of the same number of env-steps, ``frame_skip = 5`` substeps each, on the same
+  HalfCheetah model: what the physics alone costs.
+
+Reported (``benchmark.extra_info`` and a printed table):
+
+* ``non-physics / reference physics`` = (iteration - env.step) / reference. Target <= 0.5.
+* ``env.step / reference physics``: our env's own overhead over pure physics (info).
+* ``policy sampling / reference physics``: sampling minus env.step (policy forwards, noise, copies).
+* ``learner / reference physics``: advantages, adaptation, TRPO (info).
+* GRU: the same split, and ``gru iteration / mlp iteration``. Target <= 2.
+
+Targets are reported, not asserted, unless ``BMAML_ENFORCE_TARGETS=1``.
+
+Run with::
+
+    PYTHONPATH=. python -m pytest tests/benchmarks/test_bench_meta.py --benchmark-only -q -s
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+from mujoco import rollout as mj_rollout
+
+from bmaml_robot.config import TrainConfig
+from bmaml_robot.envs.assets import asset_path
+from bmaml_robot.meta import MetaLearner
+from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.train import build_policy, meta_iteration
+
+
+def _size() -> tuple[int, int]:
+    text = os.environ.get("BMAML_BENCH_META_SIZE", "20x10")
+    try:
+        tasks, episodes = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"BMAML_BENCH_META_SIZE: expected TASKSxEPISODES such as 40x20, got {text!r}") from None
+    return tasks, episodes
+
+
+NUM_TASKS, EPISODES_PER_TASK = _size()
+HORIZON = 100
+THREADS = int(os.environ.get("BMAML_BENCH_META_THREADS", "2"))
+ROUNDS = int(os.environ.get("BMAML_BENCH_META_ROUNDS", "3"))
+FRAME_SKIP = 5  # HalfCheetah-v5's, and ours
+NONPHYSICS_TARGET = 0.5  # non-physics time <= 0.5 x reference physics time
+RECURRENT_TARGET = 2.0  # GRU iteration <= 2 x MLP iteration
+
+#: Results shared between the tests of this module (GRU vs MLP).
+_RESULTS: dict[str, dict[str, float]] = {}
+
+
+def enforce_targets() -> bool:
+    return os.environ.get("BMAML_ENFORCE_TARGETS", "").strip().lower() in ("1", "true", "yes")
+
+
+def _config(policy: str) -> TrainConfig:
+    return TrainConfig(task="HalfCheetahDir", policy=policy, recurrence="frozen", num_tasks=NUM_TASKS,
+                       episodes_per_task=EPISODES_PER_TASK, horizon=HORIZON, num_threads=THREADS, first_order=False)
+
+
+def env_steps_per_iteration(config: TrainConfig) -> int:
+    # HalfCheetah never terminates: every train and validation episode runs the full horizon.
+    return (config.num_steps + 1) * config.num_tasks * config.episodes_per_task * config.horizon
+
+
+@pytest.fixture(scope="module")
+def reference_physics_s() -> float:
+    """Best-of-3 time of ``mujoco.rollout`` for one iteration's env-steps (open loop, same threads)."""
+    config = _config("mlp")
+    model = mujoco.MjModel.from_xml_path(asset_path("HalfCheetah"))
+    nbatch = config.num_tasks * config.episodes_per_task
+    repeats = config.num_steps + 1  # one rollout of all envs per sampled batch
+    nstep = FRAME_SKIP * config.horizon
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    rng = np.random.default_rng(0)
+    data = mujoco.MjData(model)
+    initial_state = np.empty((nbatch, mujoco.mj_stateSize(model, spec)))
+    for i in range(nbatch):  # HalfCheetah-v5's reset distribution
+        mujoco.mj_resetData(model, data)
+        data.qpos[:] = model.qpos0 + rng.uniform(-0.1, 0.1, model.nq)
+        data.qvel[:] = 0.1 * rng.standard_normal(model.nv)
+        mujoco.mj_getState(model, data, initial_state[i], spec)
+    actions = rng.uniform(-0.3, 0.3, (nbatch, config.horizon, model.nu))
+    control = np.ascontiguousarray(np.repeat(actions, FRAME_SKIP, axis=1))
+    state = np.empty((nbatch, nstep, initial_state.shape[1]))
+    sensordata = np.empty((nbatch, nstep, model.nsensordata))
+    pool_threads = 0 if THREADS == 1 else THREADS  # 0: the calling thread, as ours with 1 thread
+    datas = [mujoco.MjData(model) for _ in range(max(1, pool_threads))]
+    times = []
+    with mj_rollout.Rollout(nthread=pool_threads) as pool:
+        for round_ in range(4):  # the first is a warm-up
+            start = time.perf_counter()
+            for _ in range(repeats):
+                pool.rollout(model, datas, initial_state, control, nstep=nstep, state=state, sensordata=sensordata)
+            if round_ > 0:
+                times.append(time.perf_counter() - start)
+    assert np.isfinite(state[:, -1]).all()
+    return min(times)
+
+
+class TimedStep:
+    """Wraps ``env.step`` and accumulates the time spent inside it."""
+
+    def __init__(self, env: Any) -> None:
+        self.inner = env.step
+        self.seconds = 0.0
+        env.step = self
+
+    def __call__(self, actions: np.ndarray):
+        start = time.perf_counter()
+        try:
+            return self.inner(actions)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    config = _config(policy)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(config.num_threads)  # as train() does
+    sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon,
+                          num_threads=config.num_threads)
+    timer = TimedStep(sampler.env)
+    policy_module = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
+    learner = MetaLearner(policy_module, fast_lr=config.fast_lr, first_order=config.first_order,
+                          max_kl=config.max_kl, cg_iters=config.cg_iters, cg_damping=config.cg_damping,
+                          ls_max_steps=config.ls_max_steps, ls_backtrack=config.ls_backtrack,
+                          gamma=config.gamma, gae_lambda=config.gae_lambda)
+    rounds: list[dict[str, float]] = []
+    counter = iter(range(10**6))
+
+    def one_iteration() -> None:
+        timer.seconds = 0.0
+        start = time.perf_counter()
+        metrics = meta_iteration(config, next(counter), sampler, learner)
+        rounds.append({"iteration_s": time.perf_counter() - start, "env_step_s": timer.seconds,
+                       "sample_s": metrics["sample_time_s"], "env_steps": metrics["env_steps"],
+                       "finite": float(np.isfinite(metrics["loss_after"]))})
+
+    try:
+        benchmark.pedantic(one_iteration, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    finally:
+        sampler.env.close()
+        torch.set_num_threads(torch_threads)
+    timed = rounds[1:] or rounds  # the first was the warm-up (none with --benchmark-disable)
+    steps = env_steps_per_iteration(config)
+    assert all(r["env_steps"] == steps for r in rounds)
+    assert all(r["finite"] for r in rounds)
+
+    best = min(timed, key=lambda r: r["iteration_s"])
+    mean = {k: float(np.mean([r[k] for r in timed])) for k in best}
+    result = {
+        "iteration_s": best["iteration_s"],
+        "iteration_mean_s": mean["iteration_s"],
+        "env_step_s": best["env_step_s"],
+        "policy_sampling_s": best["sample_s"] - best["env_step_s"],
+        "learner_s": best["iteration_s"] - best["sample_s"],
+        "non_physics_s": best["iteration_s"] - best["env_step_s"],
+        "reference_physics_s": reference_s,
+    }
+    ratios = {
+        "non-physics / reference physics": result["non_physics_s"] / reference_s,
+        "non-physics / reference physics (mean)": (mean["iteration_s"] - mean["env_step_s"]) / reference_s,
+        "env.step / reference physics": result["env_step_s"] / reference_s,
+        "policy sampling / reference physics": result["policy_sampling_s"] / reference_s,
+        "learner / reference physics": result["learner_s"] / reference_s,
+    }
+    info = benchmark.extra_info
+    info.update({"size": f"{config.num_tasks}x{config.episodes_per_task}x{config.horizon}", "threads": THREADS,
+                 "policy": policy, "second_order": not config.first_order, "env_steps_per_iteration": steps})
+    info.update({k: round(v, 4) for k, v in result.items()})
+    info.update({f"ratio {k}": round(v, 4) for k, v in ratios.items()})
+    info["target non-physics / reference physics"] = f"<= {NONPHYSICS_TARGET}"
+    _RESULTS[policy] = {**result, **ratios}
+
+    with capsys.disabled():
+        print(f"\n[bench meta] {policy}, {info['size']}, {THREADS} threads, second order, best of {len(timed)}: "
+              f"iteration {result['iteration_s']:.2f} s (mean {result['iteration_mean_s']:.2f} s) = "
+              f"env.step {result['env_step_s']:.2f} s + policy sampling {result['policy_sampling_s']:.2f} s + "
+              f"learner {result['learner_s']:.2f} s; mujoco.rollout physics {reference_s:.2f} s")
+        for name, value in ratios.items():
+            print(f"[bench meta]   {name}: {value:.2f}")
+    return result
+
+
+def test_meta_iteration_mlp(benchmark: Any, reference_physics_s: float, capsys: pytest.CaptureFixture[str]) -> None:
+    benchmark.group = "meta-iteration"
+    _run(benchmark, "mlp", reference_physics_s, capsys)
+    ratio = _RESULTS["mlp"]["non-physics / reference physics"]
+    if enforce_targets():
+        assert ratio <= NONPHYSICS_TARGET, f"non-physics work is {ratio:.2f} x the physics time (target <= 0.5)"
+
+
+def test_meta_iteration_gru(benchmark: Any, reference_physics_s: float, capsys: pytest.CaptureFixture[str]) -> None:
+    benchmark.group = "meta-iteration"
+    result = _run(benchmark, "gru", reference_physics_s, capsys)
+    mlp = _RESULTS.get("mlp")
+    versus_mlp = None if mlp is None else result["iteration_s"] / mlp["iteration_s"]
+    benchmark.extra_info["ratio gru iteration / mlp iteration"] = None if versus_mlp is None else round(versus_mlp, 3)
+    benchmark.extra_info["target gru iteration / mlp iteration"] = f"<= {RECURRENT_TARGET}"
+    if versus_mlp is not None:
+        with capsys.disabled():
+            print(f"[bench meta]   gru iteration / mlp iteration: {versus_mlp:.2f}")
+    if enforce_targets():
+        ratio = _RESULTS["gru"]["non-physics / reference physics"]
+        assert ratio <= NONPHYSICS_TARGET, f"GRU non-physics work is {ratio:.2f} x the physics time (target <= 0.5)"
+        assert versus_mlp is not None, "run the MLP benchmark in the same session"
+        assert versus_mlp <= RECURRENT_TARGET, f"GRU iteration is {versus_mlp:.2f} x the MLP's (target <= 2)"
