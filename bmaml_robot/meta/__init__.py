@@ -9,7 +9,7 @@ from .baseline import (
     predict_linear_baseline,
 )
 from .episodes import Episodes, task_mean, zero_masked
-from .maml_trpo import MetaLearner, mean_kl, surrogate_loss
+from .maml_trpo import MetaLearner, OuterProblem, exact_kl_hvp, mean_kl, surrogate_loss
 from .trpo import (
     LineSearchResult,
     backtracking_line_search,
@@ -22,6 +22,7 @@ __all__ = [
     "Episodes",
     "LineSearchResult",
     "MetaLearner",
+    "OuterProblem",
     "Params",
     "action_log_probs",
     "adapt",
@@ -31,6 +32,7 @@ __all__ = [
     "conjugate_gradient",
     "discounted_returns",
     "episode_features",
+    "exact_kl_hvp",
     "fit_linear_baseline",
     "hessian_vector_product",
     "inner_loss",

@@ -14,6 +14,10 @@ One inner step (Finn et al. 2017), on adaptable names only::
 Second order (``first_order=False``) keeps the graph of the gradient (``create_graph=True``) so
 the outer gradient sees ``d phi / d theta = I - fast_lr * Hessian``; first order treats the inner
 gradient as a constant (``d phi / d theta = I``). Both give the same adapted values.
+
+``adapt_linearized`` adapts once and keeps the graph of every inner gradient, so that products
+with that Jacobian (``AdaptationJacobian.jvp``/``vjp``: Hessian-vector products of the inner loss)
+can be taken many times without adapting again (the outer step's conjugate gradient).
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .adaptation import AdaptationJacobian, Params, PolicyLike, adapt, adapt_linearized
@@ -139,7 +138,6 @@ class OuterProblem:
         self.num_tasks = valid.num_tasks
         observations = zero_masked(valid.observations, valid.mask)
         actions = zero_masked(valid.actions, valid.mask)
-        self._observations = observations
 
         self.jacobian: AdaptationJacobian | None
         if first_order:
@@ -168,6 +166,7 @@ class OuterProblem:
         self.old_dist = policy.distribution(mean.detach(), log_std.detach())
         self._gaussian = _is_exp_diag_gaussian(dist, mean, log_std)
         self._exact: Callable[[Tensor], Tensor] | None = None
+        self._vjp_graph: tuple[list[Tensor | None], dict[str, Tensor | None]] | None = None
         # Fisher weights of mean_kl: mask / (number of valid steps of the task) / K, 0 where masked.
         mask = valid.mask
         per_task = mask.sum(dim=(0, 2)).clamp_min(1e-8)
@@ -209,22 +208,56 @@ class OuterProblem:
             per_task = self.jacobian.vjp(per_task)
         return self._flat(per_task)
 
+    def _output_jvp(self, tangent: dict[str, Tensor]) -> list[Tensor | None]:
+        """Tangents of the policy outputs ``[d mean, d log_std]`` in direction ``tangent`` (phi).
+
+        The "double vjp": ``g(c) = J_out^T c`` is built once with its graph (``create_graph``)
+        for a dummy cotangent c; its backward w.r.t. c in direction u is ``J_out u``, so the
+        forward pass over the validation episodes is never run again (forward-mode AD would).
+        """
+        if self._vjp_graph is None:
+            outputs = [o if o.requires_grad else None for o in (self.mean, self.log_std)]
+            dummies = [None if o is None else torch.zeros_like(o, requires_grad=True) for o in outputs]
+            pairs = [(o, d) for o, d in zip(outputs, dummies) if o is not None]
+            grads: Sequence[Tensor | None] = [None] * len(self.tangent_names)
+            if pairs:
+                grads = torch.autograd.grad(
+                    [o for o, _ in pairs],
+                    [self.leaves[n] for n in self.tangent_names],
+                    grad_outputs=[d for _, d in pairs],
+                    create_graph=True,
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+            self._vjp_graph = (dummies, dict(zip(self.tangent_names, grads)))
+        dummies, grads = self._vjp_graph
+        live = [d for d in dummies if d is not None]
+        outputs, directions = [], []
+        for name, u in tangent.items():
+            g = grads.get(name)
+            if g is not None and g.requires_grad:
+                outputs.append(g)
+                directions.append(u)
+        if not outputs or not live:
+            return [None, None]
+        results = iter(
+            torch.autograd.grad(outputs, live, grad_outputs=directions, retain_graph=True, allow_unused=True)
+        )
+        return [None if d is None else next(results) for d in dummies]
+
     def fisher_product(self, tangent: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``F u`` per task: the Fisher (KL Hessian) of the validation policy w.r.t. phi."""
-        with torch.no_grad(), fwAD.dual_level():
-            duals = {
-                # (contiguous: a dual cannot live on an expanded, self-overlapping primal)
-                n: fwAD.make_dual(v.contiguous(), tangent[n]) if n in tangent else v
-                for n, v in self.adapted.items()
-            }
-            mean, log_std = self.policy.sequence(self._observations, duals)
-            d_mean = fwAD.unpack_dual(mean).tangent
-            d_log_std = fwAD.unpack_dual(log_std).tangent
+        """``F u`` per task: the Fisher (KL Hessian) of the validation policy w.r.t. phi.
+
+        ``F = J_out^T D J_out`` with D the Gaussian KL Hessian at KL = 0: ``1 / sigma^2`` for the
+        mean, 2 for ``log_std``, each weighted as in ``mean_kl`` (masked per-task mean, mean over
+        tasks).
+        """
+        d_mean, d_log_std = self._output_jvp(tangent)
         outputs, cotangents = [], []
-        if d_mean is not None and self.mean.requires_grad:
+        if d_mean is not None:
             outputs.append(self.mean)
             cotangents.append(self._weight * self._inv_var * d_mean)
-        if d_log_std is not None and self.log_std.requires_grad:
+        if d_log_std is not None:
             outputs.append(self.log_std)
             cotangents.append((2.0 * self._weight * d_log_std).sum_to_size(self.log_std.shape))
         if not outputs:
@@ -301,6 +334,9 @@ class MetaLearner:
         self.ls_backtrack = ls_backtrack
         self.gamma = gamma
         self.gae_lambda = gae_lambda
+        # (episodes, gamma, gae_lambda, processed) of the latest ``process`` calls: the trainer
+        # calls ``adapted_params`` and then ``step`` with the same episodes objects.
+        self._processed: list[tuple[Episodes, float, float, Episodes]] = []
 
         self._trainable_params()  # fail early on an inconsistent policy
 
@@ -320,11 +356,21 @@ class MetaLearner:
 
     # -- data ------------------------------------------------------------------------------
     def process(self, episodes: Episodes) -> Episodes:
-        """Episodes with (per-task normalised) advantages; computed only if missing."""
+        """Episodes with (per-task normalised) advantages; computed only if missing.
+
+        The result is remembered for the same ``episodes`` object (by identity; episodes are
+        treated as immutable) until the end of the next ``step``, so ``adapted_params`` and
+        ``step`` on the same episodes fit the baseline and run GAE once.
+        """
         if episodes.advantages is not None:
             episodes.validate()
             return episodes
-        return compute_advantages(episodes, self.gamma, self.gae_lambda, normalize=True)
+        for source, gamma, gae_lambda, processed in self._processed:
+            if source is episodes and gamma == self.gamma and gae_lambda == self.gae_lambda:
+                return processed
+        processed = compute_advantages(episodes, self.gamma, self.gae_lambda, normalize=True)
+        self._processed = [*self._processed[-7:], (episodes, self.gamma, self.gae_lambda, processed)]
+        return processed
 
     def adapted_params(self, train_episodes_per_step: Sequence[Episodes]) -> Params:
         """Detached adapted parameters {name: [K, *shape]}, e.g. to sample the next episodes."""
@@ -406,6 +452,7 @@ class MetaLearner:
             )
         accepted = result is not None and result.accepted
         fraction = result.step_fraction if result is not None else 0.0
+        self._processed = []  # these episodes are done with
         return {
             "loss_before": loss_before,
             "loss_after": result.loss if result is not None else loss_before,

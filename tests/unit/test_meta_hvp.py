@@ -1,0 +1,335 @@
+"""The Gauss-Newton KL-Hessian products of MAML-TRPO (``OuterProblem``) against the direct ones.
+
+At theta_old the KL's gradient w.r.t. the adapted parameters is zero, so its Hessian w.r.t. the
+meta-parameters is exactly ``J^T F J`` (J: Jacobian of the inner adaptation, F: Fisher of the
+validation policy). These tests check that, and the whole ``MetaLearner.step``, against the
+direct Pearlmutter product through the (second-order) adaptation: ``exact_kl_hvp``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bmaml_robot.meta import (
+    Episodes,
+    MetaLearner,
+    adapt,
+    backtracking_line_search,
+    compute_advantages,
+    conjugate_gradient,
+    mean_kl,
+    surrogate_loss,
+    trust_region_step,
+    zero_masked,
+)
+from bmaml_robot.meta import maml_trpo
+from bmaml_robot.meta.maml_trpo import OuterProblem, exact_kl_hvp
+from bmaml_robot.meta.trpo import conjugate_gradient_with_product, flat_grad
+from bmaml_robot.policies import linear, make_policy
+from bmaml_robot.policies.base import stack_steps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- helpers
+class TinyPolicy(torch.nn.Module):
+    """A 1-hidden-layer tanh policy following the policy contract in float64 (tight checks)."""
+
+    kind = "mlp"
+    is_recurrent = False
+
+    def __init__(self, obs_dim=2, act_dim=2, hidden=3, softplus_std=False, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        dtype = torch.float64
+        self.obs_dim, self.act_dim, self.softplus_std = obs_dim, act_dim, softplus_std
+        self.w1 = torch.nn.Parameter(torch.randn(hidden, obs_dim, generator=g, dtype=dtype))
+        self.b1 = torch.nn.Parameter(0.1 * torch.randn(hidden, generator=g, dtype=dtype))
+        self.w2 = torch.nn.Parameter(torch.randn(act_dim, hidden, generator=g, dtype=dtype))
+        self.b2 = torch.nn.Parameter(0.1 * torch.randn(act_dim, generator=g, dtype=dtype))
+        self.log_std = torch.nn.Parameter(torch.full((act_dim,), -0.3, dtype=dtype))
+
+    def adaptable_names(self):
+        return [n for n, _ in self.named_parameters()]
+
+    def trainable_names(self):
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def batched_params(self, num_tasks):
+        return {n: p.expand(num_tasks, *p.shape) for n, p in self.named_parameters()}
+
+    def sequence(self, obs, params=None):
+        if params is None:
+            params = self.batched_params(obs.shape[1])
+        h = torch.tanh(torch.einsum("tkbi,koi->tkbo", obs, params["w1"]) + params["b1"][None, :, None])
+        mean = torch.einsum("tkbi,koi->tkbo", h, params["w2"]) + params["b2"][None, :, None]
+        return mean, params["log_std"][None, :, None]
+
+    def distribution(self, mean, log_std):
+        scale = torch.nn.functional.softplus(log_std) if self.softplus_std else log_std.exp()
+        return torch.distributions.Independent(torch.distributions.Normal(mean, scale), 1)
+
+
+def synthetic_episodes(policy, params, T, K, B, seed, dtype):
+    """Random observations, actions sampled from the policy, ragged masks (as in test_meta)."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(T, K, B, policy.obs_dim, generator=g, dtype=dtype)
+    with torch.no_grad():
+        mean, log_std = policy.sequence(obs, params)
+        actions = mean + log_std.exp().expand_as(mean) * torch.randn(mean.shape, generator=g, dtype=dtype)
+        log_probs = policy.distribution(mean, log_std).log_prob(actions)
+    goals = torch.randn(K, policy.act_dim, generator=g, dtype=dtype)
+    rewards = -((actions - goals[None, :, None]) ** 2).sum(-1)
+    lengths = torch.randint(2, T + 1, (K, B), generator=g)
+    steps = torch.arange(T).view(T, 1, 1)
+    mask = (steps < lengths).to(dtype)
+    terminated = (steps == lengths - 1) & (lengths < T)
+    last_obs = torch.randn(K, B, policy.obs_dim, generator=g, dtype=dtype)
+    return Episodes(obs, actions, rewards, mask, terminated, last_obs, log_probs)
+
+
+def meta_batch(policy, K=3, B=4, T=5, num_steps=1, fast_lr=0.3, seed=0, dtype=torch.float32):
+    """Train episodes of each inner step and validation episodes, each sampled with the right params."""
+    train = []
+    for i in range(num_steps):
+        params = adapt(policy, train, fast_lr, first_order=True, params=policy.batched_params(K))
+        params = {n: p.detach() for n, p in params.items()}
+        train.append(compute_advantages(synthetic_episodes(policy, params, T, K, B, seed + i, dtype)))
+    params = adapt(policy, train, fast_lr, first_order=True)
+    params = {n: p.detach() for n, p in params.items()}
+    valid = compute_advantages(synthetic_episodes(policy, params, T, K, B, seed + 100, dtype))
+    return train, valid
+
+
+def num_trainable(policy):
+    named = dict(policy.named_parameters())
+    return sum(named[n].numel() for n in policy.trainable_names())
+
+
+def relative_error(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def snapshot(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+CASES = [
+    ("mlp", "frozen"),
+    ("gru", "frozen"),
+    ("gru", "outer"),
+    ("gru", "all"),
+    ("lstm", "frozen"),
+    ("lstm", "outer"),
+    ("lstm", "all"),
+]
+
+
+# ----------------------------------------------------------------------------- HVP
+@pytest.mark.parametrize("num_steps", [1, 2])
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("kind, recurrence", CASES)
+def test_gauss_newton_hvp_equals_exact_pearlmutter(kind, recurrence, first_order, num_steps):
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(5, 4), hidden_size=4,
+                         recurrence=recurrence, seed=1)
+    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=num_steps, fast_lr=0.3)
+    problem = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.0)
+    exact = exact_kl_hvp(policy, train, valid, 0.3, first_order, damping=0.0)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(2):
+        v = torch.randn(num_trainable(policy), generator=g)
+        reference = exact(v)
+        assert reference.norm() > 0
+        assert relative_error(problem.hvp(v), reference) < 1e-5
+    # Damping adds damping * v, as before.
+    damped = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.1)
+    assert relative_error(damped.hvp(v), reference + 0.1 * v) < 1e-5
+
+
+@pytest.mark.parametrize("num_steps", [1, 2])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_gauss_newton_hvp_float64_tight_and_partly_trainable(first_order, num_steps):
+    # w1 adapts in the inner loop but is not meta-trained: in second order it still moves with
+    # theta through the inner gradient (a cross term of J), in first order it does not.
+    policy = TinyPolicy()
+    policy.w1.requires_grad_(False)
+    train, valid = meta_batch(policy, K=2, B=4, T=3, num_steps=num_steps, fast_lr=0.5,
+                              dtype=torch.float64)
+    problem = OuterProblem(policy, train, valid, 0.5, first_order)
+    exact = exact_kl_hvp(policy, train, valid, 0.5, first_order)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = torch.randn(num_trainable(policy), generator=g, dtype=torch.float64)
+        torch.testing.assert_close(problem.hvp(v), exact(v), rtol=1e-10, atol=1e-12)
+
+
+def test_gauss_newton_hvp_zero_fast_lr_and_non_gaussian_fallback():
+    policy = TinyPolicy()
+    train, valid = meta_batch(policy, K=2, B=3, T=3, fast_lr=0.0, dtype=torch.float64)
+    v = torch.randn(num_trainable(policy), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for first_order in (False, True):
+        problem = OuterProblem(policy, train, valid, 0.0, first_order)
+        torch.testing.assert_close(problem.hvp(v), exact_kl_hvp(policy, train, valid, 0.0, first_order)(v))
+    # A scale that is not exp(log_std): the Gaussian Fisher does not apply, the direct way is used.
+    other = TinyPolicy(softplus_std=True)
+    train, valid = meta_batch(other, K=2, B=3, T=3, fast_lr=0.3, dtype=torch.float64)
+    problem = OuterProblem(other, train, valid, 0.3, False)
+    assert not problem._gaussian
+    torch.testing.assert_close(problem.hvp(v), exact_kl_hvp(other, train, valid, 0.3, False)(v))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("kind, recurrence", [("mlp", "frozen"), ("gru", "outer")])
+def test_outer_gradient_and_loss_equal_direct_ones(kind, recurrence, first_order):
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(5,), hidden_size=4,
+                         recurrence=recurrence, seed=2)
+    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=2)
+    problem = OuterProblem(policy, train, valid, 0.3, first_order)
+    adapted = adapt(policy, train, 0.3, first_order)
+    dist = policy.distribution(*policy.sequence(zero_masked(valid.observations, valid.mask), adapted))
+    loss = surrogate_loss(dist.log_prob(zero_masked(valid.actions, valid.mask)), valid)
+    named = dict(policy.named_parameters())
+    grad = flat_grad(loss, [named[n] for n in policy.trainable_names()])
+    assert math.isclose(problem.loss.item(), loss.item(), rel_tol=1e-6)
+    assert relative_error(problem.gradient(), grad) < 1e-5
+
+
+def test_conjugate_gradient_with_product_returns_a_times_x():
+    g = torch.Generator().manual_seed(5)
+    M = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    A = M @ M.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    x, ax = conjugate_gradient_with_product(lambda v: A @ v, b, iters=4)
+    assert torch.equal(x, conjugate_gradient(lambda v: A @ v, b, iters=4))
+    torch.testing.assert_close(ax, A @ x, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- whole step
+def reference_step(learner, train, valid):
+    """``MetaLearner.step`` as it was before ``OuterProblem``: direct Pearlmutter products."""
+    policy = learner.policy
+    train = [learner.process(e) for e in train]
+    valid = learner.process(valid)
+    observations = zero_masked(valid.observations, valid.mask)
+    actions = zero_masked(valid.actions, valid.mask)
+    named = dict(policy.named_parameters())
+    params = [named[n] for n in policy.trainable_names()]
+    adapted = adapt(policy, train, learner.fast_lr, learner.first_order)
+    mean, log_std = policy.sequence(observations, adapted)
+    old_dist = policy.distribution(mean.detach(), log_std.detach())
+    loss = surrogate_loss(policy.distribution(mean, log_std).log_prob(actions), valid)
+    grad = flat_grad(loss, params)
+    hvp = exact_kl_hvp(policy, train, valid, learner.fast_lr, learner.first_order, learner.cg_damping)
+    direction = conjugate_gradient(hvp, grad, learner.cg_iters)
+    full_step = trust_region_step(direction, hvp(direction), learner.max_kl)
+
+    def evaluate():
+        with torch.no_grad():
+            new = adapt(policy, train, learner.fast_lr, first_order=True)
+            new_dist = policy.distribution(*policy.sequence(observations, {n: p.detach() for n, p in new.items()}))
+            return (float(surrogate_loss(new_dist.log_prob(actions), valid)),
+                    float(mean_kl(old_dist, new_dist, valid.mask)))
+
+    result = backtracking_line_search(params, full_step, evaluate, loss.item(), learner.max_kl,
+                                      learner.ls_max_steps, learner.ls_backtrack)
+    return result, float(grad.norm())
+
+
+@pytest.mark.parametrize("kind, recurrence, num_steps, first_order, dtype, rtol", [
+    ("mlp", "frozen", 1, False, torch.float64, 1e-7),
+    ("mlp", "frozen", 1, True, torch.float64, 1e-7),
+    ("gru", "outer", 2, False, torch.float64, 1e-7),
+    ("gru", "outer", 2, True, torch.float64, 1e-7),
+    ("lstm", "all", 1, False, torch.float64, 1e-7),
+    ("lstm", "all", 1, True, torch.float64, 1e-7),
+    # float32: CG (10 iterations, damping 1e-5) on these tiny, nearly singular KL Hessians turns
+    # float32 rounding into step differences of up to ~20% for the direct method itself (against
+    # its own float64 result), so only a well-conditioned case is compared in float32.
+    ("mlp", "frozen", 1, False, torch.float32, 1e-4),
+])
+def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, num_steps, first_order,
+                                                             dtype, rtol):
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(8, 8), hidden_size=6,
+                         recurrence=recurrence, seed=3).to(dtype)
+    train, valid = meta_batch(policy, K=4, B=6, T=6, num_steps=num_steps, fast_lr=0.3, dtype=dtype)
+    start = snapshot(policy)
+    learner = MetaLearner(policy, fast_lr=0.3, first_order=first_order, max_kl=1e-2)
+    result, grad_norm = reference_step(learner, train, valid)
+    expected = snapshot(policy)
+    policy.load_state_dict(start)
+    stats = learner.step(train, valid)
+    assert stats["step_accepted"] and result.accepted
+    assert stats["ls_steps"] == result.num_steps
+    assert math.isclose(stats["grad_norm"], grad_norm, rel_tol=10 * rtol)
+    assert math.isclose(stats["loss_after"], result.loss, rel_tol=10 * rtol, abs_tol=1e-7)
+    assert math.isclose(stats["kl_after"], result.kl, rel_tol=100 * rtol, abs_tol=1e-8)
+    after = snapshot(policy)
+    moved = torch.cat([(expected[n] - start[n]).reshape(-1) for n in start])
+    diff = torch.cat([(after[n] - expected[n]).reshape(-1) for n in start])
+    assert moved.norm() > 0 and float(diff.norm() / moved.norm()) < rtol
+
+
+def test_advantages_are_computed_once_per_episodes_object(monkeypatch):
+    policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=(8,), seed=4)
+    train, valid = meta_batch(policy, K=2, B=3, T=4)
+    train = [t._replace(advantages=None, returns=None) for t in train]
+    valid = valid._replace(advantages=None, returns=None)
+    calls = []
+    original = maml_trpo.compute_advantages
+
+    def counting(episodes, *args, **kwargs):
+        calls.append(episodes)
+        return original(episodes, *args, **kwargs)
+
+    monkeypatch.setattr(maml_trpo, "compute_advantages", counting)
+    learner = MetaLearner(policy, fast_lr=0.3)
+    first = learner.adapted_params(train)
+    assert len(calls) == 1
+    again = learner.adapted_params(train)
+    assert len(calls) == 1
+    for name in first:
+        assert torch.equal(first[name], again[name])
+    # A different discount is a different computation; the first one is still remembered.
+    learner.gamma = 0.9
+    learner.adapted_params(train)
+    assert len(calls) == 2
+    learner.gamma = 0.99
+    learner.adapted_params(train)
+    assert len(calls) == 2
+    learner.step(train, valid)
+    assert len(calls) == 3 and calls[2] is valid  # train's advantages reused, valid's computed
+    learner.adapted_params(train)  # step forgets them (the iteration is over)
+    assert len(calls) == 4
+
+
+# ----------------------------------------------------------------------------- policy helpers
+def test_stack_steps_matches_torch_stack_to_second_order_and_forward_mode():
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(3, 2, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    for dim in (0, 1, 2):
+        f = lambda *t: (stack_steps(t, dim) ** 3).sin()  # noqa: E731
+        assert torch.equal(stack_steps(xs, dim), torch.stack(xs, dim))
+        assert torch.autograd.gradcheck(f, xs)
+        assert torch.autograd.gradgradcheck(f, xs)
+        assert torch.autograd.gradcheck(f, xs, check_forward_ad=True, check_backward_ad=False,
+                                        check_undefined_grad=False, check_batched_grad=False)
+
+
+def test_linear_per_task_fast_path_equals_general_path():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 5, 3, generator=g)
+    w = torch.randn(4, 2, 3, generator=g)
+    b = torch.randn(4, 2, generator=g)
+    expected = torch.einsum("kri,koi->kro", x, w)
+    torch.testing.assert_close(linear(x, w), expected)
+    torch.testing.assert_close(linear(x, w, b), expected + b[:, None])
+    torch.testing.assert_close(linear(x.unsqueeze(1), w, b).squeeze(1), expected + b[:, None])
