@@ -38,7 +38,7 @@ def train_main(argv: list[str] | None = None) -> int:
     """``bmaml-train``: parse and check everything, then train."""
     from bmaml_robot.checkpoint import load_checkpoint
     from bmaml_robot.config import from_dict
-    from bmaml_robot.train import CHECKPOINT, train
+    from bmaml_robot.train import CHECKPOINT, CONFIG, train
 
     parser = _train_parser()
     args = parser.parse_args(argv)
@@ -50,10 +50,13 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.resume:
             if args.out is None:
                 raise ValueError("--resume: needs --out, the run directory to continue")
-            checkpoint = args.out / CHECKPOINT
-            if not checkpoint.is_file():
-                raise ValueError(f"--resume: no checkpoint at {checkpoint}")
-            base = from_dict(load_checkpoint(checkpoint)["config"], source=str(checkpoint))
+            checkpoint, saved_config = args.out / CHECKPOINT, args.out / CONFIG
+            if checkpoint.is_file():
+                base = from_dict(load_checkpoint(checkpoint)["config"], source=str(checkpoint))
+            elif saved_config.is_file():  # killed before its first checkpoint
+                base = load_config(str(saved_config))
+            else:
+                raise ValueError(f"--resume: no run to continue in {args.out} (no {CHECKPOINT} or {CONFIG})")
             if args.config is not None:
                 base = load_config(args.config)
         else:

@@ -7,6 +7,7 @@ expected and what came, raised before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,7 +109,11 @@ def _validate(c: TrainConfig) -> None:
     for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "num_steps", "cg_iters",
                 "ls_max_steps", "num_batches", "num_threads", "checkpoint_every"):
         at_least(key, 1)
-    at_least("seed", 0)
+    if not 0 <= c.seed < 2**64:
+        raise ValueError(f"seed: expected an integer in [0, 2**64), got {c.seed!r}")
+    for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "gamma", "gae_lambda", "ls_backtrack"):
+        if not math.isfinite(getattr(c, key)):
+            raise ValueError(f"{key}: expected a finite number, got {getattr(c, key)!r}")
     at_least("fast_lr", 0.0)
     at_least("max_kl", 0.0, inclusive=False)
     at_least("cg_damping", 0.0)
@@ -152,6 +157,8 @@ def _coerce(key: str, value: Any) -> Any:
     elif hint == tuple[int, ...]:
         if isinstance(value, str):
             value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]  # `--set hidden_sizes=64`: one hidden layer
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
     expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, "a list of integers")

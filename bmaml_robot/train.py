@@ -106,12 +106,9 @@ def train(
     change) and produces the same metrics an uninterrupted run would.
     """
     run_dir = Path(run_dir)
-    torch.set_num_threads(max(1, config.num_threads))
     start_iteration = 0
     state = None
-    if resume:
-        if not (run_dir / CHECKPOINT).is_file():
-            raise ValueError(f"resume: no checkpoint in {run_dir} (expected {run_dir / CHECKPOINT})")
+    if resume and (run_dir / CHECKPOINT).is_file():
         state = load_checkpoint(run_dir / CHECKPOINT)
         saved = from_dict(state["config"], source=f"{run_dir / CHECKPOINT}")
         changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"num_batches", "num_threads"}
@@ -119,11 +116,21 @@ def train(
             raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
                              f"only num_batches and num_threads may change")
         start_iteration = state["next_iteration"]
-    elif (run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists():
+    elif resume and not run_dir.is_dir():
+        raise ValueError(f"resume: no run directory {run_dir}")
+    elif not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists()):
         raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
+    # (resume without a checkpoint: the run was killed before its first one, so it starts over)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stray in run_dir.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
+        stray.unlink()
     dump_config(config, run_dir / CONFIG)
+    # One torch thread whatever num_threads (the robots' threads): torch's float results depend on
+    # its intra-op thread count, and on a busy machine a second torch thread makes iterations ~5x
+    # slower. Restored on return.
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon,
                           num_threads=config.num_threads)
     policy = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
@@ -165,5 +172,6 @@ def train(
         if bar is not None:
             bar.close()
         sampler.env.close()
+        torch.set_num_threads(torch_threads)
     save_checkpoint(run_dir / FINAL_POLICY, {"config": config.to_dict(), "policy": policy.state_dict()})
     return TrainResult(run_dir, policy, metrics)

@@ -1,11 +1,10 @@
 """One MAML-TRPO meta-iteration on HalfCheetahDir, split into physics and everything else.
 
-The issue's size is 40 tasks x 20 episodes x 100 steps (160,000 env-steps per iteration: train and
-validation episodes), MLP policy, second-order MAML, 2 threads. On a shared 2-core machine one
-such iteration takes about a minute, so the default here is a reduced size, 20 x 10 x 100 (40,000
-env-steps); every figure below is per env-step or a ratio, so the split does not depend on the size
-much. ``BMAML_BENCH_META_SIZE=40x20`` runs the issue's size, ``BMAML_BENCH_META_ROUNDS`` sets the
-number of timed rounds (default 3), ``BMAML_BENCH_META_THREADS`` the thread count (default 2).
+The issue's size: 40 tasks x 20 episodes x 100 steps (160,000 env-steps per iteration: train and
+validation episodes), MLP policy, second-order MAML, 2 threads; about 3 minutes for both tests on a
+shared 2-core machine. ``BMAML_BENCH_META_SIZE=20x10`` runs a reduced size (every figure below is
+a ratio, so the split hardly depends on the size), ``BMAML_BENCH_META_ROUNDS`` sets the number of
+timed rounds (default 3), ``BMAML_BENCH_META_THREADS`` the thread count (default 2).
 
 What is timed, per round (one meta-iteration, ``bmaml_robot.train.meta_iteration``):
 
@@ -51,7 +50,7 @@ from bmaml_robot.train import build_policy, meta_iteration
 
 
 def _size() -> tuple[int, int]:
-    text = os.environ.get("BMAML_BENCH_META_SIZE", "20x10")
+    text = os.environ.get("BMAML_BENCH_META_SIZE", "40x20")
     try:
         tasks, episodes = (int(x) for x in text.lower().split("x"))
     except ValueError:
@@ -139,7 +138,7 @@ class TimedStep:
 def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
     config = _config(policy)
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(config.num_threads)  # as train() does
+    torch.set_num_threads(1)  # as train() does (robots on config.num_threads, torch on one)
     sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon,
                           num_threads=config.num_threads)
     timer = TimedStep(sampler.env)

@@ -131,7 +131,7 @@ BAD = [
     (["--num-batches", "abc"], r"argument --num-batches: invalid int value: 'abc'"),
     (["--num-batches", "0"], r"num_batches: expected a value >= 1, got 0"),
     (["--num-threads", "-2"], r"num_threads: expected a value >= 1, got -2"),
-    (["--seed", "-1"], r"seed: expected a value >= 0, got -1"),
+    (["--seed", "-1"], r"seed: expected an integer in \[0, 2\*\*64\), got -1"),
     (["--seed", "1.5"], r"argument --seed: invalid int value: '1.5'"),
     (["--set", "bogus=1"], r"--set: unknown key 'bogus'; valid keys are \[.*'num_tasks'.*\]"),
     (["--set", "num_tasks"], r"--set: expected KEY=VALUE, got 'num_tasks'"),
@@ -178,7 +178,7 @@ def test_bad_yaml_config_fails_before_any_work(tmp_path: Path, capsys: pytest.Ca
 
 def test_resume_without_a_checkpoint_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            fake_train: list[dict[str, Any]]) -> None:
-    _fails_before_work(["--resume", "--out", str(tmp_path / "run")], r"--resume: no checkpoint at", tmp_path,
+    _fails_before_work(["--resume", "--out", str(tmp_path / "run")], r"--resume: no run to continue in", tmp_path,
                        capsys, fake_train)
     assert not (tmp_path / "run").exists()
 
@@ -190,6 +190,16 @@ def test_real_errors_leave_no_run_directory(tmp_path: Path, capsys: pytest.Captu
         train_main(TINY + ["--set", "horizon=0", "--out", str(out)])
     assert info.value.code == 2
     assert "horizon: expected a value >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_seed_too_large_fails_before_the_run_directory_is_made(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        train_main(TINY + ["--seed", str(2**64), "--out", str(out), "--quiet"])
+    assert info.value.code == 2
+    assert re.search(r"seed: expected .*, got 18446744073709551616", capsys.readouterr().err)
     assert not out.exists()
 
 

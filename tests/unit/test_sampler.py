@@ -177,14 +177,15 @@ def test_log_probs_are_the_policys_under_the_sampling_params(kind: str) -> None:
 def test_per_task_params_give_per_task_action_distributions() -> None:
     K, B, T = 2, 4, 10
     sampler = make_sampler("HalfCheetahDir", K, B, T)
-    policy = make_policy("mlp", 17, 6, init_log_std=-6.0, seed=0)
+    policy = make_policy("mlp", 17, 6, hidden_sizes=(16, 16), init_log_std=-6.0, seed=0)
     params = {n: p.detach().clone() for n, p in policy.batched_params(K).items()}
-    params["mean.bias"][0] = -3.0
-    params["mean.bias"][1] = +3.0
+    params["mean.bias"][0] = -20.0
+    params["mean.bias"][1] = +20.0
     episodes = sampler.sample(policy, params, seed=0)
     actions = episodes.actions
-    # The output layer's inputs are tanh features (|.| <= 1) with Xavier weights: the biases dominate.
-    assert (actions[:, 0] < -1.0).all() and (actions[:, 1] > 1.0).all()
+    # The output layer's inputs are tanh features (|.| <= 1), 16 of them per output with Xavier
+    # weights (|w| <= 0.5): |W h| <= 8, so the biases decide the sign of every action.
+    assert (actions[:, 0] < -10.0).all() and (actions[:, 1] > 10.0).all()
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
