@@ -27,11 +27,21 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, help="meta-iterations")
     p.add_argument("--num-threads", type=int, help="threads stepping the robots")
     p.add_argument("--seed", type=int, help="seed of the run")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config>-<policy>-seed<seed>)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: a new runs/<config>-<policy>-seed<seed>[-N])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
+
+
+def _fresh_run_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ...: the first that does not exist yet (so running
+    the same command twice starts a second run instead of refusing to overwrite the first)."""
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -63,7 +73,7 @@ def train_main(argv: list[str] | None = None) -> int:
             base = load_config(args.config or DEFAULT_CONFIG)
         config = base.replace(**overrides)
         name = Path(args.config or DEFAULT_CONFIG).stem
-        out = args.out or Path("runs") / f"{name}-{config.policy}-seed{config.seed}"
+        out = args.out or _fresh_run_dir(Path("runs") / f"{name}-{config.policy}-seed{config.seed}")
         if not args.quiet:
             print(f"bmaml-train: {config.task}, {config.policy} policy"
                   + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")

@@ -231,3 +231,15 @@ def test_no_argument_demo_shows_an_adaptation_gain(capsys: pytest.CaptureFixture
     assert len(metrics) == load_config("demo").num_batches
     last = metrics[-3:]
     assert all(m["return_after"] > m["return_before"] + 5.0 for m in last), last
+
+
+def test_default_run_directory_is_never_reused(tmp_path, monkeypatch):
+    from bmaml_robot.cli import _fresh_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "runs" / "demo-mlp-seed0"
+    assert _fresh_run_dir(base) == base
+    base.mkdir(parents=True)
+    assert _fresh_run_dir(base) == base.with_name("demo-mlp-seed0-2")
+    base.with_name("demo-mlp-seed0-2").mkdir()
+    assert _fresh_run_dir(base) == base.with_name("demo-mlp-seed0-3")
