@@ -101,7 +101,7 @@ def test_envs_stepped_from_several_python_threads_match_sequential_runs(rollout,
         same_rollouts(expected, result)
 
 
-def test_one_env_shared_by_python_threads_does_not_crash():
+def test_one_env_shared_by_python_threads_does_not_crash(tmp_path):
     """Concurrent calls on one env are serialised (MuJoCo's data is not reentrant: before they
     were, MuJoCo aborted the process). Runs in a subprocess so that a regression is a failure
     here, not the end of the test session."""
@@ -131,5 +131,7 @@ def test_one_env_shared_by_python_threads_does_not_crash():
         """
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    # cwd elsewhere: `python -c` puts the cwd first on sys.path, and the source tree has no _core
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
