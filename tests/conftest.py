@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 #: The Gymnasium v5 robot each MuJoCo robot of ours must match.
 REFERENCE_IDS = {"HalfCheetah": "HalfCheetah-v5", "Ant": "Ant-v5", "Swimmer": "Swimmer-v5"}
@@ -64,3 +65,13 @@ def assert_same_rollouts(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> 
 @pytest.fixture
 def same_rollouts() -> Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None]:
     return assert_same_rollouts
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """The tests' problems are tiny: torch's intra-op threads only add overhead (a lot on a busy
+    machine), and one thread makes float results independent of the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,15 +28,6 @@ from bmaml_robot.policies import make_policy
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These problems are tiny: intra-op threads only add overhead (a lot, on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyPolicy(torch.nn.Module):
     """A 1-hidden-layer tanh policy that follows the policy contract in any float dtype.
 

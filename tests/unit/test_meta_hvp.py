@@ -32,14 +32,6 @@ from bmaml_robot.policies import linear, make_policy
 from bmaml_robot.policies.base import stack_steps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- helpers
 class TinyPolicy(torch.nn.Module):
     """A 1-hidden-layer tanh policy following the policy contract in float64 (tight checks)."""

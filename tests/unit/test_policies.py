@@ -21,15 +21,6 @@ OBS_DIM, ACT_DIM, HIDDEN = 5, 3, 16
 T, K, B = 7, 3, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny problems: intra-op threads only add overhead (a lot, on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_policy(kind: str, recurrence: str = "frozen", seed: int = 0) -> Policy:
     return make_policy(kind, OBS_DIM, ACT_DIM, hidden_sizes=(8, 8), hidden_size=HIDDEN, recurrence=recurrence, seed=seed)
 
