@@ -48,7 +48,7 @@ def train_main(argv: list[str] | None = None) -> int:
     """``bmaml-train``: parse and check everything, then train."""
     from bmaml_robot.checkpoint import load_checkpoint
     from bmaml_robot.config import from_dict
-    from bmaml_robot.train import CHECKPOINT, CONFIG, train
+    from bmaml_robot.train import CHECKPOINT, CONFIG, check_run_dir, train
 
     parser = _train_parser()
     args = parser.parse_args(argv)
@@ -79,9 +79,11 @@ def train_main(argv: list[str] | None = None) -> int:
                   + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
                   + f", {config.num_batches} meta-iterations of {config.num_tasks} tasks x "
                   f"{config.episodes_per_task} episodes x {config.horizon} steps -> {out}")
-        result = train(config, out, resume=args.resume, progress=not args.quiet)
-    except (ValueError, TypeError) as error:
+        check_run_dir(config, out, args.resume)
+    except (ValueError, TypeError) as error:  # everything checked before any work starts
         parser.error(str(error))
+    try:
+        result = train(config, out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
         print("\nbmaml-train: interrupted; continue with --resume", file=sys.stderr)
         return 130

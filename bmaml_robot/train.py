@@ -90,6 +90,26 @@ def meta_iteration(
     }
 
 
+def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """Check that ``run_dir`` can take this run (ValueError otherwise, before any work starts);
+    return the checkpoint to resume from, or None to start at iteration 0 (a new run, or a
+    resumed one killed before its first checkpoint)."""
+    run_dir = Path(run_dir)
+    if resume and (run_dir / CHECKPOINT).is_file():
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        saved = from_dict(state["config"], source=f"{run_dir / CHECKPOINT}")
+        changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"num_batches", "num_threads"}
+        if changed:
+            raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
+                             f"only num_batches and num_threads may change")
+        return state
+    if resume and not run_dir.is_dir():
+        raise ValueError(f"resume: no run directory {run_dir}")
+    if not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists()):
+        raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
+    return None
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -106,20 +126,8 @@ def train(
     change) and produces the same metrics an uninterrupted run would.
     """
     run_dir = Path(run_dir)
-    start_iteration = 0
-    state = None
-    if resume and (run_dir / CHECKPOINT).is_file():
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        saved = from_dict(state["config"], source=f"{run_dir / CHECKPOINT}")
-        changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"num_batches", "num_threads"}
-        if changed:
-            raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
-                             f"only num_batches and num_threads may change")
-        start_iteration = state["next_iteration"]
-    elif resume and not run_dir.is_dir():
-        raise ValueError(f"resume: no run directory {run_dir}")
-    elif not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists()):
-        raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
+    state = check_run_dir(config, run_dir, resume)
+    start_iteration = 0 if state is None else state["next_iteration"]
     # (resume without a checkpoint: the run was killed before its first one, so it starts over)
 
     run_dir.mkdir(parents=True, exist_ok=True)
