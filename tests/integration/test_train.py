@@ -341,22 +341,27 @@ def test_resume_with_another_thread_count(tmp_path: Path, uninterrupted: dict[st
     _assert_equals_uninterrupted(run, result, uninterrupted)
 
 
+def _train_killed_during(killed_iteration: int, run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train with checkpoint_every=2 until a KeyboardInterrupt at the start of ``killed_iteration``."""
+    real = train_module.meta_iteration
+
+    def killed(config, iteration, sampler, learner):
+        if iteration == killed_iteration:
+            raise KeyboardInterrupt
+        return real(config, iteration, sampler, learner)
+
+    monkeypatch.setattr(train_module, "meta_iteration", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(_resume_config(checkpoint_every=2), run)
+    monkeypatch.setattr(train_module, "meta_iteration", real)
+
+
 def test_resume_after_a_kill_drops_lines_past_the_checkpoint(tmp_path: Path, uninterrupted: dict[str, Any],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # checkpoint_every=2: the kill comes during iteration 3, after iteration 2's metrics line was
     # written but before any checkpoint covered it.
     run = tmp_path / "run"
-    real = train_module.meta_iteration
-
-    def killed_at_3(config, iteration, sampler, learner):
-        if iteration == 3:
-            raise KeyboardInterrupt
-        return real(config, iteration, sampler, learner)
-
-    monkeypatch.setattr(train_module, "meta_iteration", killed_at_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(_resume_config(checkpoint_every=2), run)
-    monkeypatch.setattr(train_module, "meta_iteration", real)
+    _train_killed_during(3, run, monkeypatch)
     assert [m["iteration"] for m in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2]
     assert load_checkpoint(run / "checkpoint.pt")["next_iteration"] == 2
     # Make the stale line visibly wrong, add a torn line, and leave a temp file from a killed save.
@@ -377,17 +382,7 @@ def test_resume_after_a_kill_before_the_first_checkpoint(tmp_path: Path, uninter
     # there is no checkpoint yet. The run can neither be restarted ("already holds a run") nor, so
     # far, resumed ("no checkpoint"): resuming should start again from iteration 0.
     run = tmp_path / "run"
-    real = train_module.meta_iteration
-
-    def killed_at_1(config, iteration, sampler, learner):
-        if iteration == 1:
-            raise KeyboardInterrupt
-        return real(config, iteration, sampler, learner)
-
-    monkeypatch.setattr(train_module, "meta_iteration", killed_at_1)
-    with pytest.raises(KeyboardInterrupt):
-        train(_resume_config(checkpoint_every=2), run)
-    monkeypatch.setattr(train_module, "meta_iteration", real)
+    _train_killed_during(1, run, monkeypatch)
     assert not (run / "checkpoint.pt").exists() and len(read_jsonl(run / "metrics.jsonl")) == 1
     with pytest.raises(ValueError, match="already holds a run"):
         train(_resume_config(checkpoint_every=2), run)
