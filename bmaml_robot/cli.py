@@ -75,7 +75,7 @@ def train_main(argv: list[str] | None = None) -> int:
         name = Path(args.config or DEFAULT_CONFIG).stem
         out = args.out or _fresh_run_dir(Path("runs") / f"{name}-{config.policy}-seed{config.seed}")
         if not args.quiet:
-            print(f"bmaml-train: {config.task}, {config.policy} policy"
+            print(f"bmaml-train: {config.family}, {config.policy} policy"
                   + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
                   + f", {config.num_batches} meta-iterations of {config.num_tasks} tasks x "
                   f"{config.episodes_per_task} episodes x {config.horizon} steps -> {out}")
@@ -100,14 +100,14 @@ def train_main(argv: list[str] | None = None) -> int:
 def demo_main(argv: list[str] | None = None) -> None:
     """``bmaml-demo``: step a batch of robots with random actions and report throughput."""
     parser = argparse.ArgumentParser(prog="bmaml-demo", description=demo_main.__doc__)
-    parser.add_argument("--task", default="HalfCheetahDir", choices=sorted(bm.FAMILIES))
+    parser.add_argument("--family", default="HalfCheetahDir", choices=sorted(bm.FAMILIES))
     parser.add_argument("--num-envs", type=int, default=256)
     parser.add_argument("--num-threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    env = bm.make_vec(args.task, args.num_envs, num_threads=args.num_threads, seed=args.seed, max_episode_steps=args.steps)
+    env = bm.make_vec(args.family, args.num_envs, num_threads=args.num_threads, seed=args.seed, max_episode_steps=args.steps)
     rng = np.random.default_rng(args.seed)
     env.set_tasks(env.sample_tasks(args.num_envs, rng))
     env.reset(seed=args.seed)
@@ -119,7 +119,7 @@ def demo_main(argv: list[str] | None = None) -> None:
         returns += reward
     elapsed = time.perf_counter() - start
     print(
-        f"{args.task}: {args.num_envs} envs x {args.steps} steps on {env.num_threads} threads in {elapsed:.2f} s "
+        f"{args.family}: {args.num_envs} envs x {args.steps} steps on {env.num_threads} threads in {elapsed:.2f} s "
         f"({args.num_envs * args.steps / elapsed:,.0f} env-steps/s); random-policy return {returns.mean():.2f} +- {returns.std():.2f}"
     )
     env.close()

@@ -24,7 +24,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class TrainConfig:
     """Everything that defines a meta-training run (defaults: the MAML benchmark settings)."""
 
-    task: str = "HalfCheetahDir"
+    family: str = "HalfCheetahDir"
     """Task family (see ``bmaml_robot.FAMILIES``)."""
     policy: str = "mlp"
     """Policy kind: ``mlp`` (classic MAML), ``rnn`` (tanh), ``gru`` or ``lstm``."""
@@ -101,7 +101,7 @@ def _validate(c: TrainConfig) -> None:
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{key}: expected a value in [0, 1], got {v!r}")
 
-    choice("task", sorted(FAMILIES))
+    choice("family", sorted(FAMILIES))
     choice("policy", POLICY_KINDS)
     choice("recurrence", RECURRENCE_MODES)
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):

@@ -2,7 +2,7 @@
 
     from bmaml_robot.train import train
     from bmaml_robot.config import TrainConfig
-    result = train(TrainConfig(task="Navigation2D", num_batches=50), "runs/nav")
+    result = train(TrainConfig(family="Navigation2D", num_batches=50), "runs/nav")
 
 A meta-iteration: draw ``num_tasks`` tasks -> for each inner step, sample episodes with the
 parameters adapted so far and adapt -> sample validation episodes with the adapted parameters ->
@@ -56,7 +56,7 @@ def _iteration_seed(seed: int, iteration: int, stream: int) -> int:
 def meta_tasks(config: TrainConfig, iteration: int) -> list[dict[str, Any]]:
     """The tasks of meta-iteration ``iteration`` (training's own stream of tasks)."""
     rng = np.random.default_rng(_iteration_seed(config.seed, iteration, 0))
-    return get_family(config.task).sample_tasks(config.num_tasks, rng)
+    return get_family(config.family).sample_tasks(config.num_tasks, rng)
 
 
 def meta_iteration(
@@ -139,7 +139,7 @@ def train(
     # slower. Restored on return.
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon,
+    sampler = MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
                           num_threads=config.num_threads)
     policy = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
     if state is not None:
@@ -160,7 +160,7 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.num_batches, initial=start_iteration, desc=f"{config.task} {config.policy}", unit="it")
+        bar = tqdm(total=config.num_batches, initial=start_iteration, desc=f"{config.family} {config.policy}", unit="it")
     try:
         for iteration in range(start_iteration, config.num_batches):
             record = meta_iteration(config, iteration, sampler, learner)

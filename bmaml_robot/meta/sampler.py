@@ -22,13 +22,13 @@ class MetaSampler:
     """``num_tasks`` tasks x ``episodes_per_task`` episodes of ``horizon`` steps per call."""
 
     def __init__(
-        self, task: str, num_tasks: int, episodes_per_task: int, horizon: int, *, num_threads: int = 1
+        self, family: str, num_tasks: int, episodes_per_task: int, horizon: int, *, num_threads: int = 1
     ) -> None:
         self.num_tasks = num_tasks
         self.episodes_per_task = episodes_per_task
         self.horizon = horizon
         self.env = BatchedRobotEnv(
-            task, num_tasks * episodes_per_task, num_threads=num_threads, max_episode_steps=horizon
+            family, num_tasks * episodes_per_task, num_threads=num_threads, max_episode_steps=horizon
         )
         self.env_steps = 0  # env steps taken so far (valid ones)
 

@@ -75,7 +75,7 @@ def enforce_targets() -> bool:
 
 
 def _config(policy: str) -> TrainConfig:
-    return TrainConfig(task="HalfCheetahDir", policy=policy, recurrence="frozen", num_tasks=NUM_TASKS,
+    return TrainConfig(family="HalfCheetahDir", policy=policy, recurrence="frozen", num_tasks=NUM_TASKS,
                        episodes_per_task=EPISODES_PER_TASK, horizon=HORIZON, num_threads=THREADS, first_order=False)
 
 
@@ -139,7 +139,7 @@ def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.Capture
     config = _config(policy)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train() does (robots on config.num_threads, torch on one)
-    sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon,
+    sampler = MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
                           num_threads=config.num_threads)
     timer = TimedStep(sampler.env)
     policy_module = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)

@@ -87,7 +87,7 @@ def test_no_argument_runs_the_embedded_demo(fake_train: list[dict[str, Any]], ca
     assert train_main([]) == 0
     (call,) = fake_train
     assert call["config"] == load_config("demo")
-    assert call["config"].task == "Navigation2D"
+    assert call["config"].family == "Navigation2D"
     assert call["run_dir"] == Path("runs") / "demo-mlp-seed0"
     assert call["progress"] and not call["resume"]
     assert "Navigation2D" in capsys.readouterr().out
@@ -107,10 +107,10 @@ def test_flags_and_overrides_reach_the_config(fake_train: list[dict[str, Any]], 
 
 def test_config_by_path_and_default_run_dir_name(fake_train: list[dict[str, Any]], tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
-    path.write_text("task: SwimmerDir\nnum_tasks: 3\n")
+    path.write_text("family: SwimmerDir\nnum_tasks: 3\n")
     assert train_main(["--config", str(path), "--policy", "gru", "--seed", "4", "--quiet"]) == 0
     call = fake_train[0]
-    assert call["config"] == TrainConfig(task="SwimmerDir", num_tasks=3, policy="gru", seed=4)
+    assert call["config"] == TrainConfig(family="SwimmerDir", num_tasks=3, policy="gru", seed=4)
     assert call["run_dir"] == Path("runs") / "mine-gru-seed4"
 
 
@@ -138,7 +138,7 @@ BAD = [
     (["--set", "num_tasks=many"], r"num_tasks: expected an integer, got 'many'"),
     (["--set", "gamma=2"], r"gamma: expected a value in \[0, 1\], got 2.0"),
     (["--set", "policy=cnn"], r"policy: expected one of \['mlp', 'rnn', 'gru', 'lstm'\], got 'cnn'"),
-    (["--set", "task=Walker"], r"task: expected one of \[.*\], got 'Walker'"),
+    (["--set", "family=Walker"], r"family: expected one of \[.*\], got 'Walker'"),
     (["--config", "nope"], r"config: expected a YAML file or one of \[.*'2d-navigation'.*\], got 'nope'"),
     (["--config", "missing.yaml"], r"config: no such file"),
     (["--bogus-flag"], r"unrecognized arguments: --bogus-flag"),
@@ -170,7 +170,7 @@ def test_bad_flags_fail_before_any_work(argv: list[str], message: str, tmp_path:
 def test_bad_yaml_config_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                fake_train: list[dict[str, Any]]) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("task: Navigation2D\nmeta_batch_size: 3\n")
+    path.write_text("family: Navigation2D\nmeta_batch_size: 3\n")
     _fails_before_work(["--config", str(path), "--out", str(tmp_path / "run")],
                        r"unknown keys \['meta_batch_size'\]; valid keys are", tmp_path, capsys, fake_train)
     assert not (tmp_path / "run").exists()

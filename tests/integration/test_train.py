@@ -39,8 +39,8 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
-def tiny(task: str = "HalfCheetahDir", **overrides: Any) -> TrainConfig:
-    values = dict(task=task, num_tasks=2, episodes_per_task=2, horizon=20, num_batches=2, num_threads=1,
+def tiny(family: str = "HalfCheetahDir", **overrides: Any) -> TrainConfig:
+    values = dict(family=family, num_tasks=2, episodes_per_task=2, horizon=20, num_batches=2, num_threads=1,
                   hidden_size=16, hidden_sizes=(16, 16), seed=0)
     values.update(overrides)
     return TrainConfig(**values)
@@ -70,7 +70,7 @@ EVAL_EPISODES = 10
 
 def adaptation_returns(policy: Policy, config: TrainConfig, tasks: list[dict], seed: int) -> tuple[float, float]:
     """Mean return before and after one inner step on ``tasks``, with the package's own pieces."""
-    sampler = MetaSampler(config.task, len(tasks), EVAL_EPISODES, config.horizon, num_threads=1)
+    sampler = MetaSampler(config.family, len(tasks), EVAL_EPISODES, config.horizon, num_threads=1)
     try:
         sampler.set_tasks(tasks)
         learner = MetaLearner(policy, fast_lr=config.fast_lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
@@ -87,7 +87,7 @@ def adaptation_returns(policy: Policy, config: TrainConfig, tasks: list[dict], s
 #: trained +8 ... +10 (seeds 0-2), untrained inits +1 ... +3.5; return after the step: trained about
 #: -12, untrained -28 ... -46. (At horizon 100 a random init that walks away gains up to +20 from
 #: one step, as much as a meta-trained policy: the shorter horizon makes the comparison meaningful.)
-LEARN_CONFIG = dict(task="Navigation2D", num_tasks=20, episodes_per_task=5, horizon=50, num_batches=15,
+LEARN_CONFIG = dict(family="Navigation2D", num_tasks=20, episodes_per_task=5, horizon=50, num_batches=15,
                     first_order=True, num_threads=1, seed=0)
 GAIN_MARGIN = 3.0
 RETURN_MARGIN = 8.0
@@ -96,7 +96,7 @@ RETURN_MARGIN = 8.0
 def check_learns_to_adapt(config: TrainConfig, run_dir: Path, other_inits: tuple[int, ...] = (101, 202)) -> dict[str, Any]:
     result = train(config, run_dir)
     torch.set_num_threads(1)
-    family = get_family(config.task)
+    family = get_family(config.family)
     held_out = family.sample_tasks(EVAL_TASKS, np.random.default_rng(HELD_OUT_SEED))
     training_goals = {tuple(t["goal"]) for i in range(config.num_batches) for t in meta_tasks(config, i)}
     assert not training_goals & {tuple(t["goal"]) for t in held_out}
@@ -162,7 +162,7 @@ def test_every_policy_kind_and_recurrence_trains_on_halfcheetah_dir(tmp_path: Pa
 
 @pytest.mark.parametrize("num_steps", [2, 3])
 def test_several_inner_steps(tmp_path: Path, num_steps: int) -> None:
-    config = tiny(task="Navigation2D", num_steps=num_steps, horizon=10)
+    config = tiny(family="Navigation2D", num_steps=num_steps, horizon=10)
     result = train(config, tmp_path / "run")
     for m in result.metrics:
         assert m["env_steps"] <= (num_steps + 1) * 2 * 2 * 10 and m["env_steps"] > num_steps * 2 * 2
@@ -172,7 +172,7 @@ def test_several_inner_steps(tmp_path: Path, num_steps: int) -> None:
 # ----------------------------------------------------------------------------- recurrence modes
 def _adapted(policy: Policy, config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(meta-params expanded to K tasks, params after one inner step on freshly sampled episodes)."""
-    sampler = MetaSampler(config.task, config.num_tasks, config.episodes_per_task, config.horizon)
+    sampler = MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon)
     sampler.set_tasks(meta_tasks(config, 0))
     learner = MetaLearner(policy, fast_lr=config.fast_lr)
     episodes = sampler.sample(policy, None, seed=3)
@@ -248,7 +248,7 @@ def test_same_seed_same_metrics_whatever_the_thread_count(tmp_path: Path, policy
 
 # ----------------------------------------------------------------------------- run directory
 def test_run_directory_contents(tmp_path: Path) -> None:
-    config = tiny(task="Navigation2D", num_batches=3, horizon=15)
+    config = tiny(family="Navigation2D", num_batches=3, horizon=15)
     run = tmp_path / "nested" / "run"
     result = train(config, run)
     assert result.run_dir == run
@@ -280,7 +280,7 @@ def test_run_directory_contents(tmp_path: Path) -> None:
 
 
 def test_refuses_to_overwrite_an_existing_run(tmp_path: Path) -> None:
-    config = tiny(task="Navigation2D", horizon=10)
+    config = tiny(family="Navigation2D", horizon=10)
     run = tmp_path / "run"
     train(config, run)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
@@ -291,7 +291,7 @@ def test_refuses_to_overwrite_an_existing_run(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path: Path) -> None:
-    config = tiny(task="Navigation2D", horizon=10)
+    config = tiny(family="Navigation2D", horizon=10)
     train(config, tmp_path / "run")
     with pytest.raises(ValueError, match=r"resume: the run was started with other values of \['seed'\]"):
         train(config.replace(seed=3, num_batches=4), tmp_path / "run", resume=True)

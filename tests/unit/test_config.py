@@ -36,7 +36,7 @@ def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
 # ----------------------------------------------------------------------------- shipped configs
 def test_every_family_has_a_shipped_config() -> None:
     assert set(shipped_configs()) >= set(FAMILY_OF_CONFIG)
-    assert set(FAMILIES) <= {load_config(name).task for name in shipped_configs()}
+    assert set(FAMILIES) <= {load_config(name).family for name in shipped_configs()}
 
 
 @pytest.mark.parametrize("name", shipped_configs())
@@ -44,7 +44,7 @@ def test_shipped_config_loads_and_round_trips(name: str, tmp_path: Path) -> None
     config = load_config(name)
     assert isinstance(config, TrainConfig)
     if name in FAMILY_OF_CONFIG:
-        assert config.task == FAMILY_OF_CONFIG[name]
+        assert config.family == FAMILY_OF_CONFIG[name]
     path = tmp_path / "config.yaml"
     dump_config(config, path)
     assert load_config(str(path)) == config
@@ -60,10 +60,10 @@ def test_benchmark_configs_use_the_maml_settings() -> None:
 
 
 def test_load_by_path_and_by_name(tmp_path: Path) -> None:
-    path = write(tmp_path, "task: AntGoal\nnum_tasks: 3\n")
-    assert load_config(str(path)) == TrainConfig(task="AntGoal", num_tasks=3)
-    assert load_config(path) == TrainConfig(task="AntGoal", num_tasks=3)  # a Path works too
-    assert load_config("ant-goal").task == "AntGoal"
+    path = write(tmp_path, "family: AntGoal\nnum_tasks: 3\n")
+    assert load_config(str(path)) == TrainConfig(family="AntGoal", num_tasks=3)
+    assert load_config(path) == TrainConfig(family="AntGoal", num_tasks=3)  # a Path works too
+    assert load_config("ant-goal").family == "AntGoal"
     assert load_config(str(write(tmp_path, "", "empty.yaml"))) == TrainConfig()
 
 
@@ -78,14 +78,14 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"config: no such file"):
         load_config(str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match=r"not valid YAML"):
-        load_config(str(write(tmp_path, "task: [unclosed\n")))
+        load_config(str(write(tmp_path, "family: [unclosed\n")))
     with pytest.raises(ValueError, match=r"expected a mapping of config keys, got list"):
         load_config(str(write(tmp_path, "- task\n- policy\n")))
 
 
 # ----------------------------------------------------------------------------- unknown keys
 def test_unknown_yaml_key_is_an_error_listing_valid_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, "task: AntDir\nmeta_batch_size: 40\nnum_task: 3\n")
+    path = write(tmp_path, "family: AntDir\nmeta_batch_size: 40\nnum_task: 3\n")
     with pytest.raises(ValueError) as info:
         load_config(str(path))
     message = str(info.value)
@@ -138,8 +138,8 @@ BAD_VALUES = [
     ("first_order", "1", r"first_order: expected true or false, got 1"),
     ("policy", "transformer", r"policy: expected one of \['mlp', 'rnn', 'gru', 'lstm'\], got 'transformer'"),
     ("recurrence", "sometimes", r"recurrence: expected one of \['frozen', 'outer', 'all'\], got 'sometimes'"),
-    ("task", "HalfCheetahJump", r"task: expected one of \[.*'HalfCheetahDir'.*\], got 'HalfCheetahJump'"),
-    ("task", "3", r"task: expected a string, got 3"),
+    ("family", "HalfCheetahJump", r"family: expected one of \[.*'HalfCheetahDir'.*\], got 'HalfCheetahJump'"),
+    ("family", "3", r"family: expected a string, got 3"),
     ("hidden_sizes", "[64, 0]", r"hidden_sizes: expected a non-empty list of integers >= 1, got \[64, 0\]"),
     ("hidden_sizes", "[]", r"hidden_sizes: expected a non-empty list of integers >= 1, got \[\]"),
     ("hidden_sizes", "[64, 1.5]", r"hidden_sizes: expected a list of integers, got \[64, 1.5\]"),
@@ -151,7 +151,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
 def test_bad_yaml_value_names_key_expected_and_got(key: str, value: str, message: str, tmp_path: Path) -> None:
-    path = write(tmp_path, f"task: Navigation2D\n{key}: {value}\n")
+    path = write(tmp_path, f"family: Navigation2D\n{key}: {value}\n")
     with pytest.raises(ValueError, match=message):
         load_config(str(path))
 
@@ -161,7 +161,7 @@ def test_bad_override_value_names_key_expected_and_got(key: str, value: str, mes
     # --set KEY=VALUE goes through the same checks (coercion in parse_override, ranges in replace).
     with pytest.raises(ValueError, match=message):
         key_, coerced = parse_override(f"{key}={value}")
-        TrainConfig(task="Navigation2D").replace(**{key_: coerced})
+        TrainConfig(family="Navigation2D").replace(**{key_: coerced})
 
 
 def test_constructor_validates_too() -> None:
@@ -191,7 +191,7 @@ def test_config_is_frozen() -> None:
         ("hidden_sizes=[32, 16]", "hidden_sizes", (32, 16)),
         ("hidden_sizes=32,16", "hidden_sizes", (32, 16)),
         ("policy=gru", "policy", "gru"),
-        ("task=AntVel", "task", "AntVel"),
+        ("family=AntVel", "family", "AntVel"),
         (" seed = 12", "seed", 12),
     ],
 )
@@ -214,9 +214,9 @@ def test_yaml_values_are_coerced_to_field_types(tmp_path: Path) -> None:
 
 
 def test_replace_returns_a_new_validated_config() -> None:
-    base = TrainConfig(task="Navigation2D")
+    base = TrainConfig(family="Navigation2D")
     new = base.replace(num_tasks=3, policy="lstm")
-    assert (new.num_tasks, new.policy, new.task) == (3, "lstm", "Navigation2D")
+    assert (new.num_tasks, new.policy, new.family) == (3, "lstm", "Navigation2D")
     assert base.num_tasks == 40
     with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]"):
         base.replace(bogus=1)
@@ -224,7 +224,7 @@ def test_replace_returns_a_new_validated_config() -> None:
 
 # ----------------------------------------------------------------------------- the resolved config
 def test_dump_config_is_commented_yaml_that_reloads_identically(tmp_path: Path) -> None:
-    config = TrainConfig(task="AntGoal", policy="lstm", recurrence="outer", hidden_sizes=(8, 4), fast_lr=0.05,
+    config = TrainConfig(family="AntGoal", policy="lstm", recurrence="outer", hidden_sizes=(8, 4), fast_lr=0.05,
                          max_kl=1e-3, cg_damping=1e-5, first_order=True, seed=2**40)
     path = tmp_path / "config.yaml"
     dump_config(config, path)
