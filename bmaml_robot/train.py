@@ -149,6 +149,7 @@ def train(
         policy, fast_lr=config.fast_lr, first_order=config.first_order, max_kl=config.max_kl,
         cg_iters=config.cg_iters, cg_damping=config.cg_damping, ls_max_steps=config.ls_max_steps,
         ls_backtrack=config.ls_backtrack, gamma=config.gamma, gae_lambda=config.gae_lambda,
+        num_threads=config.num_threads,
     )
 
     # Metrics are appended before the checkpoint that covers them: after a kill, lines past the

@@ -55,6 +55,18 @@ class Episodes(NamedTuple):
         """B, the number of episodes per task."""
         return self.observations.shape[2]
 
+    def select_tasks(self, start: int, stop: int) -> "Episodes":
+        """The episodes of tasks ``start:stop`` (views, no copy): every field sliced on its K dim."""
+        fields = {}
+        for name, value in self._asdict().items():
+            if value is None:
+                fields[name] = None
+            elif name == "last_observations":  # [K, B, obs_dim]
+                fields[name] = value[start:stop]
+            else:  # [T, K, B, ...]
+                fields[name] = value[:, start:stop]
+        return Episodes(**fields)
+
     def episode_returns(self) -> Tensor:
         """Undiscounted return of each episode, float [K, B]."""
         return torch.where(self.mask > 0, self.rewards, 0.0).sum(dim=0)

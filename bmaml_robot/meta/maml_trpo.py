@@ -29,7 +29,8 @@ reference.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
@@ -287,11 +288,39 @@ class OuterProblem:
         return self._flat(product) + self.damping * vector
 
 
+TASKS_PER_CHUNK = 4
+"""The learner works on groups of this many tasks at a time. Small groups keep each product's
+intermediate tensors in cache (2-3x faster than all 40 tasks at once, measured) and let groups run on
+parallel threads. Fixed, never derived from the thread count: the float results depend on the
+grouping, and must not depend on ``num_threads``."""
+
+_Item = TypeVar("_Item")
+
+
+def task_chunks(num_tasks: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(num_tasks)`` in groups of ``TASKS_PER_CHUNK``."""
+    return [(start, min(start + TASKS_PER_CHUNK, num_tasks)) for start in range(0, num_tasks, TASKS_PER_CHUNK)]
+
+
+class _Chunk:
+    """One group of tasks: its train episodes (per inner step), validation episodes and weight
+    (its share of the tasks: every figure is a mean over tasks, so chunk figures are summed with
+    these weights, in chunk order)."""
+
+    def __init__(self, train: Sequence[Episodes], valid: Episodes, start: int, stop: int) -> None:
+        self.train = [e.select_tasks(start, stop) for e in train]
+        self.valid = valid.select_tasks(start, stop)
+        self.weight = (stop - start) / valid.num_tasks
+        self.observations = zero_masked(self.valid.observations, self.valid.mask)
+        self.actions = zero_masked(self.valid.actions, self.valid.mask)
+
+
 class MetaLearner:
     """MAML with TRPO outer updates, for any policy following the ``bmaml_robot.policies`` contract.
 
     Hyper-parameters are plain arguments (configs live elsewhere); the number of inner steps is
-    ``len(train_episodes_per_step)`` given to ``step``.
+    ``len(train_episodes_per_step)`` given to ``step``. The tasks are processed in fixed groups
+    (``task_chunks``) on ``num_threads`` threads; results do not depend on ``num_threads``.
     """
 
     def __init__(
@@ -307,6 +336,7 @@ class MetaLearner:
         ls_backtrack: float = 0.8,
         gamma: float = 0.99,
         gae_lambda: float = 1.0,
+        num_threads: int = 1,
     ) -> None:
         if fast_lr < 0:
             raise ValueError(f"fast_lr: expected >= 0, got {fast_lr}")
@@ -324,6 +354,8 @@ class MetaLearner:
             raise ValueError(f"gamma: expected in [0, 1], got {gamma}")
         if not 0.0 <= gae_lambda <= 1.0:
             raise ValueError(f"gae_lambda: expected in [0, 1], got {gae_lambda}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads: expected an integer >= 1, got {num_threads!r}")
         self.policy = policy
         self.fast_lr = fast_lr
         self.first_order = first_order
@@ -334,6 +366,9 @@ class MetaLearner:
         self.ls_backtrack = ls_backtrack
         self.gamma = gamma
         self.gae_lambda = gae_lambda
+        self.num_threads = num_threads
+        # Task groups run on these threads (torch releases the GIL inside its kernels).
+        self._pool = ThreadPoolExecutor(num_threads, "bmaml-learner") if num_threads > 1 else None
         # (episodes, gamma, gae_lambda, processed) of the latest ``process`` calls: the trainer
         # calls ``adapted_params`` and then ``step`` with the same episodes objects.
         self._processed: list[tuple[Episodes, float, float, Episodes]] = []
@@ -372,11 +407,36 @@ class MetaLearner:
         self._processed = [*self._processed[-7:], (episodes, self.gamma, self.gae_lambda, processed)]
         return processed
 
+    def _map(self, function: Callable[[Any], _Item], items: Sequence[Any]) -> list[_Item]:
+        """``[function(item) for item in items]`` on the learner's threads, results in order."""
+        if self._pool is None or len(items) == 1:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
+
+    @staticmethod
+    def _weighted_sum(chunks: Sequence[_Chunk], values: Sequence[Any]) -> Any:
+        """``sum_c weight_c * value_c``, always added in chunk order (deterministic)."""
+        total = chunks[0].weight * values[0]
+        for chunk, value in zip(chunks[1:], values[1:]):
+            total = total + chunk.weight * value
+        return total
+
+    def _chunks(self, train: Sequence[Episodes], valid: Episodes) -> list[_Chunk]:
+        return [_Chunk(train, valid, start, stop) for start, stop in task_chunks(valid.num_tasks)]
+
     def adapted_params(self, train_episodes_per_step: Sequence[Episodes]) -> Params:
         """Detached adapted parameters {name: [K, *shape]}, e.g. to sample the next episodes."""
         train = [self.process(e) for e in train_episodes_per_step]
-        params = adapt(self.policy, train, self.fast_lr, first_order=True)
-        return {name: value.detach() for name, value in params.items()}
+        if not train:
+            raise ValueError("train_episodes_per_step: empty, cannot infer the number of tasks")
+
+        def adapt_chunk(bounds: tuple[int, int]) -> Params:
+            episodes = [e.select_tasks(*bounds) for e in train]
+            params = adapt(self.policy, episodes, self.fast_lr, first_order=True)
+            return {name: value.detach() for name, value in params.items()}
+
+        per_chunk = self._map(adapt_chunk, task_chunks(train[0].num_tasks))
+        return {name: torch.cat([p[name] for p in per_chunk]) for name in per_chunk[0]}
 
     # -- outer step ------------------------------------------------------------------------
     def step(
@@ -405,38 +465,49 @@ class MetaLearner:
                     f"train_episodes_per_step[{i}]: expected {valid.num_tasks} tasks "
                     f"(as valid_episodes), got {episodes.num_tasks}"
                 )
-        observations = zero_masked(valid.observations, valid.mask)
-        actions = zero_masked(valid.actions, valid.mask)
         params = self._trainable_params()
         if not params:
             raise ValueError("policy.trainable_names(): empty, there is nothing to meta-train")
+        chunks = self._chunks(train, valid)
 
         with torch.enable_grad():
-            problem = OuterProblem(policy, train, valid, self.fast_lr, self.first_order, self.cg_damping)
-            grad = problem.gradient()
+            problems = self._map(
+                lambda c: OuterProblem(policy, c.train, c.valid, self.fast_lr, self.first_order), chunks
+            )
+            grad = self._weighted_sum(chunks, self._map(OuterProblem.gradient, problems))
+
+            def hvp(vector: Tensor) -> Tensor:
+                products = self._map(lambda problem: problem.hvp(vector), problems)
+                return self._weighted_sum(chunks, products) + self.cg_damping * vector
+
             # H^{-1} g, and H (H^{-1} g) for the step scaling from CG's own products.
-            direction, h_direction = conjugate_gradient_with_product(problem.hvp, grad, self.cg_iters)
+            direction, h_direction = conjugate_gradient_with_product(hvp, grad, self.cg_iters)
             full_step = trust_region_step(direction, h_direction, self.max_kl)
 
-        loss_before = problem.loss.item()
-        old_dist = problem.old_dist
+        loss_before = float(self._weighted_sum(chunks, [p.loss.item() for p in problems]))
+        old_dists = [p.old_dist for p in problems]
         with torch.no_grad():
-            valid_mask = valid.mask > 0
-            log_probs = problem.log_probs
-            kl_before = float(
-                task_mean(torch.where(valid_mask, valid.log_probs - log_probs, 0.0), valid.mask).mean()
-            )
-        del problem, log_probs  # free the graphs
+            kl_before = float(self._weighted_sum(chunks, [
+                task_mean(torch.where(c.valid.mask > 0, c.valid.log_probs - p.log_probs, 0.0), c.valid.mask).mean()
+                for c, p in zip(chunks, problems)
+            ]))
+        del problems  # free the graphs
+
+        def evaluate_chunk(index: int) -> tuple[Tensor, Tensor]:
+            # Adapted values are the same for first and second order: no graph needed here.
+            chunk = chunks[index]
+            with torch.no_grad():
+                new_params = adapt(policy, chunk.train, self.fast_lr, first_order=True)
+                new_params = {n: p.detach() for n, p in new_params.items()}
+                new_dist = policy.distribution(*policy.sequence(chunk.observations, new_params))
+                new_loss = surrogate_loss(new_dist.log_prob(chunk.actions), chunk.valid)
+                new_kl = mean_kl(old_dists[index], new_dist, chunk.valid.mask)
+            return new_loss, new_kl
 
         def evaluate() -> tuple[float, float]:
-            # Adapted values are the same for first and second order: no graph needed here.
-            with torch.no_grad():
-                new_params = adapt(policy, train, self.fast_lr, first_order=True)
-                new_params = {n: p.detach() for n, p in new_params.items()}
-                new_dist = policy.distribution(*policy.sequence(observations, new_params))
-                new_loss = surrogate_loss(new_dist.log_prob(actions), valid)
-                new_kl = mean_kl(old_dist, new_dist, valid.mask)
-            return float(new_loss), float(new_kl)
+            results = self._map(evaluate_chunk, range(len(chunks)))
+            return (float(self._weighted_sum(chunks, [loss for loss, _ in results])),
+                    float(self._weighted_sum(chunks, [kl for _, kl in results])))
 
         if full_step is None:
             result = None

@@ -270,6 +270,48 @@ def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, n
     assert moved.norm() > 0 and float(diff.norm() / moved.norm()) < rtol
 
 
+@pytest.mark.parametrize("kind", ["mlp", "gru"])
+def test_task_groups_and_threads(kind):
+    """10 tasks = groups of 4, 4 and 2 (uneven): the step equals the direct step over all tasks
+    at once, and is bit-identical on 1 and 3 threads (groups never depend on the thread count)."""
+    assert maml_trpo.task_chunks(10) == [(0, 4), (4, 8), (8, 10)]
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(8, 8), hidden_size=6,
+                         recurrence="outer", seed=5).to(torch.float64)
+    train, valid = meta_batch(policy, K=10, B=3, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
+    start = snapshot(policy)
+    reference_learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2)
+    result, grad_norm = reference_step(reference_learner, train, valid)
+    expected = snapshot(policy)
+    outcomes = []
+    for threads in (1, 3):
+        policy.load_state_dict(start)
+        learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2, num_threads=threads)
+        adapted = learner.adapted_params(train)
+        stats = learner.step(train, valid)
+        outcomes.append((adapted, stats, snapshot(policy)))
+    (adapted_1, stats_1, after_1), (adapted_3, stats_3, after_3) = outcomes
+    assert stats_1 == stats_3
+    assert all(torch.equal(after_1[n], after_3[n]) for n in after_1)
+    assert all(torch.equal(adapted_1[n], adapted_3[n]) for n in adapted_1)
+    assert stats_1["step_accepted"] and result.accepted
+    assert math.isclose(stats_1["grad_norm"], grad_norm, rel_tol=1e-6)
+    moved = torch.cat([(expected[n] - start[n]).reshape(-1) for n in start])
+    diff = torch.cat([(after_1[n] - expected[n]).reshape(-1) for n in start])
+    assert moved.norm() > 0 and float(diff.norm() / moved.norm()) < 1e-7
+    # the adapted parameters used for sampling equal adapting all tasks at once
+    policy.load_state_dict(start)
+    whole = adapt(policy, [reference_learner.process(e) for e in train], 0.3, first_order=True)
+    for name in adapted_1:
+        torch.testing.assert_close(adapted_1[name], whole[name].detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_num_threads_is_checked():
+    policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=(4,), seed=0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"num_threads: expected an integer >= 1, got"):
+            MetaLearner(policy, fast_lr=0.1, num_threads=bad)
+
+
 def test_advantages_are_computed_once_per_episodes_object(monkeypatch):
     policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=(8,), seed=4)
     train, valid = meta_batch(policy, K=2, B=3, T=4)
