@@ -1,0 +1,382 @@
+"""The metadata an exported policy file carries: key names, types, parsing and checks.
+
+This module is the single definition of the ONNX file contract shared by ``bmaml-export`` (which
+writes it with :meth:`PolicyMetadata.to_props`) and the deploy runtime (which reads it with
+:meth:`PolicyMetadata.from_onnx`). It needs nothing but the standard library (onnxruntime only
+to read a file's metadata from a path).
+
+Graph contract (``bmaml.format_version`` ``"1"``):
+
+- inputs: ``obs`` float32 ``[batch, obs_dim]``; recurrent kinds also ``h_in`` float32
+  ``[layers, batch, hidden]``; ``lstm`` also ``c_in`` (same shape);
+- outputs: ``action`` float32 ``[batch, act_dim]`` (the Gaussian mean, clipped to the action
+  bounds); recurrent kinds ``h_out`` (and ``c_out``) ``[layers, batch, hidden]``;
+- the batch dimension is dynamic.
+
+``metadata_props`` (every value a string; JSON where structured):
+
+=========================  ===========================================================
+key                        value
+=========================  ===========================================================
+``bmaml.format_version``   ``"1"``
+``bmaml.robot``            robot, e.g. ``"HalfCheetah"``
+``bmaml.family``           task family, e.g. ``"HalfCheetahDir"``
+``bmaml.task``             JSON object, e.g. ``{"direction": -1.0}``
+``bmaml.obs_dim``          integer
+``bmaml.act_dim``          integer
+``bmaml.action_low``       JSON list of ``act_dim`` numbers
+``bmaml.action_high``      JSON list of ``act_dim`` numbers
+``bmaml.control_dt``       seconds per control step, e.g. ``"0.05"``
+``bmaml.policy_kind``      ``mlp``, ``rnn``, ``gru`` or ``lstm``
+``bmaml.recurrence``       ``frozen``, ``outer`` or ``all``; ``none`` for ``mlp``
+``bmaml.hidden_shape``     JSON ``[layers, hidden]``; ``[]`` for ``mlp``
+``bmaml.adapt_steps``      integer >= 0 (0: the meta-policy itself)
+``bmaml.package_version``  version of bmaml-robot that exported the file
+``bmaml.source_run``       the run directory the policy came from
+=========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+#: Version of the file contract this runtime reads and writes.
+FORMAT_VERSION = "1"
+
+#: Prefix of every metadata key.
+PREFIX = "bmaml."
+
+KEY_FORMAT_VERSION = "bmaml.format_version"
+KEY_ROBOT = "bmaml.robot"
+KEY_FAMILY = "bmaml.family"
+KEY_TASK = "bmaml.task"
+KEY_OBS_DIM = "bmaml.obs_dim"
+KEY_ACT_DIM = "bmaml.act_dim"
+KEY_ACTION_LOW = "bmaml.action_low"
+KEY_ACTION_HIGH = "bmaml.action_high"
+KEY_CONTROL_DT = "bmaml.control_dt"
+KEY_POLICY_KIND = "bmaml.policy_kind"
+KEY_RECURRENCE = "bmaml.recurrence"
+KEY_HIDDEN_SHAPE = "bmaml.hidden_shape"
+KEY_ADAPT_STEPS = "bmaml.adapt_steps"
+KEY_PACKAGE_VERSION = "bmaml.package_version"
+KEY_SOURCE_RUN = "bmaml.source_run"
+
+#: Every key a file must have, in the order they are written.
+REQUIRED_KEYS: tuple[str, ...] = (
+    KEY_FORMAT_VERSION,
+    KEY_ROBOT,
+    KEY_FAMILY,
+    KEY_TASK,
+    KEY_OBS_DIM,
+    KEY_ACT_DIM,
+    KEY_ACTION_LOW,
+    KEY_ACTION_HIGH,
+    KEY_CONTROL_DT,
+    KEY_POLICY_KIND,
+    KEY_RECURRENCE,
+    KEY_HIDDEN_SHAPE,
+    KEY_ADAPT_STEPS,
+    KEY_PACKAGE_VERSION,
+    KEY_SOURCE_RUN,
+)
+
+#: Graph input and output names.
+OBS_INPUT = "obs"
+H_INPUT = "h_in"
+C_INPUT = "c_in"
+ACTION_OUTPUT = "action"
+H_OUTPUT = "h_out"
+C_OUTPUT = "c_out"
+
+POLICY_KINDS: tuple[str, ...] = ("mlp", "rnn", "gru", "lstm")
+RECURRENT_KINDS: tuple[str, ...] = ("rnn", "gru", "lstm")
+RECURRENCE_MODES: tuple[str, ...] = ("frozen", "outer", "all")
+NO_RECURRENCE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyMetadata:
+    """What an exported policy file says about itself (see the module docstring for the keys).
+
+    Construct it directly (export) or with :meth:`from_onnx` / :meth:`from_props` (deploy); the
+    constructor checks every field and raises ``ValueError`` naming the field.
+    """
+
+    robot: str
+    """Robot the policy drives, e.g. ``"HalfCheetah"``."""
+    family: str
+    """Task family, e.g. ``"HalfCheetahDir"``."""
+    task: dict[str, Any]
+    """The task the policy was adapted to, e.g. ``{"direction": -1.0}`` (JSON-serialisable)."""
+    obs_dim: int
+    """Observation size."""
+    act_dim: int
+    """Action size."""
+    action_low: tuple[float, ...]
+    """Lower action bounds, ``[act_dim]``."""
+    action_high: tuple[float, ...]
+    """Upper action bounds, ``[act_dim]``."""
+    control_dt: float
+    """Seconds per control step (the loop runs at ``1 / control_dt`` Hz)."""
+    policy_kind: str
+    """``mlp``, ``rnn``, ``gru`` or ``lstm``."""
+    recurrence: str
+    """``frozen``, ``outer`` or ``all`` for recurrent kinds, ``none`` for ``mlp``."""
+    hidden_shape: tuple[int, ...]
+    """``(layers, hidden)`` for recurrent kinds, ``()`` for ``mlp``."""
+    adapt_steps: int
+    """Adaptation steps taken before export (0: the meta-policy)."""
+    package_version: str
+    """Version of bmaml-robot that exported the file."""
+    source_run: str
+    """The run directory the policy came from."""
+    format_version: str = FORMAT_VERSION
+    """Version of the file contract; this runtime reads ``"1"``."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("robot", "family", "policy_kind", "recurrence", "package_version", "source_run", "format_version"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: expected a string, got {getattr(self, name)!r}")
+        for name in ("robot", "family"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: expected a non-empty string, got ''")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version: this runtime reads format {FORMAT_VERSION!r}, got {self.format_version!r} "
+                "(export the policy with a matching bmaml-robot, or upgrade bmaml-robot-deploy)"
+            )
+        if not isinstance(self.task, Mapping) or not all(isinstance(k, str) for k in self.task):
+            raise ValueError(f"task: expected a dict with string keys, got {self.task!r}")
+        try:
+            task = json.loads(json.dumps(dict(self.task), allow_nan=False))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"task: expected JSON-serialisable finite values, got {self.task!r} ({error})") from None
+        set_(self, "task", task)
+        for name in ("obs_dim", "act_dim"):
+            set_(self, name, _int(getattr(self, name), name, minimum=1))
+        set_(self, "adapt_steps", _int(self.adapt_steps, "adapt_steps", minimum=0))
+        for name in ("action_low", "action_high"):
+            set_(self, name, _floats(getattr(self, name), name, self.act_dim))
+        bad = [i for i, (lo, hi) in enumerate(zip(self.action_low, self.action_high)) if not lo <= hi]
+        if bad:
+            raise ValueError(f"action_low/action_high: expected low <= high everywhere, not at indices {bad}")
+        dt = _float(self.control_dt, "control_dt")
+        if not dt > 0:
+            raise ValueError(f"control_dt: expected seconds > 0, got {self.control_dt!r}")
+        set_(self, "control_dt", dt)
+        if self.policy_kind not in POLICY_KINDS:
+            raise ValueError(f"policy_kind: expected one of {list(POLICY_KINDS)}, got {self.policy_kind!r}")
+        if not isinstance(self.hidden_shape, (list, tuple)):
+            raise ValueError(f"hidden_shape: expected a list [layers, hidden] or [], got {self.hidden_shape!r}")
+        if self.policy_kind == "mlp":
+            if self.recurrence != NO_RECURRENCE:
+                raise ValueError(f"recurrence: an mlp policy has recurrence 'none', got {self.recurrence!r}")
+            if len(self.hidden_shape) != 0:
+                raise ValueError(f"hidden_shape: an mlp policy has hidden_shape [], got {list(self.hidden_shape)!r}")
+            set_(self, "hidden_shape", ())
+        else:
+            if self.recurrence not in RECURRENCE_MODES:
+                raise ValueError(
+                    f"recurrence: a {self.policy_kind} policy has one of {list(RECURRENCE_MODES)}, got {self.recurrence!r}"
+                )
+            if len(self.hidden_shape) != 2:
+                raise ValueError(
+                    f"hidden_shape: a {self.policy_kind} policy has [layers, hidden], got {list(self.hidden_shape)!r}"
+                )
+            set_(self, "hidden_shape", tuple(_int(v, "hidden_shape", minimum=1) for v in self.hidden_shape))
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def recurrent(self) -> bool:
+        """True for rnn, gru and lstm policies (the graph carries a hidden state)."""
+        return self.policy_kind in RECURRENT_KINDS
+
+    @property
+    def state_names(self) -> tuple[tuple[str, str], ...]:
+        """The recurrent state's (input, output) name pairs: ``()`` for mlp, ``(("h_in", "h_out"),)``
+        for rnn/gru, plus ``("c_in", "c_out")`` for lstm."""
+        if not self.recurrent:
+            return ()
+        if self.policy_kind == "lstm":
+            return ((H_INPUT, H_OUTPUT), (C_INPUT, C_OUTPUT))
+        return ((H_INPUT, H_OUTPUT),)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The graph's input names, in order: ``obs`` then the state inputs."""
+        return (OBS_INPUT,) + tuple(i for i, _ in self.state_names)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The graph's output names, in order: ``action`` then the state outputs."""
+        return (ACTION_OUTPUT,) + tuple(o for _, o in self.state_names)
+
+    @property
+    def control_rate_hz(self) -> float:
+        """``1 / control_dt``."""
+        return 1.0 / self.control_dt
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` to write, every value a string, keys in :data:`REQUIRED_KEYS`
+        order (``onnx.helper.set_model_props(model, meta.to_props())``)."""
+        return {
+            KEY_FORMAT_VERSION: self.format_version,
+            KEY_ROBOT: self.robot,
+            KEY_FAMILY: self.family,
+            KEY_TASK: json.dumps(self.task, sort_keys=True),
+            KEY_OBS_DIM: str(self.obs_dim),
+            KEY_ACT_DIM: str(self.act_dim),
+            KEY_ACTION_LOW: json.dumps(list(self.action_low)),
+            KEY_ACTION_HIGH: json.dumps(list(self.action_high)),
+            KEY_CONTROL_DT: repr(self.control_dt),
+            KEY_POLICY_KIND: self.policy_kind,
+            KEY_RECURRENCE: self.recurrence,
+            KEY_HIDDEN_SHAPE: json.dumps(list(self.hidden_shape)),
+            KEY_ADAPT_STEPS: str(self.adapt_steps),
+            KEY_PACKAGE_VERSION: self.package_version,
+            KEY_SOURCE_RUN: self.source_run,
+        }
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], *, source: str = "metadata") -> PolicyMetadata:
+        """Parse ``metadata_props`` (a str -> str mapping; other keys are ignored).
+
+        ``source`` (e.g. the file name) starts every error message. Raises ``ValueError`` naming
+        all missing keys at once, or the key whose value is malformed.
+        """
+        missing = [key for key in REQUIRED_KEYS if key not in props]
+        if missing:
+            raise ValueError(
+                f"{source}: not a bmaml policy file or an incomplete one: missing metadata keys {missing}"
+            )
+        if props[KEY_FORMAT_VERSION] != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: metadata {KEY_FORMAT_VERSION} is {props[KEY_FORMAT_VERSION]!r}; this runtime reads "
+                f"format {FORMAT_VERSION!r} (upgrade bmaml-robot-deploy or re-export the policy)"
+            )
+
+        def parse(key: str, kind: str) -> Any:
+            text = props[key]
+            if not isinstance(text, str):
+                raise ValueError(f"{source}: metadata {key}: expected a string value, got {text!r}")
+            try:
+                if kind == "int":
+                    return int(text)
+                if kind == "float":
+                    return float(text)
+                if kind == "json":
+                    return json.loads(text)
+                return text
+            except ValueError:
+                raise ValueError(f"{source}: metadata {key}: expected {kind}, got {text!r}") from None
+
+        fields = {
+            "format_version": parse(KEY_FORMAT_VERSION, "str"),
+            "robot": parse(KEY_ROBOT, "str"),
+            "family": parse(KEY_FAMILY, "str"),
+            "task": parse(KEY_TASK, "json"),
+            "obs_dim": parse(KEY_OBS_DIM, "int"),
+            "act_dim": parse(KEY_ACT_DIM, "int"),
+            "action_low": parse(KEY_ACTION_LOW, "json"),
+            "action_high": parse(KEY_ACTION_HIGH, "json"),
+            "control_dt": parse(KEY_CONTROL_DT, "float"),
+            "policy_kind": parse(KEY_POLICY_KIND, "str"),
+            "recurrence": parse(KEY_RECURRENCE, "str"),
+            "hidden_shape": parse(KEY_HIDDEN_SHAPE, "json"),
+            "adapt_steps": parse(KEY_ADAPT_STEPS, "int"),
+            "package_version": parse(KEY_PACKAGE_VERSION, "str"),
+            "source_run": parse(KEY_SOURCE_RUN, "str"),
+        }
+        try:
+            return cls(**fields)
+        except ValueError as error:
+            field = str(error).split(":", 1)[0]
+            key = PREFIX + field if PREFIX + field in REQUIRED_KEYS else field
+            raise ValueError(f"{source}: metadata {key}{str(error)[len(field):]}") from None
+
+    @classmethod
+    def from_onnx(cls, model_or_path: Any) -> PolicyMetadata:
+        """Read the metadata of an exported policy.
+
+        ``model_or_path``: a path (str or ``os.PathLike``), an ``onnxruntime.InferenceSession``, or
+        an ``onnx.ModelProto`` (anything with ``metadata_props``). Raises ``ValueError`` naming the
+        file and the problem: missing file, not an ONNX model, missing or malformed keys.
+        """
+        if isinstance(model_or_path, (str, os.PathLike)):
+            path = os.fspath(model_or_path)
+            return cls.from_props(read_props(path), source=path)
+        if hasattr(model_or_path, "get_modelmeta"):
+            props = dict(model_or_path.get_modelmeta().custom_metadata_map)
+            return cls.from_props(props, source="session")
+        if hasattr(model_or_path, "metadata_props"):
+            props = {entry.key: entry.value for entry in model_or_path.metadata_props}
+            return cls.from_props(props, source="model")
+        raise TypeError(
+            "model_or_path: expected a path, an onnxruntime.InferenceSession or an onnx.ModelProto, "
+            f"got {type(model_or_path).__name__}"
+        )
+
+
+def read_props(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file at ``path`` (read with onnxruntime).
+
+    Raises ``ValueError`` naming the file when it is missing or not a readable ONNX model.
+    """
+    session = load_session(path)
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def load_session(path: str | os.PathLike[str], options: Any = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` (CPU) for ``path``; ``ValueError`` naming the file when
+    it does not exist, is not a file, or onnxruntime cannot load it (corrupt, not ONNX)."""
+    import onnxruntime
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such policy file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: expected an ONNX policy file, got a directory or special file")
+    try:
+        return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a loadable ONNX model ({first_line})") from None
+
+
+def _int(value: Any, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    value = int(value.__index__())
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return result
+
+
+def _floats(values: Any, name: str, length: int) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise ValueError(f"{name}: expected a list of {length} finite numbers, got {values!r}")
+    if len(values) != length:
+        raise ValueError(f"{name}: expected {length} numbers (act_dim), got {len(values)}")
+    return tuple(_float(v, name) for v in values)
