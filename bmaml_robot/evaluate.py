@@ -1,0 +1,401 @@
+"""Held-out evaluation of a meta-trained run: return after 0, 1, ..., K adaptation steps.
+
+    bmaml-eval runs/hc-gru --steps 3 --tasks 40 --episodes 20
+    from bmaml_robot.evaluate import evaluate
+    result = evaluate("runs/hc-gru", steps=3)
+    result.summary[1]["mean"], result.summary[1]["gain_mean"]
+
+What it does, for one run directory:
+
+1. Loads the run's meta-policy: ``policy.pt`` (a finished run), or ``checkpoint.pt`` when there is
+   no ``policy.pt`` or the checkpoint is further along (a run in progress, or a finished run that
+   is being extended with ``--resume``). The config comes from the same file.
+2. Draws ``num_tasks`` held-out tasks from the run's family with the evaluation stream of seeds
+   (``evaluation_seed``), which training never uses.
+3. Adapts to every task exactly as training does (``MetaSampler.sample`` then
+   ``MetaLearner.adapted_params`` on all the episodes so far, with the run's ``fast_lr``, gamma and
+   GAE lambda unless ``fast_lr`` is given): the episodes sampled with the parameters after ``k``
+   inner steps give the return at step ``k``; step 0 is the meta-policy itself.
+4. Writes ``eval.json`` (every task's mean return per step, and per step the mean over tasks with
+   its 95% Student-t confidence interval and the gain over step 0 with a paired interval) and
+   ``eval.png`` (return versus adaptation steps), atomically, and returns an ``EvalResult``.
+
+Seeds. Training draws everything of meta-iteration ``i`` from
+``SeedSequence([run_seed, i, stream])`` (``train._iteration_seed``): three entropy words and no
+spawn key. Evaluation uses ``SeedSequence(entropy=eval_seed, spawn_key=(EVAL_STREAM, stream))``:
+stream 0 draws the tasks, stream ``1 + k`` seeds the reset and action noise of the episodes
+sampled after ``k`` steps. NumPy mixes the spawn key into the pool after the entropy, so no
+training seed sequence equals an evaluation one, whatever the seeds. The evaluation streams do
+not depend on the run's seed: every run evaluated with the same ``--seed`` (and task/episode
+counts) sees the same tasks and noise, so runs can be compared task by task. The result at step
+``k`` does not depend on ``--steps`` either (stream ``1 + k`` is fixed).
+
+The confidence intervals are over tasks (each task's value is the mean of its episodes): they
+say how precisely this policy's mean return over the task distribution is known, not how much
+another training seed would differ (that is ``bmaml-compare``'s question).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bmaml_robot.checkpoint import load_checkpoint, write_text_atomic
+from bmaml_robot.config import TrainConfig, from_dict
+from bmaml_robot.envs.families import get_family
+from bmaml_robot.meta import MetaLearner
+from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.policies import Policy
+from bmaml_robot.stats import mean_ci
+from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_policy
+
+#: Spawn-key tag of the evaluation streams (the bytes of "eval"); see the module docstring.
+EVAL_STREAM = 0x6576616C
+EVAL_JSON = "eval.json"
+EVAL_PNG = "eval.png"
+_MAX_SEED = 2**63
+
+
+def evaluation_seed(eval_seed: int, stream: int) -> int:
+    """63-bit seed of evaluation stream ``stream`` (0: tasks, ``1 + k``: episodes after k steps).
+
+    Disjoint from training's ``_iteration_seed`` streams (module docstring)."""
+    sequence = np.random.SeedSequence(entropy=int(eval_seed), spawn_key=(EVAL_STREAM, int(stream)))
+    return int(sequence.generate_state(1, np.uint64)[0] >> 1)
+
+
+def held_out_tasks(family: str, num_tasks: int, eval_seed: int = 0) -> list[dict[str, Any]]:
+    """``num_tasks`` tasks of ``family`` from the evaluation stream (the same for every run)."""
+    rng = np.random.default_rng(evaluation_seed(eval_seed, 0))
+    return get_family(family).sample_tasks(num_tasks, rng)
+
+
+# ----------------------------------------------------------------------------- loading a run
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A run's meta-policy and the config it was trained with."""
+
+    run_dir: Path
+    config: TrainConfig
+    policy: Policy
+    source: str
+    """The file the policy came from: ``policy.pt`` or ``checkpoint.pt``."""
+    iterations: int
+    """Meta-iterations behind this policy."""
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load the meta-policy of ``run_dir``: ``policy.pt``, or ``checkpoint.pt`` when it is missing
+    or further along (a run in progress). ValueError naming the directory and what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run_dir: expected a run directory, got {str(run_dir)!r} (no such directory)")
+    final, checkpoint = run_dir / FINAL_POLICY, run_dir / CHECKPOINT
+    if not final.is_file() and not checkpoint.is_file():
+        present = sorted(p.name for p in run_dir.iterdir())
+        raise ValueError(
+            f"run_dir: {run_dir} has no {FINAL_POLICY} or {CHECKPOINT} (it holds {present}); "
+            f"a run killed before its first checkpoint has no policy to evaluate yet"
+        )
+    state = load_checkpoint(final) if final.is_file() else None
+    source, iterations = FINAL_POLICY, 0
+    if state is not None:
+        iterations = int(_config(state, final).num_batches)
+    if checkpoint.is_file():
+        latest = load_checkpoint(checkpoint)
+        if state is None or int(latest.get("next_iteration", 0)) > iterations:
+            state, source, iterations = latest, CHECKPOINT, int(latest.get("next_iteration", 0))
+    path = run_dir / source
+    config = _config(state, path)
+    if "policy" not in state:
+        raise ValueError(f"{path}: expected a dict with 'config' and 'policy', got keys {sorted(state)}")
+    policy = build_policy(config, *_dims(config))
+    try:
+        policy.load_state_dict(state["policy"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: its policy does not match its config ({error})") from error
+    policy.eval()
+    return LoadedRun(run_dir, config, policy, source, iterations)
+
+
+def _config(state: Any, path: Path) -> TrainConfig:
+    if not isinstance(state, dict) or "config" not in state:
+        raise ValueError(f"{path}: expected a dict with 'config' and 'policy' (written by bmaml-train)")
+    return from_dict(state["config"], source=str(path))
+
+
+def _dims(config: TrainConfig) -> tuple[int, int]:
+    """(obs_dim, act_dim) of the config's family."""
+    from bmaml_robot.envs.vector_env import BatchedRobotEnv
+
+    env = BatchedRobotEnv(config.family, 1, max_episode_steps=1)
+    try:
+        return env.obs_dim, env.act_dim
+    finally:
+        env.close()
+
+
+# ----------------------------------------------------------------------------- adaptation
+def adaptation_returns(
+    policy: Policy,
+    sampler: MetaSampler,
+    learner: MetaLearner,
+    steps: int,
+    eval_seed: int,
+) -> np.ndarray:
+    """Episode returns after 0..``steps`` inner steps, float64 ``[steps + 1, K, B]``.
+
+    ``sampler`` must already hold the K tasks (``set_tasks``). Step k's episodes are sampled with
+    the parameters after k steps, which are adapted from all the episodes of steps < k, exactly
+    as in ``train.meta_iteration``.
+    """
+    returns = np.zeros((steps + 1, sampler.num_tasks, sampler.episodes_per_task))
+    episodes = []
+    params = None
+    for step in range(steps + 1):
+        batch = sampler.sample(policy, params, evaluation_seed(eval_seed, 1 + step))
+        returns[step] = batch.episode_returns().double().numpy()
+        if step < steps:
+            episodes.append(batch)
+            params = learner.adapted_params(episodes)
+    return returns
+
+
+# ----------------------------------------------------------------------------- result
+@dataclasses.dataclass
+class EvalResult:
+    """What ``evaluate`` measured (``to_dict`` is the content of ``eval.json``)."""
+
+    run: LoadedRun
+    settings: dict[str, Any]
+    """steps, num_tasks, episodes_per_task, fast_lr, seed, num_threads, horizon."""
+    tasks: list[dict[str, Any]]
+    episode_returns: np.ndarray
+    """float64 [steps + 1, num_tasks, episodes_per_task]."""
+    summary: list[dict[str, float]]
+    """Per step: ``step``, ``mean``, ``ci_low``, ``ci_high``, ``std_over_tasks``, ``gain_mean``,
+    ``gain_ci_low``, ``gain_ci_high`` (the CIs over tasks, 95%)."""
+    json_path: Path | None = None
+    png_path: Path | None = None
+
+    @property
+    def task_returns(self) -> np.ndarray:
+        """Mean return of each task per step, float64 [steps + 1, num_tasks]."""
+        return self.episode_returns.mean(axis=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        config = self.run.config
+        per_task = self.task_returns
+        return {
+            "run_dir": str(self.run.run_dir),
+            "policy_file": self.run.source,
+            "iterations_trained": self.run.iterations,
+            "run_config": config.to_dict(),
+            "evaluation": {
+                **self.settings,
+                "family": config.family,
+                "confidence": 0.95,
+                "seeds": "numpy SeedSequence(entropy=seed, spawn_key=(0x6576616C, stream)); stream 0: tasks, "
+                         "1 + k: episodes after k steps (disjoint from training's SeedSequence([seed, iteration, "
+                         "stream]))",
+                "confidence_intervals": "Student t over tasks (each task: mean over its episodes); gains are "
+                                        "paired per task (step k - step 0)",
+            },
+            "per_step": self.summary,
+            "per_task": [
+                {
+                    "task": task,
+                    "mean_return": [float(v) for v in per_task[:, i]],
+                    "std_over_episodes": [float(v) for v in self.episode_returns[:, i].std(axis=1, ddof=0)],
+                }
+                for i, task in enumerate(self.tasks)
+            ],
+        }
+
+
+def summarize(task_returns: np.ndarray) -> list[dict[str, float]]:
+    """Per step: mean over tasks with its 95% t-CI, and the paired gain over step 0 with its CI.
+
+    task_returns: float [steps + 1, num_tasks]."""
+    rows = []
+    for step, values in enumerate(task_returns):
+        ci = mean_ci(values)
+        gain = mean_ci(values - task_returns[0])
+        rows.append({
+            "step": step, "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "std_over_tasks": ci.std,
+            "gain_mean": gain.mean, "gain_ci_low": gain.low, "gain_ci_high": gain.high,
+        })
+    return rows
+
+
+# ----------------------------------------------------------------------------- evaluate
+def check_settings(steps: int, num_tasks: int, episodes: int, fast_lr: float | None, seed: int,
+                   num_threads: int) -> None:
+    """ValueError naming the first bad argument."""
+    for name, value, low in (("steps", steps, 0), ("tasks", num_tasks, 1), ("episodes", episodes, 1),
+                             ("num_threads", num_threads, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if fast_lr is not None and (isinstance(fast_lr, bool) or not isinstance(fast_lr, (int, float))
+                                or not math.isfinite(fast_lr) or fast_lr < 0):
+        raise ValueError(f"fast_lr: expected a finite number >= 0, got {fast_lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MAX_SEED:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    steps: int = 3,
+    num_tasks: int = 20,
+    episodes: int = 10,
+    fast_lr: float | None = None,
+    seed: int = 0,
+    num_threads: int = 1,
+    out: str | Path | None = None,
+    write: bool = True,
+) -> EvalResult:
+    """Evaluate the run in ``run_dir`` on ``num_tasks`` held-out tasks, ``episodes`` episodes per
+    task and adaptation step, after 0..``steps`` inner steps (module docstring).
+
+    fast_lr: the inner step size (default: the run's). seed: the evaluation seed (tasks and
+    noise; the same for every run). num_threads: threads stepping the robots (results do not
+    depend on it). out: where ``eval.json`` and ``eval.png`` go (default: ``run_dir``); nothing is
+    written with ``write=False``.
+    """
+    check_settings(steps, num_tasks, episodes, fast_lr, seed, num_threads)
+    run = load_run(run_dir)
+    config = run.config
+    lr = config.fast_lr if fast_lr is None else float(fast_lr)
+    tasks = held_out_tasks(config.family, num_tasks, seed)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as train(): torch's results depend on its thread count
+    sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads)
+    try:
+        sampler.set_tasks(tasks)
+        learner = MetaLearner(run.policy, fast_lr=lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
+        returns = adaptation_returns(run.policy, sampler, learner, steps, seed)
+    finally:
+        sampler.env.close()
+        torch.set_num_threads(torch_threads)
+    settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
+                "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
+    result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
+    if write:
+        out_dir = Path(run_dir if out is None else out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result.json_path = out_dir / EVAL_JSON
+        write_text_atomic(result.json_path, json.dumps(_finite(result.to_dict()), indent=1) + "\n")
+        result.png_path = plot_evaluation(result, out_dir / EVAL_PNG)
+    return result
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, so eval.json is strict JSON (a CI over one task is undefined)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run_label(config: TrainConfig) -> str:
+    """``"Navigation2D, mlp"`` or ``"HalfCheetahDir, gru (outer)"``."""
+    recurrence = "" if config.policy == "mlp" else f" ({config.recurrence})"
+    return f"{config.family}, {config.policy}{recurrence}"
+
+
+def plot_evaluation(result: EvalResult, path: Path) -> Path:
+    """Return versus adaptation steps: every task (thin), the mean with its 95% CI (band)."""
+    from bmaml_robot.plots import new_figure, save_png
+
+    figure = new_figure(6.0, 4.0)
+    axes = figure.add_subplot()
+    steps = np.arange(result.task_returns.shape[0])
+    lines = axes.plot(steps, result.task_returns, color="0.6", linewidth=0.7, alpha=0.5)
+    lines[0].set_label("each task")
+    mean = np.array([row["mean"] for row in result.summary])
+    low = np.array([row["ci_low"] for row in result.summary], dtype=float)
+    high = np.array([row["ci_high"] for row in result.summary], dtype=float)
+    axes.fill_between(steps, low, high, color="C0", alpha=0.25, label="95% CI over tasks")
+    axes.plot(steps, mean, "o-", color="C0", linewidth=2, label="mean over tasks")
+    axes.set_xticks(steps)
+    axes.set_xlabel("adaptation steps")
+    axes.set_ylabel("mean return per episode")
+    settings = result.settings
+    axes.set_title(f"{run_label(result.run.config)}: {result.run.run_dir.name}\n"
+                   f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes, "
+                   f"fast_lr {settings['fast_lr']:g}, {result.run.iterations} meta-iterations", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return save_png(figure, path)
+
+
+def format_table(result: EvalResult) -> str:
+    """The short table ``bmaml-eval`` prints."""
+    run, settings = result.run, result.settings
+    lines = [
+        f"{run.run_dir}: {run_label(run.config)}, {run.source} after {run.iterations} meta-iterations",
+        f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes x "
+        f"{settings['horizon']} steps, fast_lr {settings['fast_lr']:g}, evaluation seed {settings['seed']}",
+        f"{'step':>4}  {'mean return':>11}  {'95% CI (tasks)':>20}  {'gain vs step 0':>15}  {'95% CI':>20}",
+    ]
+    for row in result.summary:
+        ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+        if row["step"] == 0:
+            gain = gain_ci = ""
+        else:
+            gain = f"{row['gain_mean']:+.2f}"
+            gain_ci = f"[{row['gain_ci_low']:+.2f}, {row['gain_ci_high']:+.2f}]"
+        lines.append(f"{row['step']:>4}  {row['mean']:>11.2f}  {ci:>20}  {gain:>15}  {gain_ci:>20}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-eval",
+        description="Evaluate a meta-trained run on held-out tasks: mean return after 0..K adaptation steps, "
+                    "with 95%% confidence intervals over tasks. Writes eval.json and eval.png.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)")
+    p.add_argument("--steps", type=int, default=3, help="adaptation steps K (default 3): returns after 0..K steps")
+    p.add_argument("--tasks", type=int, default=20, help="held-out tasks (default 20)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task and step (default 10)")
+    p.add_argument("--fast-lr", type=float, default=None, help="inner step size (default: the run's fast_lr)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed: tasks and noise, the same for every run (default 0)")
+    p.add_argument("--num-threads", type=int, default=1, help="threads stepping the robots (default 1)")
+    p.add_argument("--out", type=Path, default=None, help="directory for eval.json and eval.png (default: RUN_DIR)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bmaml-eval``: check everything, evaluate, write, print the table."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        check_settings(args.steps, args.tasks, args.episodes, args.fast_lr, args.seed, args.num_threads)
+        load_run(args.run_dir)  # the run is loadable before any work starts
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out: expected a directory, got the file {args.out}")
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    result = evaluate(args.run_dir, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
+                      fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out)
+    print(format_table(result))
+    print(f"wrote {result.json_path} and {result.png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
