@@ -1,0 +1,551 @@
+"""Adapt a meta-trained policy to one task and export it as one self-contained ONNX file.
+
+    bmaml-export runs/cheetah --task '{"direction": -1.0}' --adapt-steps 1 --out cheetah_back.onnx
+
+or from Python::
+
+    from bmaml_robot.export import adapt_for_task, export_onnx
+    policy, params = adapt_for_task("runs/cheetah", {"direction": -1.0}, adapt_steps=1)
+
+Adaptation is training's own inner loop (``MetaLearner.adapted_params`` on episodes sampled by
+``MetaSampler`` with the batched robots), run for one task: step ``i`` samples episodes with the
+parameters adapted ``i`` times, then adapts once more. Recurrent weights that training never
+adapts (``frozen``/``outer`` recurrence) stay as they are. ``adapt_steps=0`` exports the
+meta-policy itself.
+
+The ONNX graph (contract: ``bmaml_robot_deploy.metadata``) is the policy's own ``step`` with
+the adapted parameters baked in as constants::
+
+    obs  [batch, obs_dim]           -> action [batch, act_dim]   (Gaussian mean, clipped to bounds)
+    h_in [layers, batch, hidden]    -> h_out  [layers, batch, hidden]   (rnn, gru, lstm)
+    c_in [layers, batch, hidden]    -> c_out  [layers, batch, hidden]   (lstm)
+
+all float32, ``batch`` dynamic. ``metadata_props`` describe robot, task, dimensions, bounds,
+control timestep, policy kind and source (``PolicyMetadata``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bmaml_robot_deploy.metadata import (
+    ACTION_OUTPUT,
+    C_INPUT,
+    C_OUTPUT,
+    H_INPUT,
+    H_OUTPUT,
+    NO_RECURRENCE,
+    OBS_INPUT,
+    PolicyMetadata,
+)
+
+from bmaml_robot.checkpoint import _atomic_write, load_checkpoint
+from bmaml_robot.config import TrainConfig, from_dict
+from bmaml_robot.envs.families import TaskFamily, get_family
+from bmaml_robot.meta import MetaLearner
+from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.policies import Params, Policy
+from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_policy
+
+#: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
+#: robot computers can load them.
+OPSET_VERSION = 18
+
+#: Largest difference between onnxruntime and torch accepted by the check made at export time.
+EXPORT_TOLERANCE = 1e-5
+
+#: Batch size of the example inputs traced at export (not 1: torch.export specialises size-1 dims).
+_EXAMPLE_BATCH = 3
+
+
+# ----------------------------------------------------------------------------- loading a run
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A training run as found on disk."""
+
+    run_dir: Path
+    """The run directory (resolved)."""
+    source: Path
+    """The file the meta-policy came from: ``policy.pt``, else the latest ``checkpoint.pt``."""
+    config: TrainConfig
+    """The run's config (as saved with the policy)."""
+    policy_state: dict[str, Tensor]
+    """The meta-policy's ``state_dict``."""
+
+
+def load_run(run_dir: str | Path, *, where: str = "run_dir") -> LoadedRun:
+    """Read the meta-policy of a run: ``policy.pt`` (finished), else ``checkpoint.pt`` (latest).
+
+    Raises ``ValueError`` starting with ``where`` when the directory or both files are missing,
+    or the file cannot be read or holds no config and policy.
+    """
+    if not isinstance(run_dir, (str, Path)):
+        raise TypeError(f"{where}: expected a path to a run directory, got {type(run_dir).__name__}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ValueError(f"{where}: {path} is not a directory (expected a run made by bmaml-train)")
+    for name in (FINAL_POLICY, CHECKPOINT):
+        source = path / name
+        if source.is_file():
+            break
+    else:
+        raise ValueError(f"{where}: {path} holds neither {FINAL_POLICY} nor {CHECKPOINT} (is it a bmaml-train run?)")
+    try:
+        state = load_checkpoint(source)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    if not isinstance(state, dict) or "config" not in state or "policy" not in state:
+        raise ValueError(f"{where}: {source} is not a bmaml-train policy file (expected keys 'config' and 'policy')")
+    try:
+        config = from_dict(state["config"], source=str(source))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    return LoadedRun(path.resolve(), source, config, state["policy"])
+
+
+def check_task(family: TaskFamily, task: Any, *, where: str = "task") -> dict[str, Any]:
+    """``task`` checked against ``family`` (ValueError/TypeError naming ``where`` otherwise), in
+    canonical form: floats, ``goal`` as a list ``[x, y]``."""
+    encoded = family.encode(task, where)
+    if family.task_keys == ("goal",):
+        return {"goal": [float(encoded[0]), float(encoded[1])]}
+    return {family.task_keys[0]: float(encoded[0])}
+
+
+# ----------------------------------------------------------------------------- adaptation
+@dataclasses.dataclass
+class Adaptation:
+    """A meta-policy adapted to one task, with what is needed to describe it."""
+
+    run: LoadedRun
+    policy: Policy
+    """The meta-policy (module parameters are never changed by adaptation)."""
+    params: dict[str, Tensor]
+    """The adapted parameters, every name, ``{name: Tensor [1, *shape]}`` (detached)."""
+    task: dict[str, Any]
+    """The task, canonical form."""
+    adapt_steps: int
+    fast_lr: float
+    episodes: int
+    """Episodes sampled per step."""
+    returns: list[float]
+    """Mean undiscounted return of the episodes sampled with the parameters after ``i`` steps,
+    ``i = 0 .. adapt_steps`` (one entry when ``adapt_steps == 0``)."""
+    family: TaskFamily
+    control_dt: float
+    """Seconds per control step (the env's ``dt``)."""
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+
+    def metadata(self) -> PolicyMetadata:
+        """The ``PolicyMetadata`` of an ONNX file exported from this adaptation."""
+        from bmaml_robot import __version__
+
+        policy = self.policy
+        return PolicyMetadata(
+            robot=self.family.robot,
+            family=self.family.name,
+            task=self.task,
+            obs_dim=policy.obs_dim,
+            act_dim=policy.act_dim,
+            action_low=self.action_low,
+            action_high=self.action_high,
+            control_dt=self.control_dt,
+            policy_kind=policy.kind,
+            recurrence=policy.recurrence or NO_RECURRENCE,
+            hidden_shape=tuple(policy.hidden_shape),
+            adapt_steps=self.adapt_steps,
+            package_version=__version__,
+            source_run=str(self.run.run_dir),
+        )
+
+
+def _sample_seed(seed: int, step: int) -> int:
+    """Independent 63-bit seeds per (seed, adaptation step)."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high is not None and value >= high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{name}: expected an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def _check_fast_lr(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def adapt_run(
+    run: str | Path | LoadedRun,
+    task: Mapping[str, Any],
+    adapt_steps: int,
+    *,
+    episodes: int | None = None,
+    fast_lr: float | None = None,
+    seed: int = 0,
+    num_threads: int | None = None,
+) -> Adaptation:
+    """Adapt a run's meta-policy to ``task`` with ``adapt_steps`` inner steps, as training does.
+
+    Args:
+        run: the run directory (or a ``LoadedRun``).
+        task: a task of the run's family, e.g. ``{"direction": -1.0}``.
+        adapt_steps: inner steps K >= 0 (0: the meta-policy itself; one batch of episodes is
+            still sampled, for the return it reaches).
+        episodes: episodes per step (default: the run's ``episodes_per_task``), of the run's
+            ``horizon``.
+        fast_lr: inner step size (default: the run's).
+        seed: fixes reset and action noise of every step's episodes.
+        num_threads: threads stepping the robots (default: the run's; results do not depend on it).
+
+    Returns:
+        ``Adaptation``: adapted parameters ``{name: [1, *shape]}`` and the mean return after
+        each step (K + 1 batches of episodes are sampled: after the last step too).
+    """
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    config = loaded.config
+    family = get_family(config.family)
+    canonical = check_task(family, task)
+    adapt_steps = _check_int("adapt_steps", adapt_steps, 0)
+    episodes = _check_int("episodes", config.episodes_per_task if episodes is None else episodes, 1)
+    fast_lr = _check_fast_lr("fast_lr", config.fast_lr if fast_lr is None else fast_lr)
+    seed = _check_int("seed", seed, 0, 2**64)
+    num_threads = _check_int("num_threads", config.num_threads if num_threads is None else num_threads, 1)
+
+    sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads)
+    # One torch thread, as in training (float results independent of the machine; faster on
+    # small problems); restored on return.
+    with _torch_threads(1):
+        try:
+            env = sampler.env
+            policy = build_policy(config, env.obs_dim, env.act_dim)
+            policy.load_state_dict(loaded.policy_state)
+            learner = MetaLearner(policy, fast_lr=fast_lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
+            sampler.set_tasks([canonical])
+            # Training's inner loop (train.meta_iteration) for one task.
+            train_episodes = []
+            params: Params = None
+            returns = []
+            for step in range(adapt_steps + 1):
+                batch = sampler.sample(policy, params, _sample_seed(seed, step))
+                returns.append(float(batch.episode_returns().mean()))
+                if step == adapt_steps:
+                    break
+                train_episodes.append(batch)
+                params = learner.adapted_params(train_episodes)
+            if params is None:
+                with torch.no_grad():
+                    params = policy.batched_params(1)
+            adapted = {name: value.detach().clone() for name, value in params.items()}
+            low, high = env.single_action_space.low, env.single_action_space.high
+            control_dt = float(env.dt)
+        finally:
+            sampler.env.close()
+    return Adaptation(
+        run=loaded, policy=policy, params=adapted, task=canonical, adapt_steps=adapt_steps, fast_lr=fast_lr,
+        episodes=episodes, returns=returns, family=family, control_dt=control_dt,
+        action_low=tuple(float(v) for v in low), action_high=tuple(float(v) for v in high),
+    )
+
+
+def adapt_for_task(
+    run_dir: str | Path,
+    task: Mapping[str, Any],
+    adapt_steps: int,
+    *,
+    episodes: int | None = None,
+    fast_lr: float | None = None,
+    seed: int = 0,
+    num_threads: int | None = None,
+) -> tuple[Policy, dict[str, Tensor]]:
+    """``(policy, params)``: the run's meta-policy and its parameters adapted to ``task``,
+    ``{name: Tensor [1, *shape]}`` (every name; use them as ``policy.step(obs, state, params)``
+    with ``obs [1, B, obs_dim]``). See ``adapt_run`` for the arguments."""
+    adaptation = adapt_run(
+        run_dir, task, adapt_steps, episodes=episodes, fast_lr=fast_lr, seed=seed, num_threads=num_threads
+    )
+    return adaptation.policy, adaptation.params
+
+
+# ----------------------------------------------------------------------------- ONNX export
+class ExportedPolicy(torch.nn.Module):
+    """The deterministic controller of one task, as exported: the policy's own ``step`` with
+    fixed parameters, its Gaussian mean clipped to the action bounds.
+
+    ``forward(obs [B, obs_dim], h_in [1, B, H], c_in [1, B, H])``; the state inputs exist only
+    for recurrent kinds (``c_in`` for lstm). Returns ``action [B, act_dim]`` (mlp) or
+    ``(action, h_out[, c_out])`` with states ``[1, B, H]``.
+    """
+
+    def __init__(self, policy: Policy, params: Mapping[str, Tensor], action_low: Tensor, action_high: Tensor) -> None:
+        super().__init__()
+        # A copy of the policy whose own (shared) parameters are the task's: step(params=None)
+        # then runs them with plain matmuls, the cheapest graph.
+        self.policy = copy.deepcopy(policy)
+        with torch.no_grad():
+            for name, value in self.policy.named_parameters():
+                value.copy_(params[name][0])
+                value.requires_grad_(False)
+        self.policy.eval()
+        self.register_buffer("action_low", action_low.to(torch.float32))
+        self.register_buffer("action_high", action_high.to(torch.float32))
+
+    def forward(self, obs: Tensor, h_in: Tensor | None = None, c_in: Tensor | None = None) -> Any:
+        kind = self.policy.kind
+        if kind == "mlp":
+            state = None
+        elif kind == "lstm":
+            state = (h_in[0], c_in[0])  # [layers = 1, B, H] -> [B, H]
+        else:
+            state = h_in[0]
+        mean, _, next_state = self.policy.step(obs, state)
+        action = torch.clamp(mean, self.action_low, self.action_high)
+        if kind == "mlp":
+            return action
+        if kind == "lstm":
+            return action, next_state[0].unsqueeze(0), next_state[1].unsqueeze(0)
+        return action, next_state.unsqueeze(0)
+
+
+def _check_export_args(policy: Policy, params: Mapping[str, Tensor] | None, metadata: PolicyMetadata) -> dict[str, Tensor]:
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy: expected a bmaml_robot Policy, got {type(policy).__name__}")
+    if not isinstance(metadata, PolicyMetadata):
+        raise TypeError(f"metadata: expected a bmaml_robot_deploy.PolicyMetadata, got {type(metadata).__name__}")
+    own = dict(policy.named_parameters())
+    if params is None:
+        params = {name: value.detach().unsqueeze(0) for name, value in own.items()}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected None or a dict {{name: Tensor [1, *shape]}}, got {type(params).__name__}")
+    missing, extra = sorted(set(own) - set(params)), sorted(set(params) - set(own))
+    if missing or extra:
+        raise ValueError(f"params: expected exactly the names {sorted(own)}, got missing {missing} and unknown {extra}")
+    for name, p in own.items():
+        value = params[name]
+        if not isinstance(value, Tensor) or tuple(value.shape) != (1, *p.shape):
+            got = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(
+                f"params[{name!r}]: expected shape {[1, *p.shape]} (one task; take a task's slice "
+                f"v[k:k+1] of a multi-task dict), got {got}"
+            )
+        if not torch.isfinite(value).all():
+            raise ValueError(f"params[{name!r}]: expected finite values, got NaN or inf")
+    expected = {
+        "obs_dim": policy.obs_dim, "act_dim": policy.act_dim, "policy_kind": policy.kind,
+        "recurrence": policy.recurrence or NO_RECURRENCE, "hidden_shape": tuple(policy.hidden_shape),
+    }
+    for field, value in expected.items():
+        if getattr(metadata, field) != value:
+            raise ValueError(f"metadata.{field}: expected {value!r} (the policy's), got {getattr(metadata, field)!r}")
+    return {name: params[name].detach().to(torch.float32) for name in own}
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter (deprecation and naming warnings, 'torchvision is not
+    installed'); errors still raise."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _example_inputs(metadata: PolicyMetadata, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """Named float32 inputs of the graph for ``batch`` environments (random, finite)."""
+    inputs = {OBS_INPUT: torch.randn(batch, metadata.obs_dim, generator=generator)}
+    for input_name, _ in metadata.state_names:
+        inputs[input_name] = torch.randn(metadata.hidden_shape[0], batch, metadata.hidden_shape[1], generator=generator)
+    return inputs
+
+
+def export_onnx(
+    policy: Policy,
+    params: Mapping[str, Tensor] | None,
+    path: str | Path,
+    metadata: PolicyMetadata,
+) -> Path:
+    """Write the deterministic controller of ``policy`` with ``params`` to ``path`` (ONNX).
+
+    Args:
+        policy: the (meta-)policy whose ``step`` is exported.
+        params: one task's parameters ``{name: Tensor [1, *shape]}`` (every name), e.g. from
+            ``adapt_for_task``; None for the policy's own.
+        path: the ``.onnx`` file, written atomically (a kill leaves the old file or the new one).
+        metadata: what the file says about itself (written to ``metadata_props``); its
+            dimensions, kind, recurrence and hidden shape must be the policy's.
+
+    The graph is exported with ``torch.onnx.export(dynamo=True)`` (opset ``OPSET_VERSION``,
+    dynamic batch, weights inside the file), then checked under onnxruntime against torch on
+    random inputs (to ``EXPORT_TOLERANCE``) before it is written. Returns ``path``.
+    """
+    import onnx
+    import onnxruntime
+
+    task_params = _check_export_args(policy, params, metadata)
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path: expected a file name, got the directory {path}")
+    module = ExportedPolicy(
+        policy, task_params, torch.tensor(metadata.action_low), torch.tensor(metadata.action_high)
+    ).eval()
+    example = _example_inputs(metadata, _EXAMPLE_BATCH, torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch")
+    dynamic_shapes = {OBS_INPUT: {0: batch}}
+    for input_name, _ in metadata.state_names:
+        dynamic_shapes[input_name] = {1: batch}  # [layers, batch, hidden]
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                tuple(example.values()),
+                dynamo=True,
+                external_data=False,
+                opset_version=OPSET_VERSION,
+                input_names=list(metadata.input_names),
+                output_names=list(metadata.output_names),
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+            )
+    except Exception as error:
+        raise RuntimeError(f"export_onnx: torch.onnx.export failed for the {policy.kind} policy: {error}") from error
+    model = program.model_proto
+    onnx.helper.set_model_props(model, metadata.to_props())
+    model.doc_string = (
+        f"bmaml-robot {metadata.policy_kind} policy for {metadata.family} task {json.dumps(metadata.task)}, "
+        f"adapted {metadata.adapt_steps} step(s)"
+    )
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+
+    # The file must compute what torch computes, at two batch sizes, before it replaces anything.
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(1)
+    for check_batch in (1, 5):
+        inputs = _example_inputs(metadata, check_batch, generator)
+        with torch.no_grad():
+            expected = module(*inputs.values())
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(list(metadata.output_names), {k: v.numpy() for k, v in inputs.items()})
+        for name, want, have in zip(metadata.output_names, expected, got):
+            error = float(np.max(np.abs(want.numpy() - have))) if have.shape == tuple(want.shape) else math.inf
+            if not error <= EXPORT_TOLERANCE:
+                raise RuntimeError(
+                    f"export_onnx: the exported graph differs from torch on {name!r} at batch {check_batch} "
+                    f"(max |difference| {error:.3g} > {EXPORT_TOLERANCE}); nothing was written"
+                )
+    _atomic_write(path, lambda f: f.write(data))
+    return path
+
+
+# ----------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-export",
+        description="Adapt a meta-trained policy to one task (sampling episodes with the batched robots, "
+        "training's inner loop) and export the adapted policy as one self-contained ONNX file for "
+        "bmaml-robot-deploy.",
+        epilog='example: bmaml-export runs/cheetah --task \'{"direction": -1.0}\' --adapt-steps 1 --out cheetah_back.onnx',
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory made by bmaml-train (policy.pt, else checkpoint.pt)")
+    p.add_argument("--task", required=True, metavar="JSON",
+                   help='the task, a JSON object of the run\'s family, e.g. \'{"direction": -1.0}\' or \'{"goal": [0.2, -0.1]}\'')
+    p.add_argument("--adapt-steps", required=True, type=int, metavar="K", help="inner adaptation steps (0: the meta-policy itself)")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="ONNX file to write (e.g. policy.onnx)")
+    p.add_argument("--episodes", type=int, default=None, metavar="E", help="episodes sampled per step (default: the run's episodes_per_task)")
+    p.add_argument("--fast-lr", type=float, default=None, metavar="X", help="inner step size (default: the run's fast_lr)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampled episodes (default: 0)")
+    p.add_argument("--num-threads", type=int, default=None, metavar="N", help="threads stepping the robots (default: the run's)")
+    return p
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1024:.1f} KiB" if num_bytes < 1024**2 else f"{num_bytes / 1024**2:.1f} MiB"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``bmaml-export``: check everything, adapt, export, say what was written."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_run(args.run_dir, where="RUN_DIR")
+        try:
+            task = json.loads(args.task)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--task: expected a JSON object such as '{{\"direction\": -1.0}}', got {args.task!r} ({error})") from None
+        family = get_family(loaded.config.family)
+        if not isinstance(task, dict):
+            raise ValueError(f"--task: expected a JSON object with the keys {list(family.task_keys)} "
+                             f"({family.name}), got {args.task!r}")
+        check_task(family, task, where="--task")
+        _check_int("--adapt-steps", args.adapt_steps, 0)
+        if args.episodes is not None:
+            _check_int("--episodes", args.episodes, 1)
+        if args.fast_lr is not None:
+            _check_fast_lr("--fast-lr", args.fast_lr)
+        _check_int("--seed", args.seed, 0, 2**64)
+        if args.num_threads is not None:
+            _check_int("--num-threads", args.num_threads, 1)
+        if args.out.is_dir():
+            raise ValueError(f"--out: expected a file name, got the directory {args.out}")
+    except (ValueError, TypeError) as error:  # everything checked before any work starts
+        parser.error(str(error))
+
+    adaptation = adapt_run(
+        loaded, task, args.adapt_steps, episodes=args.episodes, fast_lr=args.fast_lr, seed=args.seed,
+        num_threads=args.num_threads,
+    )
+    metadata = adaptation.metadata()
+    path = export_onnx(adaptation.policy, adaptation.params, args.out, metadata)
+    config = loaded.config
+    kind = config.policy + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
+    print(f"bmaml-export: {path} ({_size(path.stat().st_size)}): {kind} policy of {loaded.source}, "
+          f"{metadata.family} task {json.dumps(metadata.task)}")
+    returns = adaptation.returns
+    if adaptation.adapt_steps == 0:
+        print(f"  meta-policy (no adaptation): return {returns[0]:.2f} on {adaptation.episodes} episodes")
+    else:
+        print(f"  {adaptation.adapt_steps} adaptation step(s), fast_lr {adaptation.fast_lr:g}, "
+              f"{adaptation.episodes} episodes per step: return {returns[0]:.2f} before adaptation, "
+              f"{returns[-1]:.2f} after ({returns[-1] - returns[0]:+.2f})")
+    print(f"  control rate {metadata.control_rate_hz:g} Hz (control_dt {metadata.control_dt:g} s), "
+          f"{len(metadata.input_names)} input(s) {list(metadata.input_names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
