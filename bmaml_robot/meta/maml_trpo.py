@@ -38,6 +38,7 @@ from torch import Tensor
 from .adaptation import AdaptationJacobian, Params, PolicyLike, adapt, adapt_linearized
 from .advantages import compute_advantages
 from .episodes import Episodes, task_mean, zero_masked
+from .mlp_outer import MLPOuterProblem
 from .trpo import (
     backtracking_line_search,
     conjugate_gradient_with_product,
@@ -470,11 +471,13 @@ class MetaLearner:
             raise ValueError("policy.trainable_names(): empty, there is nothing to meta-train")
         chunks = self._chunks(train, valid)
 
+        # The tanh MLP has hand-derived products (same values, ~2x faster than autograd's).
+        problem_class = MLPOuterProblem if MLPOuterProblem.supports(policy) else OuterProblem
         with torch.enable_grad():
             problems = self._map(
-                lambda c: OuterProblem(policy, c.train, c.valid, self.fast_lr, self.first_order), chunks
+                lambda c: problem_class(policy, c.train, c.valid, self.fast_lr, self.first_order), chunks
             )
-            grad = self._weighted_sum(chunks, self._map(OuterProblem.gradient, problems))
+            grad = self._weighted_sum(chunks, self._map(lambda problem: problem.gradient(), problems))
 
             def hvp(vector: Tensor) -> Tensor:
                 products = self._map(lambda problem: problem.hvp(vector), problems)
