@@ -48,6 +48,16 @@ def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> Policy:
     )
 
 
+def build_learner(config: TrainConfig, policy: Policy) -> MetaLearner:
+    """The MAML-TRPO learner of ``config`` (its groups of tasks run on ``config.num_threads``)."""
+    return MetaLearner(
+        policy, fast_lr=config.fast_lr, first_order=config.first_order, max_kl=config.max_kl,
+        cg_iters=config.cg_iters, cg_damping=config.cg_damping, ls_max_steps=config.ls_max_steps,
+        ls_backtrack=config.ls_backtrack, gamma=config.gamma, gae_lambda=config.gae_lambda,
+        num_threads=config.num_threads,
+    )
+
+
 def _iteration_seed(seed: int, iteration: int, stream: int) -> int:
     """Independent 63-bit seeds per (run seed, iteration, stream)."""
     return int(np.random.SeedSequence([seed, iteration, stream]).generate_state(1, np.uint64)[0] >> 1)
@@ -145,12 +155,7 @@ def train(
     if state is not None:
         policy.load_state_dict(state["policy"])
         sampler.env_steps = state["env_steps"]
-    learner = MetaLearner(
-        policy, fast_lr=config.fast_lr, first_order=config.first_order, max_kl=config.max_kl,
-        cg_iters=config.cg_iters, cg_damping=config.cg_damping, ls_max_steps=config.ls_max_steps,
-        ls_backtrack=config.ls_backtrack, gamma=config.gamma, gae_lambda=config.gae_lambda,
-        num_threads=config.num_threads,
-    )
+    learner = build_learner(config, policy)
 
     # Metrics are appended before the checkpoint that covers them: after a kill, lines past the
     # checkpoint are dropped here and recomputed (identically).

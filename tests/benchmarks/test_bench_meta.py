@@ -44,9 +44,8 @@ from mujoco import rollout as mj_rollout
 
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.envs.assets import asset_path
-from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
-from bmaml_robot.train import build_policy, meta_iteration
+from bmaml_robot.train import build_learner, build_policy, meta_iteration
 
 
 def _size() -> tuple[int, int]:
@@ -143,10 +142,7 @@ def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.Capture
                           num_threads=config.num_threads)
     timer = TimedStep(sampler.env)
     policy_module = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
-    learner = MetaLearner(policy_module, fast_lr=config.fast_lr, first_order=config.first_order,
-                          max_kl=config.max_kl, cg_iters=config.cg_iters, cg_damping=config.cg_damping,
-                          ls_max_steps=config.ls_max_steps, ls_backtrack=config.ls_backtrack,
-                          gamma=config.gamma, gae_lambda=config.gae_lambda)
+    learner = build_learner(config, policy_module)
     rounds: list[dict[str, float]] = []
     counter = iter(range(10**6))
 
