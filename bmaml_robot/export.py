@@ -54,13 +54,12 @@ from bmaml_robot_deploy.metadata import (
     PolicyMetadata,
 )
 
-from bmaml_robot.checkpoint import _atomic_write, load_checkpoint
-from bmaml_robot.config import TrainConfig, from_dict
+from bmaml_robot.checkpoint import _atomic_write
 from bmaml_robot.envs.families import TaskFamily, get_family
+from bmaml_robot.evaluate import LoadedRun, evaluation_seed, load_run
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Params, Policy
-from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_policy
 
 #: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
 #: robot computers can load them.
@@ -73,51 +72,7 @@ EXPORT_TOLERANCE = 1e-5
 _EXAMPLE_BATCH = 3
 
 
-# ----------------------------------------------------------------------------- loading a run
-@dataclasses.dataclass(frozen=True)
-class LoadedRun:
-    """A training run as found on disk."""
-
-    run_dir: Path
-    """The run directory (resolved)."""
-    source: Path
-    """The file the meta-policy came from: ``policy.pt``, else the latest ``checkpoint.pt``."""
-    config: TrainConfig
-    """The run's config (as saved with the policy)."""
-    policy_state: dict[str, Tensor]
-    """The meta-policy's ``state_dict``."""
-
-
-def load_run(run_dir: str | Path, *, where: str = "run_dir") -> LoadedRun:
-    """Read the meta-policy of a run: ``policy.pt`` (finished), else ``checkpoint.pt`` (latest).
-
-    Raises ``ValueError`` starting with ``where`` when the directory or both files are missing,
-    or the file cannot be read or holds no config and policy.
-    """
-    if not isinstance(run_dir, (str, Path)):
-        raise TypeError(f"{where}: expected a path to a run directory, got {type(run_dir).__name__}")
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ValueError(f"{where}: {path} is not a directory (expected a run made by bmaml-train)")
-    for name in (FINAL_POLICY, CHECKPOINT):
-        source = path / name
-        if source.is_file():
-            break
-    else:
-        raise ValueError(f"{where}: {path} holds neither {FINAL_POLICY} nor {CHECKPOINT} (is it a bmaml-train run?)")
-    try:
-        state = load_checkpoint(source)
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
-    if not isinstance(state, dict) or "config" not in state or "policy" not in state:
-        raise ValueError(f"{where}: {source} is not a bmaml-train policy file (expected keys 'config' and 'policy')")
-    try:
-        config = from_dict(state["config"], source=str(source))
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{where}: {error}") from None
-    return LoadedRun(path.resolve(), source, config, state["policy"])
-
-
+# ----------------------------------------------------------------------------- the task
 def check_task(family: TaskFamily, task: Any, *, where: str = "task") -> dict[str, Any]:
     """``task`` checked against ``family`` (ValueError/TypeError naming ``where`` otherwise), in
     canonical form: floats, ``goal`` as a list ``[x, y]``."""
@@ -171,13 +126,8 @@ class Adaptation:
             hidden_shape=tuple(policy.hidden_shape),
             adapt_steps=self.adapt_steps,
             package_version=__version__,
-            source_run=str(self.run.run_dir),
+            source_run=str(Path(self.run.run_dir).resolve()),
         )
-
-
-def _sample_seed(seed: int, step: int) -> int:
-    """Independent 63-bit seeds per (seed, adaptation step)."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -246,8 +196,7 @@ def adapt_run(
     with _torch_threads(1):
         try:
             env = sampler.env
-            policy = build_policy(config, env.obs_dim, env.act_dim)
-            policy.load_state_dict(loaded.policy_state)
+            policy = loaded.policy
             learner = MetaLearner(policy, fast_lr=fast_lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
             sampler.set_tasks([canonical])
             # Training's inner loop (train.meta_iteration) for one task.
@@ -255,7 +204,8 @@ def adapt_run(
             params: Params = None
             returns = []
             for step in range(adapt_steps + 1):
-                batch = sampler.sample(policy, params, _sample_seed(seed, step))
+                # bmaml-eval's noise streams: step k sees the noise bmaml-eval --seed S sees there.
+                batch = sampler.sample(policy, params, evaluation_seed(seed, 1 + step))
                 returns.append(float(batch.episode_returns().mean()))
                 if step == adapt_steps:
                     break
@@ -502,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        loaded = load_run(args.run_dir, where="RUN_DIR")
+        loaded = load_run(args.run_dir)
         try:
             task = json.loads(args.task)
         except json.JSONDecodeError as error:
@@ -533,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = export_onnx(adaptation.policy, adaptation.params, args.out, metadata)
     config = loaded.config
     kind = config.policy + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
-    print(f"bmaml-export: {path} ({_size(path.stat().st_size)}): {kind} policy of {loaded.source}, "
+    print(f"bmaml-export: {path} ({_size(path.stat().st_size)}): {kind} policy of {Path(loaded.run_dir) / loaded.source}, "
           f"{metadata.family} task {json.dumps(metadata.task)}")
     returns = adaptation.returns
     if adaptation.adapt_steps == 0:

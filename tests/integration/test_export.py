@@ -1,0 +1,315 @@
+"""bmaml-export: adaptation to one task and the ONNX file it writes.
+
+The exported graph must compute what the adapted torch policy computes (1000-step closed loop on
+the robot, hidden state fed back, every policy kind), at any batch size, from one file, with the
+metadata the deploy runtime reads. Runs are tiny (one meta-iteration of 2 tasks x 2 episodes),
+trained once per module and kind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import bmaml_robot as bm  # noqa: E402
+from bmaml_robot.config import TrainConfig  # noqa: E402
+from bmaml_robot.evaluate import load_run  # noqa: E402
+from bmaml_robot.export import Adaptation, adapt_for_task, adapt_run, export_onnx, main  # noqa: E402
+from bmaml_robot.train import train  # noqa: E402
+from bmaml_robot_deploy.metadata import REQUIRED_KEYS, PolicyMetadata  # noqa: E402
+
+FAMILY = "HalfCheetahDir"
+TASK = {"direction": -1.0}
+#: Every kind, and between them every recurrence mode.
+RECURRENCE = {"mlp": "frozen", "rnn": "outer", "gru": "frozen", "lstm": "all"}
+HIDDEN = 16
+PARITY_STEPS = 1000
+TOLERANCE = 1e-5
+
+
+def tiny(kind: str) -> TrainConfig:
+    return TrainConfig(family=FAMILY, policy=kind, recurrence=RECURRENCE[kind], num_tasks=2, episodes_per_task=2,
+                       horizon=20, num_batches=1, num_threads=1, hidden_size=HIDDEN, hidden_sizes=(HIDDEN, HIDDEN),
+                       init_log_std=-0.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``run_dir(kind)``: a trained tiny run of that kind (trained on first use)."""
+    made: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in made:
+            made[kind] = tmp_path_factory.mktemp(f"run-{kind}")
+            train(tiny(kind), made[kind])
+        return made[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+             ) -> Callable[[str], tuple[Adaptation, Path]]:
+    """``exported(kind)``: the run adapted to TASK with 2 inner steps, and its ONNX file."""
+    made: dict[str, tuple[Adaptation, Path]] = {}
+
+    def get(kind: str) -> tuple[Adaptation, Path]:
+        if kind not in made:
+            adaptation = adapt_run(run_dir(kind), TASK, 2, episodes=2, seed=1)
+            path = tmp_path_factory.mktemp(f"onnx-{kind}") / f"{kind}.onnx"
+            export_onnx(adaptation.policy, adaptation.params, path, adaptation.metadata())
+            made[kind] = adaptation, path
+        return made[kind]
+
+    return get
+
+
+def session_of(path: Path) -> Any:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def state_inputs(kind: str) -> list[str]:
+    return {"mlp": [], "rnn": ["h_in"], "gru": ["h_in"], "lstm": ["h_in", "c_in"]}[kind]
+
+
+def torch_states(state: Any) -> list[np.ndarray]:
+    """A torch state ``[K=1, B, H]`` (or ``(h, c)``) as the graph's ``[layers=1, B, H]`` arrays."""
+    if state is None:
+        return []
+    parts = state if isinstance(state, tuple) else (state,)
+    return [s.numpy() for s in parts]
+
+
+# ----------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("kind", list(RECURRENCE))
+def test_onnx_matches_the_adapted_torch_policy_over_a_closed_loop_episode(kind: str, exported) -> None:
+    adaptation, path = exported(kind)
+    policy, params = adaptation.policy, adaptation.params
+
+    # The exported parameters are the adapted ones: every adaptable tensor moved, the others
+    # (frozen or outer-loop recurrent weights) are the meta-parameters.
+    adaptable = set(policy.adaptable_names())
+    for name, value in policy.named_parameters():
+        assert torch.equal(params[name][0], value) == (name not in adaptable), name
+    if kind in ("rnn", "gru"):
+        assert {"cell.weight_hh", "cell.bias_hh"}.isdisjoint(adaptable)
+    if kind == "lstm":
+        assert {"cell.weight_hh", "cell.bias_hh"} <= adaptable
+
+    session = session_of(path)
+    env = bm.make_vec(FAMILY, 1, max_episode_steps=PARITY_STEPS, seed=0)
+    env.set_tasks([TASK])
+    low = torch.from_numpy(env.single_action_space.low)
+    high = torch.from_numpy(env.single_action_space.high)
+    obs, _ = env.reset(seed=7)
+    state = policy.initial_state((1, 1))
+    onnx_state = [np.zeros((1, 1, HIDDEN), np.float32) for _ in state_inputs(kind)]
+    worst_action = worst_state = 0.0
+    hidden_norms = []
+    try:
+        for t in range(PARITY_STEPS):
+            x = torch.from_numpy(obs).to(torch.float32).view(1, 1, -1)
+            with torch.no_grad():
+                mean, _, state = policy.step(x, state, params)
+            action = torch.clamp(mean.view(1, -1), low, high)
+            outputs = session.run(None, {"obs": x.view(1, -1).numpy(), **dict(zip(state_inputs(kind), onnx_state))})
+            worst_action = max(worst_action, float(np.abs(outputs[0] - action.numpy()).max()))
+            for want, have in zip(torch_states(state), outputs[1:]):
+                assert have.shape == want.shape == (1, 1, HIDDEN)
+                worst_state = max(worst_state, float(np.abs(have - want).max()))
+            onnx_state = outputs[1:]  # fed back, as a controller does
+            if onnx_state:
+                hidden_norms.append(float(np.abs(onnx_state[0]).max()))
+            obs, _, terminated, truncated, _ = env.step(action.numpy())
+            assert bool(truncated[0]) == (t == PARITY_STEPS - 1) and not terminated[0]
+    finally:
+        env.close()
+    assert worst_action <= TOLERANCE
+    assert worst_state <= TOLERANCE
+    if kind != "mlp":
+        assert min(hidden_norms[10:]) > 1e-3  # the state really is carried (not reset to zeros)
+
+
+@pytest.mark.parametrize("kind", list(RECURRENCE))
+def test_batch_size_is_dynamic(kind: str, exported) -> None:
+    adaptation, path = exported(kind)
+    policy, params = adaptation.policy, adaptation.params
+    model = onnx.load(str(path))
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        batch_axis = 0 if value.name in ("obs", "action") else 1
+        assert dims[batch_axis].dim_param and not dims[batch_axis].HasField("dim_value"), value.name
+    session = session_of(path)
+    generator = torch.Generator().manual_seed(0)
+    for batch in (1, 7):
+        obs = torch.randn(1, batch, policy.obs_dim, generator=generator)
+        state = None
+        if kind != "mlp":
+            h = torch.randn(1, batch, HIDDEN, generator=generator)
+            state = (h, torch.randn(1, batch, HIDDEN, generator=generator)) if kind == "lstm" else h
+        feeds = {"obs": obs[0].numpy(), **dict(zip(state_inputs(kind), torch_states(state)))}
+        with torch.no_grad():
+            mean, _, next_state = policy.step(obs, state, params)
+        outputs = session.run(None, feeds)
+        assert outputs[0].shape == (batch, policy.act_dim)
+        np.testing.assert_allclose(outputs[0], mean[0].clamp(-1.0, 1.0).numpy(), rtol=0, atol=TOLERANCE)
+        for want, have in zip(torch_states(next_state), outputs[1:]):
+            assert have.shape == (1, batch, HIDDEN)
+            np.testing.assert_allclose(have, want, rtol=0, atol=TOLERANCE)
+
+
+def test_actions_are_clipped_to_the_bounds(exported, tmp_path: Path) -> None:
+    adaptation, _ = exported("gru")
+    params = dict(adaptation.params)
+    params["mean.bias"] = torch.tensor([[10.0, -10.0, 10.0, -10.0, 0.0, 0.0]])
+    path = export_onnx(adaptation.policy, params, tmp_path / "clipped.onnx", adaptation.metadata())
+    obs = np.zeros((4, adaptation.policy.obs_dim), np.float32)
+    action = session_of(path).run(["action"], {"obs": obs, "h_in": np.zeros((1, 4, HIDDEN), np.float32)})[0]
+    np.testing.assert_array_equal(action[:, :4], np.tile([1.0, -1.0, 1.0, -1.0], (4, 1)))
+    assert np.all(np.abs(action[:, 4:]) < 1.0)
+
+
+# ----------------------------------------------------------------------------- the file
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_metadata_round_trip(kind: str, exported, run_dir) -> None:
+    adaptation, path = exported(kind)
+    props = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    assert set(props) == set(REQUIRED_KEYS)
+    env = bm.make_vec(FAMILY, 1)
+    try:
+        dt, low, high = env.dt, env.single_action_space.low, env.single_action_space.high
+    finally:
+        env.close()
+    assert props["bmaml.format_version"] == "1"
+    assert props["bmaml.robot"] == "HalfCheetah"
+    assert props["bmaml.family"] == FAMILY
+    assert json.loads(props["bmaml.task"]) == TASK
+    assert (props["bmaml.obs_dim"], props["bmaml.act_dim"]) == ("17", "6")
+    assert json.loads(props["bmaml.action_low"]) == low.tolist()
+    assert json.loads(props["bmaml.action_high"]) == high.tolist()
+    assert float(props["bmaml.control_dt"]) == dt == pytest.approx(0.05)
+    assert props["bmaml.policy_kind"] == kind
+    assert props["bmaml.recurrence"] == ("none" if kind == "mlp" else RECURRENCE[kind])
+    assert json.loads(props["bmaml.hidden_shape"]) == ([] if kind == "mlp" else [1, HIDDEN])
+    assert props["bmaml.adapt_steps"] == "2"
+    assert props["bmaml.package_version"] == bm.__version__
+    assert Path(props["bmaml.source_run"]) == run_dir(kind).resolve()
+    # What the deploy runtime parses is what export wrote.
+    assert PolicyMetadata.from_onnx(path) == adaptation.metadata()
+    assert PolicyMetadata.from_onnx(session_of(path)) == adaptation.metadata()
+
+
+def test_one_self_contained_file(exported, tmp_path: Path) -> None:
+    _, path = exported("gru")
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no .data, no temp file left
+    model = onnx.load(str(path), load_external_data=False)
+    assert model.graph.initializer, "the weights are in the graph"
+    for tensor in model.graph.initializer:
+        assert tensor.data_location == onnx.TensorProto.DEFAULT and not tensor.external_data, tensor.name
+    assert all(op.domain in ("", "ai.onnx") and op.version >= 18 for op in model.opset_import)
+    alone = tmp_path / "elsewhere" / "policy.onnx"
+    alone.parent.mkdir()
+    shutil.copy(path, alone)
+    feeds = {"obs": np.ones((2, 17), np.float32), "h_in": np.zeros((1, 2, HIDDEN), np.float32)}
+    np.testing.assert_array_equal(session_of(alone).run(None, feeds)[0], session_of(path).run(None, feeds)[0])
+
+
+def test_export_checks_its_arguments_and_keeps_the_old_file(exported, tmp_path: Path) -> None:
+    adaptation, _ = exported("mlp")
+    path = tmp_path / "policy.onnx"
+    path.write_bytes(b"previous")
+    two_tasks = {name: value.expand(2, *value.shape[1:]) for name, value in adaptation.params.items()}
+    with pytest.raises(ValueError, match=r"params\['.*'\]: expected shape \[1, "):
+        export_onnx(adaptation.policy, two_tasks, path, adaptation.metadata())
+    wrong = PolicyMetadata(**{**adaptation.metadata().__dict__, "obs_dim": 5})
+    with pytest.raises(ValueError, match=r"metadata.obs_dim: expected 17"):
+        export_onnx(adaptation.policy, adaptation.params, path, wrong)
+    assert path.read_bytes() == b"previous"
+
+
+# ----------------------------------------------------------------------------- adaptation and CLI
+def test_adaptation_is_deterministic(run_dir) -> None:
+    _, a = adapt_for_task(run_dir("rnn"), TASK, 1, episodes=2, seed=3)
+    _, b = adapt_for_task(run_dir("rnn"), TASK, 1, episodes=2, seed=3)
+    _, c = adapt_for_task(run_dir("rnn"), TASK, 1, episodes=2, seed=4)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["mean.bias"], c["mean.bias"])
+    assert all(value.shape[0] == 1 for value in a.values())
+
+
+def test_adapt_steps_0_exports_the_meta_policy(run_dir, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = run_dir("lstm")
+    out = tmp_path / "meta.onnx"
+    assert main([str(run), "--task", '{"direction": 1}', "--adapt-steps", "0", "--out", str(out), "--episodes", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "meta-policy" in printed
+    meta = load_run(run).policy
+    metadata = PolicyMetadata.from_onnx(out)
+    assert metadata.adapt_steps == 0 and metadata.task == {"direction": 1.0}
+    generator = torch.Generator().manual_seed(0)
+    obs = torch.randn(5, meta.obs_dim, generator=generator)
+    h, c = torch.randn(2, 5, HIDDEN, generator=generator)
+    with torch.no_grad():
+        mean, _, (h_next, c_next) = meta.step(obs, (h, c))  # the module's own parameters
+    action, h_out, c_out = session_of(out).run(None, {"obs": obs.numpy(), "h_in": h[None].numpy(), "c_in": c[None].numpy()})
+    np.testing.assert_allclose(action, mean.clamp(-1.0, 1.0).numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(h_out[0], h_next.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(c_out[0], c_next.numpy(), rtol=0, atol=1e-6)
+
+
+def test_cli_adapts_and_reports_returns(run_dir, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sub" / "adapted.onnx"
+    assert main([str(run_dir("mlp")), "--task", json.dumps(TASK), "--adapt-steps", "1", "--out", str(out),
+                 "--episodes", "2", "--fast-lr", "0.2", "--seed", "5", "--num-threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "before adaptation" in printed and "after" in printed and "KiB" in printed
+    assert PolicyMetadata.from_onnx(out).adapt_steps == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "{direction: -1}"], "--task: expected a JSON object"),
+    (["--task", "[-1.0]"], "--task: expected a JSON object"),
+    (["--task", '{"velocity": 1.0}'], r"--task: HalfCheetahDir tasks have exactly the keys \['direction'\]"),
+    (["--task", '{"direction": "back"}'], r"--task\['direction'\]: expected a number"),
+    (["--task", '{"direction": -1}', "--adapt-steps", "-1"], "--adapt-steps: expected an integer >= 0"),
+    (["--task", '{"direction": -1}', "--episodes", "0"], "--episodes: expected an integer >= 1"),
+    (["--task", '{"direction": -1}', "--fast-lr", "nan"], "--fast-lr: expected a finite number"),
+])
+def test_cli_errors_before_any_work(args: list[str], message: str, run_dir, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "policy.onnx"
+    argv = [str(run_dir("mlp")), *args, "--out", str(out)]
+    if "--adapt-steps" not in args:
+        argv += ["--adapt-steps", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "corrupt"])
+def test_cli_rejects_a_bad_run_dir(layout: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    if layout != "missing":
+        run.mkdir()
+    if layout == "corrupt":
+        (run / "policy.pt").write_bytes(b"not a checkpoint")
+    out = tmp_path / "policy.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "--task", '{"direction": -1}', "--adapt-steps", "1", "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "run_dir" in err or "policy.pt" in err
+    assert str(run) in err
+    assert not out.exists()
