@@ -1,0 +1,249 @@
+"""bmaml-compare: variants across seeds, on synthetic run directories written by the tests.
+
+Each synthetic run has a ``config.yaml`` (``dump_config``) and a ``metrics.jsonl`` whose curves
+are designed so that every run's final-window mean is a known number: the statistics of the
+report are checked against ``bmaml_robot.stats`` on those numbers, and the alignment of runs of
+different lengths is checked by curves that change after the common length.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from bmaml_robot.compare import compare, load_run_metrics, main, smooth
+from bmaml_robot.config import TrainConfig, dump_config
+from bmaml_robot.stats import holm, mean_ci, welch_test
+
+WINDOW = 10
+#: Final values (return after adaptation) per variant and seed, and the gain of each variant.
+FINAL_AFTER = {("mlp", "frozen"): [-50.0, -48.0, -52.0], ("rnn", "frozen"): [-49.0, -51.0, -50.5],
+               ("gru", "outer"): [-20.0, -21.0, -19.0]}
+GAIN = {("mlp", "frozen"): 5.0, ("rnn", "frozen"): 5.0, ("gru", "outer"): 15.0}
+
+
+def assert_png_is_a_plot(path: Path, min_width: int = 300, min_height: int = 200) -> None:
+    image = iio.imread(path)
+    assert image.ndim == 3 and image.shape[0] >= min_height and image.shape[1] >= min_width, image.shape
+    rgb = image[..., :3].reshape(-1, 3)
+    assert rgb.std() > 5.0
+    assert len(np.unique(rgb, axis=0)) > 10
+
+
+def designed_curve(final: float, length: int, planned: int | None = None) -> np.ndarray:
+    """Rises to ``final``, then alternates +-1 around it over the last WINDOW of ``planned``
+    iterations (mean exactly ``final`` over any even-length run of them); truncated to ``length``."""
+    planned = planned or length
+    i = np.arange(planned, dtype=float)
+    ramp = np.clip(1.0 - i / (planned - WINDOW), 0.0, 1.0)
+    wiggle = np.where(i >= planned - WINDOW, np.where(i % 2 == 0, 1.0, -1.0), 0.0)
+    return (final - 60.0 * ramp + wiggle)[:length]
+
+
+def write_run(path: Path, *, after: np.ndarray, gain: float | np.ndarray, finished: bool = True,
+              planned: int | None = None, **config: Any) -> Path:
+    values = dict(family="Navigation2D", num_tasks=20, episodes_per_task=10, horizon=100,
+                  num_batches=planned or len(after))
+    values.update(config)
+    path.mkdir(parents=True)
+    dump_config(TrainConfig(**values), path / "config.yaml")
+    before = after - gain
+    lines = [json.dumps({"iteration": i, "time_s": 1.0, "return_before": float(b), "return_after": float(a),
+                         "kl_after": 0.005}) for i, (b, a) in enumerate(zip(before, after))]
+    (path / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    if finished:
+        (path / "policy.pt").write_bytes(b"")
+    return path
+
+
+def study(root: Path, length: int = 40) -> list[Path]:
+    runs = []
+    for (policy, recurrence), finals in FINAL_AFTER.items():
+        for seed, final in enumerate(finals):
+            runs.append(write_run(root / f"nav-{policy}-{recurrence}-seed{seed}", after=designed_curve(final, length),
+                                  gain=GAIN[policy, recurrence], policy=policy, recurrence=recurrence, seed=seed))
+    return runs
+
+
+def test_report_figures_and_statistics(tmp_path: Path) -> None:
+    runs = study(tmp_path / "runs")
+    c = compare(runs, last=WINDOW, out=tmp_path / "out")
+    assert [v.label for v in c.variants] == ["mlp", "rnn-frozen", "gru-outer"]
+    assert c.length == 40 and c.window == (30, 40)
+    # Final values per seed are the designed ones; CIs over seeds are stats.mean_ci of them.
+    for summary, (key, finals) in zip(c.summaries, FINAL_AFTER.items()):
+        assert summary.seeds == [0, 1, 2]
+        assert summary.final["return_after"] == pytest.approx(finals)
+        assert summary.final["gain"] == pytest.approx([GAIN[key]] * 3)
+        assert summary.ci["return_after"] == pytest.approx(mean_ci(finals))
+        assert summary.within_run_std == pytest.approx([np.std([1.0, -1.0] * 5, ddof=1)] * 3)
+    tests = {(t.metric, t.a, t.b): t for t in c.pair_tests}
+    assert len(tests) == 3 * 3  # 3 metrics x 3 pairs
+    gru_vs_mlp = tests["return_after", "mlp", "gru-outer"]
+    assert gru_vs_mlp.welch == welch_test(FINAL_AFTER["mlp", "frozen"], FINAL_AFTER["gru", "outer"])
+    assert gru_vs_mlp.welch.p_value < 0.01 and gru_vs_mlp.welch.hedges_g < -5
+    assert gru_vs_mlp.bootstrap.high < 0
+    same = tests["return_after", "mlp", "rnn-frozen"]
+    assert same.welch.p_value > 0.5
+    p_values = [tests["return_after", a, b].welch.p_value
+                for a, b in (("mlp", "rnn-frozen"), ("mlp", "gru-outer"), ("rnn-frozen", "gru-outer"))]
+    assert [tests["return_after", a, b].p_holm for a, b in (("mlp", "rnn-frozen"), ("mlp", "gru-outer"),
+                                                            ("rnn-frozen", "gru-outer"))] == pytest.approx(holm(p_values))
+    findings = "\n".join(c.findings)
+    assert "return after adaptation: gru-outer > mlp by 30.00" in findings
+    assert "return after adaptation: gru-outer > rnn-frozen" in findings
+    assert "no significant difference" in findings and "mlp vs rnn-frozen" in findings
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.json", "curves.png", "final.png", "gain.png",
+                                                     "report.md"]
+    for name in ("curves.png", "gain.png", "final.png"):
+        assert_png_is_a_plot(out / name)
+    report = (out / "report.md").read_text()
+    for heading in ("## Runs", "## Final performance", "## Differences between variants", "## Variance across seeds",
+                    "## What the statistics say", "![learning curves](curves.png)"):
+        assert heading in report
+    assert "| gru-outer | 3 | " in report and "`nav-gru-outer-seed2`" in report
+    assert f"{mean_ci(FINAL_AFTER['gru', 'outer']).mean:.2f} [" in report
+    assert "All runs have 40 meta-iterations" in report and "trailing mean over 5 iterations" in report
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["aligned_iterations"] == 40 and [v["label"] for v in data["variants"]] == ["mlp", "rnn-frozen", "gru-outer"]
+    assert data["variants"][2]["final"]["return_after"] == pytest.approx(FINAL_AFTER["gru", "outer"])
+
+
+def test_runs_of_different_lengths_and_in_progress_are_aligned(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runs = []
+    for seed, final in enumerate([-30.0, -31.0, -29.0]):
+        runs.append(write_run(root / f"a{seed}", after=designed_curve(final, 50), gain=2.0 + 0.1 * seed, policy="mlp",
+                              seed=seed))
+    # Still running: 36 of 50 planned iterations written. Its curve would end at -10, but at the
+    # common length it is still climbing.
+    for seed, final in enumerate([-10.0, -11.0, -9.0]):
+        runs.append(write_run(root / f"b{seed}", after=designed_curve(final, 36 + seed, planned=50), gain=3.0 - 0.2 * seed,
+                              finished=False, planned=50, policy="gru", recurrence="outer", seed=seed))
+    c = compare(runs, last=5, out=tmp_path / "out")
+    assert c.length == 36 and c.window == (31, 36)
+    gru = c.summaries[1]
+    expected = [designed_curve(f, 36, planned=50)[31:36].mean() for f in (-10.0, -11.0, -9.0)]
+    assert gru.final["return_after"] == pytest.approx(expected)
+    assert c.summaries[0].final["return_after"] == pytest.approx([designed_curve(f, 50)[31:36].mean()
+                                                                  for f in (-30.0, -31.0, -29.0)])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "different lengths (36, 37, 38, 50 meta-iterations)" in report
+    assert "compared on iterations 0-35" in report and "iterations 31-35" in report
+    assert "in progress (36/50)" in report and "| finished |" in report
+    assert_png_is_a_plot(tmp_path / "out" / "curves.png")
+    # A run that has barely started can be left out instead of shortening everything.
+    short = write_run(root / "b9", after=designed_curve(-10.0, 3, planned=50), gain=1.0, finished=False, planned=50,
+                      policy="gru", recurrence="outer", seed=9)
+    assert compare([*runs, short], last=5).length == 3
+    c = compare([*runs, short], last=5, min_iterations=20)
+    assert c.length == 36 and [r.name for r in c.left_out] == ["b9"]
+
+
+def test_a_torn_last_metrics_line_is_ignored(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", after=designed_curve(-5.0, 12), gain=1.0, finished=False, planned=20)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 12, "return_bef')  # killed mid-write
+    assert load_run_metrics(run).iterations == 12
+
+
+def test_variance_difference_across_seeds_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runs = [write_run(root / f"steady{s}", after=designed_curve(f, 20), gain=1.0, policy="mlp", seed=s)
+            for s, f in enumerate([-20.0, -20.1, -19.9])]
+    runs += [write_run(root / f"erratic{s}", after=designed_curve(f, 20), gain=1.0, policy="rnn", seed=s)
+             for s, f in enumerate([-60.0, -20.0, 20.0])]
+    c = compare(runs, last=WINDOW)
+    pair = next(p for p in c.variance_pairs if p.metric == "return_after")
+    assert pair.std_a == pytest.approx(0.1) and pair.std_b == pytest.approx(40.0)
+    assert pair.f_p < 1e-3
+    assert any("unequal by at least one test" in line and "mlp vs rnn-frozen" in line for line in c.findings)
+    # The means do not differ significantly: the erratic variant's mean is about the same.
+    assert next(t for t in c.pair_tests if t.metric == "return_after").welch.p_value > 0.5
+
+
+def test_group_by_other_keys(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    runs = [write_run(root / f"lr{lr}-{s}", after=designed_curve(-10.0 * lr + s, 20), gain=1.0, fast_lr=lr, seed=s)
+            for lr in (0.05, 0.1) for s in range(2)]
+    c = compare(runs, group_by=["fast_lr"], last=4)
+    assert [v.label for v in c.variants] == ["fast_lr=0.05", "fast_lr=0.1"]
+    # Different inner-step counts are comparable only as the grouping key.
+    steps = [write_run(root / f"steps{k}-{s}", after=designed_curve(-5.0, 20), gain=1.0, num_steps=k, seed=s)
+             for k in (1, 2) for s in range(2)]
+    assert [v.label for v in compare(steps, group_by=["num_steps"]).variants] == ["num_steps=1", "num_steps=2"]
+    with pytest.raises(ValueError, match="num_steps=1: steps1-0, steps1-1; num_steps=2: steps2-0, steps2-1"):
+        compare(steps)
+
+
+def test_smoothing_is_a_trailing_mean() -> None:
+    values = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    np.testing.assert_allclose(smooth(values, 1), values)
+    np.testing.assert_allclose(smooth(values, 2), [[1.0, 1.5, 2.5, 3.5, 4.5]])
+    np.testing.assert_allclose(smooth(values, 3), [[1.0, 1.5, 2.0, 3.0, 4.0]])
+
+
+# ----------------------------------------------------------------------------- errors
+def test_different_families_or_batch_sizes_are_an_error_naming_runs_and_keys(tmp_path: Path) -> None:
+    curve = designed_curve(-5.0, 12)
+    nav = write_run(tmp_path / "nav", after=curve, gain=1.0)
+    cheetah = write_run(tmp_path / "cheetah", after=curve, gain=1.0, family="HalfCheetahDir", seed=1)
+    with pytest.raises(ValueError, match=r"family='Navigation2D': nav; family='HalfCheetahDir': cheetah"):
+        compare([nav, cheetah])
+    small = write_run(tmp_path / "small", after=curve, gain=1.0, num_tasks=5, episodes_per_task=4, seed=2)
+    with pytest.raises(ValueError, match=r"num_tasks=20: nav; num_tasks=5: small \| episodes_per_task=10: nav; "
+                                         r"episodes_per_task=4: small"):
+        compare([nav, small])
+
+
+def test_bad_run_directories_are_clear_errors(tmp_path: Path) -> None:
+    curve = designed_curve(-5.0, 12)
+    good = write_run(tmp_path / "good", after=curve, gain=1.0)
+    with pytest.raises(ValueError, match="no such directory"):
+        compare([tmp_path / "missing"])
+    (tmp_path / "no-config").mkdir()
+    with pytest.raises(ValueError, match="no-config: no config.yaml"):
+        compare([good, tmp_path / "no-config"])
+    no_metrics = write_run(tmp_path / "no-metrics", after=curve, gain=1.0, seed=1)
+    (no_metrics / "metrics.jsonl").unlink()
+    with pytest.raises(ValueError, match="no-metrics: no metrics.jsonl"):
+        compare([good, no_metrics])
+    empty = write_run(tmp_path / "empty", after=curve, gain=1.0, seed=2)
+    (empty / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="empty: metrics.jsonl is empty"):
+        compare([good, empty])
+    keyless = write_run(tmp_path / "keyless", after=curve, gain=1.0, seed=3)
+    (keyless / "metrics.jsonl").write_text('{"iteration": 0, "return_before": 1.0}\n')
+    with pytest.raises(ValueError, match=r"keyless: metrics.jsonl line 1 lacks \['return_after'\]"):
+        compare([good, keyless])
+    twin = write_run(tmp_path / "twin", after=curve, gain=1.0)
+    with pytest.raises(ValueError, match="good and twin are the same variant .mlp. with the same seed 0"):
+        compare([good, twin])
+    with pytest.raises(ValueError, match="given more than once"):
+        compare([good, good])
+    with pytest.raises(ValueError, match=r"group_by: unknown config keys \['colour'\]"):
+        compare([good], group_by=["colour"])
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = study(tmp_path / "runs", length=20)
+    out = tmp_path / "report"
+    assert main([*map(str, runs), "--last", "6", "--smooth", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "gru-outer" in printed and "final window 14-19" in printed
+    assert (out / "report.md").is_file()
+    assert "(no smoothing)" in (out / "report.md").read_text()
+    for args, message in (([str(runs[0]), "--group-by", "nope"], "unknown config keys ['nope']"),
+                          ([str(runs[0]), "--last", "0"], "last: expected an integer >= 1"),
+                          ([str(tmp_path / "missing")], "no such directory")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--out", str(tmp_path / "x")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written when the arguments are wrong
