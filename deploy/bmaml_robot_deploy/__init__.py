@@ -1,7 +1,44 @@
-"""bmaml_robot_deploy: the torch-free runtime for policies exported by ``bmaml-export``."""
+"""bmaml_robot_deploy: the torch-free runtime for policies exported by ``bmaml-export``.
 
+Needs only numpy and onnxruntime::
+
+    from bmaml_robot_deploy import Controller, run_control_loop, UdpRobot
+
+    controller = Controller("policy.onnx", expected_robot="HalfCheetah")
+    robot = UdpRobot.for_controller(controller, bind=("0.0.0.0", 9870))
+    stats = run_control_loop(controller, robot, steps=1000)   # at the file's control rate
+    print(stats.summary())
+
+``SimulatedRobot`` (the MuJoCo robots of training) needs the main package, ``bmaml-robot``.
+"""
+
+from bmaml_robot_deploy.controller import Controller, session_options
+from bmaml_robot_deploy.loop import LoopStats, Robot, run_control_loop
 from bmaml_robot_deploy.metadata import FORMAT_VERSION, REQUIRED_KEYS, PolicyMetadata
+from bmaml_robot_deploy.udp import UdpRobot, UdpRobotServer
 
 __version__ = "0.1.0"
 
-__all__ = ["FORMAT_VERSION", "REQUIRED_KEYS", "PolicyMetadata", "__version__"]
+
+def __getattr__(name: str):  # SimulatedRobot is importable without bmaml_robot; using it needs it
+    if name == "SimulatedRobot":
+        from bmaml_robot_deploy.sim import SimulatedRobot
+
+        return SimulatedRobot
+    raise AttributeError(f"module 'bmaml_robot_deploy' has no attribute {name!r}")
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "Controller",
+    "LoopStats",
+    "PolicyMetadata",
+    "Robot",
+    "SimulatedRobot",
+    "UdpRobot",
+    "UdpRobotServer",
+    "__version__",
+    "run_control_loop",
+    "session_options",
+]

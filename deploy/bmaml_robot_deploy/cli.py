@@ -1,0 +1,139 @@
+"""``bmaml-control FILE --robot sim|udp``: run an exported policy in a fixed-rate control loop.
+
+    bmaml-control policy.onnx --robot sim --steps 1000                 # MuJoCo, paced in real time
+    bmaml-control policy.onnx --robot sim --no-realtime --episodes 3   # as fast as it goes
+    bmaml-control policy.onnx --robot udp --udp-bind 0.0.0.0:9870 --udp-robot 192.168.1.20:9871
+
+Prints the loop's statistics (``--json``: as one JSON object). Every argument is checked, and
+the policy file loaded and checked, before the loop starts; problems are usage errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+
+from bmaml_robot_deploy import __version__
+from bmaml_robot_deploy.controller import Controller
+from bmaml_robot_deploy.loop import run_control_loop
+from bmaml_robot_deploy.udp import parse_address
+
+DEFAULT_UDP_BIND = "0.0.0.0:9870"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bmaml-control",
+        description="Run an exported bmaml policy (ONNX) as a real-time controller of a simulated or UDP robot.",
+    )
+    parser.add_argument("file", help="policy file written by bmaml-export")
+    parser.add_argument("--robot", required=True, choices=("sim", "udp"),
+                        help="sim: the MuJoCo robot of the file's task (needs bmaml-robot); udp: a robot over UDP")
+    parser.add_argument("--steps", type=int, default=1000, help="control steps to run (default 1000; 0 with --episodes: no limit)")
+    parser.add_argument("--episodes", type=int, default=None, help="stop after this many episodes ended")
+    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
+                        help="pace the loop at the control rate (default); --no-realtime runs steps back to back")
+    parser.add_argument("--rate-hz", type=float, default=None, help="control rate (default: 1 / the file's control_dt)")
+    parser.add_argument("--safe-action", default=None,
+                        help="action for non-finite observations and the watchdog, comma-separated act_dim numbers (default zeros)")
+    parser.add_argument("--expected-robot", default=None, help="refuse a file for another robot, e.g. HalfCheetah")
+    sim = parser.add_argument_group("sim robot")
+    sim.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
+    sim.add_argument("--max-episode-steps", type=int, default=1000, help="episode time limit (default 1000)")
+    udp = parser.add_argument_group("udp robot")
+    udp.add_argument("--udp-bind", default=DEFAULT_UDP_BIND, help=f"local HOST:PORT for observations (default {DEFAULT_UDP_BIND})")
+    udp.add_argument("--udp-robot", default=None,
+                     help="robot HOST:PORT for actions; only its packets are accepted (default: reply to the sender)")
+    udp.add_argument("--watchdog-timeout", type=float, default=None,
+                     help="seconds without observations before the safe action is sent (default two control periods)")
+    udp.add_argument("--wait-for-robot", type=float, default=30.0,
+                     help="seconds to wait for the robot's first observation before starting (default 30)")
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _parse_safe_action(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise ValueError(f"--safe-action: expected comma-separated numbers, got {text!r}") from None
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    robot = None
+    try:
+        if args.steps < 0:
+            raise ValueError(f"--steps: expected an integer >= 0, got {args.steps}")
+        if args.episodes is not None and args.episodes < 1:
+            raise ValueError(f"--episodes: expected an integer >= 1, got {args.episodes}")
+        if args.steps == 0 and args.episodes is None:
+            raise ValueError("--steps: 0 (no limit) needs --episodes")
+        if args.rate_hz is not None and not (math.isfinite(args.rate_hz) and args.rate_hz > 0):
+            raise ValueError(f"--rate-hz: expected a number > 0, got {args.rate_hz}")
+        if args.watchdog_timeout is not None and not (math.isfinite(args.watchdog_timeout) and args.watchdog_timeout > 0):
+            raise ValueError(f"--watchdog-timeout: expected seconds > 0, got {args.watchdog_timeout}")
+        if not (math.isfinite(args.wait_for_robot) and args.wait_for_robot >= 0):
+            raise ValueError(f"--wait-for-robot: expected seconds >= 0, got {args.wait_for_robot}")
+        bind = parse_address(args.udp_bind, "--udp-bind")
+        robot_address = None if args.udp_robot is None else parse_address(args.udp_robot, "--udp-robot")
+        safe_action = _parse_safe_action(args.safe_action)
+        try:
+            controller = Controller(args.file, safe_action=safe_action, expected_robot=args.expected_robot)
+        except ValueError as error:
+            message = str(error)
+            if message.startswith("safe_action"):
+                message = "--" + message.replace("_", "-", 1)
+            raise ValueError(message) from None
+        if args.robot == "sim":
+            from bmaml_robot_deploy.sim import SimulatedRobot
+
+            robot = SimulatedRobot.for_policy(controller.metadata, seed=args.seed, max_episode_steps=args.max_episode_steps)
+        else:
+            from bmaml_robot_deploy.udp import UdpRobot
+
+            options = {} if args.watchdog_timeout is None else {"watchdog_timeout": args.watchdog_timeout}
+            robot = UdpRobot.for_controller(controller, bind=bind, robot_address=robot_address, **options)
+    except (ValueError, TypeError, ImportError) as error:
+        parser.error(str(error))
+
+    try:
+        print(controller, file=sys.stderr)
+        if args.robot == "udp":
+            host, port = robot.address
+            print(f"bmaml-control: listening on {host}:{port}, waiting for the robot...", file=sys.stderr, flush=True)
+            if not robot.wait_for_robot(args.wait_for_robot):
+                print(f"bmaml-control: no observation from the robot within {args.wait_for_robot} s", file=sys.stderr)
+                return 1
+        stats = run_control_loop(
+            controller,
+            robot,
+            rate_hz=args.rate_hz,
+            steps=None if args.steps == 0 else args.steps,
+            max_episodes=args.episodes,
+            realtime=args.realtime,
+        )
+    finally:
+        robot.close()
+    if args.json:
+        report = stats.to_dict()
+        if args.robot == "udp":
+            report["udp"] = robot.counters()
+        print(json.dumps(report))
+    else:
+        print(stats.summary())
+        if args.robot == "udp":
+            print("udp: " + ", ".join(f"{k} {v}" for k, v in robot.counters().items()))
+    return 130 if stats.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The fixed-rate control loop and the robot interface it drives.
+
+``run_control_loop(controller, robot)`` runs at the policy's control rate (``1 / control_dt``):
+at every tick it reads the robot's latest observation, asks the controller for the action and
+sends it. Ticks are released on an absolute grid ``t0 + k / rate_hz`` measured with
+``time.perf_counter``, so the loop never drifts: a late tick does not delay the grid. A tick
+whose work (read + act + send) ends after the next tick's release is a *deadline miss*; grid
+slots that passed entirely during an overrun are skipped (counted), and the loop goes on at the
+next slot. Sleeping is ``time.sleep`` until shortly before the release, then a short spin
+(``spin_s``) for precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Robot(Protocol):
+    """What the control loop needs from a robot (simulated, over UDP, or your own driver).
+
+    ``read_observation`` returns the newest observation ``[obs_dim]`` (any real dtype), or
+    ``None`` when none is available this tick (the loop then sends nothing; a robot with a
+    watchdog handles its own safe behaviour). After a read, ``new_episode`` is True when that
+    observation is the first of a new episode (the loop then resets the controller's hidden
+    state before acting). ``send_action`` applies (or transmits) an action ``[act_dim]``
+    float32. ``close`` releases the robot's resources.
+    """
+
+    new_episode: bool
+
+    def read_observation(self) -> np.ndarray | None: ...
+
+    def send_action(self, action: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopStats:
+    """What a control loop run did. Latencies in microseconds, over the ticks that acted."""
+
+    steps: int
+    """Ticks run."""
+    actions: int
+    """Actions computed by the controller and sent."""
+    rate_hz: float | None
+    """Tick rate (None: not paced, as fast as the robot allows)."""
+    elapsed_s: float
+    """Wall time of the run."""
+    deadline_misses: int
+    """Ticks whose work ended after the next tick's release time (paced runs only)."""
+    skipped_ticks: int
+    """Grid slots that passed entirely during overruns (not run; paced runs only)."""
+    observations_missing: int
+    """Ticks where the robot had no observation."""
+    watchdog_trips: int
+    """Times the robot's watchdog fired (safe action sent because observations stopped)."""
+    nonfinite_observations: int
+    """Observations that were not finite (the safe action was sent)."""
+    nonfinite_actions: int
+    """Network outputs that were not finite (replaced by the safe action)."""
+    episodes: int
+    """Episodes that ended and were followed by a new one during the run (``robot.new_episode``)."""
+    episode_returns: tuple[float, ...]
+    """Returns of the episodes that ended during the run, when the robot reports them
+    (``robot.episode_returns``; the simulator does). May hold one more than ``episodes`` when the
+    run's last action ended an episode."""
+    act_latency_p50_us: float
+    act_latency_p99_us: float
+    act_latency_max_us: float
+    tick_latency_p99_us: float
+    """p99 of read + act + send."""
+    interrupted: bool = False
+    """True when the run was stopped by Ctrl-C."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        rate = "unpaced" if self.rate_hz is None else f"{self.rate_hz:g} Hz"
+        lines = [
+            f"steps {self.steps} ({rate}, {self.elapsed_s:.2f} s), actions {self.actions}"
+            + (" [interrupted]" if self.interrupted else ""),
+            f"deadline misses {self.deadline_misses}, skipped ticks {self.skipped_ticks}",
+            f"act latency p50 {self.act_latency_p50_us:.1f} us, p99 {self.act_latency_p99_us:.1f} us, "
+            f"max {self.act_latency_max_us:.1f} us; tick p99 {self.tick_latency_p99_us:.1f} us",
+            f"observations missing {self.observations_missing}, watchdog trips {self.watchdog_trips}, "
+            f"non-finite observations {self.nonfinite_observations}, non-finite actions {self.nonfinite_actions}",
+        ]
+        episodes = f"episodes ended {self.episodes}"
+        if self.episode_returns:
+            returns = ", ".join(f"{r:.2f}" for r in self.episode_returns[:10])
+            more = ", ..." if len(self.episode_returns) > 10 else ""
+            episodes += f", returns [{returns}{more}] (mean {float(np.mean(self.episode_returns)):.2f})"
+        lines.append(episodes)
+        return "\n".join(lines)
+
+
+def run_control_loop(
+    controller: Any,
+    robot: Robot,
+    *,
+    rate_hz: float | None = None,
+    steps: int | None = 1000,
+    max_episodes: int | None = None,
+    realtime: bool = True,
+    spin_s: float = 0.0002,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LoopStats:
+    """Run ``controller`` against ``robot`` at a fixed rate.
+
+    Args:
+        controller: a :class:`~bmaml_robot_deploy.Controller` (anything with ``act(obs)``,
+            ``reset()``, ``control_dt``, ``nonfinite_count``, ``nonfinite_action_count``).
+        robot: a :class:`Robot`.
+        rate_hz: ticks per second; default ``1 / controller.control_dt`` (the file's rate).
+        steps: ticks to run (None: until ``max_episodes`` or Ctrl-C).
+        max_episodes: stop after this many episodes ended (None: no limit).
+        realtime: pace ticks on the grid; False runs them back to back (as fast as the robot
+            answers: simulation faster than real time, or lockstep with a UDP robot).
+        spin_s: the last part of each wait is spent spinning instead of sleeping (precision).
+        clock, sleep: time sources (for tests); ``clock`` in seconds, monotonic.
+
+    Returns:
+        :class:`LoopStats`. Ctrl-C ends the run early (``interrupted=True``).
+    """
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
+        raise ValueError(f"steps: expected an integer >= 0 or None, got {steps!r}")
+    if max_episodes is not None and (
+        isinstance(max_episodes, bool) or not isinstance(max_episodes, (int, np.integer)) or max_episodes < 1
+    ):
+        raise ValueError(f"max_episodes: expected an integer >= 1 or None, got {max_episodes!r}")
+    if steps is None and max_episodes is None:
+        steps_limit = math.inf
+    else:
+        steps_limit = math.inf if steps is None else int(steps)
+    if rate_hz is None:
+        rate_hz = 1.0 / float(controller.control_dt)
+    if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float)) or not math.isfinite(rate_hz) or rate_hz <= 0:
+        raise ValueError(f"rate_hz: expected a finite number > 0, got {rate_hz!r}")
+    if not isinstance(spin_s, (int, float)) or not 0 <= spin_s < math.inf:
+        raise ValueError(f"spin_s: expected seconds >= 0, got {spin_s!r}")
+    period = 1.0 / float(rate_hz)
+    nonfinite_before = int(controller.nonfinite_count)
+    nonfinite_actions_before = int(getattr(controller, "nonfinite_action_count", 0))
+    watchdog_before = int(getattr(robot, "watchdog_trips", 0))
+    returns_before = len(getattr(robot, "episode_returns", ()))
+
+    act_latencies: list[float] = []
+    tick_latencies: list[float] = []
+    step = actions = misses = skipped = missing = episodes = 0
+    interrupted = False
+    start = clock()
+    release = start  # release time of the current tick
+    try:
+        while step < steps_limit and (max_episodes is None or episodes < max_episodes):
+            if realtime:
+                _wait_until(release, clock, sleep, spin_s)
+            tick_start = clock()
+            obs = robot.read_observation()
+            if obs is None:
+                missing += 1
+            else:
+                if getattr(robot, "new_episode", False):
+                    controller.reset()
+                    if step > 0:
+                        episodes += 1
+                        if max_episodes is not None and episodes >= max_episodes:
+                            break  # this observation starts an episode we will not run
+                act_start = clock()
+                action = controller.act(obs)
+                act_latencies.append(clock() - act_start)
+                robot.send_action(action)
+                actions += 1
+            tick_end = clock()
+            tick_latencies.append(tick_end - tick_start)
+            step += 1
+            if realtime:
+                release += period
+                if tick_end > release:
+                    misses += 1
+                    passed = math.floor((tick_end - release) / period)  # slots entirely missed
+                    skipped += passed
+                    release += passed * period
+    except KeyboardInterrupt:
+        interrupted = True
+    elapsed = clock() - start
+    returns = tuple(float(r) for r in list(getattr(robot, "episode_returns", ()))[returns_before:])
+    return LoopStats(
+        steps=step,
+        actions=actions,
+        rate_hz=float(rate_hz) if realtime else None,
+        elapsed_s=elapsed,
+        deadline_misses=misses,
+        skipped_ticks=skipped,
+        observations_missing=missing,
+        watchdog_trips=int(getattr(robot, "watchdog_trips", 0)) - watchdog_before,
+        nonfinite_observations=int(controller.nonfinite_count) - nonfinite_before,
+        nonfinite_actions=int(getattr(controller, "nonfinite_action_count", 0)) - nonfinite_actions_before,
+        episodes=episodes,
+        episode_returns=returns,
+        act_latency_p50_us=_percentile_us(act_latencies, 50),
+        act_latency_p99_us=_percentile_us(act_latencies, 99),
+        act_latency_max_us=_percentile_us(act_latencies, 100),
+        tick_latency_p99_us=_percentile_us(tick_latencies, 99),
+        interrupted=interrupted,
+    )
+
+
+def _wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[float], None], spin_s: float) -> None:
+    """Sleep until ``spin_s`` before ``deadline``, then spin until it."""
+    remaining = deadline - clock()
+    if remaining > spin_s:
+        sleep(remaining - spin_s)
+    if spin_s > 0:
+        while clock() < deadline:
+            pass
+
+
+def _percentile_us(seconds: list[float], q: float) -> float:
+    if not seconds:
+        return float("nan")
+    return float(np.percentile(np.asarray(seconds), q)) * 1e6

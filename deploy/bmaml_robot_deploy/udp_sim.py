@@ -1,0 +1,135 @@
+"""A MuJoCo robot served over UDP: the robot side of the bridge, as a separate simulator process.
+
+    python -m bmaml_robot_deploy.udp_sim --policy policy.onnx --controller 127.0.0.1:9870 --episodes 1
+
+It simulates the robot and task of a policy file (or ``--family``/``--task``), sends an
+observation packet for every step and applies the action packet that answers it (layout in
+:mod:`bmaml_robot_deploy.udp`), so that ``bmaml-control FILE --robot udp`` can be tried, and is
+tested, end to end without hardware. Needs the main package (``pip install bmaml-robot``).
+With ``--record out.npz`` it saves what it saw (observations and actions, time first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from bmaml_robot_deploy.metadata import PolicyMetadata
+from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, parse_address
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bmaml_robot_deploy.udp_sim",
+        description="Simulate a robot (MuJoCo) and serve it to a controller over the bmaml UDP bridge.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", help="policy file whose robot and task to simulate")
+    source.add_argument("--family", help="task family, e.g. HalfCheetahDir (with --task)")
+    parser.add_argument("--task", help='task as JSON, e.g. \'{"direction": -1.0}\' (with --family)')
+    parser.add_argument("--controller", required=True, help="HOST:PORT of the controller (bmaml-control --udp-bind)")
+    parser.add_argument("--bind", default="127.0.0.1:0", help="local HOST:PORT (default 127.0.0.1:0, any port)")
+    parser.add_argument("--episodes", type=int, default=None, help="stop after this many episodes")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps")
+    parser.add_argument("--max-episode-steps", type=int, default=1000, help="episode time limit (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
+    parser.add_argument("--action-timeout", type=float, default=0.5, help="seconds before re-sending an observation")
+    parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step")
+    parser.add_argument("--record", help="save observations, actions and returns to this .npz file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.policy is not None:
+            if args.task is not None:
+                raise ValueError("--task: the task comes from --policy; give one or the other")
+            meta = PolicyMetadata.from_onnx(args.policy)
+            family, task = meta.family, meta.task
+        else:
+            if args.task is None:
+                raise ValueError("--task: required with --family")
+            family = args.family
+            try:
+                task = json.loads(args.task)
+            except ValueError as error:
+                raise ValueError(f"--task: expected a JSON object, got {args.task!r} ({error})") from None
+            if not isinstance(task, dict):
+                raise ValueError(f"--task: expected a JSON object, got {args.task!r}")
+        if args.episodes is None and args.steps is None:
+            raise ValueError("--episodes/--steps: give at least one limit")
+        for name in ("episodes", "steps"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name}: expected an integer >= 1, got {value}")
+        controller = parse_address(args.controller, "--controller")
+        bind = parse_address(args.bind, "--bind")
+        from bmaml_robot_deploy.sim import SimulatedRobot
+
+        robot = SimulatedRobot(family, task, seed=args.seed, max_episode_steps=args.max_episode_steps)
+    except (ValueError, TypeError, ImportError) as error:
+        parser.error(str(error))
+
+    def reset() -> np.ndarray:
+        return robot.read_observation()  # the simulator has already started the next episode
+
+    def step(action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        robot.send_action(action)
+        return robot.read_observation(), robot.last_reward, robot.last_terminated, robot.last_truncated
+
+    try:
+        with UdpRobotServer(controller, robot.obs_dim, robot.act_dim, bind=bind, action_timeout=args.action_timeout) as server:
+            print(f"udp_sim: {family} {task} on {server.address[0]}:{server.address[1]} -> {controller[0]}:{controller[1]}",
+                  flush=True)
+            stats = server.run(reset, step, steps=args.steps, episodes=args.episodes, linger_s=args.linger,
+                               record=args.record is not None)
+    finally:
+        robot.close()
+    print(f"udp_sim: steps {stats.steps}, episodes {stats.episodes}, returns {stats.episode_returns}, "
+          f"resends {stats.resends}, dropped {stats.dropped}, watchdog packets after stop "
+          f"{stats.watchdog_actions_after_stop}", flush=True)
+    if args.record is not None:
+        save_record(args.record, stats)
+    return 0
+
+
+def save_record(path: str, stats: ServerStats) -> None:
+    """Write ``stats`` to ``path`` (.npz) atomically: ``observations [T, obs_dim]``,
+    ``actions [T, act_dim]``, ``action_flags [T]``, ``episode_returns``, ``episode_lengths`` and
+    the counters."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".udp_sim.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(
+                f,
+                observations=np.asarray(stats.observations, np.float32),
+                actions=np.asarray(stats.actions, np.float32),
+                action_flags=np.asarray(stats.action_flags, np.int64),
+                episode_returns=np.asarray(stats.episode_returns, np.float64),
+                episode_lengths=np.asarray(stats.episode_lengths, np.int64),
+                steps=stats.steps,
+                episodes=stats.episodes,
+                resends=stats.resends,
+                dropped=stats.dropped,
+                watchdog_actions_after_stop=stats.watchdog_actions_after_stop,
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
