@@ -57,9 +57,9 @@ from bmaml_robot_deploy.metadata import (
 from bmaml_robot.checkpoint import _atomic_write
 from bmaml_robot.envs.families import TaskFamily, get_family
 from bmaml_robot.evaluate import LoadedRun, evaluation_seed, load_run
-from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Params, Policy
+from bmaml_robot.train import build_learner
 
 #: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
 #: robot computers can load them.
@@ -197,7 +197,7 @@ def adapt_run(
         try:
             env = sampler.env
             policy = loaded.policy
-            learner = MetaLearner(policy, fast_lr=fast_lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
+            learner = build_learner(config.replace(fast_lr=fast_lr, num_threads=num_threads), policy)
             sampler.set_tasks([canonical])
             # Training's inner loop (train.meta_iteration) for one task.
             train_episodes = []
