@@ -1,0 +1,570 @@
+"""Videos of a run's policy on one task, before and after adaptation (headless).
+
+    bmaml-render runs/hc-gru --task '{"direction": -1}' --out backwards.mp4 --adapt-steps 1
+    from bmaml_robot.render import render
+    render("runs/hc-gru", {"direction": -1.0}, "backwards.gif", layout="sequential")
+
+What it does:
+
+1. Loads the run's meta-policy (``policy.pt`` or the latest ``checkpoint.pt``, as ``bmaml-eval``).
+2. Adapts to the task exactly as training does: ``adapt_steps`` times, sample ``episodes``
+   episodes with the parameters adapted so far (``MetaSampler``) and adapt
+   (``MetaLearner.adapted_params``), with the run's ``fast_lr`` unless given.
+3. Runs one episode with the meta-policy ("before") and one with the adapted policy ("after") side
+   by side in a 2-env batched robot, from the same initial state, and records every env's MuJoCo
+   state (``get_state()``: qpos, qvel) before each step. Actions are the policy's mean (the
+   deterministic policy) by default, or samples with ``stochastic=True`` (``--stochastic``).
+4. Draws the frames: MuJoCo robots are mirrored into a Python ``mujoco.MjData`` of the same MJCF
+   model (``envs.assets.asset_path``), ``mj_forward``, and rendered offscreen from the model's
+   ``track`` camera (it follows the robot). Navigation2D has no MJCF model: its frames are
+   matplotlib drawings of the square of goals, the goal (star), the path so far and the robot
+   (dot). Each panel is labelled with the phase and the return so far.
+5. Writes an MP4 (libx264 through imageio-ffmpeg) or a GIF (pillow), chosen by the file suffix,
+   atomically: panels side by side (``side-by-side``) or the "before" episode then the "after"
+   one (``sequential``).
+
+Headless OpenGL. ``mujoco.Renderer`` takes its OpenGL backend from ``MUJOCO_GL`` when ``mujoco``
+is first imported, and ``bmaml_robot`` imports ``mujoco`` at once (its C++ core links MuJoCo's
+library), so the backend cannot be chosen after the fact through ``mujoco.Renderer``. This module
+therefore makes the backend's context itself (``mujoco.egl.GLContext`` or
+``mujoco.osmesa.GLContext``) and renders with the same calls ``mujoco.Renderer`` makes
+(``MjvScene``, ``MjrContext`` on the offscreen buffer, ``mjv_updateScene``, ``mjr_render``,
+``mjr_readPixels``). The backend: ``MUJOCO_GL`` if it is set to ``egl`` or ``osmesa``, otherwise
+the first of EGL and OSMesa that can make a context, probed in a fresh interpreter (an OpenGL
+platform cannot be changed once loaded). When neither works, ``GLUnavailableError`` says what
+failed and which packages to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+import torch
+
+from bmaml_robot.envs.assets import asset_path
+from bmaml_robot.envs.families import get_family
+from bmaml_robot.envs.vector_env import BatchedRobotEnv
+from bmaml_robot.evaluate import evaluation_seed, load_run
+from bmaml_robot.meta import MetaLearner
+from bmaml_robot.meta.sampler import MetaSampler
+
+GL_BACKENDS = ("egl", "osmesa")
+#: Debian/Ubuntu packages that provide each backend's library.
+APT_PACKAGES = {"egl": "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri", "osmesa": "libosmesa6"}
+LAYOUTS = ("side-by-side", "sequential")
+VIDEO_SUFFIXES = (".mp4", ".gif")
+_MAX_SIZE = 4096
+_PROBE = """
+import os
+import mujoco
+if os.environ["MUJOCO_GL"] == "egl":
+    from mujoco.egl import GLContext
+else:
+    from mujoco.osmesa import GLContext
+context = GLContext(16, 16)
+context.make_current()
+model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='1'/></worldbody></mujoco>")
+mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100).free()
+context.free()
+"""
+
+
+class GLUnavailableError(RuntimeError):
+    """No headless OpenGL backend works on this machine (the message says how to install one)."""
+
+
+# ----------------------------------------------------------------------------- OpenGL backend
+def probe_gl_backend(backend: str, timeout: float = 60.0) -> str | None:
+    """None if ``backend`` (``egl`` or ``osmesa``) can make a context, else why it cannot.
+
+    Probed in a fresh interpreter: PyOpenGL's platform is fixed for a process once loaded."""
+    env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:.0f} s"
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+@functools.lru_cache(maxsize=None)
+def gl_backend() -> str:
+    """The headless OpenGL backend to render with (module docstring); GLUnavailableError if none."""
+    requested = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if requested and requested not in GL_BACKENDS:
+        raise GLUnavailableError(
+            f"MUJOCO_GL: expected one of {list(GL_BACKENDS)} (headless offscreen rendering) or unset, "
+            f"got {requested!r}"
+        )
+    candidates = (requested,) if requested else GL_BACKENDS
+    failures = {}
+    for backend in candidates:
+        failure = probe_gl_backend(backend)
+        if failure is None:
+            return backend
+        failures[backend] = failure
+    raise GLUnavailableError(gl_unavailable_message(failures))
+
+
+def gl_unavailable_message(failures: Mapping[str, str]) -> str:
+    """What failed for each backend and how to install one."""
+    tried = "; ".join(f"{backend}: {why}" for backend, why in failures.items())
+    return (
+        f"no headless OpenGL backend works here ({tried}). Install one, e.g. on Debian/Ubuntu "
+        f"`apt-get install {APT_PACKAGES['egl']}` (EGL, GPU or Mesa software rendering) or "
+        f"`apt-get install {APT_PACKAGES['osmesa']}` (OSMesa, software only), then run again "
+        f"(MUJOCO_GL=egl or MUJOCO_GL=osmesa picks one explicitly). PyOpenGL must be installed too "
+        f"(a dependency of mujoco)."
+    )
+
+
+def _gl_context_class(backend: str) -> Any:
+    platform = os.environ.get("PYOPENGL_PLATFORM")
+    if platform and platform.lower() != backend:
+        raise GLUnavailableError(
+            f"PYOPENGL_PLATFORM: this process already uses OpenGL platform {platform!r}, so the {backend} "
+            f"backend cannot be loaded; unset PYOPENGL_PLATFORM or set MUJOCO_GL={platform}"
+        )
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        else:
+            from mujoco.osmesa import GLContext
+    except ImportError as error:
+        raise GLUnavailableError(gl_unavailable_message({backend: str(error)})) from error
+    return GLContext
+
+
+class OffscreenRenderer:
+    """Renders MuJoCo states of one model to RGB images, headless (what ``mujoco.Renderer`` does,
+    on the backend chosen by ``gl_backend``). Use as a context manager, or call ``close``."""
+
+    def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str | None = "track") -> None:
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.width, self.height = width, height
+        # The offscreen buffer must hold the image (the MJCF's <visual><global offwidth> etc.).
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        backend = gl_backend()
+        self._context = _gl_context_class(backend)(width, height)
+        self._context.make_current()
+        self._scene = mujoco.MjvScene(model, maxgeom=10_000)
+        self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._option = mujoco.MjvOption()
+        self._perturb = mujoco.MjvPerturb()
+        self.camera = mujoco.MjvCamera()
+        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) if camera else -1
+        if camera_id >= 0:
+            self.camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            self.camera.fixedcamid = camera_id
+        else:  # follow the first body from a free camera
+            self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+            self.camera.trackbodyid = 1 if model.nbody > 1 else 0
+            self.camera.distance = 1.5 * model.stat.extent
+            self.camera.elevation = -20.0
+
+    def render(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """The image of state (qpos ``[nq]``, qvel ``[nv]``), uint8 ``[height, width, 3]``."""
+        self.data.qpos[:] = qpos
+        self.data.qvel[:] = qvel
+        mujoco.mj_forward(self.model, self.data)
+        self._context.make_current()
+        mujoco.mjv_updateScene(self.model, self.data, self._option, self._perturb, self.camera,
+                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        mujoco.mjr_render(self._rect, self._scene, self._mjr)
+        image = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        mujoco.mjr_readPixels(image, None, self._rect, self._mjr)
+        return np.flipud(image).copy()  # OpenGL's rows start at the bottom
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.make_current()
+            self._mjr.free()
+            self._context.free()
+            self._context = None
+
+    def __enter__(self) -> "OffscreenRenderer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- episodes
+@dataclasses.dataclass
+class Recording:
+    """The "before" and "after" episodes, recorded state by state."""
+
+    qpos: np.ndarray
+    """float64 [T, 2, nq]: state before each step (index 1: 0 before, 1 after adaptation)."""
+    qvel: np.ndarray
+    """float64 [T, 2, nv]."""
+    rewards: np.ndarray
+    """float64 [T, 2]: reward of each step (0 after the episode ended)."""
+    lengths: np.ndarray
+    """int [2]: steps of each episode."""
+    final_qpos: np.ndarray
+    """float64 [2, nq]: qpos after the last step (from the final observation where it holds qpos:
+    Navigation2D's position; else the last recorded state)."""
+
+
+def record_episodes(
+    policy: Any, family: str, task: Mapping[str, Any], params_after: Mapping[str, torch.Tensor], horizon: int,
+    seed: int, stochastic: bool = False,
+) -> Recording:
+    """One episode of the meta-policy and one of the adapted policy (``params_after``,
+    ``{name: [1, ...]}``), in lockstep from the same initial state."""
+    env = BatchedRobotEnv(family, 2, max_episode_steps=horizon)
+    try:
+        env.set_tasks([dict(task), dict(task)])
+        env.reset(seed=seed)
+        qpos, qvel = env.get_state()
+        obs = env.set_state(np.repeat(qpos[:1], 2, axis=0), np.repeat(qvel[:1], 2, axis=0))
+        meta = {name: value.detach() for name, value in policy.batched_params(1).items()}
+        params = {name: torch.cat([meta[name], params_after[name].detach()]) for name in meta}
+        state = policy.initial_state((2, 1))
+        generator = torch.Generator().manual_seed(seed)
+        alive = np.ones(2, dtype=bool)
+        lengths = np.zeros(2, dtype=int)
+        qpos_list, qvel_list, rewards = [], [], []
+        final = np.array(qpos)  # [2, nq], set when each episode ends (at the latest at the horizon)
+        navigation = family == "Navigation2D"  # its observation is the position, its qpos
+        with torch.no_grad():
+            for _ in range(horizon):
+                qpos, qvel = env.get_state()
+                qpos_list.append(qpos.copy())
+                qvel_list.append(qvel.copy())
+                observation = torch.from_numpy(obs).to(torch.float32).view(2, 1, -1)
+                mean, log_std, state = policy.step(observation, state, params)
+                action = mean
+                if stochastic:
+                    action = mean + log_std.exp().expand_as(mean) * torch.randn(mean.shape, generator=generator)
+                obs, reward, terminated, truncated, info = env.step(action.view(2, -1).numpy())
+                rewards.append(np.where(alive, reward, 0.0))
+                lengths += alive
+                ended = alive & (terminated | truncated)
+                for i in np.flatnonzero(ended):
+                    final[i] = info["final_obs"][i][: final.shape[1]] if navigation else qpos_list[-1][i]
+                alive &= ~(terminated | truncated)
+                if not alive.any():
+                    break
+        return Recording(np.stack(qpos_list), np.stack(qvel_list), np.stack(rewards), lengths, final)
+    finally:
+        env.close()
+
+
+def adapt_to_task(run: Any, task: Mapping[str, Any], adapt_steps: int, episodes: int, fast_lr: float | None,
+                  seed: int, num_threads: int = 1) -> dict[str, torch.Tensor]:
+    """Parameters ``{name: [1, ...]}`` after ``adapt_steps`` inner steps on ``task`` (as training)."""
+    config = run.config
+    sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads)
+    try:
+        sampler.set_tasks([dict(task)])
+        learner = MetaLearner(run.policy, fast_lr=config.fast_lr if fast_lr is None else fast_lr,
+                              gamma=config.gamma, gae_lambda=config.gae_lambda)
+        batches: list[Any] = []
+        params = None
+        for step in range(adapt_steps):
+            batches.append(sampler.sample(run.policy, params, evaluation_seed(seed, 1 + step)))
+            params = learner.adapted_params(batches)
+    finally:
+        sampler.env.close()
+    if params is None:
+        return {name: value.detach() for name, value in run.policy.batched_params(1).items()}
+    return params
+
+
+# ----------------------------------------------------------------------------- frames
+def _label(image: np.ndarray, lines: list[str]) -> np.ndarray:
+    """``image`` with ``lines`` of text in its top-left corner (white on a dark box)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    size = max(9, image.shape[0] // 22)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    y = 3
+    for line in lines:
+        box = draw.textbbox((4, y), line, font=font)
+        draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(20, 20, 20))
+        draw.text((4, y), line, fill=(255, 255, 255), font=font)
+        y = box[3] + 3
+    return np.asarray(picture)
+
+
+def mujoco_frames(robot: str, recording: Recording, width: int, height: int) -> np.ndarray:
+    """uint8 [T, 2, height, width, 3]: both episodes, frame by frame (an ended episode holds its
+    last frame)."""
+    model = mujoco.MjModel.from_xml_path(asset_path(robot))
+    steps = recording.qpos.shape[0]
+    frames = np.zeros((steps, 2, height, width, 3), dtype=np.uint8)
+    with OffscreenRenderer(model, width, height) as renderer:
+        for episode in range(2):
+            last = None
+            for t in range(steps):
+                if t < recording.lengths[episode]:
+                    last = renderer.render(recording.qpos[t, episode], recording.qvel[t, episode])
+                frames[t, episode] = last
+    return frames
+
+
+def navigation_frames(task: Mapping[str, Any], recording: Recording, width: int, height: int) -> np.ndarray:
+    """uint8 [T, 2, height, width, 3] drawn with matplotlib: the goal square, goal, path, robot."""
+    from bmaml_robot.plots import figure_rgb, new_figure
+
+    dpi = 100
+    figure = new_figure(width / dpi, height / dpi, dpi=dpi)
+    axes = figure.add_axes((0.02, 0.02, 0.96, 0.96))
+    goal = np.asarray(task["goal"], dtype=float)
+    paths = [np.vstack([recording.qpos[: recording.lengths[e], e], recording.final_qpos[e][None]]) for e in range(2)]
+    points = np.vstack([*paths, goal[None], [[-0.5, -0.5], [0.5, 0.5]]])
+    low, high = points.min(axis=0), points.max(axis=0)
+    centre, half = (low + high) / 2, max(float((high - low).max()) / 2 * 1.1, 0.55)
+    aspect = width / height
+    steps = recording.qpos.shape[0]
+    frames = np.zeros((steps, 2, height, width, 3), dtype=np.uint8)
+    for episode in range(2):
+        axes.clear()
+        axes.set_xlim(centre[0] - half * aspect, centre[0] + half * aspect)
+        axes.set_ylim(centre[1] - half, centre[1] + half)
+        axes.set_aspect("equal")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.add_patch(_square())
+        axes.plot(*goal, marker="*", markersize=max(8, height // 20), color="#d62728", linestyle="none")
+        (line,) = axes.plot([], [], color="#1f77b4", linewidth=1.5)
+        (dot,) = axes.plot([], [], "o", color="#1f77b4", markersize=max(4, height // 40))
+        path = paths[episode]
+        for t in range(steps):
+            shown = path[: min(t, len(path) - 1) + 1]
+            line.set_data(shown[:, 0], shown[:, 1])
+            dot.set_data(shown[-1:, 0], shown[-1:, 1])
+            frames[t, episode] = figure_rgb(figure)[:height, :width]
+    return frames
+
+
+def _square() -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((-0.5, -0.5), 1.0, 1.0, fill=False, linestyle="--", edgecolor="0.6")
+
+
+def compose(frames: np.ndarray, recording: Recording, layout: str, adapt_steps: int) -> np.ndarray:
+    """Label the panels and lay them out: uint8 [frames, height, width(, x2), 3]."""
+    steps = frames.shape[0]
+    titles = ("before adaptation", f"after {adapt_steps} adaptation step{'s' if adapt_steps != 1 else ''}")
+    cumulative = np.cumsum(recording.rewards, axis=0)
+    labelled = np.empty_like(frames)
+    for t in range(steps):
+        for episode in range(2):
+            t_shown = min(t, recording.lengths[episode] - 1)
+            labelled[t, episode] = _label(frames[t, episode], [
+                titles[episode], f"step {t_shown + 1}/{steps}  return {cumulative[t_shown, episode]:.1f}"])
+    if layout == "side-by-side":
+        separator = np.full((steps, frames.shape[2], 2, 3), 255, dtype=np.uint8)
+        return np.concatenate([labelled[:, 0], separator, labelled[:, 1]], axis=2)
+    return np.concatenate([labelled[: recording.lengths[0], 0], labelled[: recording.lengths[1], 1]], axis=0)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write uint8 [N, H, W, 3] frames as MP4 or GIF (by suffix), atomically."""
+    import imageio.v3 as iio
+
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(fd)
+    try:
+        if suffix == ".gif":
+            iio.imwrite(tmp, frames, extension=".gif", duration=int(round(1000.0 / fps)), loop=0)
+        else:
+            iio.imwrite(tmp, frames, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
+                        macro_block_size=2, ffmpeg_log_level="error")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- render
+@dataclasses.dataclass
+class RenderResult:
+    path: Path
+    num_frames: int
+    frame_shape: tuple[int, int]
+    """(height, width) of a video frame."""
+    returns: tuple[float, float]
+    """Return of the "before" and the "after" episode."""
+    lengths: tuple[int, int]
+    gl_backend: str | None
+    """The OpenGL backend used (None for Navigation2D, drawn with matplotlib)."""
+
+
+def parse_task(family: str, task: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A task dict from JSON text or a mapping, checked against the family (ValueError/TypeError)."""
+    if isinstance(task, str):
+        try:
+            task = json.loads(task)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"task: expected a JSON object such as {_example(family)}, got {task!r} ({error})") from error
+    if not isinstance(task, Mapping):
+        raise ValueError(f"task: expected a JSON object such as {_example(family)}, got {task!r}")
+    get_family(family).encode(task, "task")
+    return dict(task)
+
+
+def _example(family: str) -> str:
+    return json.dumps(get_family(family).sample_tasks(1, np.random.default_rng(0))[0])
+
+
+def check_render_settings(out: Path, adapt_steps: int, layout: str, width: int, height: int, seed: int,
+                          episodes: int, fast_lr: float | None, fps: float | None) -> None:
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"out: expected a file name ending in {' or '.join(VIDEO_SUFFIXES)}, got {str(out)!r}")
+    if out.exists() and out.is_dir():
+        raise ValueError(f"out: expected a file name, got the directory {out}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {list(LAYOUTS)}, got {layout!r}")
+    for name, value, low in (("adapt_steps", adapt_steps, 0), ("episodes", episodes, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 16 <= value <= _MAX_SIZE \
+                or value % 2:
+            raise ValueError(f"{name}: expected an even integer in [16, {_MAX_SIZE}] (video encoders need even "
+                             f"sizes), got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+    if fast_lr is not None and not (math.isfinite(fast_lr) and fast_lr >= 0):
+        raise ValueError(f"fast_lr: expected a finite number >= 0, got {fast_lr!r}")
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 240):
+        raise ValueError(f"fps: expected a number in (0, 240], got {fps!r}")
+
+
+def render(
+    run_dir: str | Path,
+    task: str | Mapping[str, Any],
+    out: str | Path,
+    *,
+    adapt_steps: int = 1,
+    layout: str = "side-by-side",
+    width: int = 480,
+    height: int = 360,
+    seed: int = 0,
+    episodes: int = 10,
+    fast_lr: float | None = None,
+    stochastic: bool = False,
+    fps: float | None = None,
+    num_threads: int = 1,
+) -> RenderResult:
+    """Render the run's policy on ``task`` before and after ``adapt_steps`` adaptation steps
+    (module docstring) into ``out`` (.mp4 or .gif). ``episodes``: episodes sampled per adaptation
+    step; ``fps``: default real time (1 / the env's control step; 10 for Navigation2D)."""
+    out = Path(out)
+    check_render_settings(out, adapt_steps, layout, width, height, seed, episodes, fast_lr, fps)
+    run = load_run(run_dir)
+    family = get_family(run.config.family)
+    task = parse_task(family.name, task)
+    if family.robot != "Navigation2D":
+        backend: str | None = gl_backend()  # fail before any work when there is no OpenGL
+    else:
+        backend = None
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
+        recording = record_episodes(run.policy, family.name, task, params, run.config.horizon,
+                                    evaluation_seed(seed, 0), stochastic)
+    finally:
+        torch.set_num_threads(torch_threads)
+    if family.robot == "Navigation2D":
+        frames = navigation_frames(task, recording, width, height)
+        default_fps = 10.0
+    else:
+        frames = mujoco_frames(family.robot, recording, width, height)
+        default_fps = 1.0 / _control_dt(family.name)
+    video = compose(frames, recording, layout, adapt_steps)
+    write_video(out, video, fps or default_fps)
+    returns = recording.rewards.sum(axis=0)
+    return RenderResult(out, int(video.shape[0]), (int(video.shape[1]), int(video.shape[2])),
+                        (float(returns[0]), float(returns[1])),
+                        (int(recording.lengths[0]), int(recording.lengths[1])), backend)
+
+
+def _control_dt(family: str) -> float:
+    env = BatchedRobotEnv(family, 1, max_episode_steps=1)
+    try:
+        return float(env.dt)
+    finally:
+        env.close()
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-render",
+        description="Render a run's policy on one task before and after adaptation, headless, to MP4 or GIF.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory")
+    p.add_argument("--task", required=True, help='the task as JSON, e.g. \'{"direction": -1}\' or \'{"goal": [0.3, -0.2]}\'')
+    p.add_argument("--out", type=Path, required=True, help="output file, .mp4 or .gif")
+    p.add_argument("--adapt-steps", type=int, default=1, help="adaptation steps before the 'after' episode (default 1)")
+    p.add_argument("--layout", choices=LAYOUTS, default="side-by-side", help="panels side by side (default) or one after the other")
+    p.add_argument("--width", type=int, default=480, help="panel width in pixels (even, default 480)")
+    p.add_argument("--height", type=int, default=360, help="panel height in pixels (even, default 360)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the adaptation episodes and the recorded ones (default 0)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per adaptation step (default 10)")
+    p.add_argument("--fast-lr", type=float, default=None, help="inner step size (default: the run's)")
+    p.add_argument("--stochastic", action="store_true",
+                   help="sample actions from the policy (default: its mean action, deterministic)")
+    p.add_argument("--fps", type=float, default=None, help="frames per second (default: real time)")
+    p.add_argument("--num-threads", type=int, default=1, help="threads stepping the robots during adaptation")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bmaml-render``: every check (arguments, run, task, OpenGL) is a usage error before any work."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        check_render_settings(args.out, args.adapt_steps, args.layout, args.width, args.height, args.seed,
+                              args.episodes, args.fast_lr, args.fps)
+        run = load_run(args.run_dir)
+        parse_task(run.config.family, args.task)
+        if get_family(run.config.family).robot != "Navigation2D":
+            gl_backend()
+    except (ValueError, TypeError, GLUnavailableError) as error:
+        parser.error(str(error))
+    result = render(args.run_dir, args.task, args.out, adapt_steps=args.adapt_steps, layout=args.layout,
+                    width=args.width, height=args.height, seed=args.seed, episodes=args.episodes,
+                    fast_lr=args.fast_lr, stochastic=args.stochastic, fps=args.fps, num_threads=args.num_threads)
+    print(f"wrote {result.path}: {result.num_frames} frames of {result.frame_shape[1]}x{result.frame_shape[0]}"
+          f"{f' (OpenGL: {result.gl_backend})' if result.gl_backend else ''}; return before adaptation "
+          f"{result.returns[0]:.2f}, after {args.adapt_steps} step(s) {result.returns[1]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
