@@ -5,14 +5,15 @@
 Every call reuses buffers allocated once: observations are copied into a float32 input buffer
 that onnxruntime reads in place and actions and next states are written by onnxruntime into
 output buffers (``IOBinding`` over fixed pointers; measured faster than ``session.run``, which
-allocates its outputs on every call). The recurrent state lives in two buffers that swap roles
-(input, output) on every accepted step, so it is never copied, and a step can be rejected
-by simply not swapping.
+allocates its outputs on every call: 4.6 vs 7.7 us for an MLP [64, 64], 9.3 vs 14.3 us for a
+GRU-100). The recurrent state lives in two buffers that swap roles (input, output) on every
+accepted step, so it is never copied, and a step is rejected by simply not swapping.
 
 Safety: an observation with NaN or infinity gives the safe action and leaves the state as it
 was (counted in ``nonfinite_count``); a non-finite action or next state from the network is
 replaced the same way (``nonfinite_action_count``); every action returned is inside the
-action bounds of the file.
+action bounds of the file. (A float64 observation beyond float32's range, e.g. 1e300, is
+non-finite once converted; numpy warns about that cast once.)
 
 Not thread-safe: one controller per control thread.
 """
@@ -107,6 +108,7 @@ class Controller:
         self.action_high = np.asarray(meta.action_high, np.float32)
         self.safe_action = self._check_safe_action(safe_action)
         self.safe_action.flags.writeable = False
+        self._safe_batch = np.broadcast_to(self.safe_action, (1, self.act_dim))
         self.steps = 0
         self.nonfinite_count = 0
         self.nonfinite_action_count = 0
@@ -114,26 +116,32 @@ class Controller:
         B = self.batch_size
         self._obs = np.zeros((B, self.obs_dim), np.float32)
         self._obs_row = self._obs[0]
-        self._action = np.zeros((B, self.act_dim), np.float32)
-        self._action_row = self._action[0]
-        self._zeros_obs = np.zeros(self.obs_dim, np.float32)
-        self._zeros_act = np.zeros(self.act_dim, np.float32)
-        # Recurrent state: buffers[k][j] is state part j (h, then c) in buffer k; the binding k
-        # reads buffers[k] and writes buffers[1 - k]; self._current says which holds the state.
-        state_shape = (meta.hidden_shape[0], B, meta.hidden_shape[1]) if meta.recurrent else ()
-        self._state_buffers = [
-            [np.zeros(state_shape, np.float32) for _ in meta.state_names] for _ in range(2 if meta.recurrent else 1)
+        self._obs_finite = np.zeros((B, self.obs_dim), bool)
+        # Outputs: each block is one contiguous float32 buffer holding the action [B, act_dim]
+        # then the state parts (h, then c for lstm) [layers, B, hidden], so that one isfinite
+        # call checks all outputs. Recurrent policies have two blocks: binding k reads the state
+        # of block k and writes action and next state into block 1 - k; self._current says which
+        # block holds the current state (and the last action).
+        state_shape = (meta.hidden_shape[0], B, meta.hidden_shape[1]) if meta.recurrent else (0,)
+        action_size, state_size = B * self.act_dim, int(np.prod(state_shape))
+        block_size = action_size + state_size * len(meta.state_names)
+        self._blocks = [np.zeros(block_size, np.float32) for _ in range(2 if meta.recurrent else 1)]
+        self._block_finite = np.zeros(block_size, bool)
+        self._actions = [block[:action_size].reshape(B, self.act_dim) for block in self._blocks]
+        self._states = [
+            [block[action_size + j * state_size : action_size + (j + 1) * state_size].reshape(state_shape)
+             for j in range(len(meta.state_names))]
+            for block in self._blocks
         ]
-        self._zeros_state = np.zeros(int(np.prod(state_shape)) if meta.recurrent else 0, np.float32)
-        self._state_flat = [[part.reshape(-1) for part in buffers] for buffers in self._state_buffers]
         self._bindings = []
-        for k in range(len(self._state_buffers)):
+        for k in range(len(self._blocks)):
+            writes = 1 - k if meta.recurrent else k
             binding = self._session.io_binding()
             _bind(binding, "input", OBS_INPUT, self._obs)
-            _bind(binding, "output", ACTION_OUTPUT, self._action)
+            _bind(binding, "output", ACTION_OUTPUT, self._actions[writes])
             for j, (name_in, name_out) in enumerate(meta.state_names):
-                _bind(binding, "input", name_in, self._state_buffers[k][j])
-                _bind(binding, "output", name_out, self._state_buffers[1 - k][j])
+                _bind(binding, "input", name_in, self._states[k][j])
+                _bind(binding, "output", name_out, self._states[writes][j])
             self._bindings.append(binding)
         self._current = 0
         self._single_shape = (self.obs_dim,)
@@ -159,7 +167,10 @@ class Controller:
             ValueError, TypeError: naming ``obs`` (wrong shape, not a real-number array) or ``out``.
         """
         if type(obs) is not np.ndarray:
-            obs = np.asarray(obs)
+            try:
+                obs = np.asarray(obs)
+            except (TypeError, ValueError):
+                raise TypeError(f"obs: expected an array of {self.obs_dim} numbers, got {type(obs).__name__}") from None
         kind = obs.dtype.kind
         if kind != "f" and kind not in "iu":
             raise TypeError(f"obs: expected real numbers (float or integer dtype), got dtype {obs.dtype}")
@@ -175,17 +186,11 @@ class Controller:
             expected += (" or " if expected else "") + f"[{self.batch_size}, {self.obs_dim}]"
             raise ValueError(f"obs: expected shape {expected}, got {list(shape)}")
         self.steps += 1
-        if self.batch_size == 1:
-            self._act_one()
-            if out is None:
-                return self._action_row.copy() if single else self._action.copy()
-            out_view = self._check_out(out, (self.act_dim,) if single else (1, self.act_dim))
-            out_view[...] = self._action_row if single else self._action
-            return out
-        self._act_batch()
+        action = self._act_one() if self.batch_size == 1 else self._act_batch()  # [B, act_dim]
+        result = action[0] if single else action
         if out is None:
-            return self._action.copy()
-        self._check_out(out, (self.batch_size, self.act_dim))[...] = self._action
+            return result.copy()
+        self._check_out(out, result.shape)[...] = result
         return out
 
     def reset(self, rows: int | Sequence[int] | np.ndarray | None = None) -> None:
@@ -194,7 +199,7 @@ class Controller:
         if not self._recurrent:
             return
         if rows is None:
-            for part in self._state_buffers[self._current]:
+            for part in self._states[self._current]:
                 part.fill(0.0)
             return
         index = np.asarray(rows)
@@ -202,14 +207,14 @@ class Controller:
             index.min() >= -self.batch_size and index.max() < self.batch_size
         )):
             raise ValueError(f"rows: expected batch indices in [0, {self.batch_size}), got {rows!r}")
-        for part in self._state_buffers[self._current]:
+        for part in self._states[self._current]:
             part[:, index, :] = 0.0
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
         """A copy of the hidden state: ``()`` for mlp, ``(h,)`` or ``(h, c)`` each float32
         ``[layers, batch_size, hidden]``."""
-        return tuple(part.copy() for part in self._state_buffers[self._current]) if self._recurrent else ()
+        return tuple(part.copy() for part in self._states[self._current]) if self._recurrent else ()
 
     def __repr__(self) -> str:
         m = self.metadata
@@ -220,54 +225,48 @@ class Controller:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _act_one(self) -> None:
-        """One robot: the observation is in ``self._obs``; leaves the action in ``self._action``."""
-        if self._obs_row.dot(self._zeros_obs) != 0.0:  # 0 * x is 0 unless x is NaN or infinite
+    def _act_one(self) -> np.ndarray:
+        """One robot, observation in ``self._obs``: the action ``[1, act_dim]`` (a buffer)."""
+        if not np.isfinite(self._obs_row, out=self._obs_finite[0]).all():
             self.nonfinite_count += 1
-            self._action_row[...] = self.safe_action
-            return
+            return self._safe_batch
         k = self._current
         self._session.run_with_iobinding(self._bindings[k])
-        action = self._action_row
-        ok = action.dot(self._zeros_act) == 0.0
-        if ok and self._recurrent:
-            for flat in self._state_flat[1 - k]:
-                if flat.dot(self._zeros_state) != 0.0:
-                    ok = False
-        if not ok:
+        written = 1 - k if self._recurrent else k
+        if not np.isfinite(self._blocks[written], out=self._block_finite).all():
             self.nonfinite_action_count += 1
-            action[...] = self.safe_action
-            return  # the state stays in buffer k: not advanced
+            return self._safe_batch  # the state stays in block k: not advanced
+        action = self._actions[written]
         np.minimum(action, self.action_high, out=action)
         np.maximum(action, self.action_low, out=action)
-        if self._recurrent:
-            self._current = 1 - k
+        self._current = written
+        return action
 
-    def _act_batch(self) -> None:
+    def _act_batch(self) -> np.ndarray:
         """``batch_size`` robots: rows with non-finite observations or outputs get the safe action
-        and keep their state; the others advance."""
-        bad_obs = ~np.isfinite(self._obs).all(axis=1)
+        and keep their state; the others advance. Returns the actions ``[B, act_dim]`` (a buffer)."""
+        bad_obs = ~np.isfinite(self._obs, out=self._obs_finite).all(axis=1)
         if bad_obs.any():
             self.nonfinite_count += int(bad_obs.sum())
             self._obs[bad_obs] = 0.0  # run the network on something harmless; these rows are discarded
         k = self._current
         self._session.run_with_iobinding(self._bindings[k])
-        bad_out = ~np.isfinite(self._action).all(axis=1)
-        if self._recurrent:
-            for part in self._state_buffers[1 - k]:
-                bad_out |= ~np.isfinite(part).all(axis=(0, 2))
+        written = 1 - k if self._recurrent else k
+        action = self._actions[written]
+        bad_out = ~np.isfinite(action).all(axis=1)
+        for part in self._states[written]:
+            bad_out |= ~np.isfinite(part).all(axis=(0, 2))
         bad_out &= ~bad_obs
         self.nonfinite_action_count += int(bad_out.sum())
         bad = bad_obs | bad_out
-        np.minimum(self._action, self.action_high, out=self._action)
-        np.maximum(self._action, self.action_low, out=self._action)
+        np.minimum(action, self.action_high, out=action)
+        np.maximum(action, self.action_low, out=action)
         if bad.any():
-            self._action[bad] = self.safe_action
-            if self._recurrent:
-                for old, new in zip(self._state_buffers[k], self._state_buffers[1 - k]):
-                    new[:, bad, :] = old[:, bad, :]
-        if self._recurrent:
-            self._current = 1 - k
+            action[bad] = self.safe_action
+            for old, new in zip(self._states[k], self._states[written]):
+                new[:, bad, :] = old[:, bad, :]
+        self._current = written
+        return action
 
     def _check_safe_action(self, safe_action: Any) -> np.ndarray:
         if safe_action is None:
@@ -293,10 +292,8 @@ class Controller:
         for _ in range(3):
             for binding in self._bindings:
                 self._session.run_with_iobinding(binding)
-        for buffers in self._state_buffers:
-            for part in buffers:
-                part.fill(0.0)
-        self._action.fill(0.0)
+        for block in self._blocks:
+            block.fill(0.0)
         self._current = 0
 
 
