@@ -18,6 +18,11 @@ to ``out``:
   ``gain.png`` (after - before), ``final.png`` (every seed's final value and the variant means);
 - ``comparison.json``: every number of the report.
 
+With ``bmaml-eval`` results of the runs (``EVAL_DIR/<run name>/eval.json`` with ``--eval-dir``,
+else ``RUN_DIR/eval.json`` where present, all made with the same settings), the report adds a
+held-out section: per variant the mean over seeds of each run's held-out return before and after
+adaptation and the gain, with pairwise Welch tests, Holm, Hedges' g and a bootstrap CI.
+
 Runs in progress and runs of different lengths are fine: every comparison uses the iterations all
 its runs have (``0 .. L - 1``, ``L`` the length of the shortest run), and the report says so and
 lists each run's length. Runs given to one comparison must share the family, the horizon and the
@@ -266,6 +271,35 @@ class VariancePair:
 
 
 @dataclasses.dataclass
+class HeldOutVariant:
+    label: str
+    runs: list[str]
+    seeds: list[int]
+    iterations: list[int]
+    """Meta-iterations behind each evaluated policy."""
+    values: dict[str, np.ndarray]
+    """``before`` (step 0), ``after`` (step K), ``gain``: float64 [seeds], each run's mean over tasks."""
+    ci: dict[str, Any]
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """``bmaml-eval`` results of the compared runs, summarised per variant and tested pairwise."""
+
+    settings: dict[str, Any]
+    variants: list[HeldOutVariant]
+    tests: list[PairTest]
+    missing: list[str]
+    """Runs without an eval.json (left out of this section)."""
+
+
+HELD_OUT_NAMES = {"after": "held-out return after adaptation", "gain": "held-out adaptation gain",
+                  "before": "held-out return before adaptation"}
+#: Evaluation settings that must be equal for held-out results to be compared.
+EVAL_SETTINGS = ("steps", "num_tasks", "episodes_per_task", "seed", "horizon")
+
+
+@dataclasses.dataclass
 class Comparison:
     """Everything ``bmaml-compare`` computed (``to_dict`` is ``comparison.json``)."""
 
@@ -284,6 +318,8 @@ class Comparison:
     command: str = ""
     left_out: list[Run] = dataclasses.field(default_factory=list)
     """Runs shorter than ``min_iterations``, not compared."""
+    held_out: HeldOut | None = None
+    """Held-out evaluation of the runs (when their eval.json files were found)."""
     out_dir: Path | None = None
     files: list[Path] = dataclasses.field(default_factory=list)
 
@@ -323,6 +359,17 @@ class Comparison:
                 "pairwise": [dataclasses.asdict(p) for p in self.variance_pairs],
             },
             "findings": self.findings,
+            "held_out": None if self.held_out is None else {
+                "settings": self.held_out.settings,
+                "missing": self.held_out.missing,
+                "variants": [{"label": v.label, "runs": v.runs, "seeds": v.seeds, "iterations": v.iterations,
+                              "values": {k: [float(x) for x in a] for k, a in v.values.items()},
+                              "mean_ci": {k: ci._asdict() for k, ci in v.ci.items()}}
+                             for v in self.held_out.variants],
+                "pairwise_tests": [{"metric": t.metric, "a": t.a, "b": t.b, "welch": t.welch._asdict(),
+                                    "bootstrap": t.bootstrap._asdict(), "p_holm": t.p_holm}
+                                   for t in self.held_out.tests],
+            },
         })
 
 
@@ -389,6 +436,69 @@ def analyse(variants: list[Variant], group_by: tuple[str, ...], last: int, smoot
     return comparison
 
 
+def eval_path(run: Run, eval_dir: Path | None) -> Path:
+    """Where a run's eval.json is: ``eval_dir/<run name>/eval.json``, else ``<run>/eval.json``."""
+    return (eval_dir / run.name if eval_dir is not None else run.path) / "eval.json"
+
+
+def held_out_evaluation(variants: list[Variant], eval_dir: Path | None) -> HeldOut | None:
+    """Per-variant summary and pairwise tests of the runs' ``bmaml-eval`` results (None if no run
+    has one). ValueError when the evaluations were made with different settings."""
+    found: dict[str, tuple[Run, dict[str, Any]]] = {}
+    missing = []
+    for variant in variants:
+        for run in variant.runs:
+            path = eval_path(run, eval_dir)
+            if not path.is_file():
+                missing.append(run.name)
+                continue
+            try:
+                data = json.loads(path.read_text())
+                per_task = np.array([t["mean_return"] for t in data["per_task"]], dtype=float)  # [tasks, K + 1]
+                settings = {k: data["evaluation"][k] for k in EVAL_SETTINGS}
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"eval {path}: not an eval.json written by bmaml-eval ({error})") from error
+            if data.get("run_config", {}).get("family") != run.config.family:
+                raise ValueError(f"eval {path}: evaluates family {data.get('run_config', {}).get('family')!r}, "
+                                 f"but run {run.name} is {run.config.family}")
+            found[run.name] = (run, {"settings": settings, "per_task": per_task,
+                                     "iterations": int(data.get("iterations_trained", -1))})
+    if not found:
+        return None
+    distinct: dict[str, list[str]] = {}
+    for name, (_, item) in found.items():
+        distinct.setdefault(json.dumps(item["settings"], sort_keys=True), []).append(name)
+    if len(distinct) > 1:
+        listed = "; ".join(f"{settings}: {', '.join(names)}" for settings, names in distinct.items())
+        raise ValueError(f"eval: the runs were evaluated with different settings ({listed}); evaluate them with "
+                         f"the same --steps, --tasks, --episodes and --seed")
+    settings = next(iter(found.values()))[1]["settings"]
+    summaries = []
+    for variant in variants:
+        items = [found[r.name] for r in variant.runs if r.name in found]
+        if not items:
+            continue
+        before = np.array([item["per_task"][:, 0].mean() for _, item in items])
+        after = np.array([item["per_task"][:, -1].mean() for _, item in items])
+        values = {"before": before, "after": after, "gain": after - before}
+        summaries.append(HeldOutVariant(variant.label, [r.name for r, _ in items], [r.config.seed for r, _ in items],
+                                        [item["iterations"] for _, item in items], values,
+                                        {k: mean_ci(v) for k, v in values.items()}))
+    tests: list[PairTest] = []
+    for metric in ("after", "gain"):
+        family = []
+        for a, b in itertools.combinations(summaries, 2):
+            if len(a.seeds) >= 2 and len(b.seeds) >= 2:
+                family.append(PairTest(metric, a.label, b.label, welch_test(a.values[metric], b.values[metric]),
+                                       bootstrap_difference(a.values[metric], b.values[metric],
+                                                            num_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED),
+                                       math.nan))
+        for test, adjusted in zip(family, holm([t.welch.p_value for t in family])):
+            test.p_holm = float(adjusted)
+        tests.extend(family)
+    return HeldOut(settings, summaries, tests, missing)
+
+
 def findings(c: Comparison, alpha: float = 0.05) -> list[str]:
     """Plain-language statements of what the tests say (Holm-adjusted over each metric's pairs)."""
     lines = []
@@ -437,6 +547,21 @@ def findings(c: Comparison, alpha: float = 0.05) -> list[str]:
         else:
             text += "no pair differs significantly in variance (F-test and Brown-Forsythe, unadjusted)."
         lines.append(text)
+    if c.held_out is not None:
+        steps = c.held_out.settings["steps"]
+        for metric in ("after", "gain"):
+            tests = [t for t in c.held_out.tests if t.metric == metric]
+            name = f"{HELD_OUT_NAMES[metric]} ({steps} step{'s' if steps != 1 else ''})"
+            significant = [t for t in tests if t.p_holm < alpha]
+            for t in significant:
+                better, worse = (t.a, t.b) if t.welch.difference > 0 else (t.b, t.a)
+                lines.append(f"{name}: {better} > {worse} by {abs(t.welch.difference):.2f} (Welch p = "
+                             f"{_p(t.welch.p_value)}, Holm p = {_p(t.p_holm)}, Hedges' g = {abs(t.welch.hedges_g):.2f}).")
+            rest = [t for t in tests if t not in significant]
+            if rest:
+                lines.append(f"{name}: no significant difference (Holm-adjusted) for "
+                             + ", ".join(f"{t.a} vs {t.b} (p = {_p(t.welch.p_value)}, g = {t.welch.hedges_g:+.2f})"
+                                         for t in rest) + ".")
     return lines
 
 
@@ -655,6 +780,8 @@ def report_markdown(c: Comparison) -> str:
                          f"[{_f(t.bootstrap.low, sign=True)}, {_f(t.bootstrap.high, sign=True)}] |")
         lines.append("")
 
+    if c.held_out is not None:
+        lines += held_out_markdown(c.held_out)
     lines += [
         "## Variance across seeds",
         "",
@@ -690,6 +817,42 @@ def report_markdown(c: Comparison) -> str:
     return "\n".join(lines)
 
 
+def held_out_markdown(h: HeldOut) -> list[str]:
+    s = h.settings
+    steps = s["steps"]
+    lines = [
+        "## Held-out evaluation (`bmaml-eval`)",
+        "",
+        f"Each run's meta-policy on {s['num_tasks']} held-out tasks x {s['episodes_per_task']} episodes (evaluation "
+        f"seed {s['seed']}: the same tasks and noise for every run), before adaptation and after {steps} "
+        f"adaptation step{'s' if steps != 1 else ''}. Per run: the mean over tasks; per variant: the mean over "
+        "seeds with its 95% t-interval. Meta-iterations behind each evaluated policy are listed (runs still "
+        "in progress are evaluated at their latest checkpoint).",
+        "",
+        "| variant | seeds | meta-iterations | return before | return after | gain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in h.variants:
+        lines.append(f"| {v.label} | {len(v.seeds)} | {', '.join(map(str, v.iterations))} | {_ci(v.ci['before'])} | "
+                     f"{_ci(v.ci['after'])} | {_ci(v.ci['gain'], sign=True)} |")
+    if h.missing:
+        lines += ["", "Not evaluated (no eval.json): " + ", ".join(f"`{m}`" for m in h.missing) + "."]
+    for metric in ("after", "gain"):
+        tests = [t for t in h.tests if t.metric == metric]
+        if not tests:
+            continue
+        lines += ["", f"{HELD_OUT_NAMES[metric].capitalize()}, pairwise:", "",
+                  "| a | b | a - b | 95% CI (Welch) | p | p (Holm) | Hedges' g | bootstrap 95% CI |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for t in tests:
+            w = t.welch
+            lines.append(f"| {t.a} ({w.n_a}) | {t.b} ({w.n_b}) | {_f(w.difference, sign=True)} | "
+                         f"[{_f(w.ci_low, sign=True)}, {_f(w.ci_high, sign=True)}] | {_p(w.p_value)} | {_p(t.p_holm)} | "
+                         f"{_f(w.hedges_g, sign=True)} | [{_f(t.bootstrap.low, sign=True)}, {_f(t.bootstrap.high, sign=True)}] |")
+    lines.append("")
+    return lines
+
+
 # ----------------------------------------------------------------------------- compare
 def compare(
     run_dirs: Sequence[str | Path],
@@ -698,6 +861,7 @@ def compare(
     last: int = 10,
     smooth_window: int = 5,
     min_iterations: int = 1,
+    eval_dir: str | Path | None = None,
     out: str | Path | None = None,
     command: str = "",
 ) -> Comparison:
@@ -706,7 +870,9 @@ def compare(
     last: final window, in meta-iterations (the last ``last`` of the common length). smooth_window:
     trailing moving average of the plotted curves (1: none; statistics never use it).
     min_iterations: runs with fewer meta-iterations are left out (listed in the report), so that
-    a run that has barely started does not shorten the common length of all. out: where
+    a run that has barely started does not shorten the common length of all. eval_dir: where
+    the runs' ``bmaml-eval`` results are (``eval_dir/<run name>/eval.json``; default: each run's
+    own ``eval.json`` if there is one); they add a held-out section. out: where
     report.md, the PNGs and comparison.json go (nothing is written when None).
     """
     keys = check_group_by(group_by)
@@ -727,9 +893,13 @@ def compare(
         raise ValueError(f"min_iterations: every run has fewer than {min_iterations} meta-iterations "
                          f"({', '.join(f'{r.name}: {r.iterations}' for r in loaded)})")
     variants = group_runs(runs, keys)
+    if eval_dir is not None and not Path(eval_dir).is_dir():
+        raise ValueError(f"eval_dir: expected a directory of bmaml-eval results, got {str(eval_dir)!r}")
     comparison = analyse(variants, keys, int(last), int(smooth_window))
     comparison.command = command
     comparison.left_out = left_out
+    comparison.held_out = held_out_evaluation(variants, None if eval_dir is None else Path(eval_dir))
+    comparison.findings = findings(comparison)
     if out is not None:
         write_outputs(comparison, out)
     return comparison
@@ -777,6 +947,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="trailing moving average of the plotted curves, in iterations (default 5; 1: none)")
     p.add_argument("--min-iterations", type=int, default=1,
                    help="leave out runs with fewer meta-iterations (default 1: use every run)")
+    p.add_argument("--eval-dir", type=Path, default=None,
+                   help="bmaml-eval results as EVAL_DIR/<run name>/eval.json (default: RUN_DIR/eval.json where present)")
     p.add_argument("--out", type=Path, default=Path("comparison"), help="output directory (default: ./comparison)")
     return p
 
@@ -790,7 +962,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out: expected a directory, got the file {args.out}")
         comparison = compare(args.run_dirs, group_by=args.group_by.split(","), last=args.last,
-                             smooth_window=args.smooth, min_iterations=args.min_iterations, out=None,
+                             smooth_window=args.smooth, min_iterations=args.min_iterations, eval_dir=args.eval_dir,
+                             out=None,
                              command=command)
     except (ValueError, TypeError) as error:
         parser.error(str(error))

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from bmaml_robot.compare import compare, load_run_metrics, main, smooth
-from bmaml_robot.config import TrainConfig, dump_config
+from bmaml_robot.config import TrainConfig, dump_config, load_config
+from bmaml_robot.evaluate import EvalResult, LoadedRun, summarize
 from bmaml_robot.stats import holm, mean_ci, welch_test
 
 WINDOW = 10
@@ -181,6 +182,61 @@ def test_group_by_other_keys(tmp_path: Path) -> None:
     assert [v.label for v in compare(steps, group_by=["num_steps"]).variants] == ["num_steps=1", "num_steps=2"]
     with pytest.raises(ValueError, match="num_steps=1: steps1-0, steps1-1; num_steps=2: steps2-0, steps2-1"):
         compare(steps)
+
+
+def write_eval(eval_dir: Path, run: Path, before: float, after: float, steps: int = 1, num_tasks: int = 4) -> None:
+    """An eval.json as bmaml-eval writes it (EvalResult.to_dict), with known per-task returns."""
+    config = load_config(str(run / "config.yaml"))
+    offsets = np.linspace(-1.0, 1.0, num_tasks)  # tasks differ; their mean is 0
+    task_returns = np.stack([before + offsets] + [after + offsets] * steps)  # [steps + 1, tasks]
+    episode_returns = np.repeat(task_returns[:, :, None], 2, axis=2)
+    settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": 2, "fast_lr": 0.1, "seed": 0,
+                "num_threads": 1, "horizon": config.horizon}
+    result = EvalResult(LoadedRun(run, config, None, "policy.pt", config.num_batches), settings,
+                        [{"goal": [0.0, 0.0]}] * num_tasks, episode_returns, summarize(task_returns))
+    (eval_dir / run.name).mkdir(parents=True)
+    (eval_dir / run.name / "eval.json").write_text(json.dumps(result.to_dict()))
+
+
+def test_held_out_evaluations_are_summarised_and_tested(tmp_path: Path) -> None:
+    runs = study(tmp_path / "runs", length=20)
+    evals = tmp_path / "evals"
+    held_out = {"mlp": ([-40.0, -42.0, -41.0], [-30.0, -31.0, -29.5]), "rnn": ([-40.0, -41.0, -42.0], [-30.5, -30.0, -31.0]),
+                "gru": ([-45.0, -44.0, -46.0], [-10.0, -12.0, -11.0])}
+    for run in runs[:-1]:  # the last gru seed is not evaluated
+        before, after = held_out[run.name.split("-")[1]]
+        seed = int(run.name[-1])
+        write_eval(evals, run, before[seed], after[seed])
+    c = compare(runs, last=4, eval_dir=evals, out=tmp_path / "out")
+    h = c.held_out
+    assert h is not None and h.missing == ["nav-gru-outer-seed2"] and h.settings["steps"] == 1
+    assert [v.label for v in h.variants] == ["mlp", "rnn-frozen", "gru-outer"]
+    gru = h.variants[2]
+    assert gru.seeds == [0, 1]
+    assert gru.values["after"] == pytest.approx([-10.0, -12.0]) and gru.values["gain"] == pytest.approx([35.0, 32.0])
+    assert gru.ci["after"] == pytest.approx(mean_ci([-10.0, -12.0]))
+    test = next(t for t in h.tests if (t.metric, t.a, t.b) == ("after", "mlp", "gru-outer"))
+    assert test.welch == welch_test([-30.0, -31.0, -29.5], [-10.0, -12.0])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Held-out evaluation (`bmaml-eval`)" in report and "Not evaluated (no eval.json): `nav-gru-outer-seed2`" in report
+    findings = "\n".join(c.findings)
+    # gru-outer has 2 evaluated seeds: Welch has about 1 degree of freedom, p = 0.029 before and
+    # 0.058 after Holm's adjustment over the 3 pairs: not significant.
+    assert test.welch.p_value == pytest.approx(0.029, abs=5e-4) and test.p_holm > 0.05
+    assert "mlp vs gru-outer (p = 0.029, g = -11.93)" in findings
+    assert "held-out return after adaptation (1 step): no significant difference (Holm-adjusted) for mlp vs rnn-frozen" in findings
+    data = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert data["held_out"]["variants"][2]["values"]["after"] == pytest.approx([-10.0, -12.0])
+    # Evaluations made with other settings cannot be pooled.
+    other = tmp_path / "other"
+    write_eval(other, runs[0], -40.0, -30.0)
+    write_eval(other, runs[3], -40.0, -30.0, steps=2)
+    with pytest.raises(ValueError, match="evaluated with different settings"):
+        compare(runs, eval_dir=other)
+    with pytest.raises(ValueError, match="eval_dir: expected a directory"):
+        compare(runs, eval_dir=tmp_path / "nowhere")
+    # Without eval_dir, a run's own eval.json is used; without any, there is no held-out section.
+    assert compare(runs).held_out is None
 
 
 def test_smoothing_is_a_trailing_mean() -> None:
