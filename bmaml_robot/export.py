@@ -492,8 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {adaptation.adapt_steps} adaptation step(s), fast_lr {adaptation.fast_lr:g}, "
               f"{adaptation.episodes} episodes per step: return {returns[0]:.2f} before adaptation, "
               f"{returns[-1]:.2f} after ({returns[-1] - returns[0]:+.2f})")
-    print(f"  control rate {metadata.control_rate_hz:g} Hz (control_dt {metadata.control_dt:g} s), "
-          f"{len(metadata.input_names)} input(s) {list(metadata.input_names)}")
+    print(f"  inputs {list(metadata.input_names)}, outputs {list(metadata.output_names)}, control rate "
+          f"{metadata.control_rate_hz:g} Hz; try it in the simulator: bmaml-control {path} --robot sim")
     return 0
 
 

@@ -10,6 +10,7 @@ trained once per module, kind and family.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,15 +28,8 @@ from bmaml_robot.config import TrainConfig  # noqa: E402
 from bmaml_robot.evaluate import load_run  # noqa: E402
 from bmaml_robot.export import Adaptation, adapt_for_task, adapt_run, export_onnx, main  # noqa: E402
 from bmaml_robot.train import train  # noqa: E402
+from bmaml_robot_deploy import Controller, SimulatedRobot, run_control_loop  # noqa: E402
 from bmaml_robot_deploy.metadata import REQUIRED_KEYS, PolicyMetadata  # noqa: E402
-
-try:  # the deploy runtime's controller and simulator robot
-    from bmaml_robot_deploy.controller import Controller
-    from bmaml_robot_deploy.loop import run_control_loop
-    from bmaml_robot_deploy.sim import SimulatedRobot
-except ImportError:  # pragma: no cover - an older bmaml-robot-deploy
-    Controller = None
-needs_controller = pytest.mark.skipif(Controller is None, reason="bmaml_robot_deploy has no Controller/SimulatedRobot")
 
 FAMILY = "HalfCheetahDir"
 TASK = {"direction": -1.0}
@@ -120,7 +114,7 @@ def test_onnx_matches_the_adapted_torch_policy_over_a_closed_loop_episode(kind: 
 
     session = session_of(path)
     # The deploy runtime's controller on the same observations (its own buffers and state).
-    controller = Controller(path) if Controller is not None else None
+    controller = Controller(path)
     worst_controller = 0.0
     env = bm.make_vec(FAMILY, 1, max_episode_steps=PARITY_STEPS, seed=0)
     env.set_tasks([TASK])
@@ -143,11 +137,10 @@ def test_onnx_matches_the_adapted_torch_policy_over_a_closed_loop_episode(kind: 
                 assert have.shape == want.shape == (1, 1, HIDDEN)
                 worst_state = max(worst_state, float(np.abs(have - want).max()))
             onnx_state = outputs[1:]  # fed back, as a controller does
-            if controller is not None:
-                controller_action = controller.act(obs[0])
-                worst_controller = max(worst_controller, float(np.abs(controller_action - action.numpy()[0]).max()))
-                for want, have in zip(torch_states(state), controller.state):
-                    worst_controller = max(worst_controller, float(np.abs(have - want).max()))
+            controller_action = controller.act(obs[0])
+            worst_controller = max(worst_controller, float(np.abs(controller_action - action.numpy()[0]).max()))
+            for want, have in zip(torch_states(state), controller.state):
+                worst_controller = max(worst_controller, float(np.abs(have - want).max()))
             if onnx_state:
                 hidden_norms.append(float(np.abs(onnx_state[0]).max()))
             obs, _, terminated, truncated, _ = env.step(action.numpy())
@@ -200,7 +193,6 @@ def test_actions_are_clipped_to_the_bounds(exported, tmp_path: Path) -> None:
     assert np.all(np.abs(action[:, 4:]) < 1.0)
 
 
-@needs_controller
 @pytest.mark.parametrize("kind", ["mlp", "gru"])
 def test_controller_in_the_simulator_reaches_the_torch_return(kind: str, exported) -> None:
     """Torch's deterministic (mean) actions in the robots vs the exported file run by the deploy
@@ -355,7 +347,7 @@ def test_cli_errors_before_any_work(args: list[str], message: str, run_dir, tmp_
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    assert __import__("re").search(message, capsys.readouterr().err)
+    assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
 
 
