@@ -10,6 +10,7 @@ trained once per module, kind and family.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -265,6 +266,9 @@ def test_metadata_round_trip(kind: str, exported, run_dir) -> None:
 def test_one_self_contained_file(exported, tmp_path: Path) -> None:
     _, path = exported("gru")
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no .data, no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not a private temp file
     model = onnx.load(str(path), load_external_data=False)
     assert model.graph.initializer, "the weights are in the graph"
     for tensor in model.graph.initializer:
