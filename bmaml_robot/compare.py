@@ -278,8 +278,11 @@ class HeldOutVariant:
     iterations: list[int]
     """Meta-iterations behind each evaluated policy."""
     values: dict[str, np.ndarray]
-    """``before`` (step 0), ``after`` (step K), ``gain``: float64 [seeds], each run's mean over tasks."""
+    """``before`` (step 0), ``after`` (after ``HeldOut.step`` steps), ``gain``: float64 [seeds],
+    each run's mean over tasks."""
     ci: dict[str, Any]
+    per_step: list[Any]
+    """MeanCI over seeds of the held-out return after 0, 1, ..., K steps."""
 
 
 @dataclasses.dataclass
@@ -287,6 +290,9 @@ class HeldOut:
     """``bmaml-eval`` results of the compared runs, summarised per variant and tested pairwise."""
 
     settings: dict[str, Any]
+    step: int
+    """The adaptation step tested: the runs' inner steps per meta-iteration (training's objective),
+    at most the evaluated steps."""
     variants: list[HeldOutVariant]
     tests: list[PairTest]
     missing: list[str]
@@ -361,10 +367,12 @@ class Comparison:
             "findings": self.findings,
             "held_out": None if self.held_out is None else {
                 "settings": self.held_out.settings,
+                "tested_step": self.held_out.step,
                 "missing": self.held_out.missing,
                 "variants": [{"label": v.label, "runs": v.runs, "seeds": v.seeds, "iterations": v.iterations,
                               "values": {k: [float(x) for x in a] for k, a in v.values.items()},
-                              "mean_ci": {k: ci._asdict() for k, ci in v.ci.items()}}
+                              "mean_ci": {k: ci._asdict() for k, ci in v.ci.items()},
+                              "per_step": [ci._asdict() for ci in v.per_step]}
                              for v in self.held_out.variants],
                 "pairwise_tests": [{"metric": t.metric, "a": t.a, "b": t.b, "welch": t.welch._asdict(),
                                     "bootstrap": t.bootstrap._asdict(), "p_holm": t.p_holm}
@@ -473,17 +481,18 @@ def held_out_evaluation(variants: list[Variant], eval_dir: Path | None) -> HeldO
         raise ValueError(f"eval: the runs were evaluated with different settings ({listed}); evaluate them with "
                          f"the same --steps, --tasks, --episodes and --seed")
     settings = next(iter(found.values()))[1]["settings"]
+    step = min(int(settings["steps"]), variants[0].runs[0].config.num_steps)
     summaries = []
     for variant in variants:
         items = [found[r.name] for r in variant.runs if r.name in found]
         if not items:
             continue
-        before = np.array([item["per_task"][:, 0].mean() for _, item in items])
-        after = np.array([item["per_task"][:, -1].mean() for _, item in items])
-        values = {"before": before, "after": after, "gain": after - before}
+        per_step = np.stack([item["per_task"].mean(axis=0) for _, item in items])  # [seeds, K + 1]
+        values = {"before": per_step[:, 0], "after": per_step[:, step], "gain": per_step[:, step] - per_step[:, 0]}
         summaries.append(HeldOutVariant(variant.label, [r.name for r, _ in items], [r.config.seed for r, _ in items],
                                         [item["iterations"] for _, item in items], values,
-                                        {k: mean_ci(v) for k, v in values.items()}))
+                                        {k: mean_ci(v) for k, v in values.items()},
+                                        [mean_ci(per_step[:, k]) for k in range(per_step.shape[1])]))
     tests: list[PairTest] = []
     for metric in ("after", "gain"):
         family = []
@@ -496,7 +505,7 @@ def held_out_evaluation(variants: list[Variant], eval_dir: Path | None) -> HeldO
         for test, adjusted in zip(family, holm([t.welch.p_value for t in family])):
             test.p_holm = float(adjusted)
         tests.extend(family)
-    return HeldOut(settings, summaries, tests, missing)
+    return HeldOut(settings, step, summaries, tests, missing)
 
 
 def findings(c: Comparison, alpha: float = 0.05) -> list[str]:
@@ -548,7 +557,7 @@ def findings(c: Comparison, alpha: float = 0.05) -> list[str]:
             text += "no pair differs significantly in variance (F-test and Brown-Forsythe, unadjusted)."
         lines.append(text)
     if c.held_out is not None:
-        steps = c.held_out.settings["steps"]
+        steps = c.held_out.step
         for metric in ("after", "gain"):
             tests = [t for t in c.held_out.tests if t.metric == metric]
             name = f"{HELD_OUT_NAMES[metric]} ({steps} step{'s' if steps != 1 else ''})"
@@ -819,29 +828,32 @@ def report_markdown(c: Comparison) -> str:
 
 def held_out_markdown(h: HeldOut) -> list[str]:
     s = h.settings
-    steps = s["steps"]
+    steps = int(s["steps"])
     lines = [
         "## Held-out evaluation (`bmaml-eval`)",
         "",
         f"Each run's meta-policy on {s['num_tasks']} held-out tasks x {s['episodes_per_task']} episodes (evaluation "
-        f"seed {s['seed']}: the same tasks and noise for every run), before adaptation and after {steps} "
-        f"adaptation step{'s' if steps != 1 else ''}. Per run: the mean over tasks; per variant: the mean over "
-        "seeds with its 95% t-interval. Meta-iterations behind each evaluated policy are listed (runs still "
-        "in progress are evaluated at their latest checkpoint).",
+        f"seed {s['seed']}: the same tasks and noise for every run), after 0 to {steps} adaptation steps. Per run: "
+        "the mean over tasks; per variant: the mean over seeds with its 95% t-interval. The tests use the return "
+        f"after {h.step} step{'s' if h.step != 1 else ''} (the inner steps of training, its objective). "
+        "Meta-iterations behind each evaluated policy are listed (a run in progress is evaluated at its latest "
+        "checkpoint).",
         "",
-        "| variant | seeds | meta-iterations | return before | return after | gain |",
-        "|---|---|---|---|---|---|",
+        "| variant | seeds | meta-iterations | " + " | ".join(
+            "before adaptation" if k == 0 else f"after {k} step{'s' if k != 1 else ''}" for k in range(steps + 1))
+        + f" | gain at step {h.step} |",
+        "|---|---|---|" + "---|" * (steps + 2),
     ]
     for v in h.variants:
-        lines.append(f"| {v.label} | {len(v.seeds)} | {', '.join(map(str, v.iterations))} | {_ci(v.ci['before'])} | "
-                     f"{_ci(v.ci['after'])} | {_ci(v.ci['gain'], sign=True)} |")
+        lines.append(f"| {v.label} | {len(v.seeds)} | {', '.join(map(str, v.iterations))} | "
+                     + " | ".join(_ci(ci) for ci in v.per_step) + f" | {_ci(v.ci['gain'], sign=True)} |")
     if h.missing:
         lines += ["", "Not evaluated (no eval.json): " + ", ".join(f"`{m}`" for m in h.missing) + "."]
     for metric in ("after", "gain"):
         tests = [t for t in h.tests if t.metric == metric]
         if not tests:
             continue
-        lines += ["", f"{HELD_OUT_NAMES[metric].capitalize()}, pairwise:", "",
+        lines += ["", f"{HELD_OUT_NAMES[metric].capitalize()} (step {h.step}), pairwise:", "",
                   "| a | b | a - b | 95% CI (Welch) | p | p (Holm) | Hedges' g | bootstrap 95% CI |",
                   "|---|---|---|---|---|---|---|---|"]
         for t in tests:

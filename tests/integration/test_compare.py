@@ -188,7 +188,8 @@ def write_eval(eval_dir: Path, run: Path, before: float, after: float, steps: in
     """An eval.json as bmaml-eval writes it (EvalResult.to_dict), with known per-task returns."""
     config = load_config(str(run / "config.yaml"))
     offsets = np.linspace(-1.0, 1.0, num_tasks)  # tasks differ; their mean is 0
-    task_returns = np.stack([before + offsets] + [after + offsets] * steps)  # [steps + 1, tasks]
+    # [steps + 1, tasks]: `after` after one step, 5 more after each further step
+    task_returns = np.stack([before + offsets] + [after + 5.0 * k + offsets for k in range(steps)])
     episode_returns = np.repeat(task_returns[:, :, None], 2, axis=2)
     settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": 2, "fast_lr": 0.1, "seed": 0,
                 "num_threads": 1, "horizon": config.horizon}
@@ -206,10 +207,12 @@ def test_held_out_evaluations_are_summarised_and_tested(tmp_path: Path) -> None:
     for run in runs[:-1]:  # the last gru seed is not evaluated
         before, after = held_out[run.name.split("-")[1]]
         seed = int(run.name[-1])
-        write_eval(evals, run, before[seed], after[seed])
+        write_eval(evals, run, before[seed], after[seed], steps=2)
     c = compare(runs, last=4, eval_dir=evals, out=tmp_path / "out")
     h = c.held_out
-    assert h is not None and h.missing == ["nav-gru-outer-seed2"] and h.settings["steps"] == 1
+    assert h is not None and h.missing == ["nav-gru-outer-seed2"] and h.settings["steps"] == 2
+    assert h.step == 1  # the runs train with one inner step: their objective is tested
+    assert h.variants[0].per_step[2] == mean_ci(np.array(held_out["mlp"][1]) + 5.0)
     assert [v.label for v in h.variants] == ["mlp", "rnn-frozen", "gru-outer"]
     gru = h.variants[2]
     assert gru.seeds == [0, 1]
@@ -218,6 +221,7 @@ def test_held_out_evaluations_are_summarised_and_tested(tmp_path: Path) -> None:
     test = next(t for t in h.tests if (t.metric, t.a, t.b) == ("after", "mlp", "gru-outer"))
     assert test.welch == welch_test([-30.0, -31.0, -29.5], [-10.0, -12.0])
     report = (tmp_path / "out" / "report.md").read_text()
+    assert "| before adaptation | after 1 step | after 2 steps | gain at step 1 |" in report
     assert "## Held-out evaluation (`bmaml-eval`)" in report and "Not evaluated (no eval.json): `nav-gru-outer-seed2`" in report
     findings = "\n".join(c.findings)
     assert "held-out return after adaptation (1 step): gru-outer > mlp by 19.17" in findings
