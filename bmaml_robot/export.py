@@ -4,14 +4,19 @@
 
 or from Python::
 
-    from bmaml_robot.export import adapt_for_task, export_onnx
+    from bmaml_robot.export import adapt_for_task, adapt_run, export_onnx
     policy, params = adapt_for_task("runs/cheetah", {"direction": -1.0}, adapt_steps=1)
+    adaptation = adapt_run("runs/cheetah", {"direction": -1.0}, adapt_steps=1)  # + returns, metadata
+    export_onnx(adaptation.policy, adaptation.params, "cheetah_back.onnx", adaptation.metadata())
 
-Adaptation is training's own inner loop (``MetaLearner.adapted_params`` on episodes sampled by
-``MetaSampler`` with the batched robots), run for one task: step ``i`` samples episodes with the
-parameters adapted ``i`` times, then adapts once more. Recurrent weights that training never
-adapts (``frozen``/``outer`` recurrence) stay as they are. ``adapt_steps=0`` exports the
-meta-policy itself.
+The run's meta-policy and config come from ``policy.pt`` (or ``checkpoint.pt`` of a run in
+progress; ``bmaml_robot.evaluate.load_run``). Adaptation is training's own inner loop
+(``MetaLearner.adapted_params`` on episodes sampled by ``MetaSampler`` with the batched robots),
+run for one task: step ``i`` samples episodes with the parameters adapted ``i`` times, then
+adapts once more. Recurrent weights that training never adapts (``frozen``/``outer``
+recurrence) stay as they are. ``adapt_steps=0`` exports the meta-policy itself. The episodes'
+noise comes from ``bmaml-eval``'s streams (``evaluation_seed(seed, 1 + i)``), so the returns
+printed match what ``bmaml-eval --seed S`` measures on the same task.
 
 The ONNX graph (contract: ``bmaml_robot_deploy.metadata``) is the policy's own ``step`` with
 the adapted parameters baked in as constants::
