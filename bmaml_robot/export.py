@@ -14,9 +14,9 @@ progress; ``bmaml_robot.evaluate.load_run``). Adaptation is training's own inner
 (``MetaLearner.adapted_params`` on episodes sampled by ``MetaSampler`` with the batched robots),
 run for one task: step ``i`` samples episodes with the parameters adapted ``i`` times, then
 adapts once more. Recurrent weights that training never adapts (``frozen``/``outer``
-recurrence) stay as they are. ``adapt_steps=0`` exports the meta-policy itself. The episodes'
-noise comes from ``bmaml-eval``'s streams (``evaluation_seed(seed, 1 + i)``), so the returns
-printed match what ``bmaml-eval --seed S`` measures on the same task.
+recurrence) stay as they are. ``adapt_steps=0`` exports the meta-policy itself. The reset and
+action noise of step ``i`` is seeded from ``bmaml-eval``'s streams (``evaluation_seed(seed,
+1 + i)``), which training never uses.
 
 The ONNX graph (contract: ``bmaml_robot_deploy.metadata``) is the policy's own ``step`` with
 the adapted parameters baked in as constants::
@@ -210,7 +210,7 @@ def adapt_run(
             params: Params = None
             returns = []
             for step in range(adapt_steps + 1):
-                # bmaml-eval's noise streams: step k sees the noise bmaml-eval --seed S sees there.
+                # bmaml-eval's noise streams (disjoint from training's).
                 batch = sampler.sample(policy, params, evaluation_seed(seed, 1 + step))
                 returns.append(float(batch.episode_returns().mean()))
                 if step == adapt_steps:
