@@ -28,6 +28,9 @@ import numpy as np
 
 from bmaml_robot_deploy.metadata import ACTION_OUTPUT, OBS_INPUT, PolicyMetadata, load_session
 
+# Module-level names for the hot path (a global lookup instead of an attribute lookup on np).
+_isfinite, _count_nonzero, _minimum, _maximum = np.isfinite, np.count_nonzero, np.minimum, np.maximum
+
 #: onnxruntime's name for a float32 tensor type.
 _FLOAT_TENSOR = "tensor(float)"
 
@@ -117,6 +120,7 @@ class Controller:
         self._obs = np.zeros((B, self.obs_dim), np.float32)
         self._obs_row = self._obs[0]
         self._obs_finite = np.zeros((B, self.obs_dim), bool)
+        self._obs_finite_row = self._obs_finite[0]
         # Outputs: each block is one contiguous float32 buffer holding the action [B, act_dim]
         # then the state parts (h, then c for lstm) [layers, B, hidden], so that one isfinite
         # call checks all outputs. Recurrent policies have two blocks: binding k reads the state
@@ -227,18 +231,19 @@ class Controller:
 
     def _act_one(self) -> np.ndarray:
         """One robot, observation in ``self._obs``: the action ``[1, act_dim]`` (a buffer)."""
-        if not np.isfinite(self._obs_row, out=self._obs_finite[0]).all():
+        # count_nonzero: ~0.2 us where ndarray.all() takes ~1.8 us (its Python-level wrapper).
+        if _count_nonzero(_isfinite(self._obs_row, out=self._obs_finite_row)) != self.obs_dim:
             self.nonfinite_count += 1
             return self._safe_batch
         k = self._current
         self._session.run_with_iobinding(self._bindings[k])
         written = 1 - k if self._recurrent else k
-        if not np.isfinite(self._blocks[written], out=self._block_finite).all():
+        block = self._blocks[written]
+        if _count_nonzero(_isfinite(block, out=self._block_finite)) != block.size:
             self.nonfinite_action_count += 1
             return self._safe_batch  # the state stays in block k: not advanced
         action = self._actions[written]
-        np.minimum(action, self.action_high, out=action)
-        np.maximum(action, self.action_low, out=action)
+        _maximum(_minimum(action, self.action_high, out=action), self.action_low, out=action)
         self._current = written
         return action
 

@@ -1,0 +1,127 @@
+"""Latency of the deploy runtime's ``Controller.act`` against the same policy in torch eager.
+
+One call is one control step of one robot: a float64 observation ``[17]`` (what the simulator
+gives) in, the clipped action ``[6]`` out, the hidden state carried. Policies: the project's
+MLP [64, 64] and GRU-100 (``bmaml_robot.policies.make_policy``, HalfCheetah sizes); the ONNX
+file is built from the torch policy's weights (``bmaml_robot_deploy.testing.toy_policy``, the
+same graph contract as ``bmaml-export``), and both are checked to agree before timing. The torch
+reference is ``policy.step`` under ``torch.no_grad()`` plus the clamp to the bounds, one thread.
+
+Timing. A control loop calls ``act`` back to back from warm caches, so the two are timed in
+alternating *blocks* of ``CALLS_PER_ROUND`` calls (``Bench.compare``: each round runs a torch
+block, then a controller block) rather than call by call, which would let each evict the other's
+weights from the cache. Every call is timed on its own; p50 and p99 (microseconds) are over all
+calls after the warm-up rounds, and go to ``extra_info`` and the summary line's note.
+
+Targets: ``Controller.act`` p99 under 50 us (the issue's target; enforced with
+``BMAML_ENFORCE_TARGETS=1``), and faster than torch eager (ratio > 1).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bmaml_robot.policies import make_policy
+from bmaml_robot_deploy import Controller
+from bmaml_robot_deploy.testing import save_model, toy_policy
+
+OBS_DIM, ACT_DIM = 17, 6
+CASES = {"mlp-64x64": ("mlp", {"hidden_sizes": (64, 64)}), "gru-100": ("gru", {"hidden_size": 100})}
+CALLS_PER_ROUND = 500
+ROUNDS = 20
+WARMUP_ROUNDS = 2
+P99_TARGET_US = 50.0
+
+
+def enforce_targets() -> bool:
+    """As conftest.enforce_targets: BMAML_ENFORCE_TARGETS=1 makes a missed target fail."""
+    return os.environ.get("BMAML_ENFORCE_TARGETS", "").strip().lower() in ("1", "true", "yes")
+
+
+class TimedCalls:
+    """``block()`` calls ``fn`` ``CALLS_PER_ROUND`` times, timing each call (seconds in ``times``)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+        self.times: list[float] = []
+
+    def block(self) -> None:
+        fn, times, clock = self.fn, self.times, time.perf_counter
+        for _ in range(CALLS_PER_ROUND):
+            start = clock()
+            fn()
+            times.append(clock() - start)
+
+    def percentiles_us(self, skip: int) -> dict[str, float]:
+        us = np.asarray(self.times[skip:]) * 1e6
+        p50, p99, p999 = np.percentile(us, [50, 99, 99.9])
+        return {"p50": float(p50), "p99": float(p99), "p99.9": float(p999), "max": float(us.max())}
+
+
+def _build(case: str, tmp_path: Path) -> tuple[Controller, Callable[[], np.ndarray], Callable[[], np.ndarray], np.ndarray]:
+    kind, sizes = CASES[case]
+    policy = make_policy(kind, OBS_DIM, ACT_DIM, seed=0, **sizes)
+    weights = {name: value.detach().numpy() for name, value in policy.state_dict().items()}
+    model, _ = toy_policy(kind, weights=weights)
+    controller = Controller(save_model(model, tmp_path / f"{case}.onnx"))
+    low, high = torch.from_numpy(controller.action_low), torch.from_numpy(controller.action_high)
+    obs = np.random.default_rng(0).normal(size=OBS_DIM)  # float64, as the simulator gives
+    state = [policy.initial_state((1,))]
+
+    def torch_act() -> np.ndarray:
+        with torch.no_grad():
+            mean, _, state[0] = policy.step(torch.from_numpy(obs.astype(np.float32))[None], state[0])
+            return torch.clamp(mean, low, high)[0].numpy()
+
+    def controller_act() -> np.ndarray:
+        return controller.act(obs)
+
+    return controller, controller_act, torch_act, obs
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_controller_act_latency(bench, case: str, tmp_path: Path) -> None:
+    bench.benchmark.group = f"controller-act-{case}"
+    controller, controller_act, torch_act, _ = _build(case, tmp_path)
+    for _ in range(50):  # same actions, state fed back, before anything is timed
+        np.testing.assert_allclose(controller_act(), torch_act(), atol=1e-5, rtol=0)
+    ours_calls, torch_calls = TimedCalls(controller_act), TimedCalls(torch_act)
+    ours, reference = f"act {case}/controller", f"act {case}/torch eager"
+    results = bench.compare(
+        (ours, ours_calls.block),
+        {reference: torch_calls.block},
+        work=CALLS_PER_ROUND,
+        unit="calls",
+        rounds=ROUNDS,
+        warmup_rounds=WARMUP_ROUNDS,
+    )
+    if not results:  # --benchmark-disable: nothing timed
+        return
+    skip = WARMUP_ROUNDS * CALLS_PER_ROUND
+    ours_us, torch_us = ours_calls.percentiles_us(skip), torch_calls.percentiles_us(skip)
+    info = bench.benchmark.extra_info
+    for name, latencies in (("controller", ours_us), ("torch eager", torch_us)):
+        for key, value in latencies.items():
+            info[f"{name} act {key} us"] = round(value, 2)
+    met = ours_us["p99"] < P99_TARGET_US
+    info["target controller act p99 us"] = P99_TARGET_US
+    info["status controller act p99"] = "met" if met else "MISSED"
+    note = (
+        f"controller p50 {ours_us['p50']:.1f} us, p99 {ours_us['p99']:.1f} us "
+        f"(target < {P99_TARGET_US:g}: {'met' if met else 'MISSED'}); "
+        f"torch eager p50 {torch_us['p50']:.1f} us, p99 {torch_us['p99']:.1f} us"
+    )
+    bench.ratio(f"act {case}: controller / torch eager", ours, reference, target=1.0, note=note)
+    assert controller.nonfinite_count == controller.nonfinite_action_count == 0
+    if enforce_targets() and not met:
+        pytest.fail(
+            f"target missed: Controller.act p99 {ours_us['p99']:.1f} us >= {P99_TARGET_US:g} us ({case}); "
+            "unset BMAML_ENFORCE_TARGETS to report without failing"
+        )
