@@ -210,12 +210,19 @@ def group_runs(runs: Sequence[Run], group_by: Sequence[str]) -> list[Variant]:
         groups.setdefault(variant_label(run.config, group_by), []).append(run)
     variants = []
     for label, members in groups.items():
-        seen: dict[int, str] = {}
+        seen: dict[int, Run] = {}
         for run in members:
-            if run.config.seed in seen:
-                raise ValueError(f"runs: {seen[run.config.seed]} and {run.name} are the same variant ({label}) "
+            twin = seen.get(run.config.seed)
+            if twin is not None:
+                differing = [k for k in FIELDS if k not in RUN_KEYS
+                             and getattr(twin.config, k) != getattr(run.config, k)]
+                if differing:
+                    raise ValueError(f"runs: {twin.name} and {run.name} fall into one variant ({label}) with the same "
+                                     f"seed {run.config.seed} but differ in {differing}: add them to group_by "
+                                     f"(--group-by)")
+                raise ValueError(f"runs: {twin.name} and {run.name} are the same variant ({label}) "
                                  f"with the same seed {run.config.seed}: they are one replicate, not two")
-            seen[run.config.seed] = run.name
+            seen[run.config.seed] = run
         ignored = set(group_by) | set(RUN_KEYS)
         differing = sorted(k for k in FIELDS if k not in ignored
                            and len({repr(getattr(r.config, k)) for r in members}) > 1)

@@ -288,6 +288,11 @@ def test_bad_run_directories_are_clear_errors(tmp_path: Path) -> None:
     twin = write_run(tmp_path / "twin", after=curve, gain=1.0)
     with pytest.raises(ValueError, match="good and twin are the same variant .mlp. with the same seed 0"):
         compare([good, twin])
+    other_mode = write_run(tmp_path / "other-mode", after=curve, gain=1.0, policy="rnn", recurrence="outer")
+    frozen = write_run(tmp_path / "frozen", after=curve, gain=1.0, policy="rnn", recurrence="frozen")
+    with pytest.raises(ValueError, match=r"frozen and other-mode fall into one variant \(rnn\) with the same seed 0 "
+                                         r"but differ in \['recurrence'\]: add them to group_by"):
+        compare([frozen, other_mode], group_by=["policy"])
     with pytest.raises(ValueError, match="given more than once"):
         compare([good, good])
     with pytest.raises(ValueError, match=r"group_by: unknown config keys \['colour'\]"):
