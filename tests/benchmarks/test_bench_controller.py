@@ -2,10 +2,10 @@
 
 One call is one control step of one robot: a float64 observation ``[17]`` (what the simulator
 gives) in, the clipped action ``[6]`` out, the hidden state carried. Policies: the project's
-MLP [64, 64] and GRU-100 (``bmaml_robot.policies.make_policy``, HalfCheetah sizes); the ONNX
-file is built from the torch policy's weights (``bmaml_robot_deploy.testing.toy_policy``, the
-same graph contract as ``bmaml-export``), and both are checked to agree before timing. The torch
-reference is ``policy.step`` under ``torch.no_grad()`` plus the clamp to the bounds, one thread.
+MLP [64, 64] and GRU-100 (``bmaml_robot.policies.make_policy``, HalfCheetah sizes), exported
+with ``bmaml_robot.export.export_onnx`` (the file ``bmaml-export`` writes), and both are checked
+to agree before timing. The torch reference is ``policy.step`` under ``torch.no_grad()`` plus the
+clamp to the bounds, one thread.
 
 Timing. A control loop calls ``act`` back to back from warm caches, so the two are timed in
 alternating *blocks* of ``CALLS_PER_ROUND`` calls (``Bench.compare``: each round runs a torch
@@ -28,9 +28,10 @@ import numpy as np
 import pytest
 import torch
 
+from bmaml_robot.export import export_onnx
 from bmaml_robot.policies import make_policy
 from bmaml_robot_deploy import Controller
-from bmaml_robot_deploy.testing import save_model, toy_policy
+from bmaml_robot_deploy.testing import toy_metadata
 
 OBS_DIM, ACT_DIM = 17, 6
 CASES = {"mlp-64x64": ("mlp", {"hidden_sizes": (64, 64)}), "gru-100": ("gru", {"hidden_size": 100})}
@@ -68,9 +69,9 @@ class TimedCalls:
 def _build(case: str, tmp_path: Path) -> tuple[Controller, Callable[[], np.ndarray], Callable[[], np.ndarray], np.ndarray]:
     kind, sizes = CASES[case]
     policy = make_policy(kind, OBS_DIM, ACT_DIM, seed=0, **sizes)
-    weights = {name: value.detach().numpy() for name, value in policy.state_dict().items()}
-    model, _ = toy_policy(kind, weights=weights)
-    controller = Controller(save_model(model, tmp_path / f"{case}.onnx"))
+    metadata = toy_metadata(kind, OBS_DIM, ACT_DIM, sizes.get("hidden_size", 100), recurrence=policy.recurrence or "none",
+                            package_version="benchmark", source_run="make_policy(seed=0)")
+    controller = Controller(export_onnx(policy, None, tmp_path / f"{case}.onnx", metadata))
     low, high = torch.from_numpy(controller.action_low), torch.from_numpy(controller.action_high)
     obs = np.random.default_rng(0).normal(size=OBS_DIM)  # float64, as the simulator gives
     state = [policy.initial_state((1,))]
