@@ -27,6 +27,13 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, help="meta-iterations")
     p.add_argument("--num-threads", type=int, help="threads stepping the robots")
     p.add_argument("--seed", type=int, help="seed of the run")
+    p.add_argument("--sampler", choices=["local", "ray"],
+                   help="where episodes are sampled: local (default) or ray (Ray actors, same results)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --sampler ray: an existing Ray cluster (auto, HOST:PORT, ray://HOST:10001); "
+                        "default: start Ray on this machine")
+    p.add_argument("--workers", type=int, metavar="W", help="with --sampler ray: Ray actors, each sampling a slice of the tasks")
+    p.add_argument("--threads-per-worker", type=int, metavar="K", help="with --sampler ray: threads stepping each worker's robots")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: a new runs/<config>-<policy>-seed<seed>[-N])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key (repeatable)")
@@ -54,7 +61,8 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_override(text) for text in args.set)
-        for key in ("policy", "recurrence", "num_batches", "num_threads", "seed"):
+        for key in ("policy", "recurrence", "num_batches", "num_threads", "seed",
+                    "sampler", "ray_address", "workers", "threads_per_worker"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         if args.resume:
@@ -72,13 +80,21 @@ def train_main(argv: list[str] | None = None) -> int:
         else:
             base = load_config(args.config or DEFAULT_CONFIG)
         config = base.replace(**overrides)
+        if config.sampler != "ray":
+            for flag in ("ray_address", "workers", "threads_per_worker"):
+                if getattr(args, flag) is not None:
+                    raise ValueError(f"--{flag.replace('_', '-')}: only used with --sampler ray "
+                                     f"(this run samples with sampler={config.sampler!r})")
         name = Path(args.config or DEFAULT_CONFIG).stem
         out = args.out or _fresh_run_dir(Path("runs") / f"{name}-{config.policy}-seed{config.seed}")
         if not args.quiet:
             print(f"bmaml-train: {config.family}, {config.policy} policy"
                   + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
                   + f", {config.num_batches} meta-iterations of {config.num_tasks} tasks x "
-                  f"{config.episodes_per_task} episodes x {config.horizon} steps -> {out}")
+                  f"{config.episodes_per_task} episodes x {config.horizon} steps"
+                  + (f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
+                     f" on {config.ray_address or 'a local Ray'}" if config.sampler == "ray" else "")
+                  + f" -> {out}")
         check_run_dir(config, out, args.resume)
     except (ValueError, TypeError) as error:  # everything checked before any work starts
         parser.error(str(error))

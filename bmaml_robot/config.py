@@ -66,6 +66,14 @@ class TrainConfig:
     """Meta-iterations (meta-batches) to run."""
     num_threads: int = 2
     """Threads stepping the robots (results do not depend on it)."""
+    sampler: str = "local"
+    """Where episodes are sampled: ``local`` (this process) or ``ray`` (Ray actors; same results)."""
+    ray_address: str = ""
+    """Ray sampler: cluster to sample on (``auto``, ``HOST:PORT``, ``ray://HOST:10001``); empty: start Ray here."""
+    workers: int = 2
+    """Ray sampler: actors, each sampling a fixed slice of the tasks (at most num_tasks)."""
+    threads_per_worker: int = 1
+    """Ray sampler: threads stepping each worker's robots (and CPUs it reserves)."""
     seed: int = 0
     """Seed of everything: tasks, resets, action noise, initial parameters."""
     checkpoint_every: int = 1
@@ -107,8 +115,12 @@ def _validate(c: TrainConfig) -> None:
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
     for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "num_steps", "cg_iters",
-                "ls_max_steps", "num_batches", "num_threads", "checkpoint_every"):
+                "ls_max_steps", "num_batches", "num_threads", "checkpoint_every", "workers", "threads_per_worker"):
         at_least(key, 1)
+    choice("sampler", ("local", "ray"))
+    if c.sampler == "ray" and c.workers > c.num_tasks:
+        raise ValueError(f"workers: expected at most num_tasks={c.num_tasks} Ray workers (one task each at least), "
+                         f"got {c.workers}")
     if not 0 <= c.seed < 2**64:
         raise ValueError(f"seed: expected an integer in [0, 2**64), got {c.seed!r}")
     for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "gamma", "gae_lambda", "ls_backtrack"):

@@ -25,13 +25,16 @@ from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, sa
 from bmaml_robot.config import TrainConfig, dump_config, from_dict
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
-from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.meta.sampler import MetaSampler, Sampler
 from bmaml_robot.policies import Policy, make_policy
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_POLICY = "policy.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
+#: Config keys a resumed run may change: they decide how long it runs and where it samples,
+#: never what it computes.
+RESUME_MAY_CHANGE = frozenset({"num_batches", "num_threads", "sampler", "ray_address", "workers", "threads_per_worker"})
 
 
 @dataclasses.dataclass
@@ -58,6 +61,32 @@ def build_learner(config: TrainConfig, policy: Policy) -> MetaLearner:
     )
 
 
+def build_sampler(config: TrainConfig) -> Sampler:
+    """The sampler ``config.sampler`` names: ``local`` (``MetaSampler`` on ``num_threads``) or
+    ``ray`` (``RaySampler``: ``workers`` actors x ``threads_per_worker``, on ``ray_address`` or a
+    local Ray). Both give the same episodes."""
+    if config.sampler == "ray":
+        from bmaml_robot.meta.ray_sampler import RaySampler
+
+        return RaySampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
+                          num_workers=config.workers, threads_per_worker=config.threads_per_worker,
+                          address=config.ray_address or None)
+    return MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
+                       num_threads=config.num_threads)
+
+
+def check_sampler(config: TrainConfig) -> None:
+    """ValueError (before any work starts) if ``config.sampler`` cannot run here: ``ray``
+    without Ray installed names the command that installs it."""
+    if config.sampler == "ray":
+        from bmaml_robot.meta.ray_sampler import import_ray
+
+        try:
+            import_ray()
+        except ImportError as error:
+            raise ValueError(f"sampler: {error}") from None
+
+
 def _iteration_seed(seed: int, iteration: int, stream: int) -> int:
     """Independent 63-bit seeds per (run seed, iteration, stream)."""
     return int(np.random.SeedSequence([seed, iteration, stream]).generate_state(1, np.uint64)[0] >> 1)
@@ -70,12 +99,13 @@ def meta_tasks(config: TrainConfig, iteration: int) -> list[dict[str, Any]]:
 
 
 def meta_iteration(
-    config: TrainConfig, iteration: int, sampler: MetaSampler, learner: MetaLearner
+    config: TrainConfig, iteration: int, sampler: Sampler, learner: MetaLearner
 ) -> dict[str, Any]:
     """One MAML-TRPO meta-iteration; returns its metrics."""
     start = time.perf_counter()
     sampler.set_tasks(meta_tasks(config, iteration))
     steps_before = sampler.env_steps
+    restarts_before = getattr(sampler, "workers_restarted", 0)
     sample_time = 0.0
     train_episodes = []
     params = None
@@ -88,6 +118,8 @@ def meta_iteration(
     valid_episodes = sampler.sample(learner.policy, params, _iteration_seed(config.seed, iteration, 1 + config.num_steps))
     sample_time += time.perf_counter() - t0
     figures = learner.step(train_episodes, valid_episodes)
+    # Ray sampler only: workers that died during this iteration and were replaced (same results).
+    restarted = {"workers_restarted": sampler.workers_restarted - restarts_before} if hasattr(sampler, "workers_restarted") else {}
     return {
         "iteration": iteration,
         "time_s": time.perf_counter() - start,
@@ -97,21 +129,23 @@ def meta_iteration(
         "return_after": float(valid_episodes.episode_returns().mean()),
         **{k: (float(v) if isinstance(v, (int, float, bool, np.floating)) else v) for k, v in figures.items()
            if k not in ("return_before", "return_after")},
+        **restarted,
     }
 
 
 def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
     """Check that ``run_dir`` can take this run (ValueError otherwise, before any work starts);
     return the checkpoint to resume from, or None to start at iteration 0 (a new run, or a
-    resumed one killed before its first checkpoint)."""
+    resumed one killed before its first checkpoint). Also checks that the sampler can run."""
+    check_sampler(config)
     run_dir = Path(run_dir)
     if resume and (run_dir / CHECKPOINT).is_file():
         state = load_checkpoint(run_dir / CHECKPOINT)
         saved = from_dict(state["config"], source=f"{run_dir / CHECKPOINT}")
-        changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - {"num_batches", "num_threads"}
+        changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUME_MAY_CHANGE
         if changed:
             raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
-                             f"only num_batches and num_threads may change")
+                             f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
         return state
     if resume and not run_dir.is_dir():
         raise ValueError(f"resume: no run directory {run_dir}")
@@ -132,8 +166,8 @@ def train(
     ``run_dir`` receives ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
     meta-iteration), ``checkpoint.pt`` (atomic, every ``checkpoint_every`` iterations) and
     ``policy.pt`` (the final meta-policy). With ``resume``, a killed run continues from its last
-    checkpoint with the config it was started with (only ``num_batches`` and ``num_threads`` may
-    change) and produces the same metrics an uninterrupted run would.
+    checkpoint with the config it was started with (only the keys of ``RESUME_MAY_CHANGE``:
+    ``num_batches`` and where it samples) and produces the same metrics an uninterrupted run would.
     """
     run_dir = Path(run_dir)
     state = check_run_dir(config, run_dir, resume)
@@ -149,9 +183,8 @@ def train(
     # slower. Restored on return.
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    sampler = MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
-                          num_threads=config.num_threads)
-    policy = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
+    sampler = build_sampler(config)
+    policy = build_policy(config, sampler.obs_dim, sampler.act_dim)
     if state is not None:
         policy.load_state_dict(state["policy"])
         sampler.env_steps = state["env_steps"]
@@ -185,7 +218,7 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        sampler.env.close()
+        sampler.close()
         torch.set_num_threads(torch_threads)
     save_checkpoint(run_dir / FINAL_POLICY, {"config": config.to_dict(), "policy": policy.state_dict()})
     return TrainResult(run_dir, policy, metrics)

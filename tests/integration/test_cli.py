@@ -143,6 +143,12 @@ BAD = [
     (["--config", "missing.yaml"], r"config: no such file"),
     (["--bogus-flag"], r"unrecognized arguments: --bogus-flag"),
     (["--resume"], r"--resume: needs --out"),
+    (["--sampler", "cluster"], r"argument --sampler: invalid choice: 'cluster'"),
+    (["--workers", "2"], r"--workers: only used with --sampler ray \(this run samples with sampler='local'\)"),
+    (["--ray-address", "auto"], r"--ray-address: only used with --sampler ray"),
+    (["--sampler", "ray", "--workers", "0"], r"workers: expected a value >= 1, got 0"),
+    (["--sampler", "ray", "--threads-per-worker", "0"], r"threads_per_worker: expected a value >= 1, got 0"),
+    (["--sampler", "ray", "--set", "num_tasks=2", "--workers", "3"], r"workers: expected at most num_tasks=2"),
 ]
 
 

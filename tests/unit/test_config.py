@@ -146,6 +146,10 @@ BAD_VALUES = [
     ("hidden_size", "-5", r"hidden_size: expected a value >= 1, got -5"),
     ("checkpoint_every", "0", r"checkpoint_every: expected a value >= 1, got 0"),
     ("fast_lr", ".nan", r"fast_lr: expected a finite number, got nan"),
+    ("sampler", "cluster", r"sampler: expected one of \['local', 'ray'\], got 'cluster'"),
+    ("workers", "0", r"workers: expected a value >= 1, got 0"),
+    ("threads_per_worker", "-1", r"threads_per_worker: expected a value >= 1, got -1"),
+    ("ray_address", "6379", r"ray_address: expected a string, got 6379"),
 ]
 
 
@@ -171,6 +175,13 @@ def test_constructor_validates_too() -> None:
         TrainConfig(policy="MLP")
 
 
+def test_ray_sampler_needs_a_task_per_worker() -> None:
+    with pytest.raises(ValueError, match=r"workers: expected at most num_tasks=3 Ray workers .*, got 4"):
+        TrainConfig(num_tasks=3, sampler="ray", workers=4)
+    assert TrainConfig(num_tasks=3, sampler="ray", workers=3).workers == 3
+    assert TrainConfig(num_tasks=3, workers=4).sampler == "local"  # only the Ray sampler uses workers
+
+
 def test_config_is_frozen() -> None:
     config = TrainConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -193,6 +204,10 @@ def test_config_is_frozen() -> None:
         ("policy=gru", "policy", "gru"),
         ("family=AntVel", "family", "AntVel"),
         (" seed = 12", "seed", 12),
+        ("sampler=ray", "sampler", "ray"),
+        ("ray-address=10.0.0.1:6379", "ray_address", "10.0.0.1:6379"),
+        ("ray_address=", "ray_address", ""),
+        ("threads-per-worker=3", "threads_per_worker", 3),
     ],
 )
 def test_override_coerces_types(text: str, key: str, value: object) -> None:

@@ -4,6 +4,10 @@ Every property is checked against what the batched env really returned (a record
 ``sampler.env.step``) or against the policy itself, never against the sampler's own bookkeeping:
 shapes, mask semantics (1 until an episode's last step, 0 after; Ant terminations end episodes
 early), the final observations, the stored log-probs, per-task parameters and recurrent state.
+
+Randomness is per task: a slice of tasks sampled on its own (as a Ray worker does) gives
+bit-identical episodes to the same slice of a full-batch sample, for every policy kind, with
+per-task or shared parameters, whatever the thread counts.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import pytest
 import torch
 
 from bmaml_robot.envs.families import get_family
-from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.envs.vector_env import BatchedRobotEnv
+from bmaml_robot.meta.episodes import Episodes
+from bmaml_robot.meta.sampler import MetaSampler, _run_shape, task_seeds
 from bmaml_robot.policies import make_policy
 
 
@@ -64,7 +70,9 @@ def test_episodes_shapes_and_agreement_with_the_env(task: str, policy_kind: str)
     env = sampler.env
     # init_log_std=3: nearly bang-bang actions, so some Ants fall over and terminate early.
     policy = make_policy(policy_kind, env.obs_dim, env.act_dim, hidden_size=16, init_log_std=3.0, seed=0)
-    reset_obs = env.reset(seed=11)[0].copy()
+    # Task k's B envs start as a B-env env reset with the task's own reset seed.
+    task_env = BatchedRobotEnv(task, B, max_episode_steps=T)
+    reset_obs = np.concatenate([task_env.reset(seed=int(s))[0] for s in task_seeds(11, 0, K)[0]])
     recorder = StepRecorder(env)
     steps_before = sampler.env_steps
     episodes = sampler.sample(policy, None, seed=11)
@@ -121,7 +129,12 @@ def test_episodes_shapes_and_agreement_with_the_env(task: str, policy_kind: str)
         np.testing.assert_allclose(obs[t].numpy()[rows], recorder.outputs[t - 1][0][rows], rtol=1e-6, atol=1e-6)
     acts = episodes.actions.reshape(T, N, -1)
     for t in range(steps):
-        np.testing.assert_array_equal(acts[t].numpy(), recorder.actions[t])
+        rows = expected_mask[t] > 0
+        np.testing.assert_array_equal(acts[t].numpy()[rows], recorder.actions[t][rows])
+    # Masked steps are zeros (whatever the envs did after their episode ended).
+    masked = torch.from_numpy(expected_mask == 0).view(T, K, B)
+    assert (episodes.observations[masked] == 0).all() and (episodes.actions[masked] == 0).all()
+    assert (episodes.log_probs[masked] == 0).all()
     # Last observations: the env's final observation of each episode (not the autoreset obs).
     np.testing.assert_allclose(episodes.last_observations.reshape(N, -1).numpy(), expected_last, rtol=1e-6, atol=1e-6)
     assert sampler.env_steps - steps_before == int(mask.sum())
@@ -251,3 +264,116 @@ def test_each_task_goes_to_its_episodes() -> None:
     for k, goal in enumerate(goals):
         dist = (pos[k] - torch.tensor(goal)).norm(dim=-1)
         torch.testing.assert_close(episodes.rewards[0, k], -dist, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- per-task randomness
+def assert_same_episodes(a: Episodes, b: Episodes) -> None:
+    for name, x, y in zip(a._fields, a, b):
+        if x is None or y is None:
+            assert x is None and y is None, name
+        else:
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+
+
+def perturbed_params(policy: Any, K: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: (p + 0.2 * torch.randn(p.shape, generator=g)).detach() for n, p in policy.batched_params(K).items()}
+
+
+def sample_slice(family: str, tasks: list, start: int, stop: int, B: int, T: int, policy: Any,
+                 params: dict | None, seed: int, threads: int = 1) -> Episodes:
+    sampler = MetaSampler(family, stop - start, B, T, num_threads=threads)
+    sampler.set_tasks(tasks[start:stop])
+    sliced = None if params is None else {n: p[start:stop] for n, p in params.items()}
+    try:
+        return sampler.sample(policy, sliced, seed, first_task=start)
+    finally:
+        sampler.close()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "rnn", "gru", "lstm"])
+@pytest.mark.parametrize("per_task", [False, True], ids=["meta-params", "per-task-params"])
+def test_a_slice_of_tasks_sampled_alone_equals_that_slice_of_the_full_batch(kind: str, per_task: bool) -> None:
+    # AntDir with bang-bang actions: episodes end at different steps, so slices stop stepping
+    # earlier than the full batch. B = 3 envs per task: MKL's 2-3 row matmuls depend on the
+    # data's alignment, the case the sampler's padding exists for.
+    family, K, B, T = "AntDir", 5, 3, 25
+    tasks = get_family(family).sample_tasks(K, np.random.default_rng(4))
+    full_sampler = MetaSampler(family, K, B, T, num_threads=2)
+    full_sampler.set_tasks(tasks)
+    policy = make_policy(kind, full_sampler.obs_dim, full_sampler.act_dim, hidden_size=13, hidden_sizes=(32, 7),
+                         init_log_std=2.0, seed=1)
+    params = perturbed_params(policy, K, seed=2) if per_task else None
+    full = full_sampler.sample(policy, params, seed=8)
+    assert (full.mask.sum(0) < T).any(), "some Ants should fall (episodes of different lengths)"
+    for start, stop in ((0, 2), (2, 5), (4, 5), (1, 4)):
+        alone = sample_slice(family, tasks, start, stop, B, T, policy, params, seed=8)
+        assert_same_episodes(alone, full.select_tasks(start, stop))
+
+
+def test_slices_match_for_a_benchmark_sized_batch() -> None:
+    # 20 envs per task (the MAML setting), MLP 64x64, a worker-sized slice of 7 tasks.
+    family, K, B, T = "HalfCheetahDir", 12, 20, 8
+    tasks = get_family(family).sample_tasks(K, np.random.default_rng(0))
+    sampler = make_sampler(family, K, B, T, threads=2)
+    policy = make_policy("mlp", sampler.obs_dim, sampler.act_dim, seed=0)
+    params = perturbed_params(policy, K, seed=3)
+    for p in (None, params):
+        full = sampler.sample(policy, p, seed=123)
+        assert_same_episodes(sample_slice(family, tasks, 5, 12, B, T, policy, p, seed=123), full.select_tasks(5, 12))
+
+
+def test_each_task_has_its_own_streams() -> None:
+    K, B, T = 3, 2, 10
+    family = "HalfCheetahDir"
+    tasks = get_family(family).sample_tasks(K, np.random.default_rng(0))
+    policy = make_policy("gru", 17, 6, hidden_size=8, seed=0)
+    params = perturbed_params(policy, K, seed=0)
+    base = sample_slice(family, tasks, 0, K, B, T, policy, params, seed=5)
+    # Another task's parameters and task do not change task 0's episodes...
+    other = {n: p.clone() for n, p in params.items()}
+    for p in other.values():
+        p[1:] += 0.5
+    changed = sample_slice(family, [tasks[0], tasks[2], tasks[1]], 0, K, B, T, policy, other, seed=5)
+    assert_same_episodes(changed.select_tasks(0, 1), base.select_tasks(0, 1))
+    assert not torch.equal(changed.actions[:, 1:], base.actions[:, 1:])
+    # ...but the task's index does: the same task and params as task 1 of the batch draw other noise.
+    sampler = make_sampler(family, 1, B, T)
+    sampler.set_tasks(tasks[:1])
+    as_task_1 = sampler.sample(policy, {n: p[:1] for n, p in params.items()}, seed=5, first_task=1)
+    assert not torch.equal(as_task_1.observations[0], base.observations[0, 0:1])
+    assert not torch.equal(as_task_1.actions, base.actions[:, 0:1])
+
+
+def test_task_seeds_are_per_task_and_checked() -> None:
+    reset, noise = task_seeds(7, 0, 10)
+    assert reset.dtype == noise.dtype == np.uint64 and reset.shape == noise.shape == (10,)
+    assert len(set(reset.tolist()) | set(noise.tolist())) == 20
+    for start, stop in ((0, 3), (3, 10), (9, 10)):
+        r, n = task_seeds(7, start, stop - start)
+        np.testing.assert_array_equal(r, reset[start:stop])
+        np.testing.assert_array_equal(n, noise[start:stop])
+    assert not np.array_equal(task_seeds(8, 0, 10)[0], reset)
+    task_seeds(2**64 - 1, 0, 1)  # every seed the config accepts
+    with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*64\), got -1"):
+        task_seeds(-1, 0, 1)
+    with pytest.raises(ValueError, match=r"first_task: expected an integer in \[0, 2\*\*63\), got 1.5"):
+        task_seeds(0, 1.5, 1)  # type: ignore[arg-type]
+
+
+def test_callers_torch_threads_change_nothing_and_are_restored() -> None:
+    sampler = make_sampler("AntDir", 5, 3, 15)
+    policy = make_policy("gru", sampler.obs_dim, sampler.act_dim, hidden_size=13, init_log_std=1.0, seed=0)
+    one = sampler.sample(policy, None, seed=2)
+    torch.set_num_threads(2)
+    two = sampler.sample(policy, None, seed=2)
+    assert torch.get_num_threads() == 2
+    assert_same_episodes(one, two)
+
+
+@pytest.mark.parametrize("K, B, expected", [(40, 20, (40, 20)), (20, 20, (24, 20)), (5, 3, (8, 4)),
+                                            (1, 1, (8, 4)), (3, 32, (3, 32)), (2, 6, (4, 8))])
+def test_policy_batch_padding(K: int, B: int, expected: tuple[int, int]) -> None:
+    K_run, B_run = _run_shape(K, B)
+    assert (K_run, B_run) == expected
+    assert B_run % 4 == 0 and (K_run * B_run) % 32 == 0 and K_run >= K and B_run >= B
