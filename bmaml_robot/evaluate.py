@@ -111,8 +111,12 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         iterations = int(_config(state, final).num_batches)
     if checkpoint.is_file():
         latest = load_checkpoint(checkpoint)
-        if state is None or int(latest.get("next_iteration", 0)) > iterations:
-            state, source, iterations = latest, CHECKPOINT, int(latest.get("next_iteration", 0))
+        checkpoint_iterations = int(latest.get("next_iteration", 0))
+        if state is None or checkpoint_iterations > iterations:
+            state, source = latest, CHECKPOINT
+        # A finished run's last checkpoint holds the policy of policy.pt: its count is the true one
+        # (policy.pt's num_batches is what the last command asked for, e.g. fewer on a resume).
+        iterations = checkpoint_iterations
     path = run_dir / source
     config = _config(state, path)
     if "policy" not in state:
