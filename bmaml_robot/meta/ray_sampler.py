@@ -42,6 +42,8 @@ from bmaml_robot.meta.episodes import Episodes
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "bmaml-robot[ray]"'
+#: A sampling phase with no worker done for this long logs a warning (and keeps waiting).
+WAIT_LOG_S = 600.0
 
 #: Fields of ``Episodes`` a worker sends back, in order; ``mask`` travels as bool.
 EPISODE_FIELDS = ("observations", "actions", "rewards", "mask", "terminated", "last_observations", "log_probs")
@@ -145,6 +147,9 @@ class RaySampler:
             connection is used (and left open by ``close``).
         max_replacements: replacements of one slice's worker within one ``sample`` call before
             it gives up (RuntimeError).
+        start_timeout_s: how long the workers may take to start (placed on CPUs, imports, envs
+            built) before RuntimeError; a cluster without ``num_workers * threads_per_worker``
+            free CPUs would otherwise wait for them forever.
 
     Attributes:
         env_steps: env steps taken so far (valid ones), as ``MetaSampler.env_steps``.
@@ -164,6 +169,7 @@ class RaySampler:
         threads_per_worker: int = 1,
         address: str | None = None,
         max_replacements: int = 3,
+        start_timeout_s: float = 300.0,
         _die_during_call: Mapping[int, int] | None = None,
     ) -> None:
         for name, value in (("num_tasks", num_tasks), ("episodes_per_task", episodes_per_task), ("horizon", horizon),
@@ -173,6 +179,8 @@ class RaySampler:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         if num_workers > num_tasks:
             raise ValueError(f"num_workers: expected at most num_tasks={num_tasks} workers, got {num_workers}")
+        if isinstance(start_timeout_s, bool) or not isinstance(start_timeout_s, (int, float)) or not start_timeout_s > 0:
+            raise ValueError(f"start_timeout_s: expected a positive number of seconds, got {start_timeout_s!r}")
         if address is not None and not isinstance(address, str):
             raise ValueError(f"address: expected a Ray address string or None, got {address!r}")
         self.ray = ray = import_ray()
@@ -183,6 +191,7 @@ class RaySampler:
         self.num_workers = num_workers
         self.threads_per_worker = threads_per_worker
         self.max_replacements = max_replacements
+        self.start_timeout_s = float(start_timeout_s)
         self.slices = task_slices(num_tasks, num_workers)
         self.env_steps = 0
         self.workers_restarted = 0
@@ -196,11 +205,16 @@ class RaySampler:
 
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, logging_level=logging.WARNING)
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             else:
                 ray.init(num_cpus=num_workers * threads_per_worker, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING, **_local_runtime_env())
             self._owns_ray = True
+        needed, available = num_workers * threads_per_worker, ray.cluster_resources().get("CPU", 0)
+        if available < needed:
+            logger.warning("Ray sampler: %d workers x %d threads need %d CPUs, the cluster has %g now; "
+                           "workers wait for free CPUs (up to %g s)", num_workers, threads_per_worker, needed,
+                           available, self.start_timeout_s)
         self._actor_class = ray.remote(_SamplerWorker)
         die = dict(_die_during_call or {})
         try:
@@ -223,7 +237,13 @@ class RaySampler:
 
     def _ready(self, w: int, actor: Any) -> dict[str, int]:
         try:
-            return self.ray.get(actor.ready.remote())
+            return self.ray.get(actor.ready.remote(), timeout=self.start_timeout_s)
+        except self.ray.exceptions.GetTimeoutError:
+            raise RuntimeError(
+                f"Ray worker {w} did not start within {self.start_timeout_s:g} s: the cluster needs "
+                f"{self.num_workers * self.threads_per_worker} free CPUs ({self.num_workers} workers x "
+                f"{self.threads_per_worker} threads) and has {self.ray.cluster_resources().get('CPU', 0):g}"
+            ) from None
         except self.ray.exceptions.RayActorError as error:
             if "ModuleNotFoundError" in str(error) or "No module named" in str(error):
                 raise RuntimeError(
@@ -280,7 +300,11 @@ class RaySampler:
         results: list[dict[str, Any] | None] = [None] * self.num_workers
         replacements = [0] * self.num_workers
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_LOG_S)
+            if not ready:  # e.g. a replacement waiting for free CPUs
+                logger.warning("Ray sampler: still waiting for workers %s after %g s",
+                               sorted(pending.values()), WAIT_LOG_S)
+                continue
             w = pending.pop(ready[0])
             try:
                 results[w] = ray.get(ready[0])

@@ -140,6 +140,19 @@ def test_workers_killed_during_sampling_are_replaced_and_change_nothing(
         assert pid not in pids and first_pids[1] not in pids
 
 
+def test_workers_that_cannot_be_placed_fail_the_start_instead_of_waiting_forever(
+    ray_instance: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bmaml_robot.meta.ray_sampler import RaySampler
+
+    with caplog.at_level(logging.WARNING, logger="bmaml_robot.meta.ray_sampler"), pytest.raises(
+        RuntimeError, match=r"Ray worker 0 did not start within 1 s: the cluster needs 3 free CPUs \(1 workers x 3 "
+                            r"threads\) and has 2"
+    ):
+        RaySampler(FAMILY, K, B, T, num_workers=1, threads_per_worker=3, start_timeout_s=1)
+    assert "need 3 CPUs, the cluster has 2 now" in caplog.text
+
+
 def test_training_with_ray_equals_training_locally(ray_instance: Any, tmp_path: Path) -> None:
     tiny = ["--config", "halfcheetah-dir", "--set", "num_tasks=3", "--set", "episodes_per_task=2",
             "--set", "horizon=15", "--set", "hidden_sizes=[16, 16]", "--num-batches", "2", "--num-threads", "1",
@@ -160,6 +173,23 @@ def test_training_with_ray_equals_training_locally(ray_instance: Any, tmp_path: 
     for name in a["policy"]:
         assert torch.equal(a["policy"][name], b["policy"][name]), name
     assert b["config"]["sampler"] == "ray" and b["config"]["workers"] == 2
+
+
+def test_a_run_may_resume_on_another_sampler(tmp_path: Path) -> None:
+    # Where episodes are sampled never changes what is computed, so resuming may change it.
+    pytest.importorskip("ray")
+    from bmaml_robot.config import TrainConfig
+    from bmaml_robot.train import RESUME_MAY_CHANGE, check_run_dir, train
+
+    config = TrainConfig(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=5, num_batches=1,
+                         num_threads=1, hidden_sizes=(8,))
+    train(config, tmp_path / "run")
+    moved = config.replace(num_batches=2, sampler="ray", ray_address="auto", workers=2, threads_per_worker=3)
+    state = check_run_dir(moved, tmp_path / "run", resume=True)
+    assert state is not None and state["next_iteration"] == 1
+    assert {"sampler", "ray_address", "workers", "threads_per_worker"} <= RESUME_MAY_CHANGE
+    with pytest.raises(ValueError, match=r"other values of \['num_tasks'\]"):
+        check_run_dir(moved.replace(num_tasks=3), tmp_path / "run", resume=True)
 
 
 def test_without_ray_the_ray_sampler_fails_before_any_work_with_the_install_command(
@@ -191,5 +221,7 @@ def test_ray_sampler_checks_its_arguments() -> None:
         RaySampler(FAMILY, 5, B, T, num_workers=6)
     with pytest.raises(ValueError, match=r"threads_per_worker: expected a positive integer, got 0"):
         RaySampler(FAMILY, 5, B, T, threads_per_worker=0)
+    with pytest.raises(ValueError, match=r"start_timeout_s: expected a positive number of seconds, got 0"):
+        RaySampler(FAMILY, 5, B, T, start_timeout_s=0)
     assert task_slices(7, 3) == [(0, 3), (3, 5), (5, 7)]
     assert task_slices(2, 2) == [(0, 1), (1, 2)]
