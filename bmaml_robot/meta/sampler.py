@@ -80,8 +80,9 @@ class MetaSampler:
         self.env = BatchedRobotEnv(
             family, num_tasks * episodes_per_task, num_threads=num_threads, max_episode_steps=horizon
         )
-        # Resets one task's B envs at a time with the task's own seed; their states then go to
-        # `env` with set_state (the core reseeds all envs of one env from one seed, by env index).
+        # Resets one task's B envs at a time with the task's own seed; their start states then go
+        # to `env` with set_state. (The core's reset seeds env i of an env from (seed, i), one seed
+        # for all: a slice of tasks on its own env could not reproduce the full batch's streams.)
         self._task_env = BatchedRobotEnv(family, episodes_per_task, num_threads=1, max_episode_steps=horizon)
         self.obs_dim: int = self.env.obs_dim
         self.act_dim: int = self.env.act_dim
@@ -226,12 +227,13 @@ def _run_shape(num_tasks: int, episodes_per_task: int) -> tuple[int, int]:
 def _per_task_params(
     policy: Any, params: Mapping[str, torch.Tensor] | None, num_tasks: int, run_tasks: int
 ) -> dict[str, torch.Tensor]:
-    """``{name: [run_tasks, ...]}``: ``params`` (or the meta-parameters, expanded without a copy)
+    """``{name: [run_tasks, ...]}``: ``params`` (or copies of the meta-parameters, one per task)
     with tasks past ``num_tasks`` filled with task 0's parameters.
 
-    The meta-policy also runs per task (batched matmuls, one per task) rather than as one matmul
-    over all rows: a matmul's row results may depend on how many rows it has, a per-task one
-    sees the same ``[B, in]`` problem whatever the number of tasks.
+    The meta-policy also runs per task (batched matmuls, one ``[B, in] x [in, out]`` product per
+    task) rather than as one matmul over all rows, whose row results depend on the number of
+    rows and a row's position. Its weights are real per-task copies: with expanded (stride-0)
+    weights torch would fold the batched matmul back into one matmul over all rows.
     """
     if params is None:
         return {name: p.detach().expand(run_tasks, *p.shape).contiguous() for name, p in policy.named_parameters()}
