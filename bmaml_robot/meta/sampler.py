@@ -231,9 +231,9 @@ def _per_task_params(
     with tasks past ``num_tasks`` filled with task 0's parameters.
 
     The meta-policy also runs per task (batched matmuls, one ``[B, in] x [in, out]`` product per
-    task) rather than as one matmul over all rows, whose row results depend on the number of
-    rows and a row's position. Its weights are real per-task copies: with expanded (stride-0)
-    weights torch would fold the batched matmul back into one matmul over all rows.
+    task) rather than as one matmul over all rows, whose row results can depend on the number of
+    rows (MKL uses other kernels for 1-3 rows). Its weights are per-task copies (``K_run x P``
+    floats, once per call), so it runs the very same products as per-task parameters do.
     """
     if params is None:
         return {name: p.detach().expand(run_tasks, *p.shape).contiguous() for name, p in policy.named_parameters()}
