@@ -234,14 +234,17 @@ class VarianceTest(NamedTuple):
 def brown_forsythe(*groups: ArrayLike) -> VarianceTest:
     """Brown-Forsythe test: Levene's test on absolute deviations from each group's median
     (``scipy.stats.levene(*groups, center='median')``). Robust to non-normal data; needs >= 2
-    groups of >= 2 values. With n = 3 per group one deviation per group is always 0 and the
-    power is very low (module docstring).
+    groups of >= 2 values. With n = 2 in every group it is undefined (NaN: both deviations of a
+    group are equal); with n = 3 one deviation per group is always 0 and the power is very low
+    (module docstring).
     """
     samples = _groups(groups)
     stds = tuple(float(s.std(ddof=1)) for s in samples)
     deviations = [np.abs(s - np.median(s)) for s in samples]
-    if all(np.all(d == d[0]) for d in deviations):
-        # Levene's denominator (spread of the deviations within groups) is 0: W is undefined.
+    scale = max(float(np.abs(np.concatenate(deviations)).max()), 1e-300)
+    if all(np.ptp(d) <= 1e-9 * scale for d in deviations):
+        # Levene's denominator (spread of the deviations within groups) is 0 up to rounding: W is
+        # undefined. Always the case with 2 values per group (both deviate by |a - b| / 2).
         return VarianceTest("Brown-Forsythe", math.nan, math.nan, stds)
     result = _scipy_stats.levene(*samples, center="median")
     return VarianceTest("Brown-Forsythe", float(result.statistic), float(result.pvalue), stds)

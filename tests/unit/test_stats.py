@@ -199,6 +199,12 @@ def test_f_test_false_positive_rate_is_nominal() -> None:
 
 def test_variance_tests_with_constant_groups() -> None:
     assert math.isnan(brown_forsythe([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]).p_value)
+    # Two values per group: both deviations from the median are |a - b| / 2 (up to rounding, which
+    # must not turn into an enormous W and a tiny p-value).
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        pairs = rng.normal(-20.0, 3.0, size=(3, 2))
+        assert math.isnan(brown_forsythe(*pairs).p_value)
     assert math.isnan(f_test_variance([1.0, 1.0], [2.0, 2.0]).p_value)
     assert f_test_variance([1.0, 3.0], [2.0, 2.0]).ratio == math.inf
 
