@@ -854,6 +854,11 @@ def held_out_markdown(h: HeldOut) -> list[str]:
     for v in h.variants:
         lines.append(f"| {v.label} | {len(v.seeds)} | {', '.join(map(str, v.iterations))} | "
                      + " | ".join(_ci(ci) for ci in v.per_step) + f" | {_ci(v.ci['gain'], sign=True)} |")
+    trained = sorted({i for v in h.variants for i in v.iterations})
+    if len(trained) > 1:
+        lines += ["", f"Note: the evaluated policies were trained for different numbers of meta-iterations "
+                      f"({', '.join(map(str, trained))}); unlike the learning curves, this section is not aligned "
+                      "by iteration (a checkpoint holds only the latest policy)."]
     if h.missing:
         lines += ["", "Not evaluated (no eval.json): " + ", ".join(f"`{m}`" for m in h.missing) + "."]
     for metric in ("after", "gain"):

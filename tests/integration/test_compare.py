@@ -222,6 +222,7 @@ def test_held_out_evaluations_are_summarised_and_tested(tmp_path: Path) -> None:
     assert test.welch == welch_test([-30.0, -31.0, -29.5], [-10.0, -12.0])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| before adaptation | after 1 step | after 2 steps | gain at step 1 |" in report
+    assert "trained for different numbers of meta-iterations" not in report  # all 20
     assert "## Held-out evaluation (`bmaml-eval`)" in report and "Not evaluated (no eval.json): `nav-gru-outer-seed2`" in report
     findings = "\n".join(c.findings)
     assert "held-out return after adaptation (1 step): gru-outer > mlp by 19.17" in findings
