@@ -184,7 +184,8 @@ def test_group_by_other_keys(tmp_path: Path) -> None:
         compare(steps)
 
 
-def write_eval(eval_dir: Path, run: Path, before: float, after: float, steps: int = 1, num_tasks: int = 4) -> None:
+def write_eval(eval_dir: Path, run: Path, before: float, after: float, steps: int = 1, num_tasks: int = 4,
+               iterations: int | None = None) -> None:
     """An eval.json as bmaml-eval writes it (EvalResult.to_dict), with known per-task returns."""
     config = load_config(str(run / "config.yaml"))
     offsets = np.linspace(-1.0, 1.0, num_tasks)  # tasks differ; their mean is 0
@@ -193,7 +194,7 @@ def write_eval(eval_dir: Path, run: Path, before: float, after: float, steps: in
     episode_returns = np.repeat(task_returns[:, :, None], 2, axis=2)
     settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": 2, "fast_lr": 0.1, "seed": 0,
                 "num_threads": 1, "horizon": config.horizon}
-    result = EvalResult(LoadedRun(run, config, None, "policy.pt", config.num_batches), settings,
+    result = EvalResult(LoadedRun(run, config, None, "policy.pt", iterations or config.num_batches), settings,
                         [{"goal": [0.0, 0.0]}] * num_tasks, episode_returns, summarize(task_returns))
     (eval_dir / run.name).mkdir(parents=True)
     (eval_dir / run.name / "eval.json").write_text(json.dumps(result.to_dict()))
@@ -240,6 +241,12 @@ def test_held_out_evaluations_are_summarised_and_tested(tmp_path: Path) -> None:
     write_eval(other, runs[3], -40.0, -30.0, steps=2)
     with pytest.raises(ValueError, match="evaluated with different settings"):
         compare(runs, eval_dir=other)
+    longer = tmp_path / "longer"
+    write_eval(longer, runs[0], -40.0, -30.0, iterations=35)
+    write_eval(longer, runs[3], -40.0, -30.0)
+    compare(runs, eval_dir=longer, out=tmp_path / "longer-report")
+    assert ("trained for different numbers of meta-iterations (20, 35)"
+            in (tmp_path / "longer-report" / "report.md").read_text())
     with pytest.raises(ValueError, match="eval_dir: expected a directory"):
         compare(runs, eval_dir=tmp_path / "nowhere")
     # Without eval_dir, a run's own eval.json is used; without any, there is no held-out section.
