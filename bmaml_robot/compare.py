@@ -612,11 +612,13 @@ def plot_curves(c: Comparison, path: Path) -> Path:
 
     figure = new_figure(12.0, 4.5)
     axes_before, axes_after = figure.subplots(1, 2, sharey=True)
+    ranges = []
     for index, variant in enumerate(c.variants):
         n = variant.common_length
         for axes, metric in ((axes_before, "return_before"), (axes_after, "return_after")):
             curves = smooth(np.stack([getattr(r, metric)[:n] for r in variant.runs]), c.smooth_window)
-            _band(axes, curves, color(index), f"{variant.label} ({_seeds(len(variant.runs))})")
+            ranges.append(_band(axes, curves, color(index), f"{variant.label} ({_seeds(len(variant.runs))})"))
+    _set_y_range(axes_before, ranges)
     for axes, title in ((axes_before, "before adaptation"), (axes_after, "after adaptation")):
         _decorate(axes, c, title)
     axes_before.set_ylabel("mean return per episode (meta-batch)")
@@ -631,10 +633,13 @@ def plot_gain(c: Comparison, path: Path) -> Path:
 
     figure = new_figure(7.0, 4.5)
     axes = figure.add_subplot()
+    ranges: list[tuple[float, float]] = []
     for index, variant in enumerate(c.variants):
         n = variant.common_length
         gains = np.stack([r.return_after[:n] - r.return_before[:n] for r in variant.runs])
-        _band(axes, smooth(gains, c.smooth_window), color(index), f"{variant.label} ({_seeds(len(variant.runs))})")
+        ranges.append(_band(axes, smooth(gains, c.smooth_window), color(index),
+                            f"{variant.label} ({_seeds(len(variant.runs))})"))
+    _set_y_range(axes, ranges + [(0.0, 0.0)])
     axes.axhline(0.0, color="k", linewidth=0.8)
     _decorate(axes, c, "adaptation gain (after - before)")
     axes.set_ylabel("return after - return before")
@@ -672,16 +677,28 @@ def plot_final(c: Comparison, path: Path) -> Path:
     return save_png(figure, path)
 
 
-def _band(axes: Any, curves: np.ndarray, colour: str, label: str) -> None:
-    """Mean of ``curves`` [seeds, iterations] with its 95% t band over seeds."""
+def _band(axes: Any, curves: np.ndarray, colour: str, label: str) -> tuple[float, float]:
+    """Mean of ``curves`` [seeds, iterations] with its 95% t band over seeds, and every seed as a
+    thin line. The y-range follows the seeds' curves, not the band: with 2 seeds the band uses
+    t(1) = 12.7 and would flatten everything else (it is clipped at the frame instead). Returns
+    the (low, high) of the curves for ``_set_y_range``."""
     x = np.arange(curves.shape[1])
     mean = curves.mean(axis=0)
+    if curves.shape[0] >= 2:
+        axes.plot(x, curves.T, color=colour, linewidth=0.6, alpha=0.35)
     axes.plot(x, mean, color=colour, linewidth=1.6, label=label)
     if curves.shape[0] >= 2:
         from scipy import stats as scipy_stats
 
         half = scipy_stats.t.ppf(0.975, curves.shape[0] - 1) * curves.std(axis=0, ddof=1) / math.sqrt(curves.shape[0])
         axes.fill_between(x, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
+    return float(curves.min()), float(curves.max())
+
+
+def _set_y_range(axes: Any, ranges: list[tuple[float, float]]) -> None:
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    margin = 0.05 * (high - low) if high > low else 1.0
+    axes.set_ylim(low - margin, high + margin)
 
 
 def _decorate(axes: Any, c: Comparison, title: str) -> None:
@@ -694,7 +711,7 @@ def _decorate(axes: Any, c: Comparison, title: str) -> None:
 
 def _figure_title(c: Comparison) -> str:
     smoothing = (f"trailing mean over {c.smooth_window} iterations" if c.smooth_window > 1 else "not smoothed")
-    return (f"{c.family}: mean over seeds with 95% t band ({smoothing}); grey: final window "
+    return (f"{c.family}: mean over seeds (thick), seeds (thin), 95% t band ({smoothing}); grey: final window "
             f"{c.window[0]}-{c.window[1] - 1}, dashed: common length {c.length}")
 
 
