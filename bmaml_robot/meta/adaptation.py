@@ -127,6 +127,41 @@ def adapt(
     return params
 
 
+class TaskTangents:
+    """Flat vectors over named meta-parameters <-> per-task tangents ``{name: [K, *shape]}``.
+
+    A flat vector (as ``flat_grad`` of the module parameters, in ``names`` order) is the same for
+    every task, so ``split`` expands it over the K tasks; the meta-parameters are shared by the
+    tasks, so ``join`` sums the task slices (a missing name is a zero tangent).
+    """
+
+    def __init__(self, named: dict[str, Tensor], names: Sequence[str], num_tasks: int) -> None:
+        self.names = list(names)
+        self.shapes = [named[n].shape for n in self.names]
+        self.num_tasks = num_tasks
+        self._like = named[self.names[0]] if self.names else None
+
+    def split(self, flat: Tensor) -> dict[str, Tensor]:
+        out, offset = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            n = shape.numel()
+            out[name] = flat[offset : offset + n].view(shape).expand(self.num_tasks, *shape)
+            offset += n
+        if offset != flat.numel():
+            raise ValueError(f"vector: expected {offset} elements, got {flat.numel()}")
+        return out
+
+    def join(self, per_task: dict[str, Tensor]) -> Tensor:
+        parts = []
+        for name, shape in zip(self.names, self.shapes):
+            value = per_task.get(name)
+            if value is None:
+                parts.append(self._like.new_zeros(shape.numel()))
+            else:
+                parts.append(value.sum(dim=0).reshape(-1))
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+
 class AdaptationJacobian:
     """Products with the Jacobian of the (second-order) inner adaptation map, per task.
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from .adaptation import AdaptationJacobian, Params, PolicyLike, adapt, adapt_linearized
+from .adaptation import AdaptationJacobian, Params, PolicyLike, TaskTangents, adapt, adapt_linearized
 from .advantages import compute_advantages
 from .episodes import Episodes, task_mean, zero_masked
 from .mlp_outer import MLPOuterProblem
@@ -131,13 +131,12 @@ class OuterProblem:
         self.damping = damping
         named = dict(policy.named_parameters())  # type: ignore[attr-defined]
         self.names = list(policy.trainable_names())
-        self.shapes = [named[n].shape for n in self.names]
+        self.tangents = TaskTangents(named, self.names, valid_episodes.num_tasks)
         self._train = list(train_episodes)
         self._valid = valid_episodes
         self._fast_lr = fast_lr
         self._first_order = first_order
         valid = valid_episodes
-        self.num_tasks = valid.num_tasks
         observations = zero_masked(valid.observations, valid.mask)
         actions = zero_masked(valid.actions, valid.mask)
 
@@ -176,39 +175,17 @@ class OuterProblem:
         self._weight = weight.unsqueeze(-1).to(mean.dtype)  # [T, K, B, 1]
         self._inv_var = torch.exp(-2.0 * log_std.detach())
 
-    # -- flat <-> per-task tangents ------------------------------------------------------------
-    def _per_task(self, flat: Tensor) -> dict[str, Tensor]:
-        out, offset = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            n = shape.numel()
-            out[name] = flat[offset : offset + n].view(shape).expand(self.num_tasks, *shape)
-            offset += n
-        if offset != flat.numel():
-            raise ValueError(f"vector: expected {offset} elements, got {flat.numel()}")
-        return out
-
-    def _flat(self, per_task: dict[str, Tensor]) -> Tensor:
-        # The meta-parameters are expanded over tasks: their gradient sums the task slices.
-        parts = []
-        for name, shape in zip(self.names, self.shapes):
-            value = per_task.get(name)
-            if value is None:
-                parts.append(self.loss.new_zeros(shape.numel()))
-            else:
-                parts.append(value.sum(dim=0).reshape(-1))
-        return torch.cat(parts)
-
     # -- products -------------------------------------------------------------------------------
     def gradient(self) -> Tensor:
         """Gradient of the surrogate w.r.t. the trainable meta-parameters, flat."""
         leaves = [self.leaves[n] for n in self.tangent_names]
         if not self.loss.requires_grad:
-            return self._flat({})
+            return self.tangents.join({})
         grads = torch.autograd.grad(self.loss, leaves, retain_graph=True, materialize_grads=True)
         per_task = dict(zip(self.tangent_names, grads))
         if self.jacobian is not None:
             per_task = self.jacobian.vjp(per_task)
-        return self._flat(per_task)
+        return self.tangents.join(per_task)
 
     def _output_jvp(self, tangent: dict[str, Tensor]) -> list[Tensor | None]:
         """Tangents of the policy outputs ``[d mean, d log_std]`` in direction ``tangent`` (phi).
@@ -280,13 +257,13 @@ class OuterProblem:
                 self._exact = exact_kl_hvp(self.policy, self._train, self._valid, self._fast_lr,
                                            self._first_order, self.damping)
             return self._exact(vector)
-        tangent = self._per_task(vector.detach())
+        tangent = self.tangents.split(vector.detach())
         if self.jacobian is not None:
             tangent = self.jacobian.jvp(tangent)
         product = self.fisher_product(tangent)
         if self.jacobian is not None:
             product = self.jacobian.vjp(product)
-        return self._flat(product) + self.damping * vector
+        return self.tangents.join(product) + self.damping * vector
 
 
 TASKS_PER_CHUNK = 4

@@ -30,7 +30,7 @@ from torch import Tensor
 from bmaml_robot.policies.base import Policy
 from bmaml_robot.policies.mlp import GaussianMLPPolicy
 
-from .adaptation import Params
+from .adaptation import Params, TaskTangents
 from .episodes import Episodes, zero_masked
 
 
@@ -177,12 +177,10 @@ class MLPOuterProblem:
         self.fast_lr = fast_lr
         self.first_order = first_order
         named = dict(policy.named_parameters())
-        self.names = list(policy.trainable_names())
-        self.shapes = [named[n].shape for n in self.names]
+        self.tangents = TaskTangents(named, policy.trainable_names(), valid_episodes.num_tasks)
         num_layers = len(policy.hidden)
         valid = valid_episodes
         K, T, B = valid.num_tasks, valid.horizon, valid.episodes_per_task
-        self.num_tasks = K
 
         with torch.no_grad():
             params = {n: p.detach().expand(K, *p.shape) for n, p in named.items()}
@@ -214,20 +212,6 @@ class MLPOuterProblem:
             mean = net.mean.view(K, T, B, -1).movedim(0, 1)
             self.old_dist = policy.distribution(mean, net.log_std.view(K, 1, -1))
 
-    # -- flat <-> per-task tangents (as OuterProblem) -------------------------------------------
-    def _per_task(self, flat: Tensor) -> dict[str, Tensor]:
-        out, offset = {}, 0
-        for name, shape in zip(self.names, self.shapes):
-            n = shape.numel()
-            out[name] = flat[offset : offset + n].view(shape).expand(self.num_tasks, *shape)
-            offset += n
-        if offset != flat.numel():
-            raise ValueError(f"vector: expected {offset} elements, got {flat.numel()}")
-        return out
-
-    def _flat(self, per_task: dict[str, Tensor]) -> Tensor:
-        return torch.cat([per_task[name].sum(dim=0).reshape(-1) for name in self.names])
-
     # -- products -------------------------------------------------------------------------------
     def _jvp(self, u: dict[str, Tensor]) -> dict[str, Tensor]:
         """``J u``: ``u <- u - fast_lr * H_i u`` for the inner steps in order."""
@@ -252,7 +236,7 @@ class MLPOuterProblem:
         with torch.no_grad():
             grads, _, _ = self.net.backward(self._loss_grad_mean)
             grads["log_std"] = self._loss_grad_log_std
-            return self._flat(self._vjp(grads))
+            return self.tangents.join(self._vjp(grads))
 
     def fisher_product(self, u: dict[str, Tensor]) -> dict[str, Tensor]:
         """``F u`` per task: KL Hessian of the validation policy at the adapted parameters."""
@@ -266,5 +250,5 @@ class MLPOuterProblem:
     def hvp(self, vector: Tensor) -> Tensor:
         """``(H + damping I) v`` with H the Hessian of the KL w.r.t. the meta-parameters."""
         with torch.no_grad():
-            tangent = self._jvp(self._per_task(vector.detach()))
-            return self._flat(self._vjp(self.fisher_product(tangent))) + self.damping * vector
+            tangent = self._jvp(self.tangents.split(vector.detach()))
+            return self.tangents.join(self._vjp(self.fisher_product(tangent))) + self.damping * vector
