@@ -711,7 +711,7 @@ def _decorate(axes: Any, c: Comparison, title: str) -> None:
 
 def _figure_title(c: Comparison) -> str:
     smoothing = (f"trailing mean over {c.smooth_window} iterations" if c.smooth_window > 1 else "not smoothed")
-    return (f"{c.family}: mean over seeds (thick), seeds (thin), 95% t band ({smoothing}); grey: final window "
+    return (f"{c.family}: mean over seeds (thick), seeds (thin), 95% t band ({smoothing})\ngrey: final window "
             f"{c.window[0]}-{c.window[1] - 1}, dashed: common length {c.length}")
 
 
