@@ -306,12 +306,15 @@ def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, n
 
 @pytest.mark.parametrize("kind", ["mlp", "gru"])
 def test_task_groups_and_threads(kind):
-    """10 tasks = groups of 4, 4 and 2 (uneven): the step equals the direct step over all tasks
-    at once, and is bit-identical on 1 and 3 threads (groups never depend on the thread count)."""
-    assert maml_trpo.task_chunks(10) == [(0, 4), (4, 8), (8, 10)]
+    """Uneven groups (mlp: 4, 4, 2 of 10 tasks; gru: 10, 3 of 13): the step equals the direct step
+    over all tasks at once, and is bit-identical on 1 and 3 threads (groups never depend on the
+    thread count)."""
+    assert maml_trpo.task_chunks(10, 4) == [(0, 4), (4, 8), (8, 10)]
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(8, 8), hidden_size=6,
                          recurrence="outer", seed=5).to(torch.float64)
-    train, valid = meta_batch(policy, K=10, B=3, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
+    K = 10 if kind == "mlp" else 13
+    assert len(maml_trpo.task_chunks(K, maml_trpo.tasks_per_chunk(policy))) == (3 if kind == "mlp" else 2)
+    train, valid = meta_batch(policy, K=K, B=3, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
     start = snapshot(policy)
     reference_learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2)
     result, grad_norm = reference_step(reference_learner, train, valid)
