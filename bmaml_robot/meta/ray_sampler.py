@@ -27,10 +27,11 @@ package (install it on every node, or ship it with a ``runtime_env``); see ``doc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +205,7 @@ class RaySampler:
         self._workers: list[Any] = []
 
         if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=num_workers * threads_per_worker, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, **_local_runtime_env())
+            start_ray(address, num_workers * threads_per_worker)
             self._owns_ray = True
         needed, available = num_workers * threads_per_worker, ray.cluster_resources().get("CPU", 0)
         if available < needed:
@@ -366,4 +363,34 @@ def _local_runtime_env() -> dict[str, Any]:
     return {"runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join([root, *filter(None, on_path)])}}}
 
 
-__all__ = ["EPISODE_FIELDS", "INSTALL_HINT", "RaySampler", "import_ray", "payload_bytes", "task_slices"]
+@contextlib.contextmanager
+def _unshadowed_working_directory() -> Iterator[None]:
+    """Ray puts the driver's working directory first on every worker's ``sys.path``. From the root
+    of a source checkout with the package installed, workers would import the checkout (which has
+    no compiled core) instead of the installed package; so Ray is started from the installed
+    package's parent directory then (and the working directory restored)."""
+    package = Path(__file__).resolve().parents[1]
+    here = Path.cwd()
+    shadow = here / package.name
+    if not shadow.is_dir() or shadow.resolve() == package:
+        yield
+        return
+    os.chdir(package.parent)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def start_ray(address: str | None, num_cpus: int) -> None:
+    """``ray.init``: connect to the cluster at ``address``, or start a local Ray with ``num_cpus``."""
+    ray = import_ray()
+    with _unshadowed_working_directory():
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, **_local_runtime_env())
+
+
+__all__ = ["EPISODE_FIELDS", "INSTALL_HINT", "RaySampler", "import_ray", "payload_bytes", "start_ray", "task_slices"]

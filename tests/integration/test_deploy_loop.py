@@ -430,7 +430,8 @@ def test_the_udp_bridge_closes_the_loop_with_a_robot_process(policies, tmp_path)
         "--controller", f"127.0.0.1:{robot.address[1]}", "--episodes", "1", "--max-episode-steps", "50",
         "--seed", "4", "--linger", "3", "--action-timeout", "5", "--record", str(record),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+                               cwd=tmp_path)  # not the checkout's root: its bmaml_robot has no compiled core
     try:
         assert robot.wait_for_robot(120), process.communicate(timeout=5)[0] if process.poll() is not None else "no robot"
         # Lockstep for the episode (each read waits for the robot), then 4 ticks without robot.

@@ -34,10 +34,9 @@ FAMILY, K, B, T = "AntDir", 5, 3, 20
 def ray_instance() -> Any:
     """A local Ray with 2 CPUs, shared by the module's tests, shut down at the end."""
     ray = pytest.importorskip("ray")
-    from bmaml_robot.meta.ray_sampler import _local_runtime_env
+    from bmaml_robot.meta.ray_sampler import start_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-             **_local_runtime_env())
+    start_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
 
