@@ -396,6 +396,9 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a video is for sharing: mkstemp's 0600 would hide it
     try:
         if suffix == ".gif":
             iio.imwrite(tmp, frames, extension=".gif", duration=int(round(1000.0 / fps)), loop=0)
