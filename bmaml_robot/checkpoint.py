@@ -19,6 +19,9 @@ def _atomic_write(path: Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results are for everyone who may read the folder
         os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
