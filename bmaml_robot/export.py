@@ -38,7 +38,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -424,20 +423,8 @@ def export_onnx(
                     f"export_onnx: the exported graph differs from torch on {name!r} at batch {check_batch} "
                     f"(max |difference| {error:.3g} > {EXPORT_TOLERANCE}); nothing was written"
                 )
-    def write(file: Any) -> None:
-        file.write(data)
-        # The temp file is private (0600); the exported file is for others too (a robot's
-        # controller service): the mode a plain open() would give.
-        os.fchmod(file.fileno(), 0o666 & ~_umask())
-
-    _atomic_write(path, write)
+    _atomic_write(path, lambda file: file.write(data))  # (with the mode a plain open() would give)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ----------------------------------------------------------------------------- command line

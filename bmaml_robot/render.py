@@ -45,7 +45,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ import mujoco
 import numpy as np
 import torch
 
+from bmaml_robot.checkpoint import atomic_path
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
@@ -393,22 +393,12 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     import imageio.v3 as iio
 
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a video is for sharing: mkstemp's 0600 would hide it
-    try:
+    with atomic_path(path, suffix) as tmp:  # a kill mid-encoding never leaves half a video
         if suffix == ".gif":
             iio.imwrite(tmp, frames, extension=".gif", duration=int(round(1000.0 / fps)), loop=0)
         else:
             iio.imwrite(tmp, frames, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
                         macro_block_size=2, ffmpeg_log_level="error")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- render
