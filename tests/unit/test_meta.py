@@ -25,86 +25,10 @@ from bmaml_robot.meta import (
 )
 from bmaml_robot.meta.baseline import baseline_features
 from bmaml_robot.policies import make_policy
+from meta_helpers import TinyPolicy, meta_batch, snapshot, synthetic_episodes
 
 
 # ----------------------------------------------------------------------------- helpers
-class TinyPolicy(torch.nn.Module):
-    """A 1-hidden-layer tanh policy that follows the policy contract in any float dtype.
-
-    The real policies are float32 only; this one lets the maths tests run in float64.
-    """
-
-    kind = "mlp"
-    is_recurrent = False
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 4, dtype=torch.float64, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.w1 = torch.nn.Parameter(torch.randn(hidden, obs_dim, generator=g, dtype=dtype))
-        self.b1 = torch.nn.Parameter(0.1 * torch.randn(hidden, generator=g, dtype=dtype))
-        self.w2 = torch.nn.Parameter(torch.randn(act_dim, hidden, generator=g, dtype=dtype))
-        self.b2 = torch.nn.Parameter(0.1 * torch.randn(act_dim, generator=g, dtype=dtype))
-        self.log_std = torch.nn.Parameter(torch.full((act_dim,), -0.3, dtype=dtype))
-
-    def adaptable_names(self):
-        return [n for n, p in self.named_parameters() if p.requires_grad]
-
-    def trainable_names(self):
-        return [n for n, p in self.named_parameters() if p.requires_grad]
-
-    def batched_params(self, num_tasks):
-        return {n: p.expand(num_tasks, *p.shape) for n, p in self.named_parameters()}
-
-    def sequence(self, obs, params=None):
-        if params is None:
-            params = self.batched_params(obs.shape[1])
-        h = torch.tanh(torch.einsum("tkbi,koi->tkbo", obs, params["w1"]) + params["b1"][None, :, None])
-        mean = torch.einsum("tkbi,koi->tkbo", h, params["w2"]) + params["b2"][None, :, None]
-        return mean, params["log_std"][None, :, None]
-
-    def distribution(self, mean, log_std):
-        return torch.distributions.Independent(torch.distributions.Normal(mean, log_std.exp()), 1)
-
-
-def synthetic_episodes(policy, params, T=6, K=3, B=5, seed=0, dtype=torch.float32, lengths=None):
-    """Random observations, actions sampled from the policy, reward -|a - goal_k|^2, ragged masks."""
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(T, K, B, policy.obs_dim, generator=g, dtype=dtype)
-    with torch.no_grad():
-        mean, log_std = policy.sequence(obs, params)
-        std = log_std.exp().expand_as(mean)
-        actions = mean + std * torch.randn(mean.shape, generator=g, dtype=dtype)
-        log_probs = policy.distribution(mean, log_std).log_prob(actions)
-    goals = torch.randn(K, policy.act_dim, generator=g, dtype=dtype)
-    rewards = -((actions - goals[None, :, None]) ** 2).sum(-1)
-    if lengths is None:
-        lengths = torch.randint(2, T + 1, (K, B), generator=g)
-    steps = torch.arange(T).view(T, 1, 1)
-    mask = (steps < lengths).to(dtype)
-    terminated = (steps == lengths - 1) & (lengths < T)  # ended early: terminated; else truncated
-    last_obs = torch.randn(K, B, policy.obs_dim, generator=g, dtype=dtype)
-    return Episodes(obs, actions, rewards, mask, terminated, last_obs, log_probs)
-
-
-def meta_batch(policy, K=3, B=6, T=5, num_steps=1, fast_lr=0.3, seed=0, dtype=torch.float32):
-    """Train episodes for each inner step and validation episodes, each sampled with the right params."""
-    train = []
-    for i in range(num_steps):
-        params = adapt(policy, train, fast_lr, first_order=True, params=policy.batched_params(K))
-        params = {n: p.detach() for n, p in params.items()}
-        episodes = synthetic_episodes(policy, params, T=T, K=K, B=B, seed=seed + i, dtype=dtype)
-        train.append(compute_advantages(episodes))
-    params = adapt(policy, train, fast_lr, first_order=True)
-    params = {n: p.detach() for n, p in params.items()}
-    valid = synthetic_episodes(policy, params, T=T, K=K, B=B, seed=seed + 100, dtype=dtype)
-    valid = compute_advantages(valid)
-    return train, valid
-
-
-def snapshot(module):
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
-
 
 # ----------------------------------------------------------------------------- baseline
 def test_baseline_recovers_linear_target_exactly():
@@ -185,7 +109,7 @@ def _reference_gae(rewards, values, terminated, truncated, last_values, gamma, l
 def test_advantages_terminate_truncate_and_mask():
     gamma, lam = 0.9, 0.95
     T, K, B = 4, 2, 3
-    policy = TinyPolicy(2, 1, dtype=torch.float32)
+    policy = TinyPolicy(2, 1, hidden=4, dtype=torch.float32)
     lengths = torch.tensor([[2, 4, 3], [4, 1, 4]])
     ep = synthetic_episodes(policy, None, T=T, K=K, B=B, seed=4, lengths=lengths)
     # Garbage after the end of each episode must not matter.
@@ -269,8 +193,8 @@ def test_hvp_equals_explicit_kl_hessian_through_adaptation(first_order):
 
 # ----------------------------------------------------------------------------- adaptation
 def test_first_and_second_order_same_values_different_meta_gradients():
-    policy = TinyPolicy(obs_dim=2, act_dim=2)
-    train, valid = meta_batch(policy, num_steps=2, dtype=torch.float64)
+    policy = TinyPolicy(obs_dim=2, act_dim=2, hidden=4)
+    train, valid = meta_batch(policy, B=6, num_steps=2, dtype=torch.float64)
     grads = {}
     for first_order in (True, False):
         params = adapt(policy, train, 0.3, first_order)

@@ -14,11 +14,9 @@ import pytest
 import torch
 
 from bmaml_robot.meta import (
-    Episodes,
     MetaLearner,
     adapt,
     backtracking_line_search,
-    compute_advantages,
     conjugate_gradient,
     mean_kl,
     surrogate_loss,
@@ -31,78 +29,10 @@ from bmaml_robot.meta.mlp_outer import MLPOuterProblem
 from bmaml_robot.meta.trpo import conjugate_gradient_with_product, flat_grad
 from bmaml_robot.policies import linear, make_policy
 from bmaml_robot.policies.base import stack_steps
+from meta_helpers import TinyPolicy, meta_batch, snapshot
 
 
 # ----------------------------------------------------------------------------- helpers
-class TinyPolicy(torch.nn.Module):
-    """A 1-hidden-layer tanh policy following the policy contract in float64 (tight checks)."""
-
-    kind = "mlp"
-    is_recurrent = False
-
-    def __init__(self, obs_dim=2, act_dim=2, hidden=3, softplus_std=False, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        dtype = torch.float64
-        self.obs_dim, self.act_dim, self.softplus_std = obs_dim, act_dim, softplus_std
-        self.w1 = torch.nn.Parameter(torch.randn(hidden, obs_dim, generator=g, dtype=dtype))
-        self.b1 = torch.nn.Parameter(0.1 * torch.randn(hidden, generator=g, dtype=dtype))
-        self.w2 = torch.nn.Parameter(torch.randn(act_dim, hidden, generator=g, dtype=dtype))
-        self.b2 = torch.nn.Parameter(0.1 * torch.randn(act_dim, generator=g, dtype=dtype))
-        self.log_std = torch.nn.Parameter(torch.full((act_dim,), -0.3, dtype=dtype))
-
-    def adaptable_names(self):
-        return [n for n, _ in self.named_parameters()]
-
-    def trainable_names(self):
-        return [n for n, p in self.named_parameters() if p.requires_grad]
-
-    def batched_params(self, num_tasks):
-        return {n: p.expand(num_tasks, *p.shape) for n, p in self.named_parameters()}
-
-    def sequence(self, obs, params=None):
-        if params is None:
-            params = self.batched_params(obs.shape[1])
-        h = torch.tanh(torch.einsum("tkbi,koi->tkbo", obs, params["w1"]) + params["b1"][None, :, None])
-        mean = torch.einsum("tkbi,koi->tkbo", h, params["w2"]) + params["b2"][None, :, None]
-        return mean, params["log_std"][None, :, None]
-
-    def distribution(self, mean, log_std):
-        scale = torch.nn.functional.softplus(log_std) if self.softplus_std else log_std.exp()
-        return torch.distributions.Independent(torch.distributions.Normal(mean, scale), 1)
-
-
-def synthetic_episodes(policy, params, T, K, B, seed, dtype):
-    """Random observations, actions sampled from the policy, ragged masks (as in test_meta)."""
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(T, K, B, policy.obs_dim, generator=g, dtype=dtype)
-    with torch.no_grad():
-        mean, log_std = policy.sequence(obs, params)
-        actions = mean + log_std.exp().expand_as(mean) * torch.randn(mean.shape, generator=g, dtype=dtype)
-        log_probs = policy.distribution(mean, log_std).log_prob(actions)
-    goals = torch.randn(K, policy.act_dim, generator=g, dtype=dtype)
-    rewards = -((actions - goals[None, :, None]) ** 2).sum(-1)
-    lengths = torch.randint(2, T + 1, (K, B), generator=g)
-    steps = torch.arange(T).view(T, 1, 1)
-    mask = (steps < lengths).to(dtype)
-    terminated = (steps == lengths - 1) & (lengths < T)
-    last_obs = torch.randn(K, B, policy.obs_dim, generator=g, dtype=dtype)
-    return Episodes(obs, actions, rewards, mask, terminated, last_obs, log_probs)
-
-
-def meta_batch(policy, K=3, B=4, T=5, num_steps=1, fast_lr=0.3, seed=0, dtype=torch.float32):
-    """Train episodes of each inner step and validation episodes, each sampled with the right params."""
-    train = []
-    for i in range(num_steps):
-        params = adapt(policy, train, fast_lr, first_order=True, params=policy.batched_params(K))
-        params = {n: p.detach() for n, p in params.items()}
-        train.append(compute_advantages(synthetic_episodes(policy, params, T, K, B, seed + i, dtype)))
-    params = adapt(policy, train, fast_lr, first_order=True)
-    params = {n: p.detach() for n, p in params.items()}
-    valid = compute_advantages(synthetic_episodes(policy, params, T, K, B, seed + 100, dtype))
-    return train, valid
-
-
 def num_trainable(policy):
     named = dict(policy.named_parameters())
     return sum(named[n].numel() for n in policy.trainable_names())
@@ -111,9 +41,6 @@ def num_trainable(policy):
 def relative_error(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
-
-def snapshot(module):
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
 CASES = [
