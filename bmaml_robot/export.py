@@ -48,16 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bmaml_robot_deploy.metadata import (
-    ACTION_OUTPUT,
-    C_INPUT,
-    C_OUTPUT,
-    H_INPUT,
-    H_OUTPUT,
-    NO_RECURRENCE,
-    OBS_INPUT,
-    PolicyMetadata,
-)
+from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 from bmaml_robot.checkpoint import _atomic_write
 from bmaml_robot.envs.families import TaskFamily, get_family
