@@ -53,7 +53,7 @@ from bmaml_robot.config import TrainConfig, from_dict
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
-from bmaml_robot.policies import Policy
+from bmaml_robot.policies import Params, Policy
 from bmaml_robot.stats import mean_ci
 from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_policy
 
@@ -154,12 +154,14 @@ def adaptation_returns(
     learner: MetaLearner,
     steps: int,
     eval_seed: int,
-) -> np.ndarray:
-    """Episode returns after 0..``steps`` inner steps, float64 ``[steps + 1, K, B]``.
+) -> tuple[np.ndarray, Params | None]:
+    """Episode returns after 0..``steps`` inner steps, float64 ``[steps + 1, K, B]``, and the
+    parameters after ``steps`` steps (``{name: [K, *shape]}``; None for ``steps == 0``: the
+    meta-policy's own).
 
     ``sampler`` must already hold the K tasks (``set_tasks``). Step k's episodes are sampled with
     the parameters after k steps, which are adapted from all the episodes of steps < k, exactly
-    as in ``train.meta_iteration``.
+    as in ``train.meta_iteration``; the noise comes from the evaluation streams (``evaluation_seed``).
     """
     returns = np.zeros((steps + 1, sampler.num_tasks, sampler.episodes_per_task))
     episodes = []
@@ -170,7 +172,7 @@ def adaptation_returns(
         if step < steps:
             episodes.append(batch)
             params = learner.adapted_params(episodes)
-    return returns
+    return returns, params
 
 
 # ----------------------------------------------------------------------------- result
@@ -286,9 +288,9 @@ def evaluate(
     try:
         sampler.set_tasks(tasks)
         learner = MetaLearner(run.policy, fast_lr=lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
-        returns = adaptation_returns(run.policy, sampler, learner, steps, seed)
+        returns, _ = adaptation_returns(run.policy, sampler, learner, steps, seed)
     finally:
-        sampler.env.close()
+        sampler.close()
         torch.set_num_threads(torch_threads)
     settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
                 "seed": seed, "num_threads": num_threads, "horizon": config.horizon}

@@ -52,9 +52,9 @@ from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 from bmaml_robot.checkpoint import _atomic_write
 from bmaml_robot.envs.families import TaskFamily, get_family
-from bmaml_robot.evaluate import LoadedRun, evaluation_seed, load_run
+from bmaml_robot.evaluate import LoadedRun, adaptation_returns, load_run
 from bmaml_robot.meta.sampler import MetaSampler
-from bmaml_robot.policies import Params, Policy
+from bmaml_robot.policies import Policy
 from bmaml_robot.train import build_learner
 
 #: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
@@ -195,18 +195,9 @@ def adapt_run(
             policy = loaded.policy
             learner = build_learner(config.replace(fast_lr=fast_lr, num_threads=num_threads), policy)
             sampler.set_tasks([canonical])
-            # Training's inner loop (train.meta_iteration) for one task.
-            train_episodes = []
-            params: Params = None
-            returns = []
-            for step in range(adapt_steps + 1):
-                # bmaml-eval's noise streams (disjoint from training's).
-                batch = sampler.sample(policy, params, evaluation_seed(seed, 1 + step))
-                returns.append(float(batch.episode_returns().mean()))
-                if step == adapt_steps:
-                    break
-                train_episodes.append(batch)
-                params = learner.adapted_params(train_episodes)
+            # Training's inner loop for one task, on bmaml-eval's noise streams (disjoint from training's).
+            episode_returns, params = adaptation_returns(policy, sampler, learner, adapt_steps, seed)
+            returns = [float(r) for r in episode_returns.mean(axis=(1, 2))]
             if params is None:
                 with torch.no_grad():
                     params = policy.batched_params(1)
@@ -214,7 +205,7 @@ def adapt_run(
             low, high = env.single_action_space.low, env.single_action_space.high
             control_dt = float(env.dt)
         finally:
-            sampler.env.close()
+            sampler.close()
     return Adaptation(
         run=loaded, policy=policy, params=adapted, task=canonical, adapt_steps=adapt_steps, fast_lr=fast_lr,
         episodes=episodes, returns=returns, family=family, control_dt=control_dt,

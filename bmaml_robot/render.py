@@ -287,7 +287,7 @@ def adapt_to_task(run: Any, task: Mapping[str, Any], adapt_steps: int, episodes:
             batches.append(sampler.sample(run.policy, params, evaluation_seed(seed, 1 + step)))
             params = learner.adapted_params(batches)
     finally:
-        sampler.env.close()
+        sampler.close()
     if params is None:
         return {name: value.detach() for name, value in run.policy.batched_params(1).items()}
     return params

@@ -157,7 +157,7 @@ def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.Capture
     try:
         benchmark.pedantic(one_iteration, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     finally:
-        sampler.env.close()
+        sampler.close()
         torch.set_num_threads(torch_threads)
     timed = rounds[1:] or rounds  # the first was the warm-up (none with --benchmark-disable)
     steps = env_steps_per_iteration(config)
