@@ -100,7 +100,7 @@ def test_adaptation_changes_the_returns_and_fast_lr_zero_does_not(run_dir: Path)
     for step in range(3):
         episodes = sampler.sample(policy, None, evaluation_seed(0, 1 + step))
         assert np.allclose(frozen.episode_returns[step], episodes.episode_returns().numpy())
-    sampler.env.close()
+    sampler.close()
     adapted = evaluate(run_dir, write=False, fast_lr=0.5, **SMALL_EVAL)
     assert np.array_equal(adapted.episode_returns[0], frozen.episode_returns[0])  # same meta-policy
     assert not np.allclose(adapted.episode_returns[1], frozen.episode_returns[1])

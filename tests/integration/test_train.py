@@ -78,7 +78,7 @@ def adaptation_returns(policy: Policy, config: TrainConfig, tasks: list[dict], s
         params = learner.adapted_params([before])
         after = sampler.sample(policy, params, seed + 1)
     finally:
-        sampler.env.close()
+        sampler.close()
     return float(before.episode_returns().mean()), float(after.episode_returns().mean())
 
 
@@ -178,7 +178,7 @@ def _adapted(policy: Policy, config: TrainConfig) -> tuple[dict[str, torch.Tenso
     episodes = sampler.sample(policy, None, seed=3)
     adapted = learner.adapted_params([episodes])
     meta = {n: p.detach() for n, p in policy.batched_params(config.num_tasks).items()}
-    sampler.env.close()
+    sampler.close()
     return meta, adapted
 
 
