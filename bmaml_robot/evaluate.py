@@ -46,13 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from bmaml_robot.checkpoint import load_checkpoint, write_text_atomic
 from bmaml_robot.config import TrainConfig, from_dict
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot.train import build_learner
 from bmaml_robot.policies import Params, Policy
 from bmaml_robot.stats import mean_ci
 from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_policy
@@ -282,16 +283,14 @@ def evaluate(
     config = run.config
     lr = config.fast_lr if fast_lr is None else float(fast_lr)
     tasks = held_out_tasks(config.family, num_tasks, seed)
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as train(): torch's results depend on its thread count
-    sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads)
-    try:
-        sampler.set_tasks(tasks)
-        learner = MetaLearner(run.policy, fast_lr=lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
-        returns, _ = adaptation_returns(run.policy, sampler, learner, steps, seed)
-    finally:
-        sampler.close()
-        torch.set_num_threads(torch_threads)
+    with one_torch_thread():  # as train()
+        sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads)
+        try:
+            sampler.set_tasks(tasks)
+            learner = build_learner(config.replace(fast_lr=lr), run.policy)
+            returns, _ = adaptation_returns(run.policy, sampler, learner, steps, seed)
+        finally:
+            sampler.close()
     settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
                 "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
     result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))

@@ -53,6 +53,7 @@ from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 from bmaml_robot.checkpoint import _atomic_write
 from bmaml_robot.envs.families import TaskFamily, get_family
 from bmaml_robot.evaluate import LoadedRun, adaptation_returns, load_run
+from bmaml_robot.torch_threads import one_torch_thread
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Policy
 from bmaml_robot.train import build_learner
@@ -139,16 +140,6 @@ def _check_fast_lr(name: str, value: Any) -> float:
     return float(value)
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def adapt_run(
     run: str | Path | LoadedRun,
     task: Mapping[str, Any],
@@ -189,7 +180,7 @@ def adapt_run(
     sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads)
     # One torch thread, as in training (float results independent of the machine; faster on
     # small problems); restored on return.
-    with _torch_threads(1):
+    with one_torch_thread():
         try:
             env = sampler.env
             policy = loaded.policy

@@ -60,6 +60,7 @@ from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.evaluate import evaluation_seed, load_run
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.torch_threads import one_torch_thread
 
 GL_BACKENDS = ("egl", "osmesa")
 #: Debian/Ubuntu packages that provide each backend's library.
@@ -484,14 +485,10 @@ def render(
         backend: str | None = gl_backend()  # fail before any work when there is no OpenGL
     else:
         backend = None
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
         recording = record_episodes(run.policy, family.name, task, params, run.config.horizon,
                                     evaluation_seed(seed, 0), stochastic)
-    finally:
-        torch.set_num_threads(torch_threads)
     if family.robot == "Navigation2D":
         frames = navigation_frames(task, recording, width, height)
         default_fps = 10.0

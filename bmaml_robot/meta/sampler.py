@@ -24,6 +24,7 @@ import torch
 
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.meta.episodes import Episodes
+from bmaml_robot.torch_threads import one_torch_thread
 
 
 def task_seeds(seed: int, first_task: int, num_tasks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,10 +140,7 @@ class MetaSampler:
         noise = torch.zeros(T, K_run, B_run, act_dim)
         for k, noise_seed in enumerate(noise_seeds):
             noise[:, k, :B] = torch.randn((T, B, act_dim), generator=torch.Generator().manual_seed(int(noise_seed)))
-        torch_threads = torch.get_num_threads()
-        if torch_threads != 1:
-            torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             obs_np = self.reset(reset_seeds)
 
             observations = torch.zeros(T, K, B, obs_dim)
@@ -182,9 +180,6 @@ class MetaSampler:
                 if not alive.any():
                     steps = t + 1
                     break
-        finally:
-            if torch_threads != 1:
-                torch.set_num_threads(torch_threads)
         # Masked steps hold whatever the envs did after their episode ended (and in a bigger batch
         # the loop may run longer): zero them, so a batch is the same whatever else ran with it.
         ended_before = mask[:steps] == 0
