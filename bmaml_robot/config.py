@@ -58,6 +58,8 @@ class TrainConfig:
     """Conjugate-gradient iterations for the TRPO direction."""
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian in conjugate gradient."""
+    hvp_subsample: float = 1.0
+    """Share of each task's episodes the conjugate gradient's KL-Hessian products use (TRPO's subsampled Fisher; 1: all). Gradient and line search always use all."""
     ls_max_steps: int = 15
     """Backtracking line-search trials."""
     ls_backtrack: float = 0.8
@@ -123,7 +125,8 @@ def _validate(c: TrainConfig) -> None:
                          f"got {c.workers}")
     if not 0 <= c.seed < 2**64:
         raise ValueError(f"seed: expected an integer in [0, 2**64), got {c.seed!r}")
-    for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "gamma", "gae_lambda", "ls_backtrack"):
+    for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "hvp_subsample", "gamma", "gae_lambda",
+                "ls_backtrack"):
         if not math.isfinite(getattr(c, key)):
             raise ValueError(f"{key}: expected a finite number, got {getattr(c, key)!r}")
     at_least("fast_lr", 0.0)
@@ -131,6 +134,8 @@ def _validate(c: TrainConfig) -> None:
     at_least("cg_damping", 0.0)
     for key in ("gamma", "gae_lambda"):
         unit_interval(key)
+    if not 0.0 < c.hvp_subsample <= 1.0:
+        raise ValueError(f"hvp_subsample: expected a value in (0, 1], got {c.hvp_subsample!r}")
     if not 0.0 < c.ls_backtrack < 1.0:
         raise ValueError(f"ls_backtrack: expected a value in (0, 1), got {c.ls_backtrack!r}")
 

@@ -55,7 +55,8 @@ def build_learner(config: TrainConfig, policy: Policy) -> MetaLearner:
     """The MAML-TRPO learner of ``config`` (its groups of tasks run on ``config.num_threads``)."""
     return MetaLearner(
         policy, fast_lr=config.fast_lr, first_order=config.first_order, max_kl=config.max_kl,
-        cg_iters=config.cg_iters, cg_damping=config.cg_damping, ls_max_steps=config.ls_max_steps,
+        cg_iters=config.cg_iters, cg_damping=config.cg_damping, hvp_subsample=config.hvp_subsample,
+        ls_max_steps=config.ls_max_steps,
         ls_backtrack=config.ls_backtrack, gamma=config.gamma, gae_lambda=config.gae_lambda,
         num_threads=config.num_threads,
     )

@@ -67,6 +67,23 @@ class Episodes(NamedTuple):
                 fields[name] = value[:, start:stop]
         return Episodes(**fields)
 
+    def select_episodes(self, count: int) -> "Episodes":
+        """The first ``count`` episodes of every task (views, no copy): every field sliced on its B dim.
+
+        Episodes of a task are independent draws, so the first ``count`` are a random subsample.
+        """
+        if not 1 <= count <= self.episodes_per_task:
+            raise ValueError(f"count: expected an integer in [1, {self.episodes_per_task}], got {count!r}")
+        fields = {}
+        for name, value in self._asdict().items():
+            if value is None:
+                fields[name] = None
+            elif name == "last_observations":  # [K, B, obs_dim]
+                fields[name] = value[:, :count]
+            else:  # [T, K, B, ...]
+                fields[name] = value[:, :, :count]
+        return Episodes(**fields)
+
     def episode_returns(self) -> Tensor:
         """Undiscounted return of each episode, float [K, B]."""
         return torch.where(self.mask > 0, self.rewards, 0.0).sum(dim=0)

@@ -29,6 +29,8 @@ reference.
 
 from __future__ import annotations
 
+import math
+
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -314,6 +316,7 @@ class MetaLearner:
         max_kl: float = 1e-2,
         cg_iters: int = 10,
         cg_damping: float = 1e-5,
+        hvp_subsample: float = 1.0,
         ls_max_steps: int = 15,
         ls_backtrack: float = 0.8,
         gamma: float = 0.99,
@@ -328,6 +331,8 @@ class MetaLearner:
             raise ValueError(f"cg_iters: expected >= 1, got {cg_iters}")
         if cg_damping < 0:
             raise ValueError(f"cg_damping: expected >= 0, got {cg_damping}")
+        if not 0.0 < hvp_subsample <= 1.0:
+            raise ValueError(f"hvp_subsample: expected a share in (0, 1], got {hvp_subsample}")
         if ls_max_steps < 1:
             raise ValueError(f"ls_max_steps: expected >= 1, got {ls_max_steps}")
         if not 0.0 < ls_backtrack < 1.0:
@@ -344,6 +349,7 @@ class MetaLearner:
         self.max_kl = max_kl
         self.cg_iters = cg_iters
         self.cg_damping = cg_damping
+        self.hvp_subsample = hvp_subsample
         self.ls_max_steps = ls_max_steps
         self.ls_backtrack = ls_backtrack
         self.gamma = gamma
@@ -407,6 +413,12 @@ class MetaLearner:
         size = tasks_per_chunk(self.policy)
         return [_Chunk(train, valid, start, stop) for start, stop in task_chunks(valid.num_tasks, size)]
 
+    def curvature_episodes(self, episodes: Episodes) -> Episodes:
+        """The episodes the KL-Hessian products use: the first ``ceil(hvp_subsample * B)`` of each
+        task (all of them at ``hvp_subsample = 1``)."""
+        count = max(1, math.ceil(self.hvp_subsample * episodes.episodes_per_task))
+        return episodes if count >= episodes.episodes_per_task else episodes.select_episodes(count)
+
     def adapted_params(self, train_episodes_per_step: Sequence[Episodes]) -> Params:
         """Detached adapted parameters {name: [K, *shape]}, e.g. to sample the next episodes."""
         train = [self.process(e) for e in train_episodes_per_step]
@@ -460,9 +472,21 @@ class MetaLearner:
                 lambda c: problem_class(policy, c.train, c.valid, self.fast_lr, self.first_order), chunks
             )
             grad = self._weighted_sum(chunks, self._map(lambda problem: problem.gradient(), problems))
+            curvature = problems
+            if self.hvp_subsample < 1.0:
+                # TRPO's subsampled curvature (Schulman et al. 2015; rllab's subsample_factor): the
+                # products that CG repeats see a share of the episodes, adaptation included, as if
+                # only those had been sampled. The gradient and the line search (its KL check
+                # included) keep every episode.
+                def subsampled_problem(c: _Chunk) -> OuterProblem | MLPOuterProblem:
+                    train_sub = [self.curvature_episodes(e) for e in c.train]
+                    return problem_class(policy, train_sub, self.curvature_episodes(c.valid),
+                                         self.fast_lr, self.first_order)
+
+                curvature = self._map(subsampled_problem, chunks)
 
             def hvp(vector: Tensor) -> Tensor:
-                products = self._map(lambda problem: problem.hvp(vector), problems)
+                products = self._map(lambda problem: problem.hvp(vector), curvature)
                 return self._weighted_sum(chunks, products) + self.cg_damping * vector
 
             # H^{-1} g, and H (H^{-1} g) for the step scaling from CG's own products.
@@ -476,7 +500,7 @@ class MetaLearner:
                 task_mean(torch.where(c.valid.mask > 0, c.valid.log_probs - p.log_probs, 0.0), c.valid.mask).mean()
                 for c, p in zip(chunks, problems)
             ]))
-        del problems  # free the graphs
+        del problems, curvature  # free the graphs
 
         def evaluate_chunk(index: int) -> tuple[Tensor, Tensor]:
             # Adapted values are the same for first and second order: no graph needed here.

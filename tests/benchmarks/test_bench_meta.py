@@ -1,7 +1,7 @@
 """One MAML-TRPO meta-iteration on HalfCheetahDir, split into physics and everything else.
 
 The issue's size: 40 tasks x 20 episodes x 100 steps (160,000 env-steps per iteration: train and
-validation episodes), MLP policy, second-order MAML, 2 threads; about 3 minutes for both tests on a
+validation episodes), MLP policy, second-order MAML, 2 threads; about 4 minutes for the three tests on a
 shared 2-core machine. ``BMAML_BENCH_META_SIZE=20x10`` runs a reduced size (every figure below is
 a ratio, so the split hardly depends on the size), ``BMAML_BENCH_META_ROUNDS`` sets the number of
 timed rounds (default 3), ``BMAML_BENCH_META_THREADS`` the thread count (default 2).
@@ -22,6 +22,7 @@ Reported (``benchmark.extra_info`` and a printed table):
 * ``policy sampling / reference physics``: sampling minus env.step (policy forwards, noise, copies).
 * ``learner / reference physics``: advantages, adaptation, TRPO (info).
 * GRU: the same split, and ``gru iteration / mlp iteration``. Target <= 2.
+* MLP with ``hvp_subsample=0.2`` (opt-in): the same split.
 
 Targets are reported, not asserted, unless ``BMAML_ENFORCE_TARGETS=1``.
 
@@ -64,6 +65,7 @@ ROUNDS = int(os.environ.get("BMAML_BENCH_META_ROUNDS", "3"))
 FRAME_SKIP = 5  # HalfCheetah-v5's, and ours
 NONPHYSICS_TARGET = 0.5  # non-physics time <= 0.5 x reference physics time
 RECURRENT_TARGET = 2.0  # GRU iteration <= 2 x MLP iteration
+SUBSAMPLE = 0.2  # hvp_subsample of the third case
 
 #: Results shared between the tests of this module (GRU vs MLP).
 _RESULTS: dict[str, dict[str, float]] = {}
@@ -73,9 +75,10 @@ def enforce_targets() -> bool:
     return os.environ.get("BMAML_ENFORCE_TARGETS", "").strip().lower() in ("1", "true", "yes")
 
 
-def _config(policy: str) -> TrainConfig:
+def _config(policy: str, hvp_subsample: float = 1.0) -> TrainConfig:
     return TrainConfig(family="HalfCheetahDir", policy=policy, recurrence="frozen", num_tasks=NUM_TASKS,
-                       episodes_per_task=EPISODES_PER_TASK, horizon=HORIZON, num_threads=THREADS, first_order=False)
+                       episodes_per_task=EPISODES_PER_TASK, horizon=HORIZON, num_threads=THREADS, first_order=False,
+                       hvp_subsample=hvp_subsample)
 
 
 def env_steps_per_iteration(config: TrainConfig) -> int:
@@ -134,8 +137,10 @@ class TimedStep:
             self.seconds += time.perf_counter() - start
 
 
-def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
-    config = _config(policy)
+def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.CaptureFixture[str],
+         hvp_subsample: float = 1.0) -> dict[str, float]:
+    config = _config(policy, hvp_subsample)
+    label = policy if hvp_subsample == 1.0 else f"{policy} hvp_subsample={hvp_subsample}"
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train() does (robots on config.num_threads, torch on one)
     sampler = MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
@@ -184,14 +189,15 @@ def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.Capture
     }
     info = benchmark.extra_info
     info.update({"size": f"{config.num_tasks}x{config.episodes_per_task}x{config.horizon}", "threads": THREADS,
-                 "policy": policy, "second_order": not config.first_order, "env_steps_per_iteration": steps})
+                 "policy": policy, "second_order": not config.first_order, "hvp_subsample": hvp_subsample,
+                 "env_steps_per_iteration": steps})
     info.update({k: round(v, 4) for k, v in result.items()})
     info.update({f"ratio {k}": round(v, 4) for k, v in ratios.items()})
     info["target non-physics / reference physics"] = f"<= {NONPHYSICS_TARGET}"
-    _RESULTS[policy] = {**result, **ratios}
+    _RESULTS[label] = {**result, **ratios}
 
     with capsys.disabled():
-        print(f"\n[bench meta] {policy}, {info['size']}, {THREADS} threads, second order, best of {len(timed)}: "
+        print(f"\n[bench meta] {label}, {info['size']}, {THREADS} threads, second order, best of {len(timed)}: "
               f"iteration {result['iteration_s']:.2f} s (mean {result['iteration_mean_s']:.2f} s) = "
               f"env.step {result['env_step_s']:.2f} s + policy sampling {result['policy_sampling_s']:.2f} s + "
               f"learner {result['learner_s']:.2f} s; mujoco.rollout physics {reference_s:.2f} s")
@@ -223,3 +229,15 @@ def test_meta_iteration_gru(benchmark: Any, reference_physics_s: float, capsys: 
         assert ratio <= NONPHYSICS_TARGET, f"GRU non-physics work is {ratio:.2f} x the physics time (target <= 0.5)"
         assert versus_mlp is not None, "run the MLP benchmark in the same session"
         assert versus_mlp <= RECURRENT_TARGET, f"GRU iteration is {versus_mlp:.2f} x the MLP's (target <= 2)"
+
+
+def test_meta_iteration_mlp_subsampled_curvature(benchmark: Any, reference_physics_s: float,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The same iteration with ``hvp_subsample=0.2`` (TRPO's subsampled Fisher): CG's products,
+    ~60% of the learner at full batch, on 4 of the 20 episodes per task. Not the default: it
+    changes the step direction (the gradient and the line search still use every episode)."""
+    benchmark.group = "meta-iteration"
+    _run(benchmark, "mlp", reference_physics_s, capsys, hvp_subsample=SUBSAMPLE)
+    ratio = _RESULTS[f"mlp hvp_subsample={SUBSAMPLE}"]["non-physics / reference physics"]
+    if enforce_targets():
+        assert ratio <= NONPHYSICS_TARGET, f"non-physics work is {ratio:.2f} x the physics time (target <= 0.5)"

@@ -134,6 +134,8 @@ BAD_VALUES = [
     ("gae_lambda", "-0.5", r"gae_lambda: expected a value in \[0, 1\], got -0.5"),
     ("ls_backtrack", "1.0", r"ls_backtrack: expected a value in \(0, 1\), got 1.0"),
     ("cg_damping", "-1e-3", r"cg_damping: expected a value >= 0.0, got -0.001"),
+    ("hvp_subsample", "0", r"hvp_subsample: expected a value in \(0, 1\], got 0.0"),
+    ("hvp_subsample", "1.5", r"hvp_subsample: expected a value in \(0, 1\], got 1.5"),
     ("first_order", "maybe", r"first_order: expected true or false, got 'maybe'"),
     ("first_order", "1", r"first_order: expected true or false, got 1"),
     ("policy", "transformer", r"policy: expected one of \['mlp', 'rnn', 'gru', 'lstm'\], got 'transformer'"),

@@ -260,6 +260,20 @@ def test_tasks_adapt_independently():
         assert not torch.allclose(changed[name][1:], adapted[name][1:]), name
 
 
+def test_select_episodes_takes_the_first_episodes_of_every_task():
+    policy = TinyPolicy()
+    train, valid = meta_batch(policy, K=3, B=5, T=4, dtype=torch.float64)
+    sub = train[0].select_episodes(2)
+    assert sub.episodes_per_task == 2 and sub.num_tasks == 3 and sub.horizon == 4
+    for name, value in train[0]._asdict().items():
+        if value is not None:
+            part = value[:, :2] if name == "last_observations" else value[:, :, :2]
+            assert torch.equal(getattr(sub, name), part), name
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match=r"count: expected an integer in \[1, 5\], got"):
+            valid.select_episodes(bad)
+
+
 # ----------------------------------------------------------------------------- TRPO step
 @pytest.mark.parametrize("first_order", [False, True])
 def test_trpo_step_improves_surrogate_within_kl_and_keeps_frozen_weights(first_order):

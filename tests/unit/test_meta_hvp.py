@@ -167,11 +167,16 @@ def test_conjugate_gradient_with_product_returns_a_times_x():
 
 
 # ----------------------------------------------------------------------------- whole step
-def reference_step(learner, train, valid):
-    """``MetaLearner.step`` as it was before ``OuterProblem``: direct Pearlmutter products."""
+def reference_step(learner, train, valid, curvature_episodes=None):
+    """``MetaLearner.step`` as it was before ``OuterProblem``: direct Pearlmutter products.
+
+    ``curvature_episodes``: how many episodes per task the KL-Hessian products see (all if None).
+    """
     policy = learner.policy
     train = [learner.process(e) for e in train]
     valid = learner.process(valid)
+    count = curvature_episodes or valid.episodes_per_task
+    curvature_train = [e.select_episodes(count) for e in train]
     observations = zero_masked(valid.observations, valid.mask)
     actions = zero_masked(valid.actions, valid.mask)
     named = dict(policy.named_parameters())
@@ -181,7 +186,8 @@ def reference_step(learner, train, valid):
     old_dist = policy.distribution(mean.detach(), log_std.detach())
     loss = surrogate_loss(policy.distribution(mean, log_std).log_prob(actions), valid)
     grad = flat_grad(loss, params)
-    hvp = exact_kl_hvp(policy, train, valid, learner.fast_lr, learner.first_order, learner.cg_damping)
+    hvp = exact_kl_hvp(policy, curvature_train, valid.select_episodes(count), learner.fast_lr,
+                       learner.first_order, learner.cg_damping)
     direction = conjugate_gradient(hvp, grad, learner.cg_iters)
     full_step = trust_region_step(direction, hvp(direction), learner.max_kl)
 
@@ -267,6 +273,46 @@ def test_task_groups_and_threads(kind):
     whole = adapt(policy, [reference_learner.process(e) for e in train], 0.3, first_order=True)
     for name in adapted_1:
         torch.testing.assert_close(adapted_1[name], whole[name].detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind, share, count", [("mlp", 0.5, 3), ("gru", 0.3, 2)])
+def test_subsampled_curvature(kind, share, count):
+    """``hvp_subsample``: CG's KL-Hessian products see the first ``ceil(share * B)`` episodes of
+    each task (adaptation included), the gradient and the line search all of them. Equal to the
+    direct step built that way, bit-identical on 1 and 3 threads, and not the full-batch step."""
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(8, 8), hidden_size=6,
+                         recurrence="outer", seed=7).to(torch.float64)
+    train, valid = meta_batch(policy, K=13, B=6, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
+    start = snapshot(policy)
+    full_learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2)
+    full_stats = full_learner.step(train, valid)
+    full = snapshot(policy)
+    policy.load_state_dict(start)
+    result, grad_norm = reference_step(MetaLearner(policy, fast_lr=0.3, max_kl=1e-2), train, valid, count)
+    expected = snapshot(policy)
+    outcomes = []
+    for threads in (1, 3):
+        policy.load_state_dict(start)
+        learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2, hvp_subsample=share, num_threads=threads)
+        assert learner.curvature_episodes(valid).episodes_per_task == count
+        outcomes.append((learner.step(train, valid), snapshot(policy)))
+    (stats, after), (stats_3, after_3) = outcomes
+    assert stats == stats_3 and all(torch.equal(after[n], after_3[n]) for n in after)
+    assert stats["step_accepted"] and result.accepted and stats["kl_after"] <= 1e-2
+    assert stats["grad_norm"] == full_stats["grad_norm"]  # the gradient sees every episode
+    assert math.isclose(stats["grad_norm"], grad_norm, rel_tol=1e-6)
+    moved = torch.cat([(expected[n] - start[n]).reshape(-1) for n in start])
+    diff = torch.cat([(after[n] - expected[n]).reshape(-1) for n in start])
+    assert moved.norm() > 0 and float(diff.norm() / moved.norm()) < 1e-7
+    other = torch.cat([(full[n] - expected[n]).reshape(-1) for n in start])
+    assert float(other.norm() / moved.norm()) > 1e-3  # a different curvature, a different step
+
+
+def test_hvp_subsample_is_checked():
+    policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=(4,), seed=0)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"hvp_subsample: expected a share in \(0, 1\], got"):
+            MetaLearner(policy, fast_lr=0.1, hvp_subsample=bad)
 
 
 def test_num_threads_is_checked():
