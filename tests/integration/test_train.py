@@ -123,6 +123,12 @@ def test_meta_training_learns_to_adapt_on_held_out_goals(tmp_path: Path) -> None
     check_learns_to_adapt(TrainConfig(**LEARN_CONFIG), tmp_path / "run")
 
 
+def test_second_order_with_subsampled_curvature_learns_to_adapt(tmp_path: Path) -> None:
+    # hvp_subsample=0.4: CG's KL-Hessian products on 2 of the 5 episodes of each task.
+    check_learns_to_adapt(TrainConfig(**{**LEARN_CONFIG, "first_order": False, "hvp_subsample": 0.4}),
+                          tmp_path / "run")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_learning_holds_for_other_seeds(tmp_path: Path, seed: int) -> None:
