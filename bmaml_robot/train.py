@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_text_atomic
 from bmaml_robot.config import TrainConfig, dump_config, from_dict
@@ -27,6 +26,7 @@ from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler, Sampler
 from bmaml_robot.policies import Policy, make_policy
+from bmaml_robot.torch_threads import one_torch_thread
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_POLICY = "policy.pt"
@@ -179,47 +179,44 @@ def train(
     for stray in run_dir.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
         stray.unlink()
     dump_config(config, run_dir / CONFIG)
-    # One torch thread whatever num_threads (the robots' threads): torch's float results depend on
-    # its intra-op thread count, and on a busy machine a second torch thread makes iterations ~5x
-    # slower. Restored on return.
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    sampler = build_sampler(config)
-    policy = build_policy(config, sampler.obs_dim, sampler.act_dim)
-    if state is not None:
-        policy.load_state_dict(state["policy"])
-        sampler.env_steps = state["env_steps"]
-    learner = build_learner(config, policy)
+    # One torch thread whatever num_threads (the robots' threads): see torch_threads.py.
+    with one_torch_thread():
+        sampler = build_sampler(config)
+        bar = None
+        try:
+            policy = build_policy(config, sampler.obs_dim, sampler.act_dim)
+            if state is not None:
+                policy.load_state_dict(state["policy"])
+                sampler.env_steps = state["env_steps"]
+            learner = build_learner(config, policy)
 
-    # Metrics are appended before the checkpoint that covers them: after a kill, lines past the
-    # checkpoint are dropped here and recomputed (identically).
-    metrics = [m for m in read_jsonl(run_dir / METRICS) if m["iteration"] < start_iteration]
-    write_text_atomic(run_dir / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
+            # Metrics are appended before the checkpoint that covers them: after a kill, lines past
+            # the checkpoint are dropped here and recomputed (identically).
+            metrics = [m for m in read_jsonl(run_dir / METRICS) if m["iteration"] < start_iteration]
+            write_text_atomic(run_dir / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+            if progress:
+                from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.num_batches, initial=start_iteration, desc=f"{config.family} {config.policy}", unit="it")
-    try:
-        for iteration in range(start_iteration, config.num_batches):
-            record = meta_iteration(config, iteration, sampler, learner)
-            append_jsonl(run_dir / METRICS, record)
-            metrics.append(record)
-            last = iteration + 1 == config.num_batches
-            if last or (iteration + 1) % config.checkpoint_every == 0:
-                save_checkpoint(run_dir / CHECKPOINT, {
-                    "config": config.to_dict(), "policy": policy.state_dict(),
-                    "next_iteration": iteration + 1, "env_steps": sampler.env_steps,
-                })
+                bar = tqdm(total=config.num_batches, initial=start_iteration,
+                           desc=f"{config.family} {config.policy}", unit="it")
+            for iteration in range(start_iteration, config.num_batches):
+                record = meta_iteration(config, iteration, sampler, learner)
+                append_jsonl(run_dir / METRICS, record)
+                metrics.append(record)
+                last = iteration + 1 == config.num_batches
+                if last or (iteration + 1) % config.checkpoint_every == 0:
+                    save_checkpoint(run_dir / CHECKPOINT, {
+                        "config": config.to_dict(), "policy": policy.state_dict(),
+                        "next_iteration": iteration + 1, "env_steps": sampler.env_steps,
+                    })
+                if bar is not None:
+                    bar.set_postfix(before=f"{record['return_before']:.2f}", after=f"{record['return_after']:.2f}",
+                                    kl=f"{record.get('kl_after', 0.0):.4f}")
+                    bar.update(1)
+        finally:
             if bar is not None:
-                bar.set_postfix(before=f"{record['return_before']:.2f}", after=f"{record['return_after']:.2f}",
-                                kl=f"{record.get('kl_after', 0.0):.4f}")
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        sampler.close()
-        torch.set_num_threads(torch_threads)
+                bar.close()
+            sampler.close()
     save_checkpoint(run_dir / FINAL_POLICY, {"config": config.to_dict(), "policy": policy.state_dict()})
     return TrainResult(run_dir, policy, metrics)

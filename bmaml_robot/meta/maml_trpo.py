@@ -44,10 +44,11 @@ from .mlp_outer import MLPOuterProblem
 from .trpo import (
     backtracking_line_search,
     conjugate_gradient_with_product,
-    flat_grad,
     hessian_vector_product,
     trust_region_step,
 )
+
+_Item = TypeVar("_Item")
 
 
 def surrogate_loss(log_probs: Tensor, episodes: Episodes) -> Tensor:
@@ -500,7 +501,7 @@ class MetaLearner:
                 task_mean(torch.where(c.valid.mask > 0, c.valid.log_probs - p.log_probs, 0.0), c.valid.mask).mean()
                 for c, p in zip(chunks, problems)
             ]))
-        del problems, curvature  # free the graphs
+        problems = curvature = []  # free the graphs
 
         def evaluate_chunk(index: int) -> tuple[Tensor, Tensor]:
             # Adapted values are the same for first and second order: no graph needed here.
