@@ -69,6 +69,17 @@ DoubleArray float64_arg(py::handle obj, const char* name, const std::vector<py::
   return DoubleArray::ensure(a);
 }
 
+// A uint64 array of exactly this shape (no silent casts: a seed must not wrap around).
+py::array_t<uint64_t, py::array::c_style> uint64_arg(py::handle obj, const char* name,
+                                                     const std::vector<py::ssize_t>& shape) {
+  py::array a = as_array(obj, name);
+  if (!a.dtype().is(py::dtype::of<uint64_t>())) {
+    throw py::type_error(std::string(name) + ": expected a uint64 array, got dtype " + dtype_of(a));
+  }
+  check_shape(a, name, shape);
+  return py::array_t<uint64_t, py::array::c_style>::ensure(a);
+}
+
 // Finite everywhere, or a ValueError naming the first bad row (an env) and value.
 void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size) {
   const double* p = a.data();
@@ -139,6 +150,19 @@ class PyVecEnv {
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mutex_);
       env_->reset(seed ? &s : nullptr, out);
+    }
+    return obs;
+  }
+
+  DoubleArray reset_streams(py::handle seeds, py::handle streams) {
+    auto s = uint64_arg(seeds, "seeds", {n()});
+    auto k = uint64_arg(streams, "streams", {n()});
+    DoubleArray obs({n(), static_cast<py::ssize_t>(spec().obs_dim)});
+    double* out = obs.mutable_data();
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      env_->reset_streams(s.data(), k.data(), out);
     }
     return obs;
   }
@@ -327,6 +351,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("max_episode_steps", [](PyVecEnv& e) { return e.env().max_episode_steps(); })
       .def("set_tasks", &PyVecEnv::set_tasks, py::arg("tasks"))
       .def("reset", &PyVecEnv::reset, py::arg("seed") = py::none())
+      .def("reset_streams", &PyVecEnv::reset_streams, py::arg("seeds"), py::arg("streams"))
       .def("step", &PyVecEnv::step, py::arg("actions"))
       .def("set_state", &PyVecEnv::set_state, py::arg("qpos"), py::arg("qvel"))
       .def("get_state", &PyVecEnv::get_state)

@@ -54,6 +54,15 @@ void VecEnv::reset(const uint64_t* seed, double* obs) {
   });
 }
 
+void VecEnv::reset_streams(const uint64_t* seeds, const uint64_t* streams, double* obs) {
+  const int obs_dim = spec().obs_dim;
+  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
+    rngs_[i].seed(seeds[i], streams[i]);
+    warnings_[i].clear();
+    reset_env(i, *workspaces_[w], obs + static_cast<size_t>(i) * obs_dim);
+  });
+}
+
 void VecEnv::set_state(const double* qpos, const double* qvel, double* obs) {
   const RobotSpec& s = spec();
   pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {

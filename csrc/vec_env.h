@@ -42,6 +42,9 @@ class VecEnv {
   void set_tasks(const double* tasks);
   // Reset every env; reseed each env's stream from (seed, env index) first if seed is given.
   void reset(const uint64_t* seed, double* obs);
+  // Reset every env after reseeding env i's stream from (seeds[i], streams[i]): env i then starts
+  // as env streams[i] of an env reset with seeds[i] (e.g. per-task seeds in one batch).
+  void reset_streams(const uint64_t* seeds, const uint64_t* streams, double* obs);
   // actions [N, act_dim], finite. Episodes that end are reset in the same step (Gymnasium's
   // SAME_STEP autoreset): obs holds the new episode's first observation, final_obs the last one.
   void step(const double* actions, const StepBuffers& out);

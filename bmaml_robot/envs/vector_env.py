@@ -98,6 +98,14 @@ class BatchedRobotEnv(VectorEnv):
             _check_seed(seed, "seed")
         return self._live().reset(seed), {}
 
+    def reset_streams(self, seeds: Any, streams: Any) -> np.ndarray:
+        """Start a new episode in every env, env ``i``'s reset noise from stream ``streams[i]`` of
+        ``seeds[i]``: it starts exactly as env ``streams[i]`` of an env reset with
+        ``seed=seeds[i]``. seeds, streams: integers in [0, 2**64), ``[num_envs]``.
+        Returns obs float64 ``[num_envs, obs_dim]``."""
+        arrays = [_uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
+        return self._live().reset_streams(*arrays)
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Advance every env one control step with ``actions`` ``[num_envs, act_dim]``."""
         obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = self._live().step(actions)
@@ -138,6 +146,17 @@ class BatchedRobotEnv(VectorEnv):
 def _check_seed(seed: Any, name: str) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise ValueError(f"{name}: expected an integer in [0, 2**64), got {seed!r}")
+
+
+def _uint64_array(value: Any, name: str, length: int) -> np.ndarray:
+    """``value`` as a uint64 array ``[length]``, or a ValueError naming ``name``."""
+    array = np.asarray(value)
+    if array.shape != (length,):
+        raise ValueError(f"{name}: expected {length} integers (shape [{length}]), got shape {list(array.shape)}")
+    if array.dtype.kind not in "iu" or (array.dtype.kind == "i" and (array < 0).any()):
+        raise ValueError(f"{name}: expected integers in [0, 2**64), got dtype {array.dtype}"
+                         + (" with negative values" if array.dtype.kind == "i" else ""))
+    return np.ascontiguousarray(array, dtype=np.uint64)
 
 
 def make_vec(

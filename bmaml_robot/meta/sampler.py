@@ -81,10 +81,6 @@ class MetaSampler:
         self.env = BatchedRobotEnv(
             family, num_tasks * episodes_per_task, num_threads=num_threads, max_episode_steps=horizon
         )
-        # Resets one task's B envs at a time with the task's own seed; their start states then go
-        # to `env` with set_state. (The core's reset seeds env i of an env from (seed, i), one seed
-        # for all: a slice of tasks on its own env could not reproduce the full batch's streams.)
-        self._task_env = BatchedRobotEnv(family, episodes_per_task, num_threads=1, max_episode_steps=horizon)
         self.obs_dim: int = self.env.obs_dim
         self.act_dim: int = self.env.act_dim
         self.env_steps = 0  # env steps taken so far (valid ones)
@@ -98,7 +94,6 @@ class MetaSampler:
     def close(self) -> None:
         """Free the robots and join their threads."""
         self.env.close()
-        self._task_env.close()
 
     def reset(self, reset_seeds: np.ndarray) -> np.ndarray:
         """Start every env's episode; task ``k``'s envs from ``reset_seeds[k]`` (uint64 ``[K]``).
@@ -108,13 +103,10 @@ class MetaSampler:
         """
         if len(reset_seeds) != self.num_tasks:
             raise ValueError(f"reset_seeds: expected {self.num_tasks} seeds, got {len(reset_seeds)}")
-        qpos, qvel = [], []
-        for seed in reset_seeds:
-            self._task_env.reset(seed=int(seed))
-            p, v = self._task_env.get_state()
-            qpos.append(p)
-            qvel.append(v)
-        return self.env.set_state(np.concatenate(qpos), np.concatenate(qvel))
+        B = self.episodes_per_task
+        seeds = np.repeat(np.asarray(reset_seeds, dtype=np.uint64), B)
+        streams = np.tile(np.arange(B, dtype=np.uint64), self.num_tasks)
+        return self.env.reset_streams(seeds, streams)
 
     @torch.no_grad()
     def sample(

@@ -3,14 +3,14 @@
 # Navigation2D and HalfCheetahDir. Runs are resumable: run the script again (with a larger
 # NAV_ITERS / CHEETAH_ITERS to extend them) and every run continues from its last checkpoint.
 #   usage: docs/study/run_study.sh [RUNS_DIR]    (env: JOBS=2 parallel runs, SEEDS="0 1 2",
-#   BMAML_TRAIN=the training command)
+#   BMAML_TRAIN=the training command, VARIANTS="mlp:frozen gru:outer" a subset of the variants)
 set -euo pipefail
 RUNS=${1:-runs/study}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-0 1 2}
 NAV_ITERS=${NAV_ITERS:-100}
 CHEETAH_ITERS=${CHEETAH_ITERS:-150}
-VARIANTS="mlp:frozen rnn:frozen rnn:outer gru:outer"
+VARIANTS=${VARIANTS:-mlp:frozen rnn:frozen rnn:outer gru:outer}
 
 jobs_list() {
   for seed in $SEEDS; do for v in $VARIANTS; do

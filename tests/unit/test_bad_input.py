@@ -163,6 +163,19 @@ def test_reset_options_are_refused(cheetah):
         cheetah.reset(options={"noise": 0.0})
 
 
+def test_reset_streams_arguments(cheetah):
+    with pytest.raises(ValueError, match=r"seeds: expected 3 integers \(shape \[3\]\), got shape \[2\]"):
+        cheetah.reset_streams([1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"streams: expected 3 integers \(shape \[3\]\), got shape \[3, 1\]"):
+        cheetah.reset_streams([1, 2, 3], np.zeros((3, 1), np.int64))
+    with pytest.raises(ValueError, match=r"seeds: expected integers in \[0, 2\*\*64\), got dtype float64"):
+        cheetah.reset_streams(np.array([1.0, 2.0, 3.0]), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"streams: expected integers in \[0, 2\*\*64\), got dtype int64 with negative"):
+        cheetah.reset_streams([1, 2, 3], np.array([0, -1, 2]))
+    obs = cheetah.reset_streams(np.array([2**64 - 1] * 3, np.uint64), [0, 1, 2])
+    assert obs.shape == (3, cheetah.obs_dim) and np.isfinite(obs).all()
+
+
 # --- set_state -------------------------------------------------------------------------------
 
 

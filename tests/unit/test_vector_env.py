@@ -186,6 +186,32 @@ def test_unseeded_resets_continue_the_stream():
     assert not np.any(np.all(first == second, axis=1))
 
 
+@pytest.mark.parametrize("name", ["HalfCheetahDir", "AntGoal", "SwimmerVel", "Navigation2D"])
+def test_reset_streams_start_each_env_as_its_own_seed_and_stream(name, rollout, same_rollouts):
+    """Env i of a reset_streams batch == env streams[i] of an env reset with seeds[i] (per-task
+    seeds in one batch): same observations, same state, then the same steps."""
+    K, B = 3, 4
+    seeds = np.array([7, 2**63 + 5, 123456789], dtype=np.uint64)
+    env = bm.make_vec(name, K * B, num_threads=2, seed=0, max_episode_steps=6)
+    tasks = env.sample_tasks(K, np.random.default_rng(1))
+    env.set_tasks([task for task in tasks for _ in range(B)])
+    obs = env.reset_streams(np.repeat(seeds, B), np.tile(np.arange(B), K))
+    qpos, qvel = env.get_state()
+    actions = random_actions(env, 8, np.random.default_rng(2))
+    batch = rollout(env, actions)
+    for k, seed in enumerate(seeds):
+        one = bm.make_vec(name, B, num_threads=1, seed=1, max_episode_steps=6)
+        one.set_tasks([tasks[k]] * B)
+        rows = slice(k * B, (k + 1) * B)
+        one_obs, _ = one.reset(seed=int(seed))
+        np.testing.assert_array_equal(obs[rows], one_obs)
+        one_qpos, one_qvel = one.get_state()
+        np.testing.assert_array_equal(qpos[rows], one_qpos)
+        np.testing.assert_array_equal(qvel[rows], one_qvel)
+        part = {key: value[rows] if key in ("qpos", "qvel") else value[:, rows] for key, value in batch.items()}
+        same_rollouts(part, rollout(one, actions[:, rows]))
+
+
 # --- SAME_STEP autoreset and time limits -----------------------------------------------------
 
 
