@@ -99,10 +99,9 @@ def compute_advantages(
 
     with torch.no_grad():
         returns_to_go = discounted_returns(episodes.rewards, episodes.mask, gamma)
-        coeffs = fit_linear_baseline(
-            episode_features(episodes.observations), returns_to_go, episodes.mask, reg_coeff
-        )
-        values = predict_linear_baseline(episode_features(episodes.observations), coeffs)
+        features = episode_features(episodes.observations)  # float64 [T, K, B, F], built once
+        coeffs = fit_linear_baseline(features, returns_to_go, episodes.mask, reg_coeff)
+        values = predict_linear_baseline(features, coeffs)
         last_features = baseline_features(
             episodes.last_observations, torch.tensor(float(T), device=episodes.mask.device)
         )
