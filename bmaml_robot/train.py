@@ -173,6 +173,10 @@ def train(
     run_dir = Path(run_dir)
     state = check_run_dir(config, run_dir, resume)
     start_iteration = 0 if state is None else state["next_iteration"]
+    if start_iteration > config.num_batches:
+        # Resumed with fewer iterations than the run already has (e.g. a study script run again
+        # with a smaller count): nothing to run, and the run keeps its own count and metrics.
+        config = config.replace(num_batches=start_iteration)
     # (resume without a checkpoint: the run was killed before its first one, so it starts over)
 
     run_dir.mkdir(parents=True, exist_ok=True)

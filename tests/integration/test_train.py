@@ -339,6 +339,15 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, uninterrupted: dict[
     assert load_config(str(run / "config.yaml")).num_batches == 4
 
 
+def test_resume_with_fewer_iterations_keeps_the_run_whole(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
+    run = tmp_path / "run"
+    train(_resume_config(num_batches=4), run)
+    result = train(_resume_config(num_batches=2), run, resume=True)  # asks for fewer than it has
+    _assert_equals_uninterrupted(run, result, uninterrupted)
+    assert load_config(str(run / "config.yaml")).num_batches == 4
+    assert load_checkpoint(run / "policy.pt")["config"]["num_batches"] == 4
+
+
 @pytest.mark.slow
 def test_resume_with_another_thread_count(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
     run = tmp_path / "run"
