@@ -59,7 +59,7 @@ class TrainConfig:
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian in conjugate gradient."""
     hvp_subsample: float = 1.0
-    """Share of each task's episodes the conjugate gradient's KL-Hessian products use (TRPO's subsampled Fisher; 1: all). Gradient and line search always use all."""
+    """Share of each task's episodes in CG's KL-Hessian products (subsampled curvature; 1: all; gradient, line search: all)."""
     ls_max_steps: int = 15
     """Backtracking line-search trials."""
     ls_backtrack: float = 0.8
