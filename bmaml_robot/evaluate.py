@@ -371,7 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bmaml-eval",
         description="Evaluate a meta-trained run on held-out tasks: mean return after 0..K adaptation steps, "
-                    "with 95%% confidence intervals over tasks. Writes eval.json and eval.png.",
+                    "with 95% confidence intervals over tasks. Writes eval.json and eval.png.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)")
     p.add_argument("--steps", type=int, default=3, help="adaptation steps K (default 3): returns after 0..K steps")
