@@ -40,7 +40,9 @@ from torch import Tensor
 from .adaptation import AdaptationJacobian, Params, PolicyLike, TaskTangents, adapt, adapt_linearized
 from .advantages import compute_advantages
 from .episodes import Episodes, task_mean, zero_masked
+from .analytic_outer import AnalyticOuterProblem
 from .mlp_outer import MLPOuterProblem
+from .recurrent_outer import RecurrentOuterProblem
 from .trpo import (
     backtracking_line_search,
     conjugate_gradient_with_product,
@@ -466,8 +468,8 @@ class MetaLearner:
             raise ValueError("policy.trainable_names(): empty, there is nothing to meta-train")
         chunks = self._chunks(train, valid)
 
-        # The tanh MLP has hand-derived products (same values, 1.7x faster than autograd's).
-        problem_class = MLPOuterProblem if MLPOuterProblem.supports(policy) else OuterProblem
+        # The tanh MLP, RNN and GRU have hand-derived products (same values, faster than autograd's).
+        problem_class = next((c for c in (MLPOuterProblem, RecurrentOuterProblem) if c.supports(policy)), OuterProblem)
         with torch.enable_grad():
             problems = self._map(
                 lambda c: problem_class(policy, c.train, c.valid, self.fast_lr, self.first_order), chunks
@@ -479,7 +481,7 @@ class MetaLearner:
                 # products that CG repeats see a share of the episodes, adaptation included, as if
                 # only those had been sampled. The gradient and the line search (its KL check
                 # included) keep every episode.
-                def subsampled_problem(c: _Chunk) -> OuterProblem | MLPOuterProblem:
+                def subsampled_problem(c: _Chunk) -> OuterProblem | AnalyticOuterProblem:
                     train_sub = [self.curvature_episodes(e) for e in c.train]
                     return problem_class(policy, train_sub, self.curvature_episodes(c.valid),
                                          self.fast_lr, self.first_order)

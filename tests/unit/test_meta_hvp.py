@@ -26,6 +26,7 @@ from bmaml_robot.meta import (
 from bmaml_robot.meta import maml_trpo
 from bmaml_robot.meta.maml_trpo import OuterProblem, exact_kl_hvp
 from bmaml_robot.meta.mlp_outer import MLPOuterProblem
+from bmaml_robot.meta.recurrent_outer import RecurrentOuterProblem
 from bmaml_robot.meta.trpo import conjugate_gradient_with_product, flat_grad
 from bmaml_robot.policies import linear, make_policy
 from bmaml_robot.policies.base import stack_steps
@@ -141,6 +142,35 @@ def test_hand_derived_mlp_products_equal_autograd(hidden_sizes, num_steps, first
     torch.testing.assert_close(fast.old_dist.mean, reference.old_dist.mean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fast.old_dist.stddev.expand_as(fast.old_dist.mean),
                                reference.old_dist.stddev.expand_as(reference.old_dist.mean), rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast.gradient(), reference.gradient(), rtol=1e-10, atol=1e-13)
+    g = torch.Generator().manual_seed(11)
+    for _ in range(3):
+        v = torch.randn(num_trainable(policy), generator=g, dtype=torch.float64)
+        torch.testing.assert_close(fast.hvp(v), reference.hvp(v), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+@pytest.mark.parametrize("recurrence", ["frozen", "outer", "all"])
+@pytest.mark.parametrize("num_steps, first_order", [(1, False), (2, False), (1, True)])
+def test_hand_derived_recurrent_products_equal_autograd(kind, recurrence, num_steps, first_order):
+    """RecurrentOuterProblem (backpropagation through time and its R-operator, by hand) against
+    OuterProblem (autograd through policy.sequence), float64, ragged masks, non-zero recurrent
+    biases: loss, log-probs, old policy, gradient and KL-Hessian products, every recurrence mode."""
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_size=5, recurrence=recurrence, init_log_std=-0.4,
+                         seed=8).to(torch.float64)
+    with torch.no_grad():  # exercise every bias path (they start at zero)
+        g = torch.Generator().manual_seed(3)
+        for name in ("cell.bias_ih", "cell.bias_hh"):
+            policy.get_parameter(name).copy_(0.3 * torch.randn(policy.get_parameter(name).shape, generator=g,
+                                                               dtype=torch.float64))
+    assert RecurrentOuterProblem.supports(policy) and not MLPOuterProblem.supports(policy)
+    train, valid = meta_batch(policy, K=3, B=4, T=6, num_steps=num_steps, fast_lr=0.3, dtype=torch.float64)
+    fast = RecurrentOuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
+    reference = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
+    torch.testing.assert_close(fast.loss, reference.loss.detach(), rtol=1e-12, atol=1e-14)
+    valid_steps = valid.mask > 0
+    torch.testing.assert_close(fast.log_probs[valid_steps], reference.log_probs.detach()[valid_steps], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.old_dist.mean, reference.old_dist.mean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fast.gradient(), reference.gradient(), rtol=1e-10, atol=1e-13)
     g = torch.Generator().manual_seed(11)
     for _ in range(3):
