@@ -124,17 +124,10 @@ def test_outer_gradient_and_loss_equal_direct_ones(kind, recurrence, first_order
     assert relative_error(problem.gradient(), grad) < 1e-5
 
 
-@pytest.mark.parametrize("hidden_sizes", [(5,), (6, 5, 4)])
-@pytest.mark.parametrize("num_steps", [1, 2])
-@pytest.mark.parametrize("first_order", [False, True])
-def test_hand_derived_mlp_products_equal_autograd(hidden_sizes, num_steps, first_order):
-    """MLPOuterProblem (explicit R-forward/R-backward passes) against OuterProblem (autograd),
-    in float64 with ragged masks: loss, log-probs, old policy, gradient and KL-Hessian products."""
-    policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=hidden_sizes, init_log_std=-0.4,
-                         seed=6).to(torch.float64)
-    assert MLPOuterProblem.supports(policy)
-    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=num_steps, fast_lr=0.3, dtype=torch.float64)
-    fast = MLPOuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
+def assert_same_outer_problem(problem_class, policy, train, valid, first_order):
+    """A hand-derived outer problem against OuterProblem (autograd), float64: loss, log-probs, old
+    policy, gradient and three KL-Hessian products."""
+    fast = problem_class(policy, train, valid, 0.3, first_order, damping=0.01)
     reference = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
     torch.testing.assert_close(fast.loss, reference.loss.detach(), rtol=1e-12, atol=1e-14)
     valid_steps = valid.mask > 0
@@ -147,6 +140,19 @@ def test_hand_derived_mlp_products_equal_autograd(hidden_sizes, num_steps, first
     for _ in range(3):
         v = torch.randn(num_trainable(policy), generator=g, dtype=torch.float64)
         torch.testing.assert_close(fast.hvp(v), reference.hvp(v), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("hidden_sizes", [(5,), (6, 5, 4)])
+@pytest.mark.parametrize("num_steps", [1, 2])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_hand_derived_mlp_products_equal_autograd(hidden_sizes, num_steps, first_order):
+    """MLPOuterProblem (explicit R-forward/R-backward passes) against OuterProblem (autograd),
+    in float64 with ragged masks: loss, log-probs, old policy, gradient and KL-Hessian products."""
+    policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=hidden_sizes, init_log_std=-0.4,
+                         seed=6).to(torch.float64)
+    assert MLPOuterProblem.supports(policy)
+    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=num_steps, fast_lr=0.3, dtype=torch.float64)
+    assert_same_outer_problem(MLPOuterProblem, policy, train, valid, first_order)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru"])
@@ -165,17 +171,7 @@ def test_hand_derived_recurrent_products_equal_autograd(kind, recurrence, num_st
                                                                dtype=torch.float64))
     assert RecurrentOuterProblem.supports(policy) and not MLPOuterProblem.supports(policy)
     train, valid = meta_batch(policy, K=3, B=4, T=6, num_steps=num_steps, fast_lr=0.3, dtype=torch.float64)
-    fast = RecurrentOuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
-    reference = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
-    torch.testing.assert_close(fast.loss, reference.loss.detach(), rtol=1e-12, atol=1e-14)
-    valid_steps = valid.mask > 0
-    torch.testing.assert_close(fast.log_probs[valid_steps], reference.log_probs.detach()[valid_steps], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(fast.old_dist.mean, reference.old_dist.mean, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(fast.gradient(), reference.gradient(), rtol=1e-10, atol=1e-13)
-    g = torch.Generator().manual_seed(11)
-    for _ in range(3):
-        v = torch.randn(num_trainable(policy), generator=g, dtype=torch.float64)
-        torch.testing.assert_close(fast.hvp(v), reference.hvp(v), rtol=1e-10, atol=1e-13)
+    assert_same_outer_problem(RecurrentOuterProblem, policy, train, valid, first_order)
 
 
 def test_hand_derived_products_only_for_the_plain_mlp():
