@@ -177,6 +177,8 @@ def test_hand_derived_recurrent_products_equal_autograd(kind, recurrence, num_st
 def test_hand_derived_products_only_for_the_plain_mlp():
     assert not MLPOuterProblem.supports(make_policy("gru", obs_dim=3, act_dim=2, hidden_size=4))
     assert not MLPOuterProblem.supports(TinyPolicy())
+    assert not RecurrentOuterProblem.supports(make_policy("lstm", obs_dim=3, act_dim=2, hidden_size=4))  # autograd
+    assert not RecurrentOuterProblem.supports(TinyPolicy())
     policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=(4,))
     policy.log_std.requires_grad_(False)  # not meta-trained: the general path handles it
     assert not MLPOuterProblem.supports(policy)
