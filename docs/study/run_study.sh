@@ -3,7 +3,8 @@
 # Navigation2D and HalfCheetahDir. Runs are resumable: run the script again (with a larger
 # NAV_ITERS / CHEETAH_ITERS to extend them) and every run continues from its last checkpoint.
 #   usage: docs/study/run_study.sh [RUNS_DIR]    (env: JOBS=2 parallel runs, SEEDS="0 1 2",
-#   BMAML_TRAIN=the training command, VARIANTS="mlp:frozen gru:outer" a subset of the variants)
+#   BMAML_TRAIN=the training command, VARIANTS="mlp:frozen gru:outer" a subset of the variants,
+#   FAMILIES="nav" a subset of the families)
 set -euo pipefail
 RUNS=${1:-runs/study}
 JOBS=${JOBS:-2}
@@ -12,13 +13,21 @@ NAV_ITERS=${NAV_ITERS:-100}
 CHEETAH_ITERS=${CHEETAH_ITERS:-150}
 VARIANTS=${VARIANTS:-mlp:frozen rnn:frozen rnn:outer gru:outer}
 
+FAMILIES=${FAMILIES:-nav hcdir}
+for family in $FAMILIES; do
+  case $family in nav|hcdir) ;; *) echo "FAMILIES: expected nav and/or hcdir, got $family" >&2; exit 2 ;; esac
+done
+
 jobs_list() {
-  for seed in $SEEDS; do for v in $VARIANTS; do
-    echo "2d-navigation ${v%%:*} ${v##*:} $seed $NAV_ITERS nav"
-  done; done
-  for seed in $SEEDS; do for v in $VARIANTS; do
-    echo "halfcheetah-dir ${v%%:*} ${v##*:} $seed $CHEETAH_ITERS hcdir"
-  done; done
+  for family in $FAMILIES; do
+    case $family in
+      nav) config=2d-navigation iterations=$NAV_ITERS ;;
+      hcdir) config=halfcheetah-dir iterations=$CHEETAH_ITERS ;;
+    esac
+    for seed in $SEEDS; do for v in $VARIANTS; do
+      echo "$config ${v%%:*} ${v##*:} $seed $iterations $family"
+    done; done
+  done
 }
 
 run_one() {  # config policy recurrence seed iterations prefix
