@@ -23,7 +23,7 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 def new_figure(width: float = 7.0, height: float = 4.5, dpi: int = 100) -> Figure:
     """A figure of ``width`` x ``height`` inches with an Agg canvas attached."""
-    figure = Figure(figsize=(width, height), dpi=dpi)
+    figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")  # titles never overlap
     FigureCanvasAgg(figure)
     return figure
 
