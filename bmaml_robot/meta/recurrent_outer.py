@@ -76,7 +76,7 @@ class _RecurrentPass:
             self.curvature = -2.0 * self.h  # tanh'' / tanh'
         else:
             r, z = rz[..., :H], rz[..., H:]
-            self.rz, self.r, self.z, self.n, self.a_n = rz, r, z, n, a_n
+            self.r, self.z, self.a_n = r, z, a_n
             self.slope_rz = rz * (1.0 - rz)  # sigmoid' of r and z
             one_minus_z = 1.0 - z
             h_minus_n = self.h_prev - n  # d h / d z
