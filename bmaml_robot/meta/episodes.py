@@ -57,15 +57,7 @@ class Episodes(NamedTuple):
 
     def select_tasks(self, start: int, stop: int) -> "Episodes":
         """The episodes of tasks ``start:stop`` (views, no copy): every field sliced on its K dim."""
-        fields = {}
-        for name, value in self._asdict().items():
-            if value is None:
-                fields[name] = None
-            elif name == "last_observations":  # [K, B, obs_dim]
-                fields[name] = value[start:stop]
-            else:  # [T, K, B, ...]
-                fields[name] = value[:, start:stop]
-        return Episodes(**fields)
+        return self._select(slice(start, stop), slice(None))
 
     def select_episodes(self, count: int) -> "Episodes":
         """The first ``count`` episodes of every task (views, no copy): every field sliced on its B dim.
@@ -74,14 +66,19 @@ class Episodes(NamedTuple):
         """
         if not 1 <= count <= self.episodes_per_task:
             raise ValueError(f"count: expected an integer in [1, {self.episodes_per_task}], got {count!r}")
+        return self._select(slice(None), slice(0, count))
+
+    def _select(self, tasks: slice, episodes: slice) -> "Episodes":
+        """Every field sliced on its K and B dims (``last_observations`` is [K, B, ...], the rest
+        [T, K, B, ...])."""
         fields = {}
         for name, value in self._asdict().items():
             if value is None:
                 fields[name] = None
-            elif name == "last_observations":  # [K, B, obs_dim]
-                fields[name] = value[:, :count]
-            else:  # [T, K, B, ...]
-                fields[name] = value[:, :, :count]
+            elif name == "last_observations":
+                fields[name] = value[tasks, episodes]
+            else:
+                fields[name] = value[:, tasks, episodes]
         return Episodes(**fields)
 
     def episode_returns(self) -> Tensor:
