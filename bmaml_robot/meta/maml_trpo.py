@@ -476,7 +476,7 @@ class MetaLearner:
             )
             grad = self._weighted_sum(chunks, self._map(lambda problem: problem.gradient(), problems))
             curvature = problems
-            if self.hvp_subsample < 1.0:
+            if self.curvature_episodes(valid) is not valid:  # the share leaves episodes out
                 # TRPO's subsampled curvature (Schulman et al. 2015; rllab's subsample_factor): the
                 # products that CG repeats see a share of the episodes, adaptation included, as if
                 # only those had been sampled. The gradient and the line search (its KL check
