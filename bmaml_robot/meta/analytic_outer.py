@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .adaptation import Params, TaskTangents
-from .episodes import Episodes, zero_masked
+from .episodes import Episodes, step_weights, zero_masked
 
 
 def task_first(x: Tensor) -> Tensor:
@@ -89,7 +89,7 @@ class _InnerStep:
     def __init__(self, net: NetworkPass, episodes: Episodes, adaptable: Sequence[str]) -> None:
         mask = episodes.mask
         advantages = torch.where(mask > 0, episodes.advantages, 0.0)
-        weight = torch.where(mask > 0, mask, 0.0) / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1e-8)
+        weight = step_weights(mask)
         self.c = task_first((weight * advantages).unsqueeze(-1))  # [K, N, 1]
         self.net = net
         head = net.head
@@ -168,8 +168,7 @@ class AnalyticOuterProblem:
             log_probs = head.log_prob.view(K, T, B).movedim(0, 1)  # [T, K, B]
             self.log_probs = log_probs
             valid_steps = mask > 0
-            per_task = mask.sum(dim=(0, 2), keepdim=True).clamp_min(1e-8)
-            weight = torch.where(valid_steps, mask, 0.0) / per_task / K  # mean over steps, then tasks
+            weight = step_weights(mask) / K  # mean over steps, then tasks
             ratio = torch.exp(torch.where(valid_steps, log_probs - valid.log_probs, 0.0))
             advantages = torch.where(valid_steps, valid.advantages, 0.0)
             self.loss = -(weight * ratio * advantages).sum()

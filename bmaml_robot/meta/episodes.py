@@ -137,6 +137,12 @@ def task_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total.sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp_min(1e-8)
 
 
+def step_weights(mask: Tensor) -> Tensor:
+    """[T, K, B] weights of a masked per-task mean over time and episodes (``task_mean``'s):
+    ``mask / valid steps of the task``, 0 at masked steps."""
+    return torch.where(mask > 0, mask, 0.0) / mask.sum(dim=(0, 2), keepdim=True).clamp_min(1e-8)
+
+
 def zero_masked(x: Tensor, mask: Tensor) -> Tensor:
     """x [T, K, B, D] with masked steps set to 0, so garbage there (NaN) cannot reach a gradient.
 

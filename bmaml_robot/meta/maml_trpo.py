@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .adaptation import AdaptationJacobian, Params, PolicyLike, TaskTangents, adapt, adapt_linearized
 from .advantages import compute_advantages
-from .episodes import Episodes, task_mean, zero_masked
+from .episodes import Episodes, step_weights, task_mean, zero_masked
 from .analytic_outer import AnalyticOuterProblem
 from .mlp_outer import MLPOuterProblem
 from .recurrent_outer import RecurrentOuterProblem
@@ -175,8 +175,7 @@ class OuterProblem:
         self._vjp_graph: tuple[list[Tensor | None], dict[str, Tensor | None]] | None = None
         # Fisher weights of mean_kl: mask / (number of valid steps of the task) / K, 0 where masked.
         mask = valid.mask
-        per_task = mask.sum(dim=(0, 2)).clamp_min(1e-8)
-        weight = torch.where(mask > 0, mask, 0.0) / per_task.view(1, -1, 1) / mask.shape[1]
+        weight = step_weights(mask) / mask.shape[1]
         self._weight = weight.unsqueeze(-1).to(mean.dtype)  # [T, K, B, 1]
         self._inv_var = torch.exp(-2.0 * log_std.detach())
 
