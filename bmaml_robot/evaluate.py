@@ -52,11 +52,10 @@ from bmaml_robot.config import TrainConfig, from_dict
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
-from bmaml_robot.torch_threads import one_torch_thread
-from bmaml_robot.train import build_learner
 from bmaml_robot.policies import Params, Policy
 from bmaml_robot.stats import mean_ci
-from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_policy
+from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_learner, build_policy
 
 #: Spawn-key tag of the evaluation streams (the bytes of "eval"); see the module docstring.
 EVAL_STREAM = 0x6576616C
