@@ -54,7 +54,7 @@ def _fresh_run_dir(base: Path) -> Path:
 def train_main(argv: list[str] | None = None) -> int:
     """``bmaml-train``: parse and check everything, then train."""
     from bmaml_robot.checkpoint import load_checkpoint
-    from bmaml_robot.config import from_dict
+    from bmaml_robot.config import read_yaml, run_config
     from bmaml_robot.train import CHECKPOINT, CONFIG, check_run_dir, train
 
     parser = _train_parser()
@@ -70,9 +70,9 @@ def train_main(argv: list[str] | None = None) -> int:
                 raise ValueError("--resume: needs --out, the run directory to continue")
             checkpoint, saved_config = args.out / CHECKPOINT, args.out / CONFIG
             if checkpoint.is_file():
-                base = from_dict(load_checkpoint(checkpoint)["config"], source=str(checkpoint))
+                base = run_config(load_checkpoint(checkpoint)["config"], source=str(checkpoint))
             elif saved_config.is_file():  # killed before its first checkpoint
-                base = load_config(str(saved_config))
+                base = run_config(read_yaml(saved_config), source=str(saved_config))
             else:
                 raise ValueError(f"--resume: no run to continue in {args.out} (no {CHECKPOINT} or {CONFIG})")
             if args.config is not None:

@@ -7,6 +7,7 @@ expected and what came, raised before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import typing
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ class TrainConfig:
     """Hidden state size of recurrent policies."""
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy."""
+    action_scale: float | None = None
+    """The policy acts in [-action_scale, action_scale], mapped onto the robot's bounds; null: the family's (10 MuJoCo, 0.1 Navigation2D)."""
     num_tasks: int = 40
     """Tasks per meta-batch (meta_batch_size in the MAML papers)."""
     episodes_per_task: int = 20
@@ -92,6 +95,15 @@ class TrainConfig:
     def replace(self, **overrides: Any) -> "TrainConfig":
         return from_dict({**self.to_dict(), **overrides})
 
+    def resolved(self) -> "TrainConfig":
+        """This config with ``action_scale`` set (the family's default when it is None): what a
+        run records in its files, so that it keeps its convention whatever the defaults become."""
+        if self.action_scale is not None:
+            return self
+        from bmaml_robot.envs.action_map import default_action_scale
+
+        return self.replace(action_scale=default_action_scale(self.family))
+
 
 def _validate(c: TrainConfig) -> None:
     from bmaml_robot.policies import POLICY_KINDS, RECURRENCE_MODES
@@ -125,6 +137,9 @@ def _validate(c: TrainConfig) -> None:
                          f"got {c.workers}")
     if not 0 <= c.seed < 2**64:
         raise ValueError(f"seed: expected an integer in [0, 2**64), got {c.seed!r}")
+    if c.action_scale is not None and not (math.isfinite(c.action_scale) and c.action_scale > 0):
+        raise ValueError(f"action_scale: expected a finite number > 0 (or null: the family's default), "
+                         f"got {c.action_scale!r}")
     for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "hvp_subsample", "gamma", "gae_lambda",
                 "ls_backtrack"):
         if not math.isfinite(getattr(c, key)):
@@ -160,7 +175,9 @@ def _coerce(key: str, value: Any) -> Any:
                 return int(value)
             except ValueError:
                 pass
-    elif hint is float:
+    elif hint in (float, float | None):
+        if value is None and hint != float:
+            return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
@@ -178,7 +195,8 @@ def _coerce(key: str, value: Any) -> Any:
             value = [value]  # `--set hidden_sizes=64`: one hidden layer
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, "a list of integers")
+    expected = {bool: "true or false", int: "an integer", float: "a number", float | None: "a number or null",
+                str: "a string"}.get(hint, "a list of integers")
     raise ValueError(f"{key}: expected {expected}, got {value!r}")
 
 
@@ -190,6 +208,26 @@ def from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {sorted(FIELDS)}")
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def run_config(values: Mapping[str, Any], source: str) -> TrainConfig:
+    """The config a run recorded (its checkpoint's or its config.yaml), resolved.
+
+    A run made before the action convention (``envs/action_map.py``) has no ``action_scale``: its
+    policy acted in the robot's own units, so it keeps that convention (the robot's bound: 1 for
+    the MuJoCo robots, 0.1 for Navigation2D), with a note in the log.
+    """
+    if isinstance(values, Mapping) and "action_scale" not in values:
+        family = values.get("family", FIELDS["family"].default)
+        if family in FAMILIES:
+            from bmaml_robot.envs.action_map import legacy_action_scale
+
+            scale = legacy_action_scale(family)
+            logging.getLogger("bmaml_robot").warning(
+                "%s: no action_scale (a run made before the action convention): its policy acts in the "
+                "robot's own units, action_scale %g", source, scale)
+            values = {**values, "action_scale": scale}
+    return from_dict(values, source=source).resolved()
 
 
 def shipped_configs() -> list[str]:
@@ -206,11 +244,15 @@ def load_config(name_or_path: str) -> TrainConfig:
             raise ValueError(f"config: expected a YAML file or one of {shipped_configs()}, got {name_or_path!r}")
     elif not path.is_file():
         raise ValueError(f"config: no such file {str(path)!r}")
+    return from_dict(read_yaml(path), source=str(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """The content of a YAML file (``{}`` when it is empty); ValueError naming it if it is not YAML."""
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"config: {path} is not valid YAML: {error}") from error
-    return from_dict(values, source=str(path))
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from bmaml_robot.checkpoint import load_checkpoint, write_text_atomic
-from bmaml_robot.config import TrainConfig, from_dict
+from bmaml_robot.config import TrainConfig, run_config
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
@@ -133,7 +133,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 def _config(state: Any, path: Path) -> TrainConfig:
     if not isinstance(state, dict) or "config" not in state:
         raise ValueError(f"{path}: expected a dict with 'config' and 'policy' (written by bmaml-train)")
-    return from_dict(state["config"], source=str(path))
+    return run_config(state["config"], source=str(path))
 
 
 def _dims(config: TrainConfig) -> tuple[int, int]:
@@ -283,7 +283,8 @@ def evaluate(
     lr = config.fast_lr if fast_lr is None else float(fast_lr)
     tasks = held_out_tasks(config.family, num_tasks, seed)
     with one_torch_thread():  # as train()
-        sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads)
+        sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads,
+                              action_scale=config.action_scale)
         try:
             sampler.set_tasks(tasks)
             learner = build_learner(config.replace(fast_lr=lr), run.policy)

@@ -21,11 +21,13 @@ action noise of step ``i`` is seeded from ``bmaml-eval``'s streams (``evaluation
 The ONNX graph (contract: ``bmaml_robot_deploy.metadata``) is the policy's own ``step`` with
 the adapted parameters baked in as constants::
 
-    obs  [batch, obs_dim]           -> action [batch, act_dim]   (Gaussian mean, clipped to bounds)
+    obs  [batch, obs_dim]           -> action [batch, act_dim]   (Gaussian mean, mapped to the robot)
     h_in [layers, batch, hidden]    -> h_out  [layers, batch, hidden]   (rnn, gru, lstm)
     c_in [layers, batch, hidden]    -> c_out  [layers, batch, hidden]   (lstm)
 
-all float32, ``batch`` dynamic. ``metadata_props`` describe robot, task, dimensions, bounds,
+all float32, ``batch`` dynamic. The action is the robot's: the policy's mean, clipped to its
+normalised space and mapped onto the robot's bounds (``envs/action_map.py``), inside the graph.
+``metadata_props`` describe robot, task, dimensions, bounds,
 control timestep, policy kind and source (``PolicyMetadata``).
 """
 
@@ -51,6 +53,7 @@ from torch import Tensor
 from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 from bmaml_robot.checkpoint import _atomic_write
+from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.families import TaskFamily, get_family
 from bmaml_robot.evaluate import LoadedRun, adaptation_returns, load_run
 from bmaml_robot.torch_threads import one_torch_thread
@@ -103,6 +106,8 @@ class Adaptation:
     """Seconds per control step (the env's ``dt``)."""
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
+    action_scale: float
+    """The run's normalised action scale (``envs/action_map.py``)."""
 
     def metadata(self) -> PolicyMetadata:
         """The ``PolicyMetadata`` of an ONNX file exported from this adaptation."""
@@ -124,6 +129,7 @@ class Adaptation:
             adapt_steps=self.adapt_steps,
             package_version=__version__,
             source_run=str(Path(self.run.run_dir).resolve()),
+            action_scale=self.action_scale,
         )
 
 
@@ -177,7 +183,8 @@ def adapt_run(
     seed = _check_int("seed", seed, 0, 2**64)
     num_threads = _check_int("num_threads", config.num_threads if num_threads is None else num_threads, 1)
 
-    sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads)
+    sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads,
+                          action_scale=config.action_scale)
     # One torch thread, as in training (float results independent of the machine; faster on
     # small problems); restored on return.
     with one_torch_thread():
@@ -193,7 +200,7 @@ def adapt_run(
                 with torch.no_grad():
                     params = policy.batched_params(1)
             adapted = {name: value.detach().clone() for name, value in params.items()}
-            low, high = env.single_action_space.low, env.single_action_space.high
+            low, high = sampler.action_map.low, sampler.action_map.high
             control_dt = float(env.dt)
         finally:
             sampler.close()
@@ -201,6 +208,7 @@ def adapt_run(
         run=loaded, policy=policy, params=adapted, task=canonical, adapt_steps=adapt_steps, fast_lr=fast_lr,
         episodes=episodes, returns=returns, family=family, control_dt=control_dt,
         action_low=tuple(float(v) for v in low), action_high=tuple(float(v) for v in high),
+        action_scale=sampler.action_map.scale,
     )
 
 
@@ -226,14 +234,14 @@ def adapt_for_task(
 # ----------------------------------------------------------------------------- ONNX export
 class ExportedPolicy(torch.nn.Module):
     """The deterministic controller of one task, as exported: the policy's own ``step`` with
-    fixed parameters, its Gaussian mean clipped to the action bounds.
+    fixed parameters, its Gaussian mean mapped onto the robot's action bounds by ``action_map``.
 
     ``forward(obs [B, obs_dim], h_in [1, B, H], c_in [1, B, H])``; the state inputs exist only
     for recurrent kinds (``c_in`` for lstm). Returns ``action [B, act_dim]`` (mlp) or
     ``(action, h_out[, c_out])`` with states ``[1, B, H]``.
     """
 
-    def __init__(self, policy: Policy, params: Mapping[str, Tensor], action_low: Tensor, action_high: Tensor) -> None:
+    def __init__(self, policy: Policy, params: Mapping[str, Tensor], action_map: ActionMap) -> None:
         super().__init__()
         # A copy of the policy whose own (shared) parameters are the task's: step(params=None)
         # then runs them with plain matmuls, the cheapest graph.
@@ -243,8 +251,7 @@ class ExportedPolicy(torch.nn.Module):
                 value.copy_(params[name][0])
                 value.requires_grad_(False)
         self.policy.eval()
-        self.register_buffer("action_low", action_low.to(torch.float32))
-        self.register_buffer("action_high", action_high.to(torch.float32))
+        self.action_map = action_map
 
     def forward(self, obs: Tensor, h_in: Tensor | None = None, c_in: Tensor | None = None) -> Any:
         kind = self.policy.kind
@@ -255,7 +262,7 @@ class ExportedPolicy(torch.nn.Module):
         else:
             state = h_in[0]
         mean, _, next_state = self.policy.step(obs, state)
-        action = torch.clamp(mean, self.action_low, self.action_high)
+        action = self.action_map.to_robot(mean)
         if kind == "mlp":
             return action
         if kind == "lstm":
@@ -294,6 +301,14 @@ def _check_export_args(policy: Policy, params: Mapping[str, Tensor] | None, meta
         if getattr(metadata, field) != value:
             raise ValueError(f"metadata.{field}: expected {value!r} (the policy's), got {getattr(metadata, field)!r}")
     return {name: params[name].detach().to(torch.float32) for name in own}
+
+
+def _action_map(metadata: PolicyMetadata) -> ActionMap:
+    """The map the graph ends in: ``metadata.action_scale`` onto ``metadata``'s bounds."""
+    if metadata.action_scale is None:
+        raise ValueError("metadata.action_scale: expected the scale of the policy's normalised actions "
+                         "(Adaptation.metadata() sets the run's), got None")
+    return ActionMap(metadata.action_scale, np.array(metadata.action_low), np.array(metadata.action_high))
 
 
 @contextlib.contextmanager
@@ -348,9 +363,7 @@ def export_onnx(
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path: expected a file name, got the directory {path}")
-    module = ExportedPolicy(
-        policy, task_params, torch.tensor(metadata.action_low), torch.tensor(metadata.action_high)
-    ).eval()
+    module = ExportedPolicy(policy, task_params, _action_map(metadata)).eval()
     example = _example_inputs(metadata, _EXAMPLE_BATCH, torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch")
     dynamic_shapes = {OBS_INPUT: {0: batch}}

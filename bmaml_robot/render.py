@@ -230,12 +230,14 @@ class Recording:
 
 def record_episodes(
     policy: Any, family: str, task: Mapping[str, Any], params_after: Mapping[str, torch.Tensor], horizon: int,
-    seed: int, stochastic: bool = False,
+    seed: int, stochastic: bool = False, action_scale: float | None = None,
 ) -> Recording:
     """One episode of the meta-policy and one of the adapted policy (``params_after``,
-    ``{name: [1, ...]}``), in lockstep from the same initial state."""
+    ``{name: [1, ...]}``), in lockstep from the same initial state. ``action_scale``: the run's
+    (None: the family's default); the robots receive the policy's actions mapped by it."""
     env = BatchedRobotEnv(family, 2, max_episode_steps=horizon)
     try:
+        action_map = env.action_map(action_scale)
         env.set_tasks([dict(task), dict(task)])
         env.reset(seed=seed)
         qpos, qvel = env.get_state()
@@ -259,7 +261,7 @@ def record_episodes(
                 action = mean
                 if stochastic:
                     action = mean + log_std.exp().expand_as(mean) * torch.randn(mean.shape, generator=generator)
-                obs, reward, terminated, truncated, info = env.step(action.view(2, -1).numpy())
+                obs, reward, terminated, truncated, info = env.step(action_map.to_robot(action.view(2, -1).numpy()))
                 rewards.append(np.where(alive, reward, 0.0))
                 lengths += alive
                 ended = alive & (terminated | truncated)
@@ -277,7 +279,8 @@ def adapt_to_task(run: Any, task: Mapping[str, Any], adapt_steps: int, episodes:
                   seed: int, num_threads: int = 1) -> dict[str, torch.Tensor]:
     """Parameters ``{name: [1, ...]}`` after ``adapt_steps`` inner steps on ``task`` (as training)."""
     config = run.config
-    sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads)
+    sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads,
+                          action_scale=config.action_scale)
     try:
         sampler.set_tasks([dict(task)])
         learner = MetaLearner(run.policy, fast_lr=config.fast_lr if fast_lr is None else fast_lr,
@@ -488,7 +491,7 @@ def render(
     with one_torch_thread():
         params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
         recording = record_episodes(run.policy, family.name, task, params, run.config.horizon,
-                                    evaluation_seed(seed, 0), stochastic)
+                                    evaluation_seed(seed, 0), stochastic, run.config.action_scale)
     if family.robot == "Navigation2D":
         frames = navigation_frames(task, recording, width, height)
         default_fps = 10.0

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_text_atomic
-from bmaml_robot.config import TrainConfig, dump_config, from_dict
+from bmaml_robot.config import TrainConfig, dump_config, run_config
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler, Sampler
@@ -70,10 +70,10 @@ def build_sampler(config: TrainConfig) -> Sampler:
         from bmaml_robot.meta.ray_sampler import RaySampler
 
         return RaySampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
-                          num_workers=config.workers, threads_per_worker=config.threads_per_worker,
+                          action_scale=config.action_scale, num_workers=config.workers, threads_per_worker=config.threads_per_worker,
                           address=config.ray_address or None)
     return MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
-                       num_threads=config.num_threads)
+                       num_threads=config.num_threads, action_scale=config.action_scale)
 
 
 def check_sampler(config: TrainConfig) -> None:
@@ -139,10 +139,11 @@ def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str,
     return the checkpoint to resume from, or None to start at iteration 0 (a new run, or a
     resumed one killed before its first checkpoint). Also checks that the sampler can run."""
     check_sampler(config)
+    config = config.resolved()
     run_dir = Path(run_dir)
     if resume and (run_dir / CHECKPOINT).is_file():
         state = load_checkpoint(run_dir / CHECKPOINT)
-        saved = from_dict(state["config"], source=f"{run_dir / CHECKPOINT}")
+        saved = run_config(state["config"], source=f"{run_dir / CHECKPOINT}")
         changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUME_MAY_CHANGE
         if changed:
             raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
@@ -171,6 +172,7 @@ def train(
     ``num_batches`` and where it samples) and produces the same metrics an uninterrupted run would.
     """
     run_dir = Path(run_dir)
+    config = config.resolved()  # the run records its action_scale, whatever the defaults become
     state = check_run_dir(config, run_dir, resume)
     start_iteration = 0 if state is None else state["next_iteration"]
     if start_iteration > config.num_batches:

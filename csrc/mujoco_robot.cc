@@ -186,6 +186,7 @@ MujocoRobot::MujocoRobot(const Options& options, const std::string& xml_path) : 
   spec_.frame_skip = options.frame_skip;
   spec_.dt = m->opt.timestep * options.frame_skip;
   spec_.has_health = options.has_health;
+  spec_.ctrl_cost_weight = options.ctrl_cost_weight;
   for (int i = 0; i < m->nu; ++i) {
     const bool limited = m->actuator_ctrllimited[i];
     spec_.action_low.push_back(limited ? m->actuator_ctrlrange[2 * i] : -INFINITY);

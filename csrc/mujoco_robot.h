@@ -24,6 +24,7 @@ class MujocoRobot : public Robot {
     int nq = 0, nv = 0, nu = 0;  // sizes the asset must have
     int obs_dim = 0;
     bool has_health = false;
+    double ctrl_cost_weight = 0.05;     // MAML reference code: 0.05; its Ant 0.5e-2
     bool needs_contact_forces = false;  // run mj_rnePostConstraint after each control step
     bool uniform_qvel_noise = false;    // Swimmer: qvel noise uniform; others: scaled normal
     double reset_noise_scale = 0.1;

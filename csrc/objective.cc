@@ -13,10 +13,11 @@ RewardTerms Objective::reward(const RobotSpec& spec, const double* task, const M
       r.task = task[0] * motion.x_velocity;
       break;
     case Family::kVelocity:
-      r.task = -std::abs(motion.x_velocity - task[0]);
+      r.task = -std::abs(motion.x_velocity - task[0]) + (spec.has_health ? velocity_offset : 0.0);
       break;
     case Family::kGoal:
-      r.task = -(std::abs(motion.x_position - task[0]) + std::abs(motion.y_position - task[1]));
+      r.task = -(std::abs(motion.x_position - task[0]) + std::abs(motion.y_position - task[1])) +
+               (spec.has_health ? goal_offset : 0.0);
       break;
     case Family::kNavigation:
       r.task = -std::hypot(motion.x_position - task[0], motion.y_position - task[1]);
@@ -24,7 +25,7 @@ RewardTerms Objective::reward(const RobotSpec& spec, const double* task, const M
   }
   double action_sq = 0.0;
   for (int i = 0; i < spec.act_dim; ++i) action_sq += action[i] * action[i];
-  r.ctrl = -ctrl_cost_weight * action_sq;
+  r.ctrl = -spec.ctrl_cost_weight * action_sq;
   if (spec.has_health) {
     r.contact = -contact_cost_weight * motion.contact_cost;
     r.survive = motion.healthy ? survive_reward : 0.0;

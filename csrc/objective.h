@@ -1,13 +1,15 @@
 // Task families: what a robot is asked to do, as rewards and terminations on its Motion.
 //
-// Rewards follow the MAML literature (Finn et al. 2017; Rothfuss et al. 2019):
+// Rewards follow the MAML reference code (pytorch-maml-rl's maml_rl/envs; Finn et al. 2017):
 //   direction:  reward_task = direction * v_x
-//   velocity:   reward_task = -|v_x - goal_velocity|
-//   goal:       reward_task = -(|x - goal_x| + |y - goal_y|)   (L1, as the MAML reference code)
+//   velocity:   reward_task = -|v_x - goal_velocity|             (+1 for robots with a healthy range)
+//   goal:       reward_task = -(|x - goal_x| + |y - goal_y|)     (+4 for robots with a healthy range)
 //   navigation: reward_task = -||(x, y) - goal||_2, terminated within 0.01 of the goal per axis
-// plus reward_ctrl = -0.05 |a|^2 and, for robots with a healthy range (Ant),
-// reward_contact = -5e-4 * sum(clip(cfrc_ext, -1, 1)^2) and reward_survive = 0.05 while healthy,
-// with termination when unhealthy.
+// plus reward_ctrl = -ctrl_cost_weight |a|^2 on the robot's (clipped) action (0.05; Ant 0.5e-2)
+// and, for robots with a healthy range (Ant), reward_contact = -5e-4 * sum(clip(cfrc_ext, -1, 1)^2)
+// and reward_survive = 0.05 while healthy, with termination when unhealthy. The reference adds
+// the +1 / +4 to the Ant's velocity and goal terms because it terminates early: an always-negative
+// per-step reward would teach it to fall over at once.
 #pragma once
 
 #include <string>
@@ -33,9 +35,10 @@ constexpr int kNumRewardTerms = 4;
 
 struct Objective {
   Family family = Family::kDirection;
-  double ctrl_cost_weight = 0.05;
   double contact_cost_weight = 5e-4;
   double survive_reward = 0.05;
+  double velocity_offset = 1.0;  // added to the velocity and goal task terms of robots with a
+  double goal_offset = 4.0;      // healthy range (see above)
 
   // task [kTaskParams]; action [act_dim], the clipped action that was applied.
   RewardTerms reward(const RobotSpec& spec, const double* task, const Motion& motion,

@@ -47,6 +47,7 @@ struct RobotSpec {
   double dt = 0.0;  // control timestep (s): physics timestep x frame skip
   int frame_skip = 1;
   bool has_health = false;  // terminates when unhealthy (Ant)
+  double ctrl_cost_weight = 0.05;  // reward_ctrl = -ctrl_cost_weight |a|^2 (the robot's action)
   std::vector<double> action_low, action_high;
 };
 

@@ -34,6 +34,10 @@ class TaskFamily:
     task_distribution: str
     """How tasks are drawn, for documentation."""
     _sample: Callable[[int, np.random.Generator], list[Task]]
+    action_scale: float = 10.0
+    """Default half-width of the policy's normalised action space (``envs/action_map.py``): 10 for
+    the MuJoCo robots, as pytorch-maml-rl and garage; Navigation2D's own bound 0.1 (no rescaling:
+    neither reference rescales it)."""
 
     @property
     def task_keys(self) -> tuple[str, ...]:
@@ -114,40 +118,35 @@ def _velocities(high: float) -> Callable[[int, np.random.Generator], list[Task]]
     return lambda n, rng: [{"velocity": float(v)} for v in rng.uniform(0.0, high, size=n)]
 
 
-def _disc_goals(radius: float) -> Callable[[int, np.random.Generator], list[Task]]:
-    def sample(n: int, rng: np.random.Generator) -> list[Task]:
-        # sqrt of a uniform radius: goals uniform over the disc's area, not bunched at the centre
-        angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
-        r = radius * np.sqrt(rng.uniform(0.0, 1.0, size=n))
-        return [{"goal": [float(x), float(y)]} for x, y in zip(r * np.cos(angle), r * np.sin(angle))]
-
-    return sample
-
-
-def _square_goals(n: int, rng: np.random.Generator) -> list[Task]:
-    return [{"goal": [float(x), float(y)]} for x, y in rng.uniform(-0.5, 0.5, size=(n, 2))]
+def _square_goals(half_width: float) -> Callable[[int, np.random.Generator], list[Task]]:
+    """Goals uniform in the square ``[-half_width, half_width]^2`` (the MAML reference code's)."""
+    return lambda n, rng: [{"goal": [float(x), float(y)]} for x, y in rng.uniform(-half_width, half_width, size=(n, 2))]
 
 
 _DIR = "direction * v_x - 0.05 |a|^2"
 _VEL = "-|v_x - velocity| - 0.05 |a|^2"
 _ANT = " - 5e-4 |clip(cfrc_ext)|^2 + 0.05 if healthy; ends when unhealthy"
+_ANT_CTRL = "0.005 |a|^2"
 
 FAMILIES: dict[str, TaskFamily] = {
     f.name: f
     for f in [
         TaskFamily("HalfCheetahDir", "HalfCheetah", "direction", _DIR, "direction in {-1, +1}", _directions),
         TaskFamily("HalfCheetahVel", "HalfCheetah", "velocity", _VEL, "velocity ~ U[0, 2]", _velocities(2.0)),
-        TaskFamily("AntDir", "Ant", "direction", _DIR + _ANT, "direction in {-1, +1}", _directions),
-        TaskFamily("AntVel", "Ant", "velocity", _VEL + _ANT, "velocity ~ U[0, 3]", _velocities(3.0)),
+        TaskFamily("AntDir", "Ant", "direction", "direction * v_x - " + _ANT_CTRL + _ANT, "direction in {-1, +1}",
+                   _directions),
+        TaskFamily("AntVel", "Ant", "velocity", "-|v_x - velocity| + 1 - " + _ANT_CTRL + _ANT, "velocity ~ U[0, 3]",
+                   _velocities(3.0)),
         TaskFamily(
-            "AntGoal", "Ant", "goal", "-(|x - goal_x| + |y - goal_y|) - 0.05 |a|^2" + _ANT,
-            "goal uniform in the disc of radius 3", _disc_goals(3.0),
+            "AntGoal", "Ant", "goal", "-(|x - goal_x| + |y - goal_y|) + 4 - " + _ANT_CTRL + _ANT,
+            "goal ~ U[-3, 3]^2", _square_goals(3.0),
         ),
         TaskFamily("SwimmerDir", "Swimmer", "direction", _DIR, "direction in {-1, +1}", _directions),
         TaskFamily("SwimmerVel", "Swimmer", "velocity", _VEL, "velocity ~ U[0, 0.5]", _velocities(0.5)),
         TaskFamily(
             "Navigation2D", "Navigation2D", "navigation",
-            "-||position - goal||_2; ends within 0.01 of the goal", "goal ~ U[-0.5, 0.5]^2", _square_goals,
+            "-||position - goal||_2; ends within 0.01 of the goal", "goal ~ U[-0.5, 0.5]^2", _square_goals(0.5),
+            action_scale=0.1,
         ),
     ]
 }

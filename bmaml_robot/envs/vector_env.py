@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from bmaml_robot import _core
+from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import Task, TaskFamily, encode_tasks, get_family
 
@@ -83,6 +84,12 @@ class BatchedRobotEnv(VectorEnv):
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw tasks from this env's family, e.g. ``[{"direction": -1.0}, ...]``."""
         return self.family.sample_tasks(num_tasks, rng)
+
+    def action_map(self, scale: float | None = None) -> ActionMap:
+        """The map from a policy's normalised actions in ``[-scale, scale]`` onto this robot's bounds
+        (float64, as the core clips); ``scale=None``: the family's default (``TaskFamily.action_scale``)."""
+        scale = self.family.action_scale if scale is None else scale
+        return ActionMap(scale, np.array(self._core.action_low, np.float64), np.array(self._core.action_high, np.float64))
 
     def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
         """One task dict per env (``len(tasks) == num_envs``); used from the next step on."""

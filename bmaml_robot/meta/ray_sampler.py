@@ -76,13 +76,14 @@ class _SamplerWorker:
 
     def __init__(
         self, family: str, first_task: int, num_tasks: int, episodes_per_task: int, horizon: int,
-        num_threads: int, die_during_call: int | None = None,
+        num_threads: int, action_scale: float | None = None, die_during_call: int | None = None,
     ) -> None:
         from bmaml_robot.meta.sampler import MetaSampler
 
         torch.set_num_threads(1)  # what the local trainer uses; MetaSampler enforces it anyway
         self.first_task = first_task
-        self.sampler = MetaSampler(family, num_tasks, episodes_per_task, horizon, num_threads=num_threads)
+        self.sampler = MetaSampler(family, num_tasks, episodes_per_task, horizon, num_threads=num_threads,
+                                   action_scale=action_scale)
         self.policies: dict[str, Any] = {}  # policy structure by object id (see RaySampler._policy_ref)
         self.calls = 0
         self.die_during_call = die_during_call
@@ -138,7 +139,7 @@ class RaySampler:
     """``MetaSampler``'s interface over ``num_workers`` Ray actors (see the module doc).
 
     Args:
-        family, num_tasks, episodes_per_task, horizon: as ``MetaSampler``.
+        family, num_tasks, episodes_per_task, horizon, action_scale: as ``MetaSampler``.
         num_workers: Ray actors (at most ``num_tasks``); worker ``w`` samples the tasks of
             ``task_slices(num_tasks, num_workers)[w]``.
         threads_per_worker: threads of each worker's batched env (and CPUs it reserves).
@@ -166,6 +167,7 @@ class RaySampler:
         episodes_per_task: int,
         horizon: int,
         *,
+        action_scale: float | None = None,
         num_workers: int = 2,
         threads_per_worker: int = 1,
         address: str | None = None,
@@ -189,6 +191,7 @@ class RaySampler:
         self.num_tasks = num_tasks
         self.episodes_per_task = episodes_per_task
         self.horizon = horizon
+        self.action_scale = action_scale
         self.num_workers = num_workers
         self.threads_per_worker = threads_per_worker
         self.max_replacements = max_replacements
@@ -229,7 +232,7 @@ class RaySampler:
         start, stop = self.slices[w]
         return self._actor_class.options(num_cpus=self.threads_per_worker, scheduling_strategy="SPREAD").remote(
             self.family, start, stop - start, self.episodes_per_task, self.horizon, self.threads_per_worker,
-            die_during_call,
+            self.action_scale, die_during_call,
         )
 
     def _ready(self, w: int, actor: Any) -> dict[str, int]:

@@ -11,6 +11,10 @@ its reset noise and its action noise from streams derived from ``(seed, k)`` alo
 that holds that slice) gives bit-identical episodes to the same slice of a full-batch sample,
 and neither depends on the env's thread count. The policy runs on one torch thread while it
 samples, because torch's float results depend on its intra-op thread count.
+
+The policy acts in its normalised action space; the robots receive those actions mapped onto their
+bounds (``MetaSampler.action_map``), and ``Episodes.actions`` holds the policy's own actions, the
+ones its log-probabilities are of.
 """
 
 from __future__ import annotations
@@ -70,17 +74,22 @@ class MetaSampler:
             envs ``k * B .. k * B + B - 1``.
         obs_dim, act_dim: sizes of one observation and one action.
         env_steps: env steps taken so far (valid ones, i.e. inside episodes).
+        action_map: the policy's normalised actions -> the robot's (``envs/action_map.py``). The
+            episodes hold the policy's actions; the robots receive ``action_map.to_robot`` of them.
     """
 
     def __init__(
-        self, family: str, num_tasks: int, episodes_per_task: int, horizon: int, *, num_threads: int = 1
+        self, family: str, num_tasks: int, episodes_per_task: int, horizon: int, *, num_threads: int = 1,
+        action_scale: float | None = None,
     ) -> None:
+        """``action_scale``: half-width of the policy's action space (None: the family's default)."""
         self.num_tasks = num_tasks
         self.episodes_per_task = episodes_per_task
         self.horizon = horizon
         self.env = BatchedRobotEnv(
             family, num_tasks * episodes_per_task, num_threads=num_threads, max_episode_steps=horizon
         )
+        self.action_map = self.env.action_map(action_scale)
         self.obs_dim: int = self.env.obs_dim
         self.act_dim: int = self.env.act_dim
         self.env_steps = 0  # env steps taken so far (valid ones)
@@ -160,7 +169,7 @@ class MetaSampler:
                 log_probs[t] = policy.distribution(mean, log_std).log_prob(action_run)[:K, :B]
                 mask[t] = torch.from_numpy(alive).view(K, B)
 
-                obs_np, reward, term, trunc, info = env.step(actions[t].view(N, act_dim).numpy())
+                obs_np, reward, term, trunc, info = env.step(self.action_map.to_robot(actions[t].view(N, act_dim).numpy()))
                 rewards[t] = torch.from_numpy(np.where(alive, reward, 0.0)).view(K, B)
                 ended = alive & (term | trunc)
                 terminated[t] = torch.from_numpy(alive & term).view(K, B)

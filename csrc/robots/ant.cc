@@ -19,7 +19,7 @@ class Ant : public MujocoRobot {
  public:
   explicit Ant(const std::string& xml_path)
       : MujocoRobot({.name = "Ant", .frame_skip = 5, .nq = 15, .nv = 14, .nu = 8, .obs_dim = 105,
-                     .has_health = true, .needs_contact_forces = true},
+                     .has_health = true, .ctrl_cost_weight = 5e-3, .needs_contact_forces = true},
                     xml_path) {}
 
   void observe(const mjData* d, double* obs) const override {

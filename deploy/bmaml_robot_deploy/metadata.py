@@ -9,8 +9,9 @@ Graph contract (``bmaml.format_version`` ``"1"``):
 
 - inputs: ``obs`` float32 ``[batch, obs_dim]``; recurrent kinds also ``h_in`` float32
   ``[layers, batch, hidden]``; ``lstm`` also ``c_in`` (same shape);
-- outputs: ``action`` float32 ``[batch, act_dim]`` (the Gaussian mean, clipped to the action
-  bounds); recurrent kinds ``h_out`` (and ``c_out``) ``[layers, batch, hidden]``;
+- outputs: ``action`` float32 ``[batch, act_dim]``, in the robot's units (the Gaussian mean,
+  clipped to the policy's normalised space ``[-action_scale, action_scale]`` and mapped onto the
+  action bounds); recurrent kinds ``h_out`` (and ``c_out``) ``[layers, batch, hidden]``;
 - the batch dimension is dynamic.
 
 ``metadata_props`` (every value a string; JSON where structured):
@@ -33,6 +34,9 @@ key                        value
 ``bmaml.adapt_steps``      integer >= 0 (0: the meta-policy itself)
 ``bmaml.package_version``  version of bmaml-robot that exported the file
 ``bmaml.source_run``       the run directory the policy came from
+``bmaml.action_scale``     optional: the policy's normalised action scale (provenance; the
+                           ``action`` output is already in the robot's units). Files
+                           exported before the action convention lack it.
 =========================  ===========================================================
 """
 
@@ -66,6 +70,7 @@ KEY_HIDDEN_SHAPE = "bmaml.hidden_shape"
 KEY_ADAPT_STEPS = "bmaml.adapt_steps"
 KEY_PACKAGE_VERSION = "bmaml.package_version"
 KEY_SOURCE_RUN = "bmaml.source_run"
+KEY_ACTION_SCALE = "bmaml.action_scale"
 
 #: Every key a file must have, in the order they are written.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -138,6 +143,9 @@ class PolicyMetadata:
     """The run directory the policy came from."""
     format_version: str = FORMAT_VERSION
     """Version of the file contract; this runtime reads ``"1"``."""
+    action_scale: float | None = None
+    """Half-width of the policy's normalised action space, mapped onto the bounds inside the graph
+    (None: a file exported before the action convention, whose policy acted in the robot's units)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -171,6 +179,11 @@ class PolicyMetadata:
         if not dt > 0:
             raise ValueError(f"control_dt: expected seconds > 0, got {self.control_dt!r}")
         set_(self, "control_dt", dt)
+        if self.action_scale is not None:
+            scale = _float(self.action_scale, "action_scale")
+            if not scale > 0:
+                raise ValueError(f"action_scale: expected a number > 0, got {self.action_scale!r}")
+            set_(self, "action_scale", scale)
         if self.policy_kind not in POLICY_KINDS:
             raise ValueError(f"policy_kind: expected one of {list(POLICY_KINDS)}, got {self.policy_kind!r}")
         if not isinstance(self.hidden_shape, (list, tuple)):
@@ -228,7 +241,8 @@ class PolicyMetadata:
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` to write, every value a string, keys in :data:`REQUIRED_KEYS`
-        order (``onnx.helper.set_model_props(model, meta.to_props())``)."""
+        order, then the optional ones that are set (``onnx.helper.set_model_props(model, meta.to_props())``)."""
+        optional = {} if self.action_scale is None else {KEY_ACTION_SCALE: repr(self.action_scale)}
         return {
             KEY_FORMAT_VERSION: self.format_version,
             KEY_ROBOT: self.robot,
@@ -245,6 +259,7 @@ class PolicyMetadata:
             KEY_ADAPT_STEPS: str(self.adapt_steps),
             KEY_PACKAGE_VERSION: self.package_version,
             KEY_SOURCE_RUN: self.source_run,
+            **optional,
         }
 
     @classmethod
@@ -297,11 +312,13 @@ class PolicyMetadata:
             "package_version": parse(KEY_PACKAGE_VERSION, "str"),
             "source_run": parse(KEY_SOURCE_RUN, "str"),
         }
+        if KEY_ACTION_SCALE in props:
+            fields["action_scale"] = parse(KEY_ACTION_SCALE, "float")
         try:
             return cls(**fields)
         except ValueError as error:
             field = str(error).split(":", 1)[0]
-            key = PREFIX + field if PREFIX + field in REQUIRED_KEYS else field
+            key = PREFIX + field if PREFIX + field in (*REQUIRED_KEYS, KEY_ACTION_SCALE) else field
             raise ValueError(f"{source}: metadata {key}{str(error)[len(field):]}") from None
 
     @classmethod

@@ -54,7 +54,7 @@ def test_tiny_run_from_flags_quiet(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "policy.pt"}
     config = load_config(str(out / "config.yaml"))
     assert config == load_config("2d-navigation").replace(num_tasks=2, episodes_per_task=2, horizon=10,
-                                                          num_batches=2, num_threads=1)
+                                                          num_batches=2, num_threads=1).resolved()
     assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1]
 
 

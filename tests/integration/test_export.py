@@ -41,6 +41,15 @@ RECURRENCE = {"mlp": "frozen", "rnn": "outer", "gru": "frozen", "lstm": "all"}
 HIDDEN = 16
 PARITY_STEPS = 1000
 TOLERANCE = 1e-5
+#: HalfCheetahDir's default action scale (the policy's Gaussian lives in [-10, 10]).
+SCALE = 10.0
+
+
+def robot_action(mean: torch.Tensor, scale: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """The robot's action for the policy's ``mean``, written as pytorch-maml-rl's
+    NormalizedActionWrapper writes it (an independent spelling of ``ActionMap.to_robot``)."""
+    clipped = torch.clamp(mean, -scale, scale)
+    return (low + (clipped + scale) * (high - low) / (2 * scale)).to(torch.float32)
 
 
 def tiny(kind: str, family: str = FAMILY) -> TrainConfig:
@@ -119,8 +128,9 @@ def test_onnx_matches_the_adapted_torch_policy_over_a_closed_loop_episode(kind: 
     worst_controller = 0.0
     env = bm.make_vec(FAMILY, 1, max_episode_steps=PARITY_STEPS, seed=0)
     env.set_tasks([TASK])
-    low = torch.from_numpy(env.single_action_space.low)
-    high = torch.from_numpy(env.single_action_space.high)
+    low = torch.from_numpy(env.single_action_space.low).double()
+    high = torch.from_numpy(env.single_action_space.high).double()
+    assert adaptation.run.config.action_scale == SCALE == adaptation.metadata().action_scale
     obs, _ = env.reset(seed=7)
     state = policy.initial_state((1, 1))
     onnx_state = [np.zeros((1, 1, HIDDEN), np.float32) for _ in state_inputs(kind)]
@@ -131,7 +141,7 @@ def test_onnx_matches_the_adapted_torch_policy_over_a_closed_loop_episode(kind: 
             x = torch.from_numpy(obs).to(torch.float32).view(1, 1, -1)
             with torch.no_grad():
                 mean, _, state = policy.step(x, state, params)
-            action = torch.clamp(mean.view(1, -1), low, high)
+            action = robot_action(mean.view(1, -1), SCALE, low, high)
             outputs = session.run(None, {"obs": x.view(1, -1).numpy(), **dict(zip(state_inputs(kind), onnx_state))})
             worst_action = max(worst_action, float(np.abs(outputs[0] - action.numpy()).max()))
             for want, have in zip(torch_states(state), outputs[1:]):
@@ -177,7 +187,7 @@ def test_batch_size_is_dynamic(kind: str, exported) -> None:
             mean, _, next_state = policy.step(obs, state, params)
         outputs = session.run(None, feeds)
         assert outputs[0].shape == (batch, policy.act_dim)
-        np.testing.assert_allclose(outputs[0], mean[0].clamp(-1.0, 1.0).numpy(), rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(outputs[0], robot_action(mean[0], SCALE, -1.0, 1.0).numpy(), rtol=0, atol=TOLERANCE)
         for want, have in zip(torch_states(next_state), outputs[1:]):
             assert have.shape == (1, batch, HIDDEN)
             np.testing.assert_allclose(have, want, rtol=0, atol=TOLERANCE)
@@ -186,7 +196,7 @@ def test_batch_size_is_dynamic(kind: str, exported) -> None:
 def test_actions_are_clipped_to_the_bounds(exported, tmp_path: Path) -> None:
     adaptation, _ = exported("gru")
     params = dict(adaptation.params)
-    params["mean.bias"] = torch.tensor([[10.0, -10.0, 10.0, -10.0, 0.0, 0.0]])
+    params["mean.bias"] = torch.tensor([[100.0, -100.0, 100.0, -100.0, 0.0, 0.0]])
     path = export_onnx(adaptation.policy, params, tmp_path / "clipped.onnx", adaptation.metadata())
     obs = np.zeros((4, adaptation.policy.obs_dim), np.float32)
     action = session_of(path).run(["action"], {"obs": obs, "h_in": np.zeros((1, 4, HIDDEN), np.float32)})[0]
@@ -208,7 +218,9 @@ def test_controller_in_the_simulator_reaches_the_torch_return(kind: str, exporte
     adaptation, path = exported(kind, family)
     policy, params = adaptation.policy, adaptation.params
     env = bm.make_vec(family, 1, seed=seed, max_episode_steps=steps)
-    low, high = torch.from_numpy(env.single_action_space.low), torch.from_numpy(env.single_action_space.high)
+    low, high = torch.tensor(env.action_map().low), torch.tensor(env.action_map().high)
+    scale = adaptation.run.config.action_scale
+    assert scale == 0.1  # Navigation2D: the policy acts in the robot's units, as the references
     try:
         env.set_tasks([TASKS[family]])
         obs, _ = env.reset(seed=seed)
@@ -216,7 +228,7 @@ def test_controller_in_the_simulator_reaches_the_torch_return(kind: str, exporte
         for _ in range(steps):
             with torch.no_grad():
                 mean, _, state = policy.step(torch.from_numpy(obs).to(torch.float32).view(1, 1, -1), state, params)
-            obs, reward, terminated, truncated, _ = env.step(torch.clamp(mean.view(1, -1), low, high).numpy())
+            obs, reward, terminated, truncated, _ = env.step(robot_action(mean.view(1, -1), scale, low, high).numpy())
             torch_return += float(reward[0])
             torch_length += 1
             if terminated[0] or truncated[0]:
@@ -238,7 +250,8 @@ def test_controller_in_the_simulator_reaches_the_torch_return(kind: str, exporte
 def test_metadata_round_trip(kind: str, exported, run_dir) -> None:
     adaptation, path = exported(kind)
     props = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
-    assert set(props) == set(REQUIRED_KEYS)
+    assert set(props) == {*REQUIRED_KEYS, "bmaml.action_scale"}
+    assert float(props["bmaml.action_scale"]) == SCALE
     env = bm.make_vec(FAMILY, 1)
     try:
         dt, low, high = env.dt, env.single_action_space.low, env.single_action_space.high
@@ -319,7 +332,7 @@ def test_adapt_steps_0_exports_the_meta_policy(run_dir, tmp_path: Path, capsys: 
     with torch.no_grad():
         mean, _, (h_next, c_next) = meta.step(obs, (h, c))  # the module's own parameters
     action, h_out, c_out = session_of(out).run(None, {"obs": obs.numpy(), "h_in": h[None].numpy(), "c_in": c[None].numpy()})
-    np.testing.assert_allclose(action, mean.clamp(-1.0, 1.0).numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(action, robot_action(mean, SCALE, -1.0, 1.0).numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(h_out[0], h_next.numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(c_out[0], c_next.numpy(), rtol=0, atol=1e-6)
 

@@ -21,7 +21,10 @@ pytest.importorskip("gymnasium")
 
 ROBOTS = ("HalfCheetah", "Ant", "Swimmer")
 DIRECTION_FAMILY = {"HalfCheetah": "HalfCheetahDir", "Ant": "AntDir", "Swimmer": "SwimmerDir"}
-CTRL_COST_WEIGHT = 0.05
+#: The MAML reference code's control cost weights (pytorch-maml-rl's half_cheetah.py: 0.05; ant.py: 0.5e-2).
+CTRL_COST_WEIGHT = {"HalfCheetah": 0.05, "Ant": 0.5e-2, "Swimmer": 0.05}
+#: The reference's constants added to the Ant's task terms (ant.py: AntVel +1.0, AntPos +4.0).
+ANT_TASK_OFFSET = {"direction": 0.0, "velocity": 1.0, "goal": 4.0}
 CONTACT_COST_WEIGHT = 5e-4
 SURVIVE_REWARD = 0.05
 
@@ -49,14 +52,15 @@ def our_last_obs(record: dict, t: int, i: int) -> np.ndarray:
 
 
 def expected_task_reward(family: bm.TaskFamily, task: dict, ref, x_velocity: float) -> float:
+    offset = ANT_TASK_OFFSET[family.objective] if family.robot == "Ant" else 0.0
     if family.objective == "direction":
         return task["direction"] * x_velocity
     if family.objective == "velocity":
-        return -abs(x_velocity - task["velocity"])
+        return -abs(x_velocity - task["velocity"]) + offset
     assert family.objective == "goal"
     # The MAML reference code measures the goal distance at the torso's frame (Gymnasium's main body).
     x, y = ref.data.body("torso").xpos[:2]
-    return -(abs(x - task["goal"][0]) + abs(y - task["goal"][1]))
+    return -(abs(x - task["goal"][0]) + abs(y - task["goal"][1])) + offset
 
 
 @pytest.mark.parametrize("robot", ROBOTS)
@@ -126,7 +130,7 @@ def test_direction_rewards_are_gymnasium_x_velocity_and_costs(robot, make_refere
             where = f"env {i}, step {t}"
             assert record["reward_task"][t, i] == ref_info["x_velocity"], where
             np.testing.assert_allclose(
-                record["reward_ctrl"][t, i], -CTRL_COST_WEIGHT * np.sum(clipped**2), rtol=1e-12, err_msg=where
+                record["reward_ctrl"][t, i], -CTRL_COST_WEIGHT[robot] * np.sum(clipped**2), rtol=1e-12, err_msg=where
             )
             if robot == "Ant":
                 contact = -CONTACT_COST_WEIGHT * np.sum(np.clip(ref.data.cfrc_ext, -1.0, 1.0) ** 2)

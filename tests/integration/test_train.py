@@ -259,7 +259,10 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     result = train(config, run)
     assert result.run_dir == run
     assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "policy.pt"}
-    assert load_config(str(run / "config.yaml")) == config
+    # The run records the resolved config: action_scale is a number, never "the default".
+    assert config.action_scale is None
+    config = config.resolved()
+    assert load_config(str(run / "config.yaml")) == config and config.action_scale == 0.1
 
     lines = (run / "metrics.jsonl").read_text().splitlines()
     metrics = [json.loads(line) for line in lines]

@@ -121,7 +121,9 @@ def test_episodes_shapes_and_agreement_with_the_env(task: str, policy_kind: str)
         np.testing.assert_allclose(rewards[t], np.where(expected_mask[t] > 0, recorder.outputs[t][1], 0.0),
                                    rtol=1e-6, atol=1e-6)
     assert (rewards[expected_mask == 0] == 0).all()
-    # Observations: the reset obs, then each step's obs; actions: exactly what the env received.
+    # Observations: the reset obs, then each step's obs; actions: the policy's, and the env received
+    # them mapped from the normalised space [-10, 10] onto its bounds [-1, 1] (pytorch-maml-rl's
+    # NormalizedActionWrapper: lb + (clip(a, -s, s) + s) (ub - lb) / 2s).
     obs = episodes.observations.reshape(T, N, -1)
     np.testing.assert_allclose(obs[0].numpy(), reset_obs, rtol=1e-6, atol=1e-6)
     for t in range(1, steps):
@@ -130,7 +132,9 @@ def test_episodes_shapes_and_agreement_with_the_env(task: str, policy_kind: str)
     acts = episodes.actions.reshape(T, N, -1)
     for t in range(steps):
         rows = expected_mask[t] > 0
-        np.testing.assert_array_equal(acts[t].numpy()[rows], recorder.actions[t][rows])
+        clipped = np.clip(acts[t].numpy()[rows].astype(np.float64), -10.0, 10.0)
+        np.testing.assert_allclose(recorder.actions[t][rows], -1.0 + (clipped + 10.0) * 2.0 / 20.0, rtol=0, atol=1e-15)
+        assert np.abs(acts[t].numpy()[rows]).max() > 1.0  # the policy's own space is wider than the robot's
     # Masked steps are zeros (whatever the envs did after their episode ended).
     masked = torch.from_numpy(expected_mask == 0).view(T, K, B)
     assert (episodes.observations[masked] == 0).all() and (episodes.actions[masked] == 0).all()
