@@ -134,26 +134,32 @@ def meta_iteration(
     }
 
 
-def check_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any] | None:
-    """Check that ``run_dir`` can take this run (ValueError otherwise, before any work starts);
-    return the checkpoint to resume from, or None to start at iteration 0 (a new run, or a
-    resumed one killed before its first checkpoint). Also checks that the sampler can run."""
+def check_run_dir(
+    config: TrainConfig, run_dir: Path, resume: bool
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Check that ``run_dir`` can take this run (ValueError otherwise, before any work starts).
+
+    Returns the config to run, resolved (an ``action_scale`` left to the default is the resumed
+    run's own, else the family's), and the checkpoint to resume from, or None to start at
+    iteration 0 (a new run, or a resumed one killed before its first checkpoint). Also checks
+    that the sampler can run."""
     check_sampler(config)
-    config = config.resolved()
     run_dir = Path(run_dir)
     if resume and (run_dir / CHECKPOINT).is_file():
         state = load_checkpoint(run_dir / CHECKPOINT)
         saved = run_config(state["config"], source=f"{run_dir / CHECKPOINT}")
+        if config.action_scale is None:
+            config = config.replace(action_scale=saved.action_scale)
         changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUME_MAY_CHANGE
         if changed:
             raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
                              f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
-        return state
+        return config, state
     if resume and not run_dir.is_dir():
         raise ValueError(f"resume: no run directory {run_dir}")
     if not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists()):
         raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
-    return None
+    return config.resolved(), None
 
 
 def train(
@@ -172,8 +178,8 @@ def train(
     ``num_batches`` and where it samples) and produces the same metrics an uninterrupted run would.
     """
     run_dir = Path(run_dir)
-    config = config.resolved()  # the run records its action_scale, whatever the defaults become
-    state = check_run_dir(config, run_dir, resume)
+    # Resolved: the run records its action_scale, whatever the defaults become.
+    config, state = check_run_dir(config, run_dir, resume)
     start_iteration = 0 if state is None else state["next_iteration"]
     if start_iteration > config.num_batches:
         # Resumed with fewer iterations than the run already has (e.g. a study script run again

@@ -183,7 +183,7 @@ def test_a_run_may_resume_on_another_sampler(tmp_path: Path) -> None:
                          num_threads=1, hidden_sizes=(8,))
     train(config, tmp_path / "run")
     moved = config.replace(num_batches=2, sampler="ray", ray_address="auto", workers=2, threads_per_worker=3)
-    state = check_run_dir(moved, tmp_path / "run", resume=True)
+    _, state = check_run_dir(moved, tmp_path / "run", resume=True)
     assert state is not None and state["next_iteration"] == 1
     assert {"sampler", "ray_address", "workers", "threads_per_worker"} <= RESUME_MAY_CHANGE
     with pytest.raises(ValueError, match=r"other values of \['num_tasks'\]"):
