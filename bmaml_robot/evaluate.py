@@ -61,6 +61,8 @@ from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_learner, build_pol
 EVAL_STREAM = 0x6576616C
 EVAL_JSON = "eval.json"
 EVAL_PNG = "eval.png"
+#: Where ``bmaml-eval --initial`` writes by default, inside the run directory.
+INITIAL_DIR = "initial"
 _MAX_SEED = 2**63
 
 
@@ -87,14 +89,22 @@ class LoadedRun:
     config: TrainConfig
     policy: Policy
     source: str
-    """The file the policy came from: ``policy.pt`` or ``checkpoint.pt``."""
+    """The file the policy came from: ``policy.pt`` or ``checkpoint.pt``; ``initialisation`` for
+    the run's policy before meta-training (``load_run(..., initial=True)``)."""
     iterations: int
     """Meta-iterations behind this policy."""
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
+#: ``LoadedRun.source`` of a run's policy at initialisation.
+INITIAL = "initialisation"
+
+
+def load_run(run_dir: str | Path, *, initial: bool = False) -> LoadedRun:
     """Load the meta-policy of ``run_dir``: ``policy.pt``, or ``checkpoint.pt`` when it is missing
-    or further along (a run in progress). ValueError naming the directory and what is missing."""
+    or further along (a run in progress). ValueError naming the directory and what is missing.
+
+    ``initial``: the run's policy as meta-training started it (its config's architecture and
+    seed, 0 iterations): the baseline a meta-trained policy must beat."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"run_dir: expected a run directory, got {str(run_dir)!r} (no such directory)")
@@ -122,6 +132,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if "policy" not in state:
         raise ValueError(f"{path}: expected a dict with 'config' and 'policy', got keys {sorted(state)}")
     policy = build_policy(config, *_dims(config))
+    if initial:
+        return LoadedRun(run_dir, config, policy.eval(), INITIAL, 0)
     try:
         policy.load_state_dict(state["policy"])
     except RuntimeError as error:
@@ -268,17 +280,19 @@ def evaluate(
     num_threads: int = 1,
     out: str | Path | None = None,
     write: bool = True,
+    initial: bool = False,
 ) -> EvalResult:
     """Evaluate the run in ``run_dir`` on ``num_tasks`` held-out tasks, ``episodes`` episodes per
     task and adaptation step, after 0..``steps`` inner steps (module docstring).
 
     fast_lr: the inner step size (default: the run's). seed: the evaluation seed (tasks and
     noise; the same for every run). num_threads: threads stepping the robots (results do not
-    depend on it). out: where ``eval.json`` and ``eval.png`` go (default: ``run_dir``); nothing is
-    written with ``write=False``.
+    depend on it). out: where ``eval.json`` and ``eval.png`` go (default: ``run_dir``, or
+    ``run_dir/initial`` with ``initial``); nothing is written with ``write=False``. initial: evaluate
+    the run's policy at initialisation instead (``load_run``).
     """
     check_settings(steps, num_tasks, episodes, fast_lr, seed, num_threads)
-    run = load_run(run_dir)
+    run = load_run(run_dir, initial=initial)
     config = run.config
     lr = config.fast_lr if fast_lr is None else float(fast_lr)
     tasks = held_out_tasks(config.family, num_tasks, seed)
@@ -295,7 +309,7 @@ def evaluate(
                 "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
     result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
     if write:
-        out_dir = Path(run_dir if out is None else out)
+        out_dir = Path(out) if out is not None else Path(run_dir) / (INITIAL_DIR if initial else "")
         out_dir.mkdir(parents=True, exist_ok=True)
         result.json_path = out_dir / EVAL_JSON
         write_text_atomic(result.json_path, json.dumps(_finite(result.to_dict()), indent=1) + "\n")
@@ -380,7 +394,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fast-lr", type=float, default=None, help="inner step size (default: the run's fast_lr)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed: tasks and noise, the same for every run (default 0)")
     p.add_argument("--num-threads", type=int, default=1, help="threads stepping the robots (default 1)")
-    p.add_argument("--out", type=Path, default=None, help="directory for eval.json and eval.png (default: RUN_DIR)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for eval.json and eval.png (default: RUN_DIR, or RUN_DIR/initial with --initial)")
+    p.add_argument("--initial", action="store_true",
+                   help="evaluate the run's policy at initialisation (its architecture and seed, before any "
+                        "meta-training): the baseline a meta-trained policy must beat")
     return p
 
 
@@ -396,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     result = evaluate(args.run_dir, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
-                      fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out)
+                      fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out,
+                      initial=args.initial)
     print(format_table(result))
     print(f"wrote {result.json_path} and {result.png_path}")
     return 0

@@ -3,7 +3,8 @@
 # shipped configs (MAML-TRPO, second order, the benchmark's batch unless BATCH_<FAMILY> says
 # otherwise), then evaluated on held-out tasks after 0..3 adaptation steps. Resumable: run it
 # again, with a larger ITERS to extend the runs, and every run continues from its checkpoint;
-# an evaluation is redone only when its run has moved on.
+# an evaluation is redone only when its run has moved on (the untrained policy's, in RUN/initial,
+# is made once).
 #   usage: docs/reproduce/run_reproduction.sh [RUNS_DIR]   (default docs/reproduce)
 #   env: ITERS=60 meta-iterations, JOBS=2 parallel runs, ONLY="halfcheetah-dir:0 ant-dir:0" a subset,
 #        BMAML_TRAIN / BMAML_EVAL the commands (default bmaml-train / bmaml-eval),
@@ -28,6 +29,12 @@ run_one() {  # config seed
     if ! grep -q "\"iterations_trained\": $trained," "$out/eval.json" 2>/dev/null; then
       ${BMAML_EVAL:-bmaml-eval} "$out" --steps 3 --tasks "${EVAL_TASKS:-40}" --episodes "${EVAL_EPISODES:-20}" \
         > "$out/eval.txt"
+    fi
+    # The same architecture and seed at initialisation: what meta-training must beat (once per run).
+    if [ ! -e "$out/initial/eval.json" ]; then
+      mkdir -p "$out/initial"
+      ${BMAML_EVAL:-bmaml-eval} "$out" --initial --steps 3 --tasks "${EVAL_TASKS:-40}" \
+        --episodes "${EVAL_EPISODES:-20}" > "$out/initial/eval.txt"
     fi
     echo "done $out"
   else

@@ -28,7 +28,7 @@ from bmaml_robot.evaluate import (
 )
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.stats import mean_ci
-from bmaml_robot.train import _iteration_seed, meta_tasks, train
+from bmaml_robot.train import _iteration_seed, build_policy, meta_tasks, train
 
 TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_batches=2, num_threads=1,
             hidden_sizes=(8, 8), seed=0)
@@ -169,3 +169,19 @@ def test_cli_errors_are_usage_errors(run_dir: Path, tmp_path: Path, capsys: pyte
         main([a.format(**paths) for a in args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_initial_evaluates_the_policy_training_started_from(run_dir: Path) -> None:
+    """``bmaml-eval --initial``: the run's architecture and seed at initialisation, written to
+    RUN_DIR/initial; the same numbers as evaluating a freshly built policy of that config."""
+    assert main([str(run_dir), "--initial", "--steps", "1", "--tasks", "3", "--episodes", "2"]) == 0
+    data = json.loads((run_dir / "initial" / EVAL_JSON).read_text())
+    assert data["policy_file"] == "initialisation" and data["iterations_trained"] == 0
+    initial = load_run(run_dir, initial=True)
+    fresh = build_policy(initial.config, initial.policy.obs_dim, initial.policy.act_dim)
+    trained = load_run(run_dir).policy
+    for name, value in initial.policy.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[name]), name
+    assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in initial.policy.state_dict().items())
+    trained_eval = evaluate(run_dir, write=False, steps=1, num_tasks=3, episodes=2)
+    assert [row["mean"] for row in data["per_step"]] != [row["mean"] for row in trained_eval.summary]
