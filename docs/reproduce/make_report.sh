@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Learning curves (bmaml-compare, one folder per family) and the table (make_table.py) of the
+# reproduction runs in RUNS_DIR (default docs/reproduce). Run after run_reproduction.sh.
+set -euo pipefail
+RUNS=${1:-docs/reproduce}
+for config in halfcheetah-dir halfcheetah-vel ant-dir ant-vel ant-goal swimmer-dir swimmer-vel 2d-navigation; do
+  runs=("$RUNS/$config"-seed*)
+  [ -e "${runs[0]}/metrics.jsonl" ] || continue
+  ${BMAML_COMPARE:-bmaml-compare} "${runs[@]}" --last 10 --smooth 5 --out "$RUNS/curves/$config" > /dev/null
+  echo "curves: $RUNS/curves/$config/curves.png"
+done
+${PYTHON:-python} "$(dirname "$0")/make_table.py" "$RUNS"
