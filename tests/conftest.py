@@ -9,6 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+try:  # property tests (the hostile-input campaign as part of the suite): bounded by default
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("default", max_examples=40, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    # The long campaign: pytest --hypothesis-profile=long -m "slow or not slow" tests/...
+    settings.register_profile("long", max_examples=2000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("default")
+except ImportError:  # hypothesis is a test extra; the property tests skip without it
+    pass
+
 #: The Gymnasium v5 robot each MuJoCo robot of ours must match.
 REFERENCE_IDS = {"HalfCheetah": "HalfCheetah-v5", "Ant": "Ant-v5", "Swimmer": "Swimmer-v5"}
 
