@@ -53,9 +53,7 @@ def _fresh_run_dir(base: Path) -> Path:
 
 def train_main(argv: list[str] | None = None) -> int:
     """``bmaml-train``: parse and check everything, then train."""
-    from bmaml_robot.checkpoint import load_checkpoint
-    from bmaml_robot.config import read_yaml, run_config
-    from bmaml_robot.train import CHECKPOINT, CONFIG, check_run_dir, train
+    from bmaml_robot.train import CHECKPOINT, CONFIG, check_run_dir, recorded_config, train
 
     parser = _train_parser()
     args = parser.parse_args(argv)
@@ -68,12 +66,8 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.resume:
             if args.out is None:
                 raise ValueError("--resume: needs --out, the run directory to continue")
-            checkpoint, saved_config = args.out / CHECKPOINT, args.out / CONFIG
-            if checkpoint.is_file():
-                base = run_config(load_checkpoint(checkpoint)["config"], source=str(checkpoint))
-            elif saved_config.is_file():  # killed before its first checkpoint
-                base = run_config(read_yaml(saved_config), source=str(saved_config))
-            else:
+            base, _ = recorded_config(args.out)
+            if base is None:
                 raise ValueError(f"--resume: no run to continue in {args.out} (no {CHECKPOINT} or {CONFIG})")
             if args.config is not None:
                 base = load_config(args.config)
@@ -103,6 +97,13 @@ def train_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nbmaml-train: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    except FloatingPointError as error:  # training diverged (e.g. a far too large fast_lr)
+        print(f"bmaml-train: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. a full disk: the last checkpoint is intact
+        print(f"bmaml-train: {error}; the run's last checkpoint is intact: continue with --resume "
+              f"--out {out}", file=sys.stderr)
+        return 1
     if not args.quiet and result.metrics:
         first, last = result.metrics[0], result.metrics[-1]
         print(f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} before adaptation, "

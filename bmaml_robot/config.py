@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import reprlib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +37,7 @@ class TrainConfig:
     hidden_size: int = 100
     """Hidden state size of recurrent policies."""
     init_log_std: float = 0.0
-    """Initial log standard deviation of the Gaussian policy."""
+    """Initial log standard deviation of the Gaussian policy (in the normalised action space; |value| <= 10)."""
     action_scale: float | None = None
     """The policy acts in [-action_scale, action_scale], mapped onto the robot's bounds; null: the family's (10 MuJoCo, 0.1 Navigation2D)."""
     num_tasks: int = 40
@@ -145,6 +146,11 @@ def _validate(c: TrainConfig) -> None:
         if not math.isfinite(getattr(c, key)):
             raise ValueError(f"{key}: expected a finite number, got {getattr(c, key)!r}")
     at_least("fast_lr", 0.0)
+    if abs(c.init_log_std) > MAX_ABS_INIT_LOG_STD:
+        # exp(+-10) is already 2e4 or 5e-5 times the action scale; beyond, the Gaussian overflows
+        # or collapses and every log-probability is inf or NaN.
+        raise ValueError(f"init_log_std: expected a value in [-{MAX_ABS_INIT_LOG_STD:g}, {MAX_ABS_INIT_LOG_STD:g}], "
+                         f"got {c.init_log_std!r}")
     at_least("max_kl", 0.0, inclusive=False)
     at_least("cg_damping", 0.0)
     for key in ("gamma", "gae_lambda"):
@@ -155,7 +161,13 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"ls_backtrack: expected a value in (0, 1), got {c.ls_backtrack!r}")
 
 
+MAX_ABS_INIT_LOG_STD = 10.0
+
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+#: Keys added after runs were already being made, with the value that reproduces what a run made
+#: before the key existed computed (``action_scale`` is the robot's own bound: see ``run_config``).
+ADDED_LATER: dict[str, Any] = {"hvp_subsample": 1.0, "sampler": "local", "ray_address": "", "workers": 2,
+                               "threads_per_worker": 1}
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
@@ -197,13 +209,16 @@ def _coerce(key: str, value: Any) -> Any:
             return tuple(value)
     expected = {bool: "true or false", int: "an integer", float: "a number", float | None: "a number or null",
                 str: "a string"}.get(hint, "a list of integers")
-    raise ValueError(f"{key}: expected {expected}, got {value!r}")
+    raise ValueError(f"{key}: expected {expected}, got {reprlib.repr(value)}")
 
 
 def from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
     """A validated config from a mapping; unknown keys are errors that list the valid ones."""
     if not isinstance(values, Mapping):
         raise ValueError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+    not_names = [key for key in values if not isinstance(key, str)]
+    if not_names:
+        raise ValueError(f"{source}: expected config keys (strings), got {not_names[0]!r}")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {sorted(FIELDS)}")
@@ -213,11 +228,23 @@ def from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
 def run_config(values: Mapping[str, Any], source: str) -> TrainConfig:
     """The config a run recorded (its checkpoint's or its config.yaml), resolved.
 
-    A run made before the action convention (``envs/action_map.py``) has no ``action_scale``: its
-    policy acted in the robot's own units, so it keeps that convention (the robot's bound: 1 for
-    the MuJoCo robots, 0.1 for Navigation2D), with a note in the log.
+    Every key must be there: a run's config filled in with today's defaults would silently be
+    another run (ValueError naming the file and the missing keys). The exceptions are the keys
+    added after runs were made (``ADDED_LATER``), which take the value that reproduces what such a
+    run computed, and ``action_scale``: a run made before the action convention
+    (``envs/action_map.py``) has none, its policy acted in the robot's own units, so it keeps that
+    convention (the robot's bound: 1 for the MuJoCo robots, 0.1 for Navigation2D), with a note in
+    the log.
     """
-    if isinstance(values, Mapping) and "action_scale" not in values:
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError(f"{source}: expected the config bmaml-train recorded (a mapping of every key), "
+                         f"got {'an empty file' if not values else type(values).__name__}")
+    missing = sorted(set(FIELDS) - set(values) - set(ADDED_LATER) - {"action_scale"})
+    if missing:
+        raise ValueError(f"{source}: incomplete run config, missing keys {missing} (a run's config is never "
+                         "filled in with defaults: that would be another run)")
+    values = {**{k: v for k, v in ADDED_LATER.items() if k not in values}, **values}
+    if "action_scale" not in values:
         family = values.get("family", FIELDS["family"].default)
         if family in FAMILIES:
             from bmaml_robot.envs.action_map import legacy_action_scale
@@ -248,11 +275,14 @@ def load_config(name_or_path: str) -> TrainConfig:
 
 
 def read_yaml(path: Path) -> Any:
-    """The content of a YAML file (``{}`` when it is empty); ValueError naming it if it is not YAML."""
+    """The content of a YAML file (``{}`` when it is empty); ValueError naming it if it is not
+    readable UTF-8 YAML."""
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"config: {path} is not valid YAML: {error}") from error
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config: {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        raise ValueError(f"config: {path} is not valid YAML ({_first_line(error)})") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -263,17 +293,30 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ValueError(f"--set: expected KEY=VALUE, got {text!r}")
     if key not in FIELDS:
         raise ValueError(f"--set: unknown key {key!r}; valid keys are {sorted(FIELDS)}")
-    return key, _coerce(key, yaml.safe_load(raw) if raw.strip() else raw)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: an int past Python's digit limit
+        raise ValueError(f"--set {key}: {raw[:40]!r}{'...' if len(raw) > 40 else ''} is not a valid YAML value "
+                         f"({_first_line(error)})") from None
+    return key, _coerce(key, value)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:
-    """Write the resolved config as YAML, with each field's meaning as a comment."""
+    """Write the resolved config as YAML, with each field's meaning as a comment, atomically (a
+    kill or a full disk leaves the old file or the new one, never part of one)."""
+    from bmaml_robot.checkpoint import write_text_atomic
+
     lines = []
     for key, value in config.to_dict().items():
         doc = FIELD_DOCS.get(key, "")
         lines.append(f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
                      + (f"  # {doc}" if doc else ""))
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _field_docs() -> dict[str, str]:

@@ -55,7 +55,7 @@ from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Params, Policy
 from bmaml_robot.stats import mean_ci
 from bmaml_robot.torch_threads import one_torch_thread
-from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_learner, build_policy
+from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_learner, build_policy, robot_dims
 
 #: Spawn-key tag of the evaluation streams (the bytes of "eval"); see the module docstring.
 EVAL_STREAM = 0x6576616C
@@ -131,7 +131,7 @@ def load_run(run_dir: str | Path, *, initial: bool = False) -> LoadedRun:
     config = _config(state, path)
     if "policy" not in state:
         raise ValueError(f"{path}: expected a dict with 'config' and 'policy', got keys {sorted(state)}")
-    policy = build_policy(config, *_dims(config))
+    policy = build_policy(config, *robot_dims(config.family))
     if initial:
         return LoadedRun(run_dir, config, policy.eval(), INITIAL, 0)
     try:
@@ -146,17 +146,6 @@ def _config(state: Any, path: Path) -> TrainConfig:
     if not isinstance(state, dict) or "config" not in state:
         raise ValueError(f"{path}: expected a dict with 'config' and 'policy' (written by bmaml-train)")
     return run_config(state["config"], source=str(path))
-
-
-def _dims(config: TrainConfig) -> tuple[int, int]:
-    """(obs_dim, act_dim) of the config's family."""
-    from bmaml_robot.envs.vector_env import BatchedRobotEnv
-
-    env = BatchedRobotEnv(config.family, 1, max_episode_steps=1)
-    try:
-        return env.obs_dim, env.act_dim
-    finally:
-        env.close()
 
 
 # ----------------------------------------------------------------------------- adaptation

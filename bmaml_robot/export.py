@@ -52,7 +52,7 @@ from torch import Tensor
 
 from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
-from bmaml_robot.checkpoint import _atomic_write
+from bmaml_robot.checkpoint import write_bytes_atomic
 from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.families import TaskFamily, get_family
 from bmaml_robot.evaluate import LoadedRun, adaptation_returns, load_run
@@ -409,7 +409,7 @@ def export_onnx(
                     f"export_onnx: the exported graph differs from torch on {name!r} at batch {check_batch} "
                     f"(max |difference| {error:.3g} > {EXPORT_TOLERANCE}); nothing was written"
                 )
-    _atomic_write(path, lambda file: file.write(data))  # (with the mode a plain open() would give)
+    write_bytes_atomic(path, data)  # (with the mode a plain open() would give)
     return path
 
 

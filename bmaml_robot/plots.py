@@ -2,7 +2,7 @@
 
 Figures are ``matplotlib.figure.Figure`` objects drawn on the Agg canvas directly, without
 ``pyplot``: no global backend is changed, nothing needs a display, and figures are freed as soon
-as they are dropped. PNGs are written atomically (``checkpoint._atomic_write``).
+as they are dropped. PNGs are written atomically (``checkpoint.write_bytes_atomic``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bmaml_robot.checkpoint import _atomic_write
+from bmaml_robot.checkpoint import write_bytes_atomic
 
 #: Line colours, one per variant, in order (matplotlib's tab10).
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -33,7 +33,7 @@ def save_png(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     path = Path(path)
-    _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

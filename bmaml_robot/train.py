@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_text_atomic
-from bmaml_robot.config import TrainConfig, dump_config, run_config
+from bmaml_robot.config import TrainConfig, dump_config, read_yaml, run_config
+from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler, Sampler
@@ -137,29 +142,138 @@ def meta_iteration(
 def check_run_dir(
     config: TrainConfig, run_dir: Path, resume: bool
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Check that ``run_dir`` can take this run (ValueError otherwise, before any work starts).
+    """Check that ``run_dir`` can take this run (ValueError naming what is wrong, before any work
+    starts): a directory that can be written; a new run never lands on another run's files; a
+    resumed run's recorded config, checkpoint and metrics agree with each other and with
+    ``config`` (only the keys of ``RESUME_MAY_CHANGE`` may change, before the first checkpoint
+    as after it). Also checks that the sampler can run and that the batch fits in memory.
 
     Returns the config to run, resolved (an ``action_scale`` left to the default is the resumed
     run's own, else the family's), and the checkpoint to resume from, or None to start at
-    iteration 0 (a new run, or a resumed one killed before its first checkpoint). Also checks
-    that the sampler can run."""
+    iteration 0 (a new run, or a resumed one killed before its first checkpoint)."""
     check_sampler(config)
     run_dir = Path(run_dir)
-    if resume and (run_dir / CHECKPOINT).is_file():
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        saved = run_config(state["config"], source=f"{run_dir / CHECKPOINT}")
-        if config.action_scale is None:
-            config = config.replace(action_scale=saved.action_scale)
-        changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUME_MAY_CHANGE
-        if changed:
-            raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
-                             f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
-        return config, state
     if resume and not run_dir.is_dir():
         raise ValueError(f"resume: no run directory {run_dir}")
-    if not resume and ((run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists()):
+    _check_writable(run_dir)
+    state = None
+    if resume:
+        saved, state = recorded_config(run_dir)
+        if saved is not None:
+            if config.action_scale is None:
+                config = config.replace(action_scale=saved.action_scale)
+            changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUME_MAY_CHANGE
+            if changed:
+                raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
+                                 f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
+        if state is not None:
+            check_checkpoint(state, run_dir / CHECKPOINT, config)
+            resumed_metrics(run_dir, state["next_iteration"])
+    elif any((run_dir / name).exists() for name in (CHECKPOINT, METRICS, CONFIG)):
         raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
-    return config.resolved(), None
+    config = config.resolved()
+    check_memory(config)
+    return config, state
+
+
+def recorded_config(run_dir: Path) -> tuple[TrainConfig | None, dict[str, Any] | None]:
+    """The config ``run_dir``'s run recorded and its checkpoint: the checkpoint's, or config.yaml's
+    for a run killed before its first checkpoint (checkpoint None); (None, None) when neither
+    exists. ValueError naming the file when it is not what bmaml-train writes."""
+    checkpoint, recorded = Path(run_dir) / CHECKPOINT, Path(run_dir) / CONFIG
+    if checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if not isinstance(state, dict) or "config" not in state:
+            raise ValueError(f"{checkpoint}: expected a dict with 'config' (written by bmaml-train)")
+        return run_config(state["config"], source=str(checkpoint)), state
+    if recorded.is_file():
+        return run_config(read_yaml(recorded), source=str(recorded)), None
+    return None, None
+
+
+def _check_writable(run_dir: Path) -> None:
+    """ValueError when ``run_dir`` cannot hold a run: a file, under a file, or not writable."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"out: {run_dir} is a file, not a run directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as error:
+        raise ValueError(f"out: cannot write to {run_dir} ({error.strerror or error})") from None
+
+
+#: Keys of a checkpoint and their checks.
+_CHECKPOINT_KEYS = ("config", "policy", "next_iteration", "env_steps")
+
+
+def check_checkpoint(state: dict[str, Any], path: Path, config: TrainConfig) -> None:
+    """ValueError naming ``path`` and the key when the checkpoint cannot be what bmaml-train wrote:
+    missing keys, a counter that is not a non-negative integer, parameters whose names or shapes
+    are not those of ``config``'s policy."""
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing} (a checkpoint holds {list(_CHECKPOINT_KEYS)})")
+    for key in ("next_iteration", "env_steps"):
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{path}: {key}: expected an integer >= 0, got {value!r}")
+    params = state["policy"]
+    if not isinstance(params, Mapping) or not all(isinstance(v, torch.Tensor) for v in params.values()):
+        raise ValueError(f"{path}: policy: expected a state dict of tensors, got {type(params).__name__}")
+    expected = {name: tuple(p.shape) for name, p in build_policy(config, *robot_dims(config.family)).state_dict().items()}
+    got = {name: tuple(v.shape) for name, v in params.items()}
+    if got != expected:
+        wrong = sorted(set(expected) ^ set(got)) or [n for n in expected if expected[n] != got[n]]
+        raise ValueError(f"{path}: policy: its parameters do not match the config's {config.policy} policy "
+                         f"(differing: {wrong[:4]})")
+
+
+def resumed_metrics(run_dir: Path, next_iteration: int) -> list[dict[str, Any]]:
+    """The metrics of iterations ``0 .. next_iteration - 1`` from ``run_dir``'s metrics.jsonl.
+
+    Metrics are appended before the checkpoint that covers them, so after a kill the file may hold
+    more iterations than the checkpoint (they are dropped and recomputed, identically) and a torn
+    last line; anything else (a damaged line, a gap, fewer iterations than the checkpoint) is a
+    ValueError naming the file and the line."""
+    path = run_dir / METRICS
+    records = read_jsonl(path)
+    for line, record in enumerate(records[:next_iteration], start=1):
+        if record.get("iteration") != line - 1:
+            raise ValueError(f"{path}, line {line}: expected iteration {line - 1}, got {record.get('iteration')!r}; "
+                             "the file is damaged (lines lost or out of order)")
+    if len(records) < next_iteration:
+        raise ValueError(f"{path}: holds iterations 0..{len(records) - 1} but {CHECKPOINT} is at iteration "
+                         f"{next_iteration}: lines were lost")
+    return records[:next_iteration]
+
+
+def robot_dims(family: str) -> tuple[int, int]:
+    """(obs_dim, act_dim) of ``family``'s robot."""
+    env = BatchedRobotEnv(family, 1, max_episode_steps=1)
+    try:
+        return env.obs_dim, env.act_dim
+    finally:
+        env.close()
+
+
+def check_memory(config: TrainConfig) -> None:
+    """ValueError before any work starts when one meta-iteration's batches cannot fit in this
+    machine's memory (an estimate: the episodes of every inner step and the validation batch,
+    and the learner's intermediates), with the estimate and the memory."""
+    obs_dim, act_dim = robot_dims(config.family)
+    steps = config.horizon * config.num_tasks * config.episodes_per_task
+    hidden = config.hidden_size if config.policy != "mlp" else sum(config.hidden_sizes)
+    # float32 per step: observations, actions, 6 per-step scalars; the learner keeps a few
+    # activations per hidden unit for each step of every batch (backpropagation).
+    per_step = 4 * (obs_dim + act_dim + 6 + 4 * hidden)
+    need = (config.num_steps + 1) * steps * per_step
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.8 * total:
+        raise ValueError(
+            f"horizon x num_tasks x episodes_per_task = {config.horizon} x {config.num_tasks} x "
+            f"{config.episodes_per_task} steps per batch need about {need / 2**30:.1f} GiB for one "
+            f"meta-iteration; this machine has {total / 2**30:.1f} GiB")
 
 
 def train(
@@ -197,14 +311,13 @@ def train(
         bar = None
         try:
             policy = build_policy(config, sampler.obs_dim, sampler.act_dim)
+            metrics: list[dict[str, Any]] = []
             if state is not None:
                 policy.load_state_dict(state["policy"])
                 sampler.env_steps = state["env_steps"]
+                metrics = resumed_metrics(run_dir, start_iteration)
             learner = build_learner(config, policy)
-
-            # Metrics are appended before the checkpoint that covers them: after a kill, lines past
-            # the checkpoint are dropped here and recomputed (identically).
-            metrics = [m for m in read_jsonl(run_dir / METRICS) if m["iteration"] < start_iteration]
+            # Lines past the checkpoint (a kill between the two writes) are recomputed, identically.
             write_text_atomic(run_dir / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
 
             if progress:

@@ -5,16 +5,16 @@
 namespace bmaml {
 
 template <typename Real>
-void gae(int T, int N, const Real* rewards, const Real* values, const uint8_t* terminated,
+void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* values, const uint8_t* terminated,
          const uint8_t* truncated, const Real* final_values, const Real* last_values,
          Real gamma, Real lam, Real* advantages, Real* returns) {
   // Backwards in time; the inner loop runs over contiguous envs so it vectorises.
-  for (int t = T - 1; t >= 0; --t) {
-    const size_t row = static_cast<size_t>(t) * N;
+  for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
+    const std::ptrdiff_t row = t * N;
     const Real* next_values = t == T - 1 ? last_values : values + row + N;
     const Real* next_adv = t == T - 1 ? nullptr : advantages + row + N;
-    for (int n = 0; n < N; ++n) {
-      const size_t k = row + n;
+    for (std::ptrdiff_t n = 0; n < N; ++n) {
+      const std::ptrdiff_t k = row + n;
       Real next_value = next_values[n];
       Real carry = next_adv ? next_adv[n] : Real(0);
       if (terminated[k]) {
@@ -31,9 +31,9 @@ void gae(int T, int N, const Real* rewards, const Real* values, const uint8_t* t
   }
 }
 
-template void gae<float>(int, int, const float*, const float*, const uint8_t*, const uint8_t*,
+template void gae<float>(std::ptrdiff_t, std::ptrdiff_t, const float*, const float*, const uint8_t*, const uint8_t*,
                          const float*, const float*, float, float, float*, float*);
-template void gae<double>(int, int, const double*, const double*, const uint8_t*, const uint8_t*,
+template void gae<double>(std::ptrdiff_t, std::ptrdiff_t, const double*, const double*, const uint8_t*, const uint8_t*,
                           const double*, const double*, double, double, double*, double*);
 
 }  // namespace bmaml

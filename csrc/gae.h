@@ -9,15 +9,17 @@
 // V_{t+1} otherwise.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace bmaml {
 
 // rewards, values [T, N]; terminated, truncated [T, N]; final_values [T, N] (read only where
 // truncated, nullable: then truncated steps may only occur at t = T - 1 and bootstrap from
-// last_values); last_values [N]. Writes advantages and returns [T, N].
+// last_values); last_values [N]. Writes advantages and returns [T, N]. Sizes and indices are
+// 64-bit: N or T * N may exceed 2**31 (an int would wrap, and the loops would silently not run).
 template <typename Real>
-void gae(int T, int N, const Real* rewards, const Real* values, const uint8_t* terminated,
+void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* values, const uint8_t* terminated,
          const uint8_t* truncated, const Real* final_values, const Real* last_values,
          Real gamma, Real lam, Real* advantages, Real* returns);
 

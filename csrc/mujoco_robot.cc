@@ -37,10 +37,26 @@ void warning_handler(const char* message) {
   }
 }
 
+// mj_makeData, or nullptr if MuJoCo raised an error (out of memory, e.g. under ulimit -v): its
+// handler would otherwise exit() the process. What it had allocated before the error is lost.
+mjData* make_data_or_null(const mjModel* m) {
+  error_message[0] = '\0';
+  std::jmp_buf target;
+  if (setjmp(target) != 0) {
+    error_target = nullptr;
+    return nullptr;
+  }
+  error_target = &target;
+  mjData* d = mj_makeData(m);
+  error_target = nullptr;
+  return d;
+}
+
 // A thread's mjData, in which the environments that thread steps are simulated in turn.
 struct MujocoWorkspace : Workspace {
-  explicit MujocoWorkspace(const mjModel* m) : d(mj_makeData(m)) {
-    if (!d) throw std::runtime_error("mj_makeData failed: out of memory");
+  explicit MujocoWorkspace(const mjModel* m) : d(make_data_or_null(m)) {
+    if (!d) throw std::runtime_error(std::string("mj_makeData failed: ") +
+                                    (error_message[0] ? error_message : "out of memory"));
   }
   ~MujocoWorkspace() override { mj_deleteData(d); }
   mjData* d;

@@ -29,16 +29,16 @@ VecEnv::VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_
   }
 }
 
-int VecEnv::chunk() const {
+std::ptrdiff_t VecEnv::chunk() const {
   // Small chunks balance robots whose contacts make some steps dearer; a few per thread.
-  return std::max(1, num_envs_ / (8 * pool_.num_threads()));
+  return std::max<std::ptrdiff_t>(1, num_envs_ / (8 * pool_.num_threads()));
 }
 
 void VecEnv::set_tasks(const double* tasks) {
   std::memcpy(tasks_.data(), tasks, tasks_.size() * sizeof(double));
 }
 
-void VecEnv::reset_env(int i, Workspace& ws, double* obs_row) {
+void VecEnv::reset_env(std::ptrdiff_t i, Workspace& ws, double* obs_row) {
   const int obs_dim = spec().obs_dim;
   sims_[i]->reset(rngs_[i], ws, obs_row);
   steps_[i] = 0;
@@ -47,7 +47,7 @@ void VecEnv::reset_env(int i, Workspace& ws, double* obs_row) {
 
 void VecEnv::reset(const uint64_t* seed, double* obs) {
   const int obs_dim = spec().obs_dim;
-  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
+  pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     if (seed) rngs_[i].seed(*seed, i);
     warnings_[i].clear();
     reset_env(i, *workspaces_[w], obs + static_cast<size_t>(i) * obs_dim);
@@ -56,7 +56,7 @@ void VecEnv::reset(const uint64_t* seed, double* obs) {
 
 void VecEnv::reset_streams(const uint64_t* seeds, const uint64_t* streams, double* obs) {
   const int obs_dim = spec().obs_dim;
-  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
+  pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     rngs_[i].seed(seeds[i], streams[i]);
     warnings_[i].clear();
     reset_env(i, *workspaces_[w], obs + static_cast<size_t>(i) * obs_dim);
@@ -65,7 +65,7 @@ void VecEnv::reset_streams(const uint64_t* seeds, const uint64_t* streams, doubl
 
 void VecEnv::set_state(const double* qpos, const double* qvel, double* obs) {
   const RobotSpec& s = spec();
-  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
+  pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     double* obs_row = obs + static_cast<size_t>(i) * s.obs_dim;
     sims_[i]->set_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv,
                         *workspaces_[w], obs_row);
@@ -81,7 +81,7 @@ void VecEnv::get_state(double* qpos, double* qvel) {
                         qvel + static_cast<size_t>(i) * s.nv);
 }
 
-void VecEnv::step_env(int i, Workspace& ws, const double* action, const StepBuffers& out) {
+void VecEnv::step_env(std::ptrdiff_t i, Workspace& ws, const double* action, const StepBuffers& out) {
   const RobotSpec& s = spec();
   const size_t row = static_cast<size_t>(i) * s.obs_dim;
   double* obs_row = out.obs + row;
@@ -145,7 +145,7 @@ void VecEnv::step_env(int i, Workspace& ws, const double* action, const StepBuff
 
 void VecEnv::step(const double* actions, const StepBuffers& out) {
   const int act_dim = spec().act_dim;
-  pool_.parallel_for(num_envs_, chunk(), [&](int i, int w) {
+  pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
   });
 }

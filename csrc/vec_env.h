@@ -5,6 +5,7 @@
 // No pointer is checked here: the bindings validate every argument before calling in.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,8 +29,15 @@ struct StepBuffers {
   int32_t* instability;  // [N] Instability code, 0 for a normal step
 };
 
+// The most threads one env may use. Results never depend on the thread count and more threads
+// than cores only add switching, so a larger request is a mistake (a thread per env, say) that
+// would otherwise exhaust the process's thread limit. The bindings refuse it.
+constexpr int kMaxThreads = 256;
+
 class VecEnv {
  public:
+  // num_threads in [1, kMaxThreads]; min(num_threads, num_envs) threads run (the caller's
+  // included). Throws ThreadStartError if the OS refuses a thread (none is left running).
   VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_envs, int num_threads,
          int max_episode_steps, uint64_t seed);
 
@@ -55,9 +63,9 @@ class VecEnv {
   const std::string& warning(int i) const { return warnings_[i]; }
 
  private:
-  void reset_env(int i, Workspace& ws, double* obs_row);
-  void step_env(int i, Workspace& ws, const double* action, const StepBuffers& out);
-  int chunk() const;
+  void reset_env(std::ptrdiff_t i, Workspace& ws, double* obs_row);
+  void step_env(std::ptrdiff_t i, Workspace& ws, const double* action, const StepBuffers& out);
+  std::ptrdiff_t chunk() const;
 
   std::shared_ptr<const Robot> robot_;
   Objective objective_;

@@ -18,6 +18,12 @@ Task = dict[str, Any]
 #: Number of floats that encode one task for the C++ core.
 TASK_PARAMS = 2
 
+#: The largest magnitude of each task value the envs accept, far outside every family's
+#: distribution (to test generalisation) yet where rewards stay finite: a goal at 1e308 would
+#: make every reward -inf.
+TASK_LIMITS = {"direction": 1.0, "velocity": 100.0, "goal": 1000.0}
+TASK_LIMIT_UNITS = {"direction": "a signed unit: +1 forward, -1 backward", "velocity": "m/s", "goal": "m per coordinate"}
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskFamily:
@@ -64,8 +70,9 @@ class TaskFamily:
                 f"missing {missing}, unknown {unknown}"
             )
         params = np.zeros(TASK_PARAMS)
+        key = self.task_keys[0]
+        limit = TASK_LIMITS[key]
         if self.objective in ("direction", "velocity"):
-            key = self.task_keys[0]
             params[0] = _finite_float(task[key], f"{where}[{key!r}]")
         else:
             goal = _real_array(task["goal"])
@@ -74,6 +81,9 @@ class TaskFamily:
             if goal.shape != (2,) or not np.all(np.isfinite(goal)):
                 raise ValueError(f"{where}['goal']: expected two finite numbers [x, y], got {task['goal']!r}")
             params[:] = goal
+        if np.any(np.abs(params) > limit):
+            raise ValueError(f"{where}[{key!r}]: expected values in [-{limit:g}, {limit:g}] ({TASK_LIMIT_UNITS[key]}), "
+                             f"got {task[key]!r}")
         return params
 
 

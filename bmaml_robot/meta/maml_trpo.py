@@ -433,7 +433,12 @@ class MetaLearner:
             return {name: value.detach() for name, value in params.items()}
 
         per_chunk = self._map(adapt_chunk, task_chunks(train[0].num_tasks, tasks_per_chunk(self.policy)))
-        return {name: torch.cat([p[name] for p in per_chunk]) for name in per_chunk[0]}
+        params = {name: torch.cat([p[name] for p in per_chunk]) for name in per_chunk[0]}
+        bad = [name for name, value in params.items() if not bool(torch.isfinite(value).all())]
+        if bad:  # sampling with them would fail deep inside torch.distributions
+            raise FloatingPointError(f"inner adaptation gave non-finite parameters {bad[:3]}: fast_lr={self.fast_lr:g} "
+                                     "is too large for this policy and task family")
+        return params
 
     # -- outer step ------------------------------------------------------------------------
     def step(

@@ -163,6 +163,10 @@ class MetaSampler:
                 # Full-size log_std: every elementwise op then runs over all K_run * B_run rows.
                 log_std = log_std.expand_as(mean).contiguous()
                 action_run = mean + log_std.exp() * noise[t]
+                if not bool(torch.isfinite(action_run).all()):
+                    raise FloatingPointError(
+                        f"sampling: the policy's actions are not finite at step {t} (its parameters diverged: "
+                        "a far too large fast_lr?)")
                 action = action_run[:K, :B]
                 observations[t] = obs
                 actions[t] = action

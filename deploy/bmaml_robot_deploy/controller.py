@@ -34,6 +34,10 @@ _isfinite, _count_nonzero, _minimum, _maximum = np.isfinite, np.count_nonzero, n
 #: onnxruntime's name for a float32 tensor type.
 _FLOAT_TENSOR = "tensor(float)"
 
+#: Largest ``batch_size``: the buffers are allocated up front (a GRU-100 at 65536 robots holds
+#: ~60 MB); beyond it is a typo, not a fleet (10**12 would be a MemoryError).
+MAX_BATCH_SIZE = 65536
+
 
 def session_options() -> Any:
     """onnxruntime ``SessionOptions`` chosen for latency of tiny models: one thread, sequential
@@ -61,13 +65,16 @@ class Controller:
             finite, ``[act_dim]``; default zeros. Clipped to the action bounds.
         expected_robot: if given, the file must be for this robot (e.g. ``"HalfCheetah"``).
         expected_family: if given, the file must be for this task family (e.g. ``"HalfCheetahDir"``).
-        batch_size: number of robots controlled at once; ``act`` then takes ``[batch_size, obs_dim]``.
-            With 1 (default) it takes ``[obs_dim]`` (or ``[1, obs_dim]``).
+        batch_size: number of robots controlled at once, in [1, :data:`MAX_BATCH_SIZE`]; ``act``
+            then takes ``[batch_size, obs_dim]``. With 1 (default) it takes ``[obs_dim]`` (or
+            ``[1, obs_dim]``).
 
     Raises:
         ValueError: naming the file and the problem: missing file, not an ONNX model, missing or
             malformed metadata keys, a file for another robot or family, graph inputs/outputs
-            that do not match the metadata; or naming the bad argument.
+            that do not match the metadata (declared shapes, and a trial run on inputs of the
+            metadata's shapes, for graphs whose dimensions are symbolic); or naming the bad
+            argument.
 
     Attributes:
         metadata: the file's :class:`PolicyMetadata`.
@@ -88,8 +95,10 @@ class Controller:
         expected_family: str | None = None,
         batch_size: int = 1,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(f"batch_size: expected an integer in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size: expected an integer in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
         self.path = os.fspath(path)
         self._session = load_session(self.path, session_options())
         props = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -199,20 +208,22 @@ class Controller:
 
     def reset(self, rows: int | Sequence[int] | np.ndarray | None = None) -> None:
         """Zero the hidden state (a new episode): of every robot, or only of ``rows`` (indices into
-        the batch, for robots whose episode ended). No-op for an mlp policy. Counters are kept."""
+        the batch, for robots whose episode ended; negative ones count from the end). An mlp
+        policy has no state, but ``rows`` is checked all the same (a bad index is a bug in the
+        caller, whatever the policy). Counters are kept.
+
+        Raises:
+            ValueError: naming ``rows``, when it is not an integer or a 1-D list of integers in
+                ``[-batch_size, batch_size)``.
+        """
+        index = None if rows is None else self._check_rows(rows)
         if not self._recurrent:
             return
-        if rows is None:
-            for part in self._states[self._current]:
-                part.fill(0.0)
-            return
-        index = np.asarray(rows)
-        if index.dtype.kind not in "iu" or index.ndim > 1 or (index.size and not (
-            index.min() >= -self.batch_size and index.max() < self.batch_size
-        )):
-            raise ValueError(f"rows: expected batch indices in [0, {self.batch_size}), got {rows!r}")
         for part in self._states[self._current]:
-            part[:, index, :] = 0.0
+            if index is None:
+                part.fill(0.0)
+            else:
+                part[:, index, :] = 0.0
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
@@ -273,6 +284,19 @@ class Controller:
         self._current = written
         return action
 
+    def _check_rows(self, rows: Any) -> np.ndarray:
+        expected = f"rows: expected batch indices in [0, {self.batch_size}) (or from -{self.batch_size})"
+        try:
+            index = np.asarray(rows)
+        except (TypeError, ValueError):  # ragged lists
+            raise ValueError(f"{expected}, got {rows!r}") from None
+        if index.dtype.kind not in "iu" or index.ndim > 1:  # bool masks are not indices here
+            raise ValueError(f"{expected}, got {rows!r}")
+        if index.size and not (index.min() >= -self.batch_size and index.max() < self.batch_size):
+            bad = index[(index < -self.batch_size) | (index >= self.batch_size)]
+            raise ValueError(f"{expected}, got {rows!r} ({bad.tolist()} out of range)")
+        return index
+
     def _check_safe_action(self, safe_action: Any) -> np.ndarray:
         if safe_action is None:
             value = np.zeros(self.act_dim, np.float32)
@@ -293,7 +317,28 @@ class Controller:
         return out
 
     def _warm_up(self) -> None:
-        """Run the network a few times on zeros (first runs allocate), then restore a fresh state."""
+        """Run the network a few times on zeros (first runs allocate), then restore a fresh state.
+
+        The first run is also the last check of the file: a graph whose dimensions are symbolic
+        passes :func:`check_graph_io` whatever the metadata says, and only running it on inputs
+        of the metadata's shapes shows that its weights expect other sizes."""
+        import onnxruntime
+
+        quiet = onnxruntime.RunOptions()
+        quiet.log_severity_level = 4  # a failure becomes our ValueError; do not also log it
+        try:
+            for binding in self._bindings:
+                self._session.run_with_iobinding(binding, quiet)
+        except Exception as error:  # onnxruntime raises its own Fail/RuntimeException/... types
+            message = str(error).strip()
+            first_line = message.splitlines()[0] if message else type(error).__name__
+            shapes = [f"{self.metadata.input_names[0]} {list(self._obs.shape)}"]
+            shapes += [f"{name} {list(part.shape)}" for (name, _), part in zip(self.metadata.state_names, self._states[0])]
+            raise ValueError(
+                f"{self.path}: the graph does not run on inputs of the shapes its metadata implies "
+                f"({', '.join(shapes)}; obs_dim {self.obs_dim}, act_dim {self.act_dim}, hidden_shape "
+                f"{list(self.metadata.hidden_shape)}): the metadata does not match the graph (onnxruntime: {first_line})"
+            ) from None
         for _ in range(3):
             for binding in self._bindings:
                 self._session.run_with_iobinding(binding)

@@ -27,7 +27,9 @@ key                        value
 ``bmaml.act_dim``          integer
 ``bmaml.action_low``       JSON list of ``act_dim`` numbers
 ``bmaml.action_high``      JSON list of ``act_dim`` numbers
-``bmaml.control_dt``       seconds per control step, e.g. ``"0.05"``
+``bmaml.control_dt``       seconds per control step, e.g. ``"0.05"``; in
+                           [:data:`MIN_CONTROL_DT`, :data:`MAX_CONTROL_DT`] = [1e-6, 3600]
+                           (a control rate between 1 MHz and one step an hour)
 ``bmaml.policy_kind``      ``mlp``, ``rnn``, ``gru`` or ``lstm``
 ``bmaml.recurrence``       ``frozen``, ``outer`` or ``all``; ``none`` for ``mlp``
 ``bmaml.hidden_shape``     JSON ``[layers, hidden]``; ``[]`` for ``mlp``
@@ -51,6 +53,11 @@ from typing import Any
 
 #: Version of the file contract this runtime reads and writes.
 FORMAT_VERSION = "1"
+
+#: Bounds of ``control_dt`` in seconds: a control rate above 1 MHz or below one step an hour is
+#: not a robot controller but a corrupt file (1e-320 or 1e11 would pass a mere ``> 0``).
+MIN_CONTROL_DT = 1e-6
+MAX_CONTROL_DT = 3600.0
 
 #: Prefix of every metadata key.
 PREFIX = "bmaml."
@@ -128,7 +135,8 @@ class PolicyMetadata:
     action_high: tuple[float, ...]
     """Upper action bounds, ``[act_dim]``."""
     control_dt: float
-    """Seconds per control step (the loop runs at ``1 / control_dt`` Hz)."""
+    """Seconds per control step (the loop runs at ``1 / control_dt`` Hz), in
+    [:data:`MIN_CONTROL_DT`, :data:`MAX_CONTROL_DT`]."""
     policy_kind: str
     """``mlp``, ``rnn``, ``gru`` or ``lstm``."""
     recurrence: str
@@ -176,8 +184,10 @@ class PolicyMetadata:
         if bad:
             raise ValueError(f"action_low/action_high: expected low <= high everywhere, not at indices {bad}")
         dt = _float(self.control_dt, "control_dt")
-        if not dt > 0:
-            raise ValueError(f"control_dt: expected seconds > 0, got {self.control_dt!r}")
+        if not MIN_CONTROL_DT <= dt <= MAX_CONTROL_DT:
+            raise ValueError(
+                f"control_dt: expected seconds in [{MIN_CONTROL_DT:g}, {MAX_CONTROL_DT:g}], got {self.control_dt!r}"
+            )
         set_(self, "control_dt", dt)
         if self.action_scale is not None:
             scale = _float(self.action_scale, "action_scale")

@@ -1,48 +1,77 @@
 """UDP bridge between the controller and a robot (a physical robot's computer or a simulator process).
 
-Packet layout (all little-endian, one packet per UDP datagram, 12-byte header + payload):
+Packet layout (all little-endian, one packet per UDP datagram, 12-byte header + payload
+[+ 32-byte tag when authenticated]):
 
 ================  ======  =========================================================================
 field             type    meaning
 ================  ======  =========================================================================
 ``magic``         u32     observation packet: ``0x424F4D42`` (bytes ``b"BMOB"``);
                           action packet: ``0x43414D42`` (bytes ``b"BMAC"``)
-``sequence``      u32     observation: the robot's counter, +1 per new observation (wraps at 2**32);
+``sequence``      u32     observation: the robot's counter, +1 per new observation (wraps at 2**32;
+                          with authentication it must not wrap, see below);
                           action: the sequence of the observation it answers (echo)
 ``dim``           u16     number of floats that follow: ``obs_dim`` or ``act_dim``
 ``flags``         u16     observation: bit 0 ``NEW_EPISODE`` (this observation is the first of an
                           episode: the controller resets its hidden state), bit 1 ``TERMINATED``
                           (with bit 0: the previous episode ended by termination, not a time
                           limit); action: bit 0 ``WATCHDOG`` (the safe action, sent because
-                          observations stopped arriving)
+                          observations stopped arriving); both: bit 15 ``AUTHENTICATED`` (a tag
+                          follows the payload)
 payload           f32[]   ``dim`` float32 values: the observation or the action
+tag               u8[32]  only with bit 15: HMAC-SHA256, under the shared key, of the header and
+                          the payload (every byte before the tag)
 ================  ======  =========================================================================
 
-So an observation packet is ``12 + 4 * obs_dim`` bytes and an action packet ``12 + 4 * act_dim``.
-Other bits of ``flags`` are reserved (sent as 0, ignored on receipt).
+So an observation packet is ``12 + 4 * obs_dim`` bytes and an action packet ``12 + 4 * act_dim``,
+32 more each when authenticated. Bits 2-14 of ``flags`` are reserved (sent as 0, ignored on
+receipt). Without a key, the layout is the original one (format of version 0.1.0 of this
+package, which had no bit 15); a receiver without a key drops packets with bit 15 set, and a
+receiver with a key drops packets without it.
 
 Protocol. The robot sends an observation packet whenever it has a new observation (typically
 once per control period, or in lockstep: after applying each action). The controller side
 (:class:`UdpRobot`) reads the newest valid observation at each tick of the control loop and
-answers with one action packet carrying the observation's sequence. It drops, and counts,
-packets that are malformed (short, wrong magic, wrong ``dim``, wrong length), stale or out of
-order (a sequence not newer than the last accepted one, in 32-bit serial-number arithmetic), or
-from a sender other than the configured robot address. When an observation with the last
-accepted sequence arrives again (the robot re-sent it: our action was lost), the last action
-packet is sent again. A watchdog sends the safe action (flag ``WATCHDOG``, sequence of the last
-observation) at every tick while no observation has arrived for ``watchdog_timeout`` seconds
-(default two control periods), and counts each time it fires. After the watchdog fired, the next
-well-formed observation is accepted whatever its sequence (the robot may have restarted).
+answers with one action packet carrying the observation's sequence. It talks to one robot
+only: the ``robot_address`` it is given or, without one, the sender of the first valid
+observation, pinned for the rest of the session. It drops, and counts, packets from any other
+sender; packets that are malformed (short, wrong magic, wrong ``dim``, wrong length); that fail
+authentication (with a key: no tag, or a tag that does not verify; without one: a tag); that
+are stale or out of order (a sequence not newer than the last accepted one, in 32-bit
+serial-number arithmetic); and packets whose sequence jumps implausibly far ahead (more than
+``max_sequence_jump`` past the last accepted one), so that one forged sequence cannot make it
+ignore the real stream. When an observation with the last accepted sequence arrives again (the
+robot re-sent it: our action was lost), the last action packet is sent again. A watchdog sends
+the safe action (flag ``WATCHDOG``, sequence of the last observation) at every tick while no
+observation has arrived for ``watchdog_timeout`` seconds (default two control periods), and
+counts each time it fires. After the watchdog fired, the next valid observation is accepted
+whatever its sequence (the robot may have restarted), except with authentication.
+
+Authentication (opt-in: ``key=`` on both sides, at least 16 bytes, e.g. 32 random ones). Every
+packet carries the tag above, and a packet whose tag does not verify under the key is dropped
+whatever it says, so a host without the key cannot make the robot move, even one that forges
+the robot's source address. Replay protection is the sequence: with a key, an observation is
+accepted only if its sequence is larger than the last accepted one (plain integer order, no
+wrap-around, also after the watchdog fired), so a replayed (or older) packet is dropped; the
+robot side accepts only the action answering the observation it is waiting for. Hence, with a
+key, the robot's sequence must keep increasing for the controller's session: a robot that
+restarts continues its sequence (or the controller is restarted too), and a key is retired
+before 2**32 observations (49 days at 1 kHz). Use a key per deployment (and rotate it), since
+packets recorded in an earlier session under the same key carry valid tags.
 
 The robot side (:class:`UdpRobotServer`) is a reference for firmware authors and what the tests
 use: it wraps any ``reset()``/``step(action)`` pair, sends observations, waits for the action
-that answers each one (re-sending the observation after ``action_timeout``) and steps.
+that answers each one (re-sending the observation after ``action_timeout``) and steps. It
+accepts action packets only from the controller's address (and, with a key, only with a valid
+tag).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import math
+import os
 import select
 import socket
 import struct
@@ -60,26 +89,152 @@ HEADER_SIZE = HEADER.size  # 12
 FLAG_NEW_EPISODE = 1 << 0
 FLAG_TERMINATED = 1 << 1
 FLAG_WATCHDOG = 1 << 0
+FLAG_AUTHENTICATED = 1 << 15
+
+#: Bytes of the HMAC-SHA256 tag of an authenticated packet.
+TAG_SIZE = 32
+#: Shortest key accepted (bytes): 128 bits.
+MIN_KEY_SIZE = 16
+#: Default of ``UdpRobot(max_sequence_jump=...)``: a robot sending once per control period loses
+#: 100 packets in a row only in an outage the watchdog (two periods by default) reports anyway.
+DEFAULT_MAX_SEQUENCE_JUMP = 100
 
 _MAX_DIM = 0xFFFF
+_MAX_U32 = 0xFFFFFFFF
+_MAX_U16 = 0xFFFF
 _SEQ_MOD = 1 << 32
+_DIGEST = "sha256"
 
 
-def pack_packet(magic: int, sequence: int, values: np.ndarray | Sequence[float], flags: int = 0) -> bytes:
-    """One packet: header + ``values`` as float32 (``[dim]``)."""
-    payload = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
-    return HEADER.pack(magic, sequence % _SEQ_MOD, payload.size, flags) + payload.tobytes()
+class PacketError(ValueError):
+    """A datagram that is not a valid packet of the expected kind. ``reason``: ``"size"``,
+    ``"magic"``, ``"dim"`` (malformed) or ``"auth"`` (authentication failed)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def unpack_packet(data: bytes | bytearray | memoryview, magic: int, dim: int) -> tuple[int, int, np.ndarray] | None:
-    """``(sequence, flags, values float32 [dim])`` of a well-formed packet with this ``magic`` and
-    ``dim``; None for anything else."""
-    if len(data) != HEADER_SIZE + 4 * dim:
+def _check_u(value: Any, name: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= maximum:
+        raise ValueError(f"{name}: expected an integer in [0, {maximum}], got {value!r}")
+    return int(value)
+
+
+def check_key(key: Any, name: str = "key") -> bytes | None:
+    """``key`` as ``bytes`` (None stays None: no authentication). The key itself never appears in
+    an error message."""
+    if key is None:
         return None
-    got_magic, sequence, got_dim, flags = HEADER.unpack_from(data)
-    if got_magic != magic or got_dim != dim:
-        return None
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name}: expected bytes (at least {MIN_KEY_SIZE}) or None, got {type(key).__name__}")
+    key = bytes(key)
+    if len(key) < MIN_KEY_SIZE:
+        raise ValueError(f"{name}: expected at least {MIN_KEY_SIZE} bytes, got {len(key)}")
+    return key
+
+
+def packet_size(dim: int, authenticated: bool = False) -> int:
+    """Bytes of a packet with ``dim`` floats: ``12 + 4 * dim`` (+ 32 when authenticated)."""
+    return HEADER_SIZE + 4 * dim + (TAG_SIZE if authenticated else 0)
+
+
+def pack_packet(
+    magic: int,
+    sequence: int,
+    values: np.ndarray | Sequence[float],
+    flags: int = 0,
+    *,
+    key: bytes | None = None,
+) -> bytes:
+    """One packet: header + ``values`` as float32 (``[dim]``), + the tag when ``key`` is given
+    (which also sets flag bit 15).
+
+    Raises:
+        ValueError: naming the header field that does not fit (``magic``, ``sequence`` in
+            [0, 2**32); ``flags`` in [0, 2**16), bit 15 only through ``key``; ``values`` real
+            numbers, at most 65535 of them) or ``key``.
+    """
+    magic = _check_u(magic, "magic", _MAX_U32)
+    sequence = _check_u(sequence, "sequence", _MAX_U32)
+    flags = _check_u(flags, "flags", _MAX_U16)
+    key = check_key(key)
+    if flags & FLAG_AUTHENTICATED:
+        raise ValueError(f"flags: bit 15 (AUTHENTICATED) is set by giving key=, got {flags:#06x}")
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):
+        raise ValueError(f"values: expected real numbers, got {type(values).__name__}") from None
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"values: expected real numbers, got dtype {array.dtype}")
+    payload = np.ascontiguousarray(array, dtype="<f4").reshape(-1)
+    if payload.size > _MAX_DIM:
+        raise ValueError(f"values: expected at most {_MAX_DIM} numbers (the u16 dim field), got {payload.size}")
+    if key is not None:
+        flags |= FLAG_AUTHENTICATED
+    packet = HEADER.pack(magic, sequence, payload.size, flags) + payload.tobytes()
+    return packet if key is None else packet + hmac.digest(key, packet, _DIGEST)
+
+
+def _packet_error(data: Any, size: int, magic: int, dim: int, key: bytes | None) -> str | None:
+    """Why the first ``size`` bytes of ``data`` are not a valid packet (``"size"``, ``"magic"``,
+    ``"dim"``, ``"auth"``), None if they are one."""
+    if size < HEADER_SIZE:
+        return "size"
+    got_magic, _, got_dim, flags = HEADER.unpack_from(data)
+    if got_magic != magic:
+        return "magic"
+    if got_dim != dim:
+        return "dim"
+    if bool(flags & FLAG_AUTHENTICATED) != (key is not None):
+        return "auth"
+    end = HEADER_SIZE + 4 * dim
+    if size != end + (0 if key is None else TAG_SIZE):
+        return "size"
+    if key is not None:
+        view = memoryview(data)
+        if not hmac.compare_digest(hmac.digest(key, view[:end], _DIGEST), view[end:size]):
+            return "auth"
+    return None
+
+
+_REASONS = {
+    "size": "wrong length",
+    "magic": "wrong magic",
+    "dim": "wrong dim",
+    "auth": "authentication failed (missing, unexpected or wrong tag)",
+}
+
+
+def parse_packet(
+    data: bytes | bytearray | memoryview, magic: int, dim: int, *, key: bytes | None = None
+) -> tuple[int, int, np.ndarray]:
+    """``(sequence, flags, values float32 [dim])`` of a valid packet with this ``magic`` and
+    ``dim`` (and, with ``key``, a tag that verifies; ``flags`` as in the header, bit 15 included).
+    The values are passed on as they came: NaN or infinity included (the controller answers those
+    with the safe action).
+
+    Raises:
+        PacketError: (a ``ValueError``) for any other datagram, with the ``reason``.
+    """
+    dim = _check_dim(dim, "dim")
+    key = check_key(key)
+    size = len(data)
+    reason = _packet_error(data, size, magic, dim, key)
+    if reason is not None:
+        raise PacketError(reason, f"not a valid packet (magic {magic:#010x}, dim {dim}, {size} bytes): {_REASONS[reason]}")
+    _, sequence, _, flags = HEADER.unpack_from(data)
     return sequence, flags, np.frombuffer(data, "<f4", dim, HEADER_SIZE).astype(np.float32)
+
+
+def unpack_packet(
+    data: bytes | bytearray | memoryview, magic: int, dim: int, key: bytes | None = None
+) -> tuple[int, int, np.ndarray] | None:
+    """:func:`parse_packet`, with None instead of the ``PacketError``."""
+    try:
+        return parse_packet(data, magic, dim, key=key)
+    except PacketError:
+        return None
 
 
 def is_newer(sequence: int, last: int) -> bool:
@@ -102,6 +257,64 @@ def parse_address(text: str, name: str) -> tuple[str, int]:
     return host, port
 
 
+def check_address(address: Any, name: str, *, any_port: bool = False) -> tuple[str, int]:
+    """A ``(host, port)`` pair or a ``"HOST:PORT"`` string -> ``(host, port)``, checked: a
+    non-empty host string (empty allowed with ``any_port``, for binding), a port in [1, 65535]
+    ([0, 65535] with ``any_port``: 0 binds any free port).
+
+    Raises:
+        ValueError: naming ``name``, for a string that is not ``HOST:PORT`` or a port out of range.
+        TypeError: naming ``name``, for anything else.
+    """
+    low = 0 if any_port else 1
+    expected = f"(host, port) or 'HOST:PORT' with a port in [{low}, 65535]"
+    if isinstance(address, str):
+        host, port = parse_address(address, name)
+    elif isinstance(address, (tuple, list)) and len(address) == 2:
+        host, port = address
+        if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, (int, np.integer)):
+            raise TypeError(f"{name}: expected {expected}, got {address!r}")
+    else:
+        raise TypeError(f"{name}: expected {expected}, got {address!r}")
+    if not low <= port <= 65535 or (not host and not any_port):
+        raise ValueError(f"{name}: expected {expected}, got {address!r}")
+    return host, int(port)
+
+
+def read_key_file(path: str | os.PathLike[str], name: str = "--udp-key-file") -> bytes:
+    """The key in the file at ``path``: hex digits (whitespace ignored), at least 16 bytes, e.g.
+    written by ``openssl rand -hex 32 > robot.key`` (keep it ``chmod 600``). ``ValueError`` naming
+    ``name`` and the file, never the key."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as error:
+        raise ValueError(f"{name}: cannot read key file {os.fspath(path)!r} ({error.strerror or error})") from None
+    return _key_from_hex(text, f"{name}: key file {os.fspath(path)!r}")
+
+
+def key_from_env(variable: str, name: str = "--udp-key-env") -> bytes:
+    """The key in environment variable ``variable`` (hex digits, at least 16 bytes)."""
+    text = os.environ.get(variable)
+    if text is None:
+        raise ValueError(f"{name}: environment variable {variable!r} is not set")
+    return _key_from_hex(text.encode("latin-1", "replace"), f"{name}: environment variable {variable!r}")
+
+
+def _key_from_hex(text: bytes, where: str) -> bytes:
+    digits = b"".join(text.split())
+    try:
+        key = bytes.fromhex(digits.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(
+            f"{where}: expected the key as hex digits (e.g. from `openssl rand -hex 32`), got {len(digits)} "
+            "characters that are not an even number of hex digits"
+        ) from None
+    if len(key) < MIN_KEY_SIZE:
+        raise ValueError(f"{where}: expected at least {MIN_KEY_SIZE} bytes ({2 * MIN_KEY_SIZE} hex digits), got {len(key)}")
+    return key
+
+
 def _check_dim(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= _MAX_DIM:
         raise ValueError(f"{name}: expected an integer in [1, {_MAX_DIM}], got {value!r}")
@@ -117,8 +330,18 @@ def _check_seconds(value: Any, name: str) -> float:
 def _resolve(address: tuple[str, int], name: str) -> tuple[str, int]:
     try:
         return socket.gethostbyname(address[0]), int(address[1])
-    except OSError as error:
+    except (OSError, UnicodeError) as error:
         raise ValueError(f"{name}: cannot resolve host {address[0]!r} ({error})") from None
+
+
+def _bound_socket(bind: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(bind)
+    except (OSError, OverflowError, TypeError, UnicodeError) as error:
+        sock.close()
+        raise ValueError(f"bind: cannot bind UDP {bind!r} ({error})") from None
+    return sock
 
 
 class UdpRobot:
@@ -126,19 +349,35 @@ class UdpRobot:
 
     Args:
         obs_dim, act_dim: sizes of the observation and action packets.
-        bind: local ``(host, port)`` to receive observations on (port 0: any free port; see
-            ``address``).
-        robot_address: ``(host, port)`` to send actions to, and the only sender whose packets
-            are accepted; None: reply to whoever sent the last accepted observation.
+        bind: local ``(host, port)`` or ``"HOST:PORT"`` to receive observations on (port 0: any
+            free port; see ``address``).
+        robot_address: ``(host, port)`` or ``"HOST:PORT"`` of the robot: actions go there, and
+            only its packets are accepted. None: the sender of the first valid observation,
+            pinned from then on for the life of this object (give it explicitly where the
+            network is not trusted: a host that speaks first would be the one pinned).
+        key: shared key for authenticated packets (bytes, at least 16; module docstring), or
+            None (no authentication: the original layout).
+        max_sequence_jump: an observation whose sequence is more than this many past the last
+            accepted one is dropped (``dropped_sequence_jump``), so that one forged sequence
+            cannot make the real stream look stale; at least the packets the robot may send
+            within ``watchdog_timeout`` (the watchdog resynchronises after longer outages).
         safe_action: sent by the watchdog, ``[act_dim]`` (default zeros).
         watchdog_timeout: seconds without a new observation before the watchdog sends the safe action.
         receive_timeout: how long ``read_observation`` waits for a new observation when none is
             queued (seconds; keep it below the control period when pacing in real time).
 
-    Counters (attributes): ``observations_received``, ``actions_sent``, ``actions_resent``,
-    ``dropped_malformed``, ``dropped_stale``, ``dropped_superseded`` (valid but a newer one was
-    queued behind it), ``dropped_unknown_sender``, ``watchdog_trips`` (times it fired),
-    ``watchdog_actions`` (safe actions it sent).
+    Raises:
+        ValueError, TypeError: naming the argument (``bind``, ``robot_address``: not a
+            ``(host, port)`` pair or ``"HOST:PORT"``, a port out of range, a host that does not
+            resolve; ``key``; ...).
+
+    Counters (attributes, all in :meth:`counters`): ``observations_received``, ``actions_sent``,
+    ``actions_resent``, ``dropped_malformed``, ``dropped_unauthenticated`` (authentication
+    failed: with a key, a missing or wrong tag; without one, a tag), ``dropped_stale`` (not
+    newer: out of order, duplicates and replays), ``dropped_sequence_jump``,
+    ``dropped_superseded`` (valid but a newer one was queued behind it),
+    ``dropped_unknown_sender`` (not from the robot's address), ``watchdog_trips`` (times it
+    fired), ``watchdog_actions`` (safe actions it sent).
     """
 
     def __init__(
@@ -146,8 +385,10 @@ class UdpRobot:
         obs_dim: int,
         act_dim: int,
         *,
-        bind: tuple[str, int] = ("0.0.0.0", 0),
-        robot_address: tuple[str, int] | None = None,
+        bind: tuple[str, int] | str = ("0.0.0.0", 0),
+        robot_address: tuple[str, int] | str | None = None,
+        key: bytes | None = None,
+        max_sequence_jump: int = DEFAULT_MAX_SEQUENCE_JUMP,
         safe_action: Sequence[float] | np.ndarray | None = None,
         watchdog_timeout: float = 0.1,
         receive_timeout: float = 0.025,
@@ -157,6 +398,12 @@ class UdpRobot:
         self.act_dim = _check_dim(act_dim, "act_dim")
         self.watchdog_timeout = _check_seconds(watchdog_timeout, "watchdog_timeout")
         self.receive_timeout = _check_seconds(receive_timeout, "receive_timeout")
+        if isinstance(max_sequence_jump, bool) or not isinstance(max_sequence_jump, (int, np.integer)) or not (
+            1 <= max_sequence_jump < _SEQ_MOD // 2
+        ):
+            raise ValueError(f"max_sequence_jump: expected an integer in [1, {_SEQ_MOD // 2 - 1}], got {max_sequence_jump!r}")
+        self.max_sequence_jump = int(max_sequence_jump)
+        self._key = check_key(key)
         if safe_action is None:
             safe = np.zeros(self.act_dim, np.float32)
         else:
@@ -164,24 +411,24 @@ class UdpRobot:
             if safe.shape != (self.act_dim,) or not np.all(np.isfinite(safe)):
                 raise ValueError(f"safe_action: expected {self.act_dim} finite numbers, got {safe_action!r}")
         self.safe_action = safe
-        self.robot_address = None if robot_address is None else _resolve(robot_address, "robot_address")
+        bind = check_address(bind, "bind", any_port=True)
+        self.robot_address: tuple[str, int] | None = None
+        """The robot's ``(ip, port)``: given, or pinned at the first valid observation (None until then)."""
+        if robot_address is not None:
+            self.robot_address = _resolve(check_address(robot_address, "robot_address"), "robot_address")
         self._clock = clock
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._socket.bind(bind)
-        except (OSError, OverflowError, TypeError) as error:
-            self._socket.close()
-            raise ValueError(f"bind: cannot bind UDP {bind!r} ({error})") from None
+        self._socket = _bound_socket(bind)
         self._socket.setblocking(False)
-        self._obs_size = HEADER_SIZE + 4 * self.obs_dim
-        self._receive = bytearray(max(65536, self._obs_size + 1))
+        tag = 0 if self._key is None else TAG_SIZE
+        self._receive = bytearray(max(65536, packet_size(self.obs_dim, True) + 1))
         self._receive_view = memoryview(self._receive)
         self._obs = np.zeros(self.obs_dim, np.float32)
-        self._action_packet = bytearray(HEADER_SIZE + 4 * self.act_dim)
+        self._action_end = HEADER_SIZE + 4 * self.act_dim  # where the tag goes
+        self._action_packet = bytearray(self._action_end + tag)
         self._action_values = np.frombuffer(self._action_packet, "<f4", self.act_dim, HEADER_SIZE)
         self._watchdog_packet = bytearray(self._action_packet)
+        self._flags = 0 if self._key is None else FLAG_AUTHENTICATED
         self._last_sequence: int | None = None
-        self._last_sender: tuple[str, int] | None = self.robot_address
         self._last_obs_time: float | None = None
         self._answered_sequence: int | None = None  # sequence of the last action packet sent
         self._pending = False  # an accepted observation not yet returned by read_observation
@@ -192,7 +439,9 @@ class UdpRobot:
         self.actions_sent = 0
         self.actions_resent = 0
         self.dropped_malformed = 0
+        self.dropped_unauthenticated = 0
         self.dropped_stale = 0
+        self.dropped_sequence_jump = 0
         self.dropped_superseded = 0
         self.dropped_unknown_sender = 0
         self.watchdog_trips = 0
@@ -212,6 +461,11 @@ class UdpRobot:
     def address(self) -> tuple[str, int]:
         """The local ``(host, port)`` observations are received on."""
         return self._socket.getsockname()
+
+    @property
+    def authenticated(self) -> bool:
+        """True when packets are authenticated (a key was given)."""
+        return self._key is not None
 
     # -- Robot interface -------------------------------------------------------------------------
 
@@ -240,10 +494,11 @@ class UdpRobot:
 
     def send_action(self, action: np.ndarray) -> None:
         """Send ``action`` ``[act_dim]`` answering the last observation."""
-        if self._last_sequence is None or self._last_sender is None:
+        if self._last_sequence is None or self.robot_address is None:
             return  # nobody to answer yet
         self._action_values[...] = action
-        HEADER.pack_into(self._action_packet, 0, ACTION_MAGIC, self._last_sequence, self.act_dim, 0)
+        HEADER.pack_into(self._action_packet, 0, ACTION_MAGIC, self._last_sequence, self.act_dim, self._flags)
+        self._sign(self._action_packet)
         self._send(self._action_packet)
         self._answered_sequence = self._last_sequence
         self.actions_sent += 1
@@ -276,8 +531,9 @@ class UdpRobot:
     def counters(self) -> dict[str, int]:
         """Every counter, by name."""
         names = (
-            "observations_received", "actions_sent", "actions_resent", "dropped_malformed", "dropped_stale",
-            "dropped_superseded", "dropped_unknown_sender", "watchdog_trips", "watchdog_actions",
+            "observations_received", "actions_sent", "actions_resent", "dropped_malformed",
+            "dropped_unauthenticated", "dropped_stale", "dropped_sequence_jump", "dropped_superseded",
+            "dropped_unknown_sender", "watchdog_trips", "watchdog_actions",
         )
         return {name: getattr(self, name) for name in names}
 
@@ -293,29 +549,45 @@ class UdpRobot:
             self._accept(size, sender)
 
     def _accept(self, size: int, sender: tuple[str, int]) -> None:
+        # Who, then what (the tag, before anything in the packet is believed), then when.
         if self.robot_address is not None and sender != self.robot_address:
             self.dropped_unknown_sender += 1
             return
-        if size != self._obs_size:
-            self.dropped_malformed += 1
+        reason = _packet_error(self._receive_view, size, OBS_MAGIC, self.obs_dim, self._key)
+        if reason is not None:
+            if reason == "auth":
+                self.dropped_unauthenticated += 1
+            else:
+                self.dropped_malformed += 1
             return
-        magic, sequence, dim, flags = HEADER.unpack_from(self._receive)
-        if magic != OBS_MAGIC or dim != self.obs_dim:
-            self.dropped_malformed += 1
-            return
-        resync = self._last_sequence is None or self.watchdog_tripped
-        if not resync and not is_newer(sequence, self._last_sequence):
-            self.dropped_stale += 1
-            if sequence == self._last_sequence and self._answered_sequence == sequence:
-                self._send(self._action_packet)  # the robot re-sent: our action was lost
-                self.actions_resent += 1
-            return
+        _, sequence, _, flags = HEADER.unpack_from(self._receive)
+        last = self._last_sequence
+        if last is not None:
+            if self._key is None:
+                ahead = (sequence - last) % _SEQ_MOD
+                newer = 0 < ahead < _SEQ_MOD // 2
+                # After the watchdog fired, anything goes: the robot may have restarted.
+                resync = self.watchdog_tripped
+            else:
+                ahead = sequence - last
+                newer = ahead > 0  # no wrap-around: a replay is never newer
+                resync = False
+            if not newer and not resync:
+                self.dropped_stale += 1
+                if sequence == last and self._answered_sequence == sequence:
+                    self._send(self._action_packet)  # the robot re-sent: our action was lost
+                    self.actions_resent += 1
+                return
+            if newer and ahead > self.max_sequence_jump and not self.watchdog_tripped:
+                self.dropped_sequence_jump += 1
+                return
+        if self.robot_address is None:
+            self.robot_address = sender  # pinned for the session
         if self._pending:
             self.dropped_superseded += 1
             flags |= self._pending_flags & FLAG_NEW_EPISODE  # an unread episode start still counts
         self._obs[...] = np.frombuffer(self._receive, "<f4", self.obs_dim, HEADER_SIZE)
         self._last_sequence = sequence
-        self._last_sender = sender if self.robot_address is None else self.robot_address
         self._last_obs_time = self._clock()
         self._pending = True
         self._pending_flags = flags
@@ -330,17 +602,24 @@ class UdpRobot:
         if not self.watchdog_tripped:
             self.watchdog_trips += 1
             self.watchdog_tripped = True
-        if self._last_sender is not None:
+        if self.robot_address is not None:
             HEADER.pack_into(
-                self._watchdog_packet, 0, ACTION_MAGIC, self._last_sequence or 0, self.act_dim, FLAG_WATCHDOG
+                self._watchdog_packet, 0, ACTION_MAGIC, self._last_sequence or 0, self.act_dim,
+                FLAG_WATCHDOG | self._flags,
             )
             np.frombuffer(self._watchdog_packet, "<f4", self.act_dim, HEADER_SIZE)[...] = self.safe_action
+            self._sign(self._watchdog_packet)
             self._send(self._watchdog_packet)
             self.watchdog_actions += 1
 
+    def _sign(self, packet: bytearray) -> None:
+        if self._key is not None:
+            end = self._action_end
+            packet[end:] = hmac.digest(self._key, memoryview(packet)[:end], _DIGEST)
+
     def _send(self, packet: bytearray) -> None:
         try:
-            self._socket.sendto(packet, self._last_sender)
+            self._socket.sendto(packet, self.robot_address)
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):
             pass  # UDP: a full buffer or an unreachable robot loses the packet, as the network would
 
@@ -361,7 +640,12 @@ class ServerStats:
     resends: int = 0
     """Observations sent again because no action came within ``action_timeout``."""
     dropped: int = 0
-    """Action packets dropped: malformed or answering another observation."""
+    """Action packets dropped, all reasons: malformed, answering another observation (stale,
+    replayed), failing authentication, or from a sender other than the controller."""
+    dropped_unauthenticated: int = 0
+    """Of ``dropped``: authentication failed (with a key: missing or wrong tag; without: a tag)."""
+    dropped_unknown_sender: int = 0
+    """Of ``dropped``: not from the controller's address."""
     watchdog_actions_after_stop: int = 0
     """Watchdog packets received while lingering after the last step."""
 
@@ -370,9 +654,14 @@ class UdpRobotServer:
     """The robot side of the UDP bridge, a reference for firmware authors (and used by the tests).
 
     Args:
-        controller_address: ``(host, port)`` of the controller's :class:`UdpRobot`.
+        controller_address: ``(host, port)`` or ``"HOST:PORT"`` of the controller's
+            :class:`UdpRobot`; action packets from any other address are dropped.
         obs_dim, act_dim: sizes of the packets.
-        bind: local ``(host, port)`` (port 0: any free port).
+        bind: local ``(host, port)`` or ``"HOST:PORT"`` (port 0: any free port).
+        key: shared key for authenticated packets (as the controller's), or None.
+        first_sequence: the sequence of the first observation sent (then +1 each). With a key,
+            a robot that restarts while the controller keeps running must start above the last
+            sequence it sent (the controller drops anything not newer).
         action_timeout: seconds to wait for the action answering an observation before sending
             the observation again.
         max_resends: give up (``TimeoutError``) after this many re-sends of one observation.
@@ -380,26 +669,27 @@ class UdpRobotServer:
 
     def __init__(
         self,
-        controller_address: tuple[str, int],
+        controller_address: tuple[str, int] | str,
         obs_dim: int,
         act_dim: int,
         *,
-        bind: tuple[str, int] = ("127.0.0.1", 0),
+        bind: tuple[str, int] | str = ("127.0.0.1", 0),
+        key: bytes | None = None,
+        first_sequence: int = 1,
         action_timeout: float = 0.5,
         max_resends: int = 20,
     ) -> None:
         self.obs_dim = _check_dim(obs_dim, "obs_dim")
         self.act_dim = _check_dim(act_dim, "act_dim")
         self.action_timeout = _check_seconds(action_timeout, "action_timeout")
+        if isinstance(max_resends, bool) or not isinstance(max_resends, (int, np.integer)) or max_resends < 0:
+            raise ValueError(f"max_resends: expected an integer >= 0, got {max_resends!r}")
         self.max_resends = int(max_resends)
-        self.controller_address = _resolve(controller_address, "controller_address")
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._socket.bind(bind)
-        except (OSError, OverflowError, TypeError) as error:
-            self._socket.close()
-            raise ValueError(f"bind: cannot bind UDP {bind!r} ({error})") from None
-        self._sequence = 0
+        first_sequence = _check_u(first_sequence, "first_sequence", _MAX_U32)
+        self._key = check_key(key)
+        self.controller_address = _resolve(check_address(controller_address, "controller_address"), "controller_address")
+        self._socket = _bound_socket(check_address(bind, "bind", any_port=True))
+        self._sequence = (first_sequence - 1) % _SEQ_MOD  # of the last observation sent
         self._buffer = bytearray(65536)
 
     @property
@@ -408,13 +698,13 @@ class UdpRobotServer:
 
     def send_observation(self, obs: np.ndarray, *, sequence: int, flags: int = 0) -> bytes:
         """Send one observation packet; returns it (to re-send)."""
-        packet = pack_packet(OBS_MAGIC, sequence, np.asarray(obs, np.float32).reshape(self.obs_dim), flags)
+        packet = pack_packet(OBS_MAGIC, sequence, np.asarray(obs, np.float32).reshape(self.obs_dim), flags, key=self._key)
         self._socket.sendto(packet, self.controller_address)
         return packet
 
-    def receive_action(self, sequence: int, timeout: float, stats: ServerStats | None = None) -> tuple[np.ndarray, int] | None:
-        """Wait up to ``timeout`` for the action packet answering ``sequence``;
-        ``(action float32 [act_dim], flags)`` or None. Other packets are dropped (counted in ``stats``)."""
+    def _receive(self, timeout: float, stats: ServerStats | None) -> tuple[int, int, np.ndarray] | None:
+        """The next valid action packet from the controller within ``timeout`` (others are
+        dropped and counted in ``stats``); None when the time is up."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -424,15 +714,36 @@ class UdpRobotServer:
             if not readable:
                 return None
             try:
-                size, _ = self._socket.recvfrom_into(self._buffer)
+                size, sender = self._socket.recvfrom_into(self._buffer)
             except ConnectionRefusedError:
                 continue
-            parsed = unpack_packet(memoryview(self._buffer)[:size], ACTION_MAGIC, self.act_dim)
-            if parsed is None or parsed[0] != sequence % _SEQ_MOD:
+            if sender != self.controller_address:
                 if stats is not None:
                     stats.dropped += 1
+                    stats.dropped_unknown_sender += 1
                 continue
-            return parsed[2], parsed[1]
+            reason = _packet_error(self._buffer, size, ACTION_MAGIC, self.act_dim, self._key)
+            if reason is not None:
+                if stats is not None:
+                    stats.dropped += 1
+                    stats.dropped_unauthenticated += int(reason == "auth")
+                continue
+            _, sequence, _, flags = HEADER.unpack_from(self._buffer)
+            return sequence, flags, np.frombuffer(self._buffer, "<f4", self.act_dim, HEADER_SIZE).astype(np.float32)
+
+    def receive_action(self, sequence: int, timeout: float, stats: ServerStats | None = None) -> tuple[np.ndarray, int] | None:
+        """Wait up to ``timeout`` for the action packet answering ``sequence``;
+        ``(action float32 [act_dim], flags)`` or None. Other packets (answering another
+        observation: stale or replayed; malformed, unauthenticated, from another sender) are
+        dropped (counted in ``stats``)."""
+        deadline = time.monotonic() + timeout
+        while (packet := self._receive(max(0.0, deadline - time.monotonic()), stats)) is not None:
+            got_sequence, flags, action = packet
+            if got_sequence == sequence % _SEQ_MOD:
+                return action, flags
+            if stats is not None:
+                stats.dropped += 1
+        return None
 
     def run(
         self,
@@ -455,10 +766,16 @@ class UdpRobotServer:
         stats = ServerStats()
         if steps is None and episodes is None:
             raise ValueError("steps, episodes: give at least one limit")
+        linger_s = _check_seconds(linger_s, "linger_s")
         obs = reset()
         flags = FLAG_NEW_EPISODE
         episode_return, episode_length = 0.0, 0
         while (steps is None or stats.steps < steps) and (episodes is None or stats.episodes < episodes):
+            if self._key is not None and self._sequence == _MAX_U32:
+                raise RuntimeError(
+                    "sequence: 2**32 observations sent under this key; authenticated sequences do not wrap "
+                    "(a wrapped one would look like a replay): rotate the key and restart both sides"
+                )
             self._sequence = (self._sequence + 1) % _SEQ_MOD
             packet = self.send_observation(obs, sequence=self._sequence, flags=flags)
             reply = self.receive_action(self._sequence, self.action_timeout, stats)
@@ -490,17 +807,9 @@ class UdpRobotServer:
                 episode_return, episode_length = 0.0, 0
                 obs = reset()
                 flags = FLAG_NEW_EPISODE | (FLAG_TERMINATED if terminated else 0)
-        deadline = time.monotonic() + _check_seconds(linger_s, "linger_s")
-        while (remaining := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self._socket], [], [], remaining)
-            if not readable:
-                break
-            try:
-                size, _ = self._socket.recvfrom_into(self._buffer)
-            except ConnectionRefusedError:
-                continue
-            parsed = unpack_packet(memoryview(self._buffer)[:size], ACTION_MAGIC, self.act_dim)
-            if parsed is not None and parsed[1] & FLAG_WATCHDOG:
+        deadline = time.monotonic() + linger_s
+        while (packet := self._receive(max(0.0, deadline - time.monotonic()), stats)) is not None:
+            if packet[1] & FLAG_WATCHDOG:
                 stats.watchdog_actions_after_stop += 1
         return stats
 

@@ -184,7 +184,11 @@ def test_a_model_without_any_metadata(tmp_path):
         ("bmaml.task", "{direction: 1", r"metadata bmaml.task: expected json"),
         ("bmaml.action_low", "[-1, -1]", r"metadata bmaml.action_low: expected 6 numbers \(act_dim\), got 2"),
         ("bmaml.action_high", "[1, 1, 1, 1, 1, NaN]", r"metadata bmaml.action_high: expected a finite number"),
-        ("bmaml.control_dt", "0", r"metadata bmaml.control_dt: expected seconds > 0"),
+        ("bmaml.control_dt", "0", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 0.0"),
+        # Positive but absurd: a denormal (1e6 GHz... x 1e300) and three thousand years per step.
+        ("bmaml.control_dt", "1e-320", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 1e-320"),
+        ("bmaml.control_dt", "1e11", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 1e\+?11"),
+        ("bmaml.control_dt", "3600.5", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\]"),
         ("bmaml.policy_kind", "transformer", r"metadata bmaml.policy_kind: expected one of"),
         ("bmaml.recurrence", "frozen", r"metadata bmaml.recurrence: an mlp policy has recurrence 'none'"),
         ("bmaml.format_version", "2", r"metadata bmaml.format_version is '2'; this runtime reads format '1'"),
@@ -365,8 +369,74 @@ def test_reset_of_some_rows(files):
     assert all(np.all(s == 0) for s in controller.state)
     with pytest.raises(ValueError, match=r"rows: expected batch indices in \[0, 3\)"):
         controller.reset(rows=[3])
-    with pytest.raises(ValueError, match=r"batch_size: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"batch_size: expected an integer in \[1, 65536\], got 0"):
         Controller(path, batch_size=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "rows",
+    [[5], [3], -4, [0, 7], [[0, 1]], [True], "0", [0.5], [[0], [1, 2]]],
+)
+def test_reset_rows_are_checked_for_every_kind(files, kind, rows):
+    """An mlp has no state, but reset(rows=[5]) on a batch of 3 is still the caller's bug."""
+    controller = Controller(files[kind][0], batch_size=3)
+    controller.act(np.ones((3, 17)))
+    before = controller.state
+    with pytest.raises(ValueError, match=r"^rows: expected batch indices in \[0, 3\) \(or from -3\), got "):
+        controller.reset(rows=rows)
+    assert all(np.array_equal(a, b) for a, b in zip(controller.state, before))  # untouched
+    controller.reset(rows=[0, -1])  # valid indices still work, for every kind
+    controller.reset(rows=np.array([], np.int64))
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "error", "message"),
+    [
+        (10**12, ValueError, r"batch_size: expected an integer in \[1, 65536\], got 1000000000000"),
+        (65537, ValueError, r"batch_size: expected an integer in \[1, 65536\], got 65537"),
+        (-1, ValueError, r"batch_size: expected an integer in \[1, 65536\], got -1"),
+        (2.0, TypeError, r"batch_size: expected an integer in \[1, 65536\], got 2.0"),
+        (True, TypeError, r"batch_size: expected an integer in \[1, 65536\], got True"),
+    ],
+)
+def test_batch_size_is_bounded(files, batch_size, error, message):
+    """10**12 used to allocate (MemoryError) before anything said the argument was wrong."""
+    with pytest.raises(error, match=message):
+        Controller(files["mlp"][0], batch_size=batch_size)
+
+
+def symbolic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make every fixed dimension of the graph's inputs and outputs symbolic (as some exporters
+    write them), so that only running the graph shows which sizes its weights expect."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dim.dim_param = f"d{dim.dim_value}"
+    return model
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [("mlp", dict(obs_dim=5)), ("gru", dict(obs_dim=5)), ("lstm", dict(obs_dim=30))],
+)
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_metadata_that_disagrees_with_a_symbolic_graph_names_the_file(tmp_path, kind, overrides, batch_size):
+    """Metadata obs_dim 5, graph weights for 17, graph inputs declared symbolic: this used to pass
+    the declared-shape check and fail in warm-up with onnxruntime's bare RuntimeError."""
+    props = PolicyMetadata(**(toy_metadata(kind, 17, 6, 24).__dict__ | overrides)).to_props()
+    model, _ = toy_policy(kind, hidden_size=24, props=props)
+    path = save_model(symbolic(model), tmp_path / "symbolic.onnx")
+    with pytest.raises(ValueError) as error:
+        Controller(path, batch_size=batch_size)
+    message = str(error.value)
+    assert message.startswith(f"{path}: the graph does not run on inputs of the shapes its metadata implies")
+    assert f"obs [{batch_size}, {overrides['obs_dim']}]" in message and "onnxruntime:" in message
+    # The same symbolic graph with metadata that agrees loads and runs.
+    good, reference = toy_policy(kind, hidden_size=24)
+    controller = Controller(save_model(symbolic(good), tmp_path / "good.onnx"), batch_size=batch_size)
+    obs = np.linspace(-1, 1, 17 * batch_size).reshape(batch_size, 17)
+    np.testing.assert_allclose(controller.act(obs), reference.step(obs, reference.initial_state(batch_size))[0], atol=1e-5)
 
 
 # --- a runtime without torch or mujoco ----------------------------------------------------------
