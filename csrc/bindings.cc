@@ -5,12 +5,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gae.h"
@@ -58,45 +63,126 @@ void check_shape(const py::array& a, const char* name, const std::vector<py::ssi
   }
 }
 
-// A real floating array of the given shape, as contiguous float64 (a copy only if needed).
-DoubleArray float64_arg(py::handle obj, const char* name, const std::vector<py::ssize_t>& shape) {
-  py::array a = as_array(obj, name);
-  if (a.dtype().kind() != 'f') {
-    throw py::type_error(std::string(name) + ": expected a floating-point array, got dtype " +
-                         dtype_of(a));
+// A MemoryError raised by numpy, again, with what was being done (naming the argument) first.
+// Anything else is rethrown as it is, or as a TypeError with the same words if other is set.
+[[noreturn]] void rethrow_memory_error(py::error_already_set& e, const std::string& what,
+                                       bool other = false) {
+  const std::string message = what + " (" + e.what() + ")";
+  if (e.matches(PyExc_MemoryError)) {
+    py::set_error(PyExc_MemoryError, message.c_str());
+    throw py::error_already_set();
   }
-  check_shape(a, name, shape);
-  return DoubleArray::ensure(a);
+  if (other) throw py::type_error(message);
+  throw;
 }
 
-// A uint64 array of exactly this shape (no silent casts: a seed must not wrap around).
-py::array_t<uint64_t, py::array::c_style> uint64_arg(py::handle obj, const char* name,
-                                                     const std::vector<py::ssize_t>& shape) {
-  py::array a = as_array(obj, name);
-  if (!a.dtype().is(py::dtype::of<uint64_t>())) {
-    throw py::type_error(std::string(name) + ": expected a uint64 array, got dtype " + dtype_of(a));
+// a as a contiguous array of T: a copy only if needed, and never an unchecked result. numpy
+// refuses what it cannot cast safely (the callers check the dtype first, so that is only out of
+// memory, e.g. a copy of a huge broadcast view): the error then names the argument.
+template <typename T>
+py::array_t<T, py::array::c_style> contiguous(const py::array& a, const char* name) {
+  try {
+    return py::array_t<T, py::array::c_style>(a);  // raises where ensure() would return null
+  } catch (py::error_already_set& e) {
+    const std::string what = std::string(name) + ": cannot convert the " + dtype_of(a) +
+                             " array of shape " + shape_of(a) + " to contiguous " +
+                             py::str(py::dtype::of<T>()).cast<std::string>();
+    rethrow_memory_error(e, what, /*other=*/true);
   }
-  check_shape(a, name, shape);
-  return py::array_t<uint64_t, py::array::c_style>::ensure(a);
+}
+
+[[noreturn]] void throw_not_finite(const char* name, const std::string& value, py::ssize_t k,
+                                   py::ssize_t row_size) {
+  std::ostringstream s;
+  s << name << ": expected finite values, got " << value << " in row " << k / row_size
+    << " (column " << k % row_size << ")";
+  throw py::value_error(s.str());
+}
+
+template <typename Real>
+std::string text(Real x) {
+  std::ostringstream s;
+  s << x;
+  return s.str();
 }
 
 // Finite everywhere, or a ValueError naming the first bad row (an env) and value.
 void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size) {
   const double* p = a.data();
   for (py::ssize_t k = 0; k < a.size(); ++k) {
-    if (!std::isfinite(p[k])) {
+    if (!std::isfinite(p[k])) throw_not_finite(name, text(p[k]), k, row_size);
+  }
+}
+
+// A real floating array of the given shape with finite values, as contiguous float64 (a copy
+// only if needed). float16, float32 and float64 convert exactly. Wider floats (numpy's
+// longdouble: float128 on x86-64 Linux) are narrowed here, value by value: numpy will not cast
+// them to float64 implicitly, and a value beyond float64's range must be an error, not inf.
+DoubleArray finite_float64_arg(py::handle obj, const char* name,
+                               const std::vector<py::ssize_t>& shape) {
+  py::array a = as_array(obj, name);
+  if (a.dtype().kind() != 'f') {
+    throw py::type_error(std::string(name) + ": expected a floating-point array, got dtype " +
+                         dtype_of(a));
+  }
+  check_shape(a, name, shape);
+  const py::ssize_t row_size = shape.size() >= 2 ? std::max<py::ssize_t>(1, shape.back()) : 1;
+  if (a.dtype().itemsize() <= static_cast<py::ssize_t>(sizeof(double))) {
+    DoubleArray d = contiguous<double>(a, name);
+    check_finite(d, name, row_size);
+    return d;
+  }
+  if (a.dtype().itemsize() != static_cast<py::ssize_t>(sizeof(long double))) {
+    throw py::type_error(std::string(name) + ": expected float16, float32, float64 or " +
+                         py::str(py::dtype::of<long double>()).cast<std::string>() +
+                         ", got dtype " + dtype_of(a));
+  }
+  auto wide = contiguous<long double>(a, name);  // byte order and layout only: no narrowing
+  DoubleArray d(shape);
+  const long double* p = wide.data();
+  double* q = d.mutable_data();
+  for (py::ssize_t k = 0; k < wide.size(); ++k) {
+    if (!std::isfinite(p[k])) throw_not_finite(name, text(p[k]), k, row_size);
+    if (std::fabs(p[k]) > static_cast<long double>(std::numeric_limits<double>::max())) {
       std::ostringstream s;
-      s << name << ": expected finite values, got " << p[k] << " in row " << k / row_size
-        << " (column " << k % row_size << ")";
+      s << name << ": expected values within float64's range, got " << p[k] << " in row "
+        << k / row_size << " (column " << k % row_size << ")";
       throw py::value_error(s.str());
     }
+    q[k] = static_cast<double>(p[k]);
   }
+  return d;
+}
+
+// A uint64 array of exactly this shape (no silent casts: a seed must not wrap around).
+py::array_t<uint64_t, py::array::c_style> uint64_arg(py::handle obj, const char* name,
+                                                     const std::vector<py::ssize_t>& shape) {
+  py::array a = as_array(obj, name);
+  if (!a.dtype().equal(py::dtype::of<uint64_t>())) {
+    throw py::type_error(std::string(name) + ": expected a uint64 array, got dtype " + dtype_of(a));
+  }
+  check_shape(a, name, shape);
+  return contiguous<uint64_t>(a, name);
 }
 
 int positive_int(long long value, const char* name) {
   if (value < 1 || value > (1LL << 30)) {
     throw py::value_error(std::string(name) + ": expected an integer in [1, 2**30], got " +
                           std::to_string(value));
+  }
+  return static_cast<int>(value);
+}
+
+// The thread-count rule, the same words in every error that concerns it.
+std::string thread_rule() {
+  return "at most " + std::to_string(kMaxThreads) +
+         " threads, and at most num_envs of them are started; results do not depend on num_threads";
+}
+
+int thread_count(long long value) {
+  if (value < 1 || value > kMaxThreads) {
+    throw py::value_error("num_threads: expected an integer in [1, " + std::to_string(kMaxThreads) +
+                          "] (" + thread_rule() + "), got " + std::to_string(value));
   }
   return static_cast<int>(value);
 }
@@ -112,7 +198,7 @@ class PyVecEnv {
            long long num_envs, long long num_threads, long long max_episode_steps,
            unsigned long long seed) {
     const int n = positive_int(num_envs, "num_envs");
-    const int threads = positive_int(num_threads, "num_threads");
+    const int threads = thread_count(num_threads);
     const int steps = positive_int(max_episode_steps, "max_episode_steps");
     Objective obj;
     try {
@@ -127,16 +213,29 @@ class PyVecEnv {
       throw py::value_error(e.what());
     }
     if (r->spec().act_dim > 64) throw py::value_error("robot: more than 64 actuators is not supported");
-    py::gil_scoped_release release;
-    env_ = std::make_unique<VecEnv>(std::move(r), obj, n, threads, steps, seed);
+    std::optional<ThreadStartError> refused;
+    {
+      py::gil_scoped_release release;
+      try {
+        env_ = std::make_unique<VecEnv>(std::move(r), obj, n, threads, steps, seed);
+      } catch (const ThreadStartError& e) {
+        refused = e;  // the pool joined its started workers: nothing is left running
+      }
+    }
+    if (refused) {
+      throw std::runtime_error(
+          "num_threads: " + std::string(refused->what()) + "; the process's thread or memory " +
+          "limit (ulimit -u, ulimit -v) is too low for " + std::to_string(refused->requested) +
+          " threads (the " + std::to_string(refused->started - 1) +
+          " workers started were stopped and joined). Use fewer threads (" + thread_rule() + ")");
+    }
   }
 
   const RobotSpec& spec() const { return env_->spec(); }
   py::ssize_t n() const { return env_->num_envs(); }
 
   void set_tasks(py::handle tasks) {
-    DoubleArray t = float64_arg(tasks, "tasks", {n(), kTaskParams});
-    check_finite(t, "tasks", kTaskParams);
+    DoubleArray t = finite_float64_arg(tasks, "tasks", {n(), kTaskParams});
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
     env_->set_tasks(t.data());
@@ -168,8 +267,7 @@ class PyVecEnv {
   }
 
   py::tuple step(py::handle actions) {
-    DoubleArray a = float64_arg(actions, "actions", {n(), spec().act_dim});
-    check_finite(a, "actions", spec().act_dim);
+    DoubleArray a = finite_float64_arg(actions, "actions", {n(), spec().act_dim});
     const py::ssize_t obs_dim = spec().obs_dim;
     DoubleArray obs({n(), obs_dim}), reward(n()), x_velocity(n());
     DoubleArray terms({n(), static_cast<py::ssize_t>(kNumRewardTerms)});
@@ -195,10 +293,8 @@ class PyVecEnv {
   }
 
   DoubleArray set_state(py::handle qpos, py::handle qvel) {
-    DoubleArray p = float64_arg(qpos, "qpos", {n(), spec().nq});
-    DoubleArray v = float64_arg(qvel, "qvel", {n(), spec().nv});
-    check_finite(p, "qpos", std::max(1, spec().nq));
-    check_finite(v, "qvel", std::max(1, spec().nv));
+    DoubleArray p = finite_float64_arg(qpos, "qpos", {n(), spec().nq});
+    DoubleArray v = finite_float64_arg(qvel, "qvel", {n(), spec().nv});
     DoubleArray obs({n(), static_cast<py::ssize_t>(spec().obs_dim)});
     double* out = obs.mutable_data();
     {
@@ -243,22 +339,45 @@ class PyVecEnv {
   std::mutex mutex_;  // one call into env_ at a time (see the class comment)
 };
 
+// The core's GAE takes 64-bit sizes: the [T, N] numpy allows are passed on unchanged (an int
+// here once wrapped N >= 2**31 to a negative count, and the result was silently all zeros).
+static_assert(std::is_same_v<decltype(&gae<float>),
+                             void (*)(std::ptrdiff_t, std::ptrdiff_t, const float*, const float*,
+                                      const uint8_t*, const uint8_t*, const float*, const float*,
+                                      float, float, float*, float*)>);
+static_assert(std::is_same_v<py::ssize_t, std::ptrdiff_t>);
+
+struct GaeSizes {
+  std::ptrdiff_t T, N;
+};
+
+// The sizes handed to the core for these rewards (a [T, N] array, checked by the caller).
+GaeSizes gae_sizes(const py::array& rewards) { return {rewards.shape(0), rewards.shape(1)}; }
+
 template <typename Real>
 py::tuple gae_typed(const py::array& rewards, const py::array& values, const ByteArray& terminated,
                     const ByteArray& truncated, const py::object& final_values,
                     const py::array& last_values, double gamma, double lam) {
   using Arr = py::array_t<Real, py::array::c_style>;
-  const py::ssize_t T = rewards.shape(0), N = rewards.shape(1);
-  Arr r = Arr::ensure(rewards), v = Arr::ensure(values), last = Arr::ensure(last_values);
+  const GaeSizes size = gae_sizes(rewards);
+  Arr r = contiguous<Real>(rewards, "rewards"), v = contiguous<Real>(values, "values");
+  Arr last = contiguous<Real>(last_values, "last_values");
   Arr fin;
-  if (!final_values.is_none()) fin = Arr::ensure(final_values);
-  Arr adv({T, N}), ret({T, N});
+  if (!final_values.is_none()) fin = contiguous<Real>(final_values, "final_values");
+  Arr adv, ret;
+  try {
+    adv = Arr({size.T, size.N});
+    ret = Arr({size.T, size.N});
+  } catch (py::error_already_set& e) {
+    rethrow_memory_error(e, "rewards: cannot allocate the advantages and returns for shape " +
+                                shape_of(rewards));
+  }
   const Real* fin_ptr = final_values.is_none() ? nullptr : fin.data();
   {
     py::gil_scoped_release release;
-    gae<Real>(static_cast<int>(T), static_cast<int>(N), r.data(), v.data(), terminated.data(),
-              truncated.data(), fin_ptr, last.data(), static_cast<Real>(gamma),
-              static_cast<Real>(lam), adv.mutable_data(), ret.mutable_data());
+    gae<Real>(size.T, size.N, r.data(), v.data(), terminated.data(), truncated.data(), fin_ptr,
+              last.data(), static_cast<Real>(gamma), static_cast<Real>(lam), adv.mutable_data(),
+              ret.mutable_data());
   }
   return py::make_tuple(adv, ret);
 }
@@ -270,9 +389,15 @@ ByteArray flags_arg(py::handle obj, const char* name, const std::vector<py::ssiz
     throw py::type_error(std::string(name) + ": expected a bool array, got dtype " + dtype_of(a));
   }
   check_shape(a, name, shape);
-  // Normalise to contiguous 0/1 bytes whatever the integer width.
-  if (kind == 'b') return ByteArray::ensure(a.attr("view")("uint8"));
-  return ByteArray::ensure(a.attr("astype")("bool").attr("view")("uint8"));
+  // Normalise to contiguous 0/1 bytes whatever the integer width (a copy only if needed).
+  try {
+    return ByteArray(kind == 'b' ? a.attr("view")("uint8")
+                                 : a.attr("astype")("bool").attr("view")("uint8"));
+  } catch (py::error_already_set& e) {
+    rethrow_memory_error(e, std::string(name) + ": cannot convert the " + dtype_of(a) +
+                                " array of shape " + shape_of(a) + " to contiguous bool",
+                         /*other=*/true);
+  }
 }
 
 py::tuple gae_binding(py::handle rewards_obj, py::handle values_obj, py::handle terminated_obj,
@@ -360,6 +485,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("gae", &gae_binding, py::arg("rewards"), py::arg("values"), py::arg("terminated"),
         py::arg("truncated"), py::arg("last_values"), py::arg("gamma"), py::arg("lam"),
         py::arg("final_values") = py::none());
+  // Private: the sizes gae() hands the core for these rewards, to test the 64-bit size path on a
+  // stride-0 view without allocating 2**31 elements.
+  m.def("_gae_sizes", [](const py::array& rewards) {
+    if (rewards.ndim() != 2) throw py::value_error("rewards: expected a 2-d array, got shape " + shape_of(rewards));
+    const GaeSizes size = gae_sizes(rewards);
+    return py::make_tuple(size.T, size.N);
+  }, py::arg("rewards"));
+  m.attr("MAX_THREADS") = kMaxThreads;
   m.attr("REWARD_TERMS") = py::make_tuple("reward_task", "reward_ctrl", "reward_contact", "reward_survive");
   py::list reasons;
   for (int k = 0; k <= static_cast<int>(Instability::kSimulatorError); ++k)

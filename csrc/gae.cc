@@ -5,9 +5,9 @@
 namespace bmaml {
 
 template <typename Real>
-void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* values, const uint8_t* terminated,
-         const uint8_t* truncated, const Real* final_values, const Real* last_values,
-         Real gamma, Real lam, Real* advantages, Real* returns) {
+void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* values,
+         const uint8_t* terminated, const uint8_t* truncated, const Real* final_values,
+         const Real* last_values, Real gamma, Real lam, Real* advantages, Real* returns) {
   // Backwards in time; the inner loop runs over contiguous envs so it vectorises.
   for (std::ptrdiff_t t = T - 1; t >= 0; --t) {
     const std::ptrdiff_t row = t * N;
@@ -31,9 +31,11 @@ void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* va
   }
 }
 
-template void gae<float>(std::ptrdiff_t, std::ptrdiff_t, const float*, const float*, const uint8_t*, const uint8_t*,
-                         const float*, const float*, float, float, float*, float*);
-template void gae<double>(std::ptrdiff_t, std::ptrdiff_t, const double*, const double*, const uint8_t*, const uint8_t*,
-                          const double*, const double*, double, double, double*, double*);
+template void gae<float>(std::ptrdiff_t, std::ptrdiff_t, const float*, const float*,
+                         const uint8_t*, const uint8_t*, const float*, const float*, float, float,
+                         float*, float*);
+template void gae<double>(std::ptrdiff_t, std::ptrdiff_t, const double*, const double*,
+                          const uint8_t*, const uint8_t*, const double*, const double*, double,
+                          double, double*, double*);
 
 }  // namespace bmaml

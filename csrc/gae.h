@@ -19,8 +19,8 @@ namespace bmaml {
 // last_values); last_values [N]. Writes advantages and returns [T, N]. Sizes and indices are
 // 64-bit: N or T * N may exceed 2**31 (an int would wrap, and the loops would silently not run).
 template <typename Real>
-void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* values, const uint8_t* terminated,
-         const uint8_t* truncated, const Real* final_values, const Real* last_values,
-         Real gamma, Real lam, Real* advantages, Real* returns);
+void gae(std::ptrdiff_t T, std::ptrdiff_t N, const Real* rewards, const Real* values,
+         const uint8_t* terminated, const uint8_t* truncated, const Real* final_values,
+         const Real* last_values, Real gamma, Real lam, Real* advantages, Real* returns);
 
 }  // namespace bmaml

@@ -81,7 +81,8 @@ void VecEnv::get_state(double* qpos, double* qvel) {
                         qvel + static_cast<size_t>(i) * s.nv);
 }
 
-void VecEnv::step_env(std::ptrdiff_t i, Workspace& ws, const double* action, const StepBuffers& out) {
+void VecEnv::step_env(std::ptrdiff_t i, Workspace& ws, const double* action,
+                      const StepBuffers& out) {
   const RobotSpec& s = spec();
   const size_t row = static_cast<size_t>(i) * s.obs_dim;
   double* obs_row = out.obs + row;

@@ -15,6 +15,9 @@ class RobotTaskEnv(gymnasium.Env):
     """``gymnasium.make("bmaml_robot/HalfCheetahDir-v0", task={"direction": -1.0})``.
 
     Without ``task``, one is drawn from the family at each ``reset``, seeded by its ``seed``.
+    Actions of any float dtype are accepted (float16 to longdouble; converted to float64, values
+    beyond float64's range are a ``ValueError``). ``close()`` frees the robot (again: nothing);
+    after it ``reset`` and ``step`` raise ``RuntimeError("env is closed: step() after close()")``.
     """
 
     metadata = {"render_modes": []}
@@ -32,6 +35,7 @@ class RobotTaskEnv(gymnasium.Env):
         self.task: dict[str, Any] | None = self._fixed_task
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        self._vec._live("reset")  # before the task is drawn: the error names this call
         super().reset(seed=seed)
         if self._fixed_task is None:
             self.task = self.family.sample_tasks(1, self.np_random)[0]
@@ -45,3 +49,6 @@ class RobotTaskEnv(gymnasium.Env):
         done = bool(terminated[0] or truncated[0])
         one = {k: v[0] for k, v in info.items() if not k.startswith("_") and k != "final_obs"}
         return (info["final_obs"][0] if done else obs[0]), float(reward[0]), bool(terminated[0]), bool(truncated[0]), one
+
+    def close(self) -> None:
+        self._vec.close()

@@ -21,7 +21,10 @@ from bmaml_robot.envs.families import Task, TaskFamily, encode_tasks, get_family
 
 REWARD_TERMS: tuple[str, ...] = tuple(_core.REWARD_TERMS)
 
-_MAX_COUNT = 2**30  # the core's bound on num_envs, num_threads and max_episode_steps
+_MAX_COUNT = 2**30  # the core's bound on num_envs and max_episode_steps
+#: The most threads one env may use (the core's bound): results never depend on the thread count,
+#: and more threads than cores only add switching; at most ``num_envs`` of them are started.
+MAX_THREADS: int = _core.MAX_THREADS
 
 
 class BatchedRobotEnv(VectorEnv):
@@ -42,6 +45,19 @@ class BatchedRobotEnv(VectorEnv):
     Until ``set_tasks`` is called, env tasks are drawn from the family with ``seed``.
     ``final_obs`` is one float array (NaN rows where no episode ended), not Gymnasium's object
     array of per-env observations: it is what batched samplers want.
+
+    ``num_threads`` is an integer in ``[1, MAX_THREADS]`` (256): ``min(num_threads, num_envs)``
+    threads step the envs (the calling thread is one of them), and results are bit-identical for
+    any count. A larger ``num_threads`` is a ``ValueError``; if the OS refuses a thread (a process
+    or memory limit, ``ulimit -u`` / ``ulimit -v``), the threads already started are joined and a
+    ``RuntimeError`` says so.
+
+    Closing: ``close()`` frees the robots and joins the threads; calling it again does nothing.
+    After it every method (``step``, ``reset``, ``reset_streams``, ``set_state``, ``get_state``,
+    ``set_tasks``, ``sample_tasks``, ``action_map``) raises ``RuntimeError("env is closed:
+    step() after close()")``, naming the method; attributes (spaces, ``tasks``, ``num_envs``)
+    stay readable. A call already running in another thread when ``close()`` comes finishes
+    normally and returns its result; the robots are freed when it returns.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -56,9 +72,12 @@ class BatchedRobotEnv(VectorEnv):
         max_episode_steps: int = 100,
     ) -> None:
         self.family = family if isinstance(family, TaskFamily) else get_family(family)
-        for name, value in (("num_envs", num_envs), ("num_threads", num_threads), ("max_episode_steps", max_episode_steps)):
+        for name, value in (("num_envs", num_envs), ("max_episode_steps", max_episode_steps)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= _MAX_COUNT:
                 raise ValueError(f"{name}: expected an integer in [1, 2**30], got {value!r}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or not 1 <= num_threads <= MAX_THREADS:
+            raise ValueError(f"num_threads: expected an integer in [1, {MAX_THREADS}] (at most {MAX_THREADS} threads, and "
+                             f"at most num_envs of them are started; results do not depend on num_threads), got {num_threads!r}")
         _check_seed(seed, "seed")
         self._core = _core.VecEnvCore(
             self.family.robot, self.family.objective, asset_path(self.family.robot),
@@ -83,39 +102,47 @@ class BatchedRobotEnv(VectorEnv):
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw tasks from this env's family, e.g. ``[{"direction": -1.0}, ...]``."""
+        self._live("sample_tasks")
         return self.family.sample_tasks(num_tasks, rng)
 
     def action_map(self, scale: float | None = None) -> ActionMap:
         """The map from a policy's normalised actions in ``[-scale, scale]`` onto this robot's bounds
         (float64, as the core clips); ``scale=None``: the family's default (``TaskFamily.action_scale``)."""
+        core = self._live("action_map")
         scale = self.family.action_scale if scale is None else scale
-        return ActionMap(scale, np.array(self._core.action_low, np.float64), np.array(self._core.action_high, np.float64))
+        return ActionMap(scale, np.array(core.action_low, np.float64), np.array(core.action_high, np.float64))
 
     def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
         """One task dict per env (``len(tasks) == num_envs``); used from the next step on."""
-        self._live().set_tasks(encode_tasks(self.family, tasks, self.num_envs))
+        core = self._live("set_tasks")
+        core.set_tasks(encode_tasks(self.family, tasks, self.num_envs))
         self.tasks = [dict(t) for t in tasks]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         """Start a new episode in every env. With ``seed``, each env's reset-noise stream is
         reseeded from ``(seed, env index)``. Returns obs float64 ``[num_envs, obs_dim]``."""
+        core = self._live("reset")
         if options:
             raise ValueError(f"options: this env takes no reset options, got {sorted(options)}")
         if seed is not None:
             _check_seed(seed, "seed")
-        return self._live().reset(seed), {}
+        return core.reset(seed), {}
 
     def reset_streams(self, seeds: Any, streams: Any) -> np.ndarray:
         """Start a new episode in every env, env ``i``'s reset noise from stream ``streams[i]`` of
         ``seeds[i]``: it starts exactly as env ``streams[i]`` of an env reset with
         ``seed=seeds[i]``. seeds, streams: integers in [0, 2**64), ``[num_envs]``.
         Returns obs float64 ``[num_envs, obs_dim]``."""
+        core = self._live("reset_streams")
         arrays = [_uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
-        return self._live().reset_streams(*arrays)
+        return core.reset_streams(*arrays)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Advance every env one control step with ``actions`` ``[num_envs, act_dim]``."""
-        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = self._live().step(actions)
+        # One reference for the whole call: a close() from another thread meanwhile drops
+        # self._core, not this step's core, which lives until the step has packed its info.
+        core = self._live("step")
+        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = core.step(actions)
         unstable = instability != 0
         info: dict[str, Any] = {"x_velocity": x_velocity}
         for k, name in enumerate(REWARD_TERMS):
@@ -126,7 +153,7 @@ class BatchedRobotEnv(VectorEnv):
         if unstable.any():
             reasons = np.full(self.num_envs, "", dtype=object)
             for i in np.flatnonzero(unstable):
-                message = self._core.warning(int(i))
+                message = core.warning(int(i))
                 reasons[i] = _core.INSTABILITY_REASONS[instability[i]] + (f": {message}" if message else "")
             info["unstable_reason"] = reasons
         return obs, reward, terminated, truncated, info
@@ -135,19 +162,23 @@ class BatchedRobotEnv(VectorEnv):
         """Set every env's state (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``) as
         Gymnasium's ``MujocoEnv.set_state`` after ``mj_resetData``; starts new episodes.
         Returns obs float64 ``[num_envs, obs_dim]``."""
-        return self._live().set_state(qpos, qvel)
+        return self._live("set_state").set_state(qpos, qvel)
 
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Every env's (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``)."""
-        return self._live().get_state()
+        return self._live("get_state").get_state()
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._core = None  # frees the robots and joins the threads
+        # Frees the robots and joins the threads, now or, if a call is running in another
+        # thread, when it returns (it holds its own reference to the core).
+        self._core = None
 
-    def _live(self) -> Any:
-        if self._core is None:
-            raise RuntimeError("env: this environment is closed; make a new one")
-        return self._core
+    def _live(self, method: str) -> Any:
+        """The core, or the documented error for a call after ``close()``."""
+        core = getattr(self, "_core", None)  # read once: close() may run in another thread
+        if core is None:
+            raise RuntimeError(f"env is closed: {method}() after close()")
+        return core
 
 
 def _check_seed(seed: Any, name: str) -> None:
@@ -174,7 +205,9 @@ def make_vec(
     seed: int = 0,
     max_episode_steps: int = 100,
 ) -> BatchedRobotEnv:
-    """Make ``num_envs`` robots of the task ``family`` (see ``bmaml_robot.FAMILIES``).
+    """Make ``num_envs`` robots of the task ``family`` (see ``bmaml_robot.FAMILIES``), stepped on
+    ``min(num_threads, num_envs)`` threads; ``num_threads`` is at most ``MAX_THREADS`` (256), and
+    results do not depend on it.
 
     Example::
 

@@ -310,5 +310,5 @@ def test_default_tasks_come_from_the_family_and_a_closed_env_says_so():
     assert len(env.tasks) == 6 and {t["direction"] for t in env.tasks} <= {-1.0, 1.0}
     assert env.tasks == bm.make_vec("HalfCheetahDir", 6, seed=3).tasks
     env.close()
-    with pytest.raises(RuntimeError, match="env: this environment is closed"):
+    with pytest.raises(RuntimeError, match=r"env is closed: step\(\) after close\(\)"):
         env.step(np.zeros((6, 6)))
