@@ -16,9 +16,9 @@ except ImportError as error:  # most often: MuJoCo upgraded after bmaml_robot wa
         "(pip install --force-reinstall --no-deps --no-cache-dir <path or name>) after changing MuJoCo."
     ) from error
 
-from bmaml_robot.envs import FAMILIES, REWARD_TERMS, BatchedRobotEnv, TaskFamily, get_family, make_vec
+from bmaml_robot.envs import FAMILIES, MAX_THREADS, REWARD_TERMS, BatchedRobotEnv, TaskFamily, get_family, make_vec
 from bmaml_robot.gae import gae
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "REWARD_TERMS", "BatchedRobotEnv", "TaskFamily", "gae", "get_family", "make_vec", "__version__"]
+__all__ = ["FAMILIES", "MAX_THREADS", "REWARD_TERMS", "BatchedRobotEnv", "TaskFamily", "gae", "get_family", "make_vec", "__version__"]
