@@ -3,6 +3,7 @@
     bmaml-control policy.onnx --robot sim --steps 1000                 # MuJoCo, paced in real time
     bmaml-control policy.onnx --robot sim --no-realtime --episodes 3   # as fast as it goes
     bmaml-control policy.onnx --robot udp --udp-bind 0.0.0.0:9870 --udp-robot 192.168.1.20:9871
+    bmaml-control policy.onnx --robot udp --udp-robot 192.168.1.20:9871 --udp-key-file robot.key   # authenticated
 
 Prints the loop's statistics (``--json``: as one JSON object). Every argument is checked, and
 the policy file loaded and checked, before the loop starts; problems are usage errors (exit 2).
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from bmaml_robot_deploy import __version__
 from bmaml_robot_deploy.controller import Controller
 from bmaml_robot_deploy.loop import run_control_loop
-from bmaml_robot_deploy.udp import parse_address
+from bmaml_robot_deploy.udp import DEFAULT_MAX_SEQUENCE_JUMP, key_from_env, parse_address, read_key_file
 
 DEFAULT_UDP_BIND = "0.0.0.0:9870"
 
@@ -46,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     udp = parser.add_argument_group("udp robot")
     udp.add_argument("--udp-bind", default=DEFAULT_UDP_BIND, help=f"local HOST:PORT for observations (default {DEFAULT_UDP_BIND})")
     udp.add_argument("--udp-robot", default=None,
-                     help="robot HOST:PORT for actions; only its packets are accepted (default: reply to the sender)")
+                     help="robot HOST:PORT for actions; only its packets are accepted "
+                          "(default: the sender of the first valid observation, pinned for the session)")
+    keys = udp.add_mutually_exclusive_group()
+    keys.add_argument("--udp-key-file", default=None, metavar="PATH",
+                      help="authenticate packets (HMAC-SHA256) with the key in this file: hex digits, >= 16 bytes, "
+                           "e.g. `openssl rand -hex 32 > robot.key`; the robot needs the same key")
+    keys.add_argument("--udp-key-env", default=None, metavar="VAR",
+                      help="as --udp-key-file, the key (hex) in environment variable VAR")
+    udp.add_argument("--udp-max-sequence-jump", type=int, default=DEFAULT_MAX_SEQUENCE_JUMP, metavar="N",
+                     help="drop observations whose sequence is more than N past the last accepted one "
+                          f"(default {DEFAULT_MAX_SEQUENCE_JUMP})")
     udp.add_argument("--watchdog-timeout", type=float, default=None,
                      help="seconds without observations before the safe action is sent (default two control periods)")
     udp.add_argument("--wait-for-robot", type=float, default=30.0,
@@ -85,6 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--wait-for-robot: expected seconds >= 0, got {args.wait_for_robot}")
         bind = parse_address(args.udp_bind, "--udp-bind")
         robot_address = None if args.udp_robot is None else parse_address(args.udp_robot, "--udp-robot")
+        if robot_address is not None and robot_address[1] == 0:
+            raise ValueError(f"--udp-robot: expected HOST:PORT with a port in [1, 65535], got {args.udp_robot!r}")
+        if not 1 <= args.udp_max_sequence_jump < 2**31:
+            raise ValueError(f"--udp-max-sequence-jump: expected an integer in [1, {2**31 - 1}], got {args.udp_max_sequence_jump}")
+        key = None
+        if args.udp_key_file is not None:
+            key = read_key_file(args.udp_key_file, "--udp-key-file")
+        elif args.udp_key_env is not None:
+            key = key_from_env(args.udp_key_env, "--udp-key-env")
         safe_action = _parse_safe_action(args.safe_action)
         try:
             controller = Controller(args.file, safe_action=safe_action, expected_robot=args.expected_robot)
@@ -101,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bmaml_robot_deploy.udp import UdpRobot
 
             options = {} if args.watchdog_timeout is None else {"watchdog_timeout": args.watchdog_timeout}
-            robot = UdpRobot.for_controller(controller, bind=bind, robot_address=robot_address, **options)
+            robot = UdpRobot.for_controller(controller, bind=bind, robot_address=robot_address, key=key,
+                                            max_sequence_jump=args.udp_max_sequence_jump, **options)
     except (ValueError, TypeError, ImportError) as error:
         parser.error(str(error))
 
@@ -109,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(controller, file=sys.stderr)
         if args.robot == "udp":
             host, port = robot.address
-            print(f"bmaml-control: listening on {host}:{port}, waiting for the robot...", file=sys.stderr, flush=True)
+            auth = "authenticated" if robot.authenticated else "unauthenticated"
+            print(f"bmaml-control: listening on {host}:{port} ({auth}), waiting for the robot...", file=sys.stderr,
+                  flush=True)
             if not robot.wait_for_robot(args.wait_for_robot):
                 print(f"bmaml-control: no observation from the robot within {args.wait_for_robot} s", file=sys.stderr)
                 return 1

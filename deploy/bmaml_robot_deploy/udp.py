@@ -25,9 +25,9 @@ tag               u8[32]  only with bit 15: HMAC-SHA256, under the shared key, o
 
 So an observation packet is ``12 + 4 * obs_dim`` bytes and an action packet ``12 + 4 * act_dim``,
 32 more each when authenticated. Bits 2-14 of ``flags`` are reserved (sent as 0, ignored on
-receipt). Without a key, the layout is the original one (format of version 0.1.0 of this
-package, which had no bit 15); a receiver without a key drops packets with bit 15 set, and a
-receiver with a key drops packets without it.
+receipt). Without a key, packets are byte for byte those of the original layout (in which bit
+15 was reserved, so older peers drop authenticated packets for their length); a receiver without
+a key drops packets with bit 15 set, and a receiver with a key drops packets without it.
 
 Protocol. The robot sends an observation packet whenever it has a new observation (typically
 once per control period, or in lockstep: after applying each action). The controller side
@@ -45,7 +45,8 @@ robot re-sent it: our action was lost), the last action packet is sent again. A 
 the safe action (flag ``WATCHDOG``, sequence of the last observation) at every tick while no
 observation has arrived for ``watchdog_timeout`` seconds (default two control periods), and
 counts each time it fires. After the watchdog fired, the next valid observation is accepted
-whatever its sequence (the robot may have restarted), except with authentication.
+whatever its sequence (the robot may have restarted); with authentication, whatever its jump
+but only if it is newer.
 
 Authentication (opt-in: ``key=`` on both sides, at least 16 bytes, e.g. 32 random ones). Every
 packet carries the tag above, and a packet whose tag does not verify under the key is dropped
@@ -269,7 +270,11 @@ def check_address(address: Any, name: str, *, any_port: bool = False) -> tuple[s
     low = 0 if any_port else 1
     expected = f"(host, port) or 'HOST:PORT' with a port in [{low}, 65535]"
     if isinstance(address, str):
-        host, port = parse_address(address, name)
+        host, colon, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        if not colon or not port_text.strip().lstrip("-").isdigit():
+            raise ValueError(f"{name}: expected {expected}, got {address!r}")
+        port = int(port_text)
     elif isinstance(address, (tuple, list)) and len(address) == 2:
         host, port = address
         if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, (int, np.integer)):

@@ -1,6 +1,7 @@
 """A MuJoCo robot served over UDP: the robot side of the bridge, as a separate simulator process.
 
     python -m bmaml_robot_deploy.udp_sim --policy policy.onnx --controller 127.0.0.1:9870 --episodes 1
+    python -m bmaml_robot_deploy.udp_sim ... --udp-key-file robot.key     # authenticated packets
 
 It simulates the robot and task of a policy file (or ``--family``/``--task``), sends an
 observation packet for every step and applies the action packet that answers it (layout in
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bmaml_robot_deploy.metadata import PolicyMetadata
-from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, parse_address
+from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, key_from_env, parse_address, read_key_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--action-timeout", type=float, default=0.5, help="seconds before re-sending an observation")
     parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step")
     parser.add_argument("--record", help="save observations, actions and returns to this .npz file")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--udp-key-file", default=None, metavar="PATH",
+                      help="authenticate packets (HMAC-SHA256) with the key in this file (hex, >= 16 bytes; "
+                           "the controller's key)")
+    keys.add_argument("--udp-key-env", default=None, metavar="VAR",
+                      help="as --udp-key-file, the key (hex) in environment variable VAR")
+    parser.add_argument("--first-sequence", type=int, default=1,
+                        help="sequence of the first observation (default 1; with a key, a restarted robot must "
+                             "start above the last one the running controller accepted)")
     return parser
 
 
@@ -71,7 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if value is not None and value < 1:
                 raise ValueError(f"--{name}: expected an integer >= 1, got {value}")
         controller = parse_address(args.controller, "--controller")
+        if controller[1] == 0:
+            raise ValueError(f"--controller: expected HOST:PORT with a port in [1, 65535], got {args.controller!r}")
         bind = parse_address(args.bind, "--bind")
+        if not 0 <= args.first_sequence < 2**32:
+            raise ValueError(f"--first-sequence: expected an integer in [0, {2**32 - 1}], got {args.first_sequence}")
+        key = None
+        if args.udp_key_file is not None:
+            key = read_key_file(args.udp_key_file, "--udp-key-file")
+        elif args.udp_key_env is not None:
+            key = key_from_env(args.udp_key_env, "--udp-key-env")
         from bmaml_robot_deploy.sim import SimulatedRobot
 
         robot = SimulatedRobot(family, task, seed=args.seed, max_episode_steps=args.max_episode_steps)
@@ -86,15 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return robot.read_observation(), robot.last_reward, robot.last_terminated, robot.last_truncated
 
     try:
-        with UdpRobotServer(controller, robot.obs_dim, robot.act_dim, bind=bind, action_timeout=args.action_timeout) as server:
-            print(f"udp_sim: {family} {task} on {server.address[0]}:{server.address[1]} -> {controller[0]}:{controller[1]}",
-                  flush=True)
+        with UdpRobotServer(controller, robot.obs_dim, robot.act_dim, bind=bind, key=key,
+                            first_sequence=args.first_sequence, action_timeout=args.action_timeout) as server:
+            auth = "authenticated" if key is not None else "unauthenticated"
+            print(f"udp_sim: {family} {task} on {server.address[0]}:{server.address[1]} -> {controller[0]}:{controller[1]} "
+                  f"({auth})", flush=True)
             stats = server.run(reset, step, steps=args.steps, episodes=args.episodes, linger_s=args.linger,
                                record=args.record is not None)
     finally:
         robot.close()
     print(f"udp_sim: steps {stats.steps}, episodes {stats.episodes}, returns {stats.episode_returns}, "
-          f"resends {stats.resends}, dropped {stats.dropped}, watchdog packets after stop "
+          f"resends {stats.resends}, dropped {stats.dropped} (unauthenticated {stats.dropped_unauthenticated}, "
+          f"unknown sender {stats.dropped_unknown_sender}), watchdog packets after stop "
           f"{stats.watchdog_actions_after_stop}", flush=True)
     if args.record is not None:
         save_record(args.record, stats)
@@ -120,6 +142,8 @@ def save_record(path: str, stats: ServerStats) -> None:
                 episodes=stats.episodes,
                 resends=stats.resends,
                 dropped=stats.dropped,
+                dropped_unauthenticated=stats.dropped_unauthenticated,
+                dropped_unknown_sender=stats.dropped_unknown_sender,
                 watchdog_actions_after_stop=stats.watchdog_actions_after_stop,
             )
             f.flush()

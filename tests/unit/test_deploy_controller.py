@@ -185,9 +185,9 @@ def test_a_model_without_any_metadata(tmp_path):
         ("bmaml.action_low", "[-1, -1]", r"metadata bmaml.action_low: expected 6 numbers \(act_dim\), got 2"),
         ("bmaml.action_high", "[1, 1, 1, 1, 1, NaN]", r"metadata bmaml.action_high: expected a finite number"),
         ("bmaml.control_dt", "0", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 0.0"),
-        # Positive but absurd: a denormal (1e6 GHz... x 1e300) and three thousand years per step.
+        # Positive but absurd (a denormal; three thousand years per step): used to be accepted.
         ("bmaml.control_dt", "1e-320", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 1e-320"),
-        ("bmaml.control_dt", "1e11", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 1e\+?11"),
+        ("bmaml.control_dt", "1e11", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\], got 100000000000.0"),
         ("bmaml.control_dt", "3600.5", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\]"),
         ("bmaml.policy_kind", "transformer", r"metadata bmaml.policy_kind: expected one of"),
         ("bmaml.recurrence", "frozen", r"metadata bmaml.recurrence: an mlp policy has recurrence 'none'"),

@@ -1,0 +1,283 @@
+"""The UDP bridge's packets and arguments, without a network: header fields checked when packing,
+authenticated packets (HMAC-SHA256 tag) rejected when tampered with or signed with another key,
+addresses and keys checked where they are given.
+
+The bridge on sockets (pinning, replays, sequence jumps, a robot thread) is tested in
+``tests/integration/test_deploy_udp_security.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+
+import numpy as np
+import pytest
+
+from bmaml_robot_deploy import UdpRobot, UdpRobotServer
+from bmaml_robot_deploy.udp import (
+    ACTION_MAGIC,
+    FLAG_AUTHENTICATED,
+    FLAG_NEW_EPISODE,
+    HEADER_SIZE,
+    OBS_MAGIC,
+    TAG_SIZE,
+    PacketError,
+    ServerStats,
+    check_address,
+    key_from_env,
+    pack_packet,
+    packet_size,
+    parse_packet,
+    read_key_file,
+    unpack_packet,
+)
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+OBS = np.linspace(-1, 1, 17, dtype=np.float32)
+
+
+# --- packing: every header field is checked ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(flags=-1), r"^flags: expected an integer in \[0, 65535\], got -1$"),
+        (dict(flags=1 << 16), r"^flags: expected an integer in \[0, 65535\], got 65536$"),
+        (dict(flags=1.0), r"^flags: expected an integer in \[0, 65535\], got 1.0$"),
+        (dict(flags=FLAG_AUTHENTICATED), r"^flags: bit 15 \(AUTHENTICATED\) is set by giving key=, got 0x8000$"),
+        (dict(sequence=-1), r"^sequence: expected an integer in \[0, 4294967295\], got -1$"),
+        (dict(sequence=2**32), r"^sequence: expected an integer in \[0, 4294967295\], got 4294967296$"),
+        (dict(sequence=True), r"^sequence: expected an integer in \[0, 4294967295\], got True$"),
+        (dict(magic=-1), r"^magic: expected an integer in \[0, 4294967295\], got -1$"),
+        (dict(magic="BMOB"), r"^magic: expected an integer in \[0, 4294967295\], got 'BMOB'$"),
+        (dict(values=np.zeros(65536)), r"^values: expected at most 65535 numbers \(the u16 dim field\), got 65536$"),
+        (dict(values=["a", "b"]), r"^values: expected real numbers, got dtype <U1$"),
+        (dict(values=[[1.0], [1.0, 2.0]]), r"^values: expected real numbers, got list$"),
+        (dict(values=np.zeros(3, complex)), r"^values: expected real numbers, got dtype complex128$"),
+        (dict(key=b"short"), r"^key: expected at least 16 bytes, got 5$"),
+    ],
+)
+def test_pack_packet_checks_every_header_field(kwargs, message):
+    """flags=-1 used to raise struct.error (naming nothing); bit 15 is the authentication flag."""
+    args = dict(magic=OBS_MAGIC, sequence=1, values=OBS, flags=0) | kwargs
+    with pytest.raises(ValueError, match=message):
+        pack_packet(args.pop("magic"), args.pop("sequence"), args.pop("values"), **args)
+
+
+def test_a_key_that_is_not_bytes():
+    with pytest.raises(TypeError, match=r"^key: expected bytes \(at least 16\) or None, got str$"):
+        pack_packet(OBS_MAGIC, 1, OBS, key="a" * 32)
+
+
+def test_the_layout_without_a_key_is_unchanged():
+    """Unauthenticated packets are byte for byte those of the original layout."""
+    packet = pack_packet(OBS_MAGIC, 7, OBS, FLAG_NEW_EPISODE)
+    assert packet == b"BMOB" + (7).to_bytes(4, "little") + (17).to_bytes(2, "little") + b"\x01\x00" + OBS.astype("<f4").tobytes()
+    assert len(packet) == packet_size(17) == 80
+    sequence, flags, values = parse_packet(packet, OBS_MAGIC, 17)
+    assert (sequence, flags) == (7, FLAG_NEW_EPISODE) and np.array_equal(values, OBS)
+
+
+def test_the_authenticated_layout_is_the_documented_one():
+    """Bit 15 set, then a 32-byte HMAC-SHA256 of header and payload (what a firmware author
+    reimplements from the docstring)."""
+    packet = pack_packet(ACTION_MAGIC, 9, np.ones(6), key=KEY)
+    assert len(packet) == packet_size(6, True) == HEADER_SIZE + 24 + TAG_SIZE
+    body = pack_packet(ACTION_MAGIC, 9, np.ones(6))
+    body = body[:10] + FLAG_AUTHENTICATED.to_bytes(2, "little") + body[12:]
+    assert packet == body + hmac.new(KEY, body, hashlib.sha256).digest()
+    sequence, flags, values = parse_packet(packet, ACTION_MAGIC, 6, key=KEY)
+    assert sequence == 9 and flags == FLAG_AUTHENTICATED and np.array_equal(values, np.ones(6, np.float32))
+
+
+# --- parsing: malformed, tampered, other key ----------------------------------------------------
+
+
+def test_every_single_bit_flip_of_an_authenticated_packet_is_rejected():
+    packet = pack_packet(OBS_MAGIC, 123456, OBS, FLAG_NEW_EPISODE, key=KEY)
+    reasons = set()
+    for bit in range(8 * len(packet)):
+        tampered = bytearray(packet)
+        tampered[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(PacketError) as error:
+            parse_packet(bytes(tampered), OBS_MAGIC, 17, key=KEY)
+        reasons.add(error.value.reason)
+        assert unpack_packet(bytes(tampered), OBS_MAGIC, 17, key=KEY) is None
+    # Magic and dim flips are malformed; everything else (sequence, flags, payload, tag) fails the tag.
+    assert reasons == {"magic", "dim", "auth"}
+    assert parse_packet(packet, OBS_MAGIC, 17, key=KEY)[0] == 123456
+
+
+@pytest.mark.parametrize(
+    ("sent_with", "read_with"),
+    [(OTHER_KEY, KEY), (None, KEY), (KEY, None)],
+    ids=["other key", "no tag for a keyed receiver", "a tag for a receiver without key"],
+)
+def test_a_packet_signed_with_another_key_or_none_is_rejected(sent_with, read_with):
+    packet = pack_packet(OBS_MAGIC, 1, OBS, key=sent_with)
+    with pytest.raises(PacketError, match=r"authentication failed") as error:
+        parse_packet(packet, OBS_MAGIC, 17, key=read_with)
+    assert error.value.reason == "auth" and isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "size"),
+        (b"BMOB", "size"),
+        (pack_packet(ACTION_MAGIC, 1, OBS), "magic"),
+        (pack_packet(OBS_MAGIC, 1, OBS[:16]), "dim"),
+        (pack_packet(OBS_MAGIC, 1, OBS) + b"\0", "size"),
+        (pack_packet(OBS_MAGIC, 1, OBS)[:-1], "size"),
+    ],
+)
+def test_malformed_packets_raise_packet_error_with_the_reason(data, reason):
+    with pytest.raises(PacketError) as error:
+        parse_packet(data, OBS_MAGIC, 17)
+    assert error.value.reason == reason
+    assert unpack_packet(data, OBS_MAGIC, 17) is None
+
+
+def test_non_finite_values_are_carried_not_hidden():
+    """The packet layer passes a robot's NaN on; the controller answers it with the safe action."""
+    values = OBS.copy()
+    values[[0, 3]] = [np.nan, -np.inf]
+    got = parse_packet(pack_packet(OBS_MAGIC, 2, values, key=KEY), OBS_MAGIC, 17, key=KEY)[2]
+    assert np.array_equal(got, values, equal_nan=True)
+
+
+# --- addresses ------------------------------------------------------------------------------------
+
+
+def test_a_host_port_string_is_an_address():
+    """'127.0.0.1:9000' used to become ('0.0.0.1', 2): its first and second characters."""
+    with UdpRobot(17, 6, bind="127.0.0.1:0", robot_address="127.0.0.1:9000") as robot:
+        assert robot.robot_address == ("127.0.0.1", 9000)
+        assert robot.address[0] == "127.0.0.1" and robot.address[1] > 0
+    with UdpRobot(17, 6, bind=("127.0.0.1", 0), robot_address=("localhost", 9000)) as robot:
+        assert robot.robot_address == ("127.0.0.1", 9000)
+    assert check_address(["127.0.0.1", np.int64(5)], "x") == ("127.0.0.1", 5)
+
+
+ROBOT_EXPECTED = r"expected \(host, port\) or 'HOST:PORT' with a port in \[1, 65535\], got "
+BIND_EXPECTED = r"expected \(host, port\) or 'HOST:PORT' with a port in \[0, 65535\], got "
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(robot_address=("127.0.0.1", 99999)), ValueError, rf"^robot_address: {ROBOT_EXPECTED}\('127.0.0.1', 99999\)$"),
+        (dict(robot_address=("127.0.0.1", -1)), ValueError, rf"^robot_address: {ROBOT_EXPECTED}\('127.0.0.1', -1\)$"),
+        (dict(robot_address=("127.0.0.1", 0)), ValueError, rf"^robot_address: {ROBOT_EXPECTED}"),
+        (dict(robot_address="127.0.0.1:99999"), ValueError, rf"^robot_address: {ROBOT_EXPECTED}'127.0.0.1:99999'$"),
+        (dict(robot_address="127.0.0.1:0"), ValueError, rf"^robot_address: {ROBOT_EXPECTED}'127.0.0.1:0'$"),
+        (dict(robot_address="127.0.0.1"), ValueError, rf"^robot_address: {ROBOT_EXPECTED}'127.0.0.1'$"),
+        (dict(robot_address="127.0.0.1:port"), ValueError, rf"^robot_address: {ROBOT_EXPECTED}'127.0.0.1:port'$"),
+        (dict(robot_address=("127.0.0.1", "9000")), TypeError, rf"^robot_address: {ROBOT_EXPECTED}"),
+        (dict(robot_address=("127.0.0.1", 9000, 0)), TypeError, rf"^robot_address: {ROBOT_EXPECTED}"),
+        (dict(robot_address=9000), TypeError, rf"^robot_address: {ROBOT_EXPECTED}9000$"),
+        (dict(robot_address=("", 9000)), ValueError, rf"^robot_address: {ROBOT_EXPECTED}"),
+        (dict(robot_address=("no-such-host.invalid", 9000)), ValueError,
+         r"^robot_address: cannot resolve host 'no-such-host.invalid'"),
+        (dict(bind=("127.0.0.1", 99999)), ValueError, rf"^bind: {BIND_EXPECTED}\('127.0.0.1', 99999\)$"),
+        (dict(bind="127.0.0.1:-1"), ValueError, rf"^bind: {BIND_EXPECTED}'127.0.0.1:-1'$"),
+        (dict(bind=("127.0.0.1",)), TypeError, rf"^bind: {BIND_EXPECTED}"),
+        (dict(key=b"0123"), ValueError, r"^key: expected at least 16 bytes, got 4$"),
+        (dict(max_sequence_jump=0), ValueError, r"^max_sequence_jump: expected an integer in \[1, 2147483647\], got 0$"),
+    ],
+)
+def test_bad_udp_robot_arguments_fail_at_construction(kwargs, error, message):
+    """Port 99999 used to fail at the first send (OverflowError), a bad robot address silently
+    became another one."""
+    with pytest.raises(error, match=message):
+        UdpRobot(17, 6, **(dict(bind=("127.0.0.1", 0)) | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(controller_address="127.0.0.1:99999"), ValueError, rf"^controller_address: {ROBOT_EXPECTED}'127.0.0.1:99999'$"),
+        (dict(controller_address=("127.0.0.1", 0)), ValueError, r"^controller_address: expected .* port in \[1, 65535\]"),
+        (dict(controller_address=9870), TypeError, r"^controller_address: expected \(host, port\)"),
+        (dict(bind=("127.0.0.1", 70000)), ValueError, rf"^bind: {BIND_EXPECTED}"),
+        (dict(first_sequence=-1), ValueError, r"^first_sequence: expected an integer in \[0, 4294967295\], got -1$"),
+        (dict(max_resends=-1), ValueError, r"^max_resends: expected an integer >= 0, got -1$"),
+        (dict(key="k" * 32), TypeError, r"^key: expected bytes"),
+    ],
+)
+def test_bad_robot_server_arguments_fail_at_construction(kwargs, error, message):
+    args = dict(controller_address=("127.0.0.1", 9870)) | kwargs
+    with pytest.raises(error, match=message):
+        UdpRobotServer(args.pop("controller_address"), 17, 6, **args)
+
+
+def test_the_server_accepts_a_host_port_string():
+    with UdpRobotServer("127.0.0.1:9870", 17, 6, bind="127.0.0.1:0") as server:
+        assert server.controller_address == ("127.0.0.1", 9870)
+
+
+# --- keys from files and the environment ----------------------------------------------------------
+
+
+def test_keys_are_read_as_hex_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "robot.key"
+    path.write_text(KEY.hex() + "\n")
+    assert read_key_file(path) == KEY
+    path.write_text(KEY.hex()[:32] + " \n " + KEY.hex()[32:])  # whitespace is ignored
+    assert read_key_file(path) == KEY
+    monkeypatch.setenv("ROBOT_KEY", KEY.hex().upper())
+    assert key_from_env("ROBOT_KEY") == KEY
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not hex at all, a secret", r"expected the key as hex digits .* got 19 characters that are not"),
+        ("abc", r"expected the key as hex digits"),
+        ("00" * 15, r"expected at least 16 bytes \(32 hex digits\), got 15"),
+        (None, r"cannot read key file"),
+    ],
+)
+def test_bad_key_files_are_named_without_showing_the_key(tmp_path, content, message):
+    path = tmp_path / "robot.key"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=rf"^--udp-key-file: .*{message}") as error:
+        read_key_file(path)
+    assert str(path) in str(error.value) and "secret" not in str(error.value)
+
+
+def test_a_missing_key_variable(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VARIABLE", raising=False)
+    with pytest.raises(ValueError, match=r"^--udp-key-env: environment variable 'NO_SUCH_KEY_VARIABLE' is not set$"):
+        key_from_env("NO_SUCH_KEY_VARIABLE")
+
+
+def test_the_server_drops_actions_from_strangers_and_with_bad_tags():
+    """The robot side too talks only to its controller: a stranger's action, a tampered one, one
+    signed with another key and one answering an older observation are dropped; the real one
+    is taken."""
+    controller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    controller.bind(("127.0.0.1", 0))
+    stranger.bind(("127.0.0.1", 0))
+    with UdpRobotServer(controller.getsockname(), 17, 6, key=KEY) as server:
+        stats = ServerStats()
+        good = pack_packet(ACTION_MAGIC, 5, np.full(6, 0.5), key=KEY)
+        tampered = bytearray(good)
+        tampered[HEADER_SIZE] ^= 0x40
+        stranger.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6), key=KEY), server.address)
+        controller.sendto(bytes(tampered), server.address)
+        controller.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6), key=OTHER_KEY), server.address)
+        controller.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6)), server.address)
+        controller.sendto(pack_packet(ACTION_MAGIC, 4, np.ones(6), key=KEY), server.address)  # replay: older
+        controller.sendto(good, server.address)
+        action, flags = server.receive_action(5, 2.0, stats)
+        assert np.array_equal(action, np.full(6, 0.5, np.float32)) and flags == FLAG_AUTHENTICATED
+        assert stats.dropped == 5 and stats.dropped_unknown_sender == 1 and stats.dropped_unauthenticated == 3
+    controller.close()
+    stranger.close()
