@@ -202,7 +202,11 @@ def _coerce(key: str, value: Any) -> Any:
             return value
     elif hint == tuple[int, ...]:
         if isinstance(value, str):
-            value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            try:
+                value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            except (yaml.YAMLError, ValueError, RecursionError) as error:
+                raise ValueError(f"{key}: expected a list of integers, got {reprlib.repr(value)} "
+                                 f"({_first_line(error)})") from None
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]  # `--set hidden_sizes=64`: one hidden layer
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):

@@ -217,6 +217,8 @@ def test_bad_config_files_name_the_file(tmp_path: Path) -> None:
     binary.write_bytes(b"family: \xff\xfe\n")
     with pytest.raises(ValueError, match=f"config: {binary} is not UTF-8 text"):
         load_config(str(binary))
+    with pytest.raises(ValueError, match=r"hidden_sizes: expected a list of integers, got '\[64,'"):
+        from_dict({"hidden_sizes": "[64,"})
     with pytest.raises(ValueError, match=r"expected config keys \(strings\), got 1"):
         from_dict({1: 2, "family": "AntDir"})
     nested: Any = []
