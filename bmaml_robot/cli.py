@@ -84,7 +84,8 @@ def train_main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"bmaml-train: {config.family}, {config.policy} policy"
                   + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
-                  + f", {config.num_batches} meta-iterations of {config.num_tasks} tasks x "
+                  + f", {config.num_batches} meta-iteration{'s' if config.num_batches != 1 else ''} of "
+                  f"{config.num_tasks} tasks x "
                   f"{config.episodes_per_task} episodes x {config.horizon} steps"
                   + (f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
                      f" on {config.ray_address or 'a local Ray'}" if config.sampler == "ray" else "")
@@ -106,8 +107,9 @@ def train_main(argv: list[str] | None = None) -> int:
         return 1
     if not args.quiet and result.metrics:
         first, last = result.metrics[0], result.metrics[-1]
-        print(f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} before adaptation, "
-              f"{first['return_after']:.2f} after")
+        if first is not last:
+            print(f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} before adaptation, "
+                  f"{first['return_after']:.2f} after")
         print(f"meta-iteration {last['iteration']}: return {last['return_before']:.2f} before adaptation, "
               f"{last['return_after']:.2f} after (gain {last['return_after'] - last['return_before']:+.2f})")
         print(f"run directory: {result.run_dir}")

@@ -31,7 +31,7 @@ class TrainConfig:
     policy: str = "mlp"
     """Policy kind: ``mlp`` (classic MAML), ``rnn`` (tanh), ``gru`` or ``lstm``."""
     recurrence: str = "frozen"
-    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted), ``all``."""
+    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted), ``all``; ignored by mlp."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the MLP policy."""
     hidden_size: int = 100
@@ -84,6 +84,14 @@ class TrainConfig:
     """Seed of everything: tasks, resets, action noise, initial parameters."""
     checkpoint_every: int = 1
     """Write a checkpoint every this many meta-iterations (and always at the end)."""
+    eval_every: int = 0
+    """Held-out evaluation every this many meta-iterations (bmaml-eval's tasks and noise), logged with the metrics; 0: never."""
+    eval_steps: int = 1
+    """Evaluation during training: adaptation steps (returns after 0..eval_steps steps)."""
+    eval_tasks: int = 20
+    """Evaluation during training: held-out tasks."""
+    eval_episodes: int = 10
+    """Evaluation during training: episodes per task and adaptation step."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -130,8 +138,10 @@ def _validate(c: TrainConfig) -> None:
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
     for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "num_steps", "cg_iters",
-                "ls_max_steps", "num_batches", "num_threads", "checkpoint_every", "workers", "threads_per_worker"):
+                "ls_max_steps", "num_batches", "num_threads", "checkpoint_every", "workers", "threads_per_worker",
+                "eval_steps", "eval_tasks", "eval_episodes"):
         at_least(key, 1)
+    at_least("eval_every", 0)
     choice("sampler", ("local", "ray"))
     if c.sampler == "ray" and c.workers > c.num_tasks:
         raise ValueError(f"workers: expected at most num_tasks={c.num_tasks} Ray workers (one task each at least), "
@@ -167,7 +177,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Tr
 #: Keys added after runs were already being made, with the value that reproduces what a run made
 #: before the key existed computed (``action_scale`` is the robot's own bound: see ``run_config``).
 ADDED_LATER: dict[str, Any] = {"hvp_subsample": 1.0, "sampler": "local", "ray_address": "", "workers": 2,
-                               "threads_per_worker": 1}
+                               "threads_per_worker": 1, "eval_every": 0, "eval_steps": 1, "eval_tasks": 20,
+                               "eval_episodes": 10}
 _HINTS = typing.get_type_hints(TrainConfig)
 
 

@@ -176,6 +176,28 @@ def adaptation_returns(
     return returns, params
 
 
+class HeldOutEvaluation:
+    """``bmaml-eval``'s held-out adaptation, repeated during training (``config.eval_every``):
+    the same ``eval_tasks`` tasks and noise (evaluation seed 0) every time, so the values form a
+    curve; ``__call__`` gives ``{"eval_return_step0": ..., ..., "eval_return_step{eval_steps}": ...}``
+    (mean return per episode after k adaptation steps). Never touches training's random streams."""
+
+    def __init__(self, config: TrainConfig, policy: Policy) -> None:
+        self.policy = policy
+        self.steps = config.eval_steps
+        self.sampler = MetaSampler(config.family, config.eval_tasks, config.eval_episodes, config.horizon,
+                                   num_threads=config.num_threads, action_scale=config.action_scale)
+        self.sampler.set_tasks(held_out_tasks(config.family, config.eval_tasks, 0))
+        self.learner = build_learner(config, policy)
+
+    def __call__(self) -> dict[str, float]:
+        returns, _ = adaptation_returns(self.policy, self.sampler, self.learner, self.steps, eval_seed=0)
+        return {f"eval_return_step{k}": float(returns[k].mean()) for k in range(self.steps + 1)}
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
 # ----------------------------------------------------------------------------- result
 @dataclasses.dataclass
 class EvalResult:

@@ -31,6 +31,7 @@ from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler, Sampler
 from bmaml_robot.policies import Policy, make_policy
+from bmaml_robot.run_log import TensorBoardLog, record_provenance
 from bmaml_robot.torch_threads import one_torch_thread
 
 CHECKPOINT = "checkpoint.pt"
@@ -39,7 +40,8 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 #: Config keys a resumed run may change: they decide how long it runs and where it samples,
 #: never what it computes.
-RESUME_MAY_CHANGE = frozenset({"num_batches", "num_threads", "sampler", "ray_address", "workers", "threads_per_worker"})
+RESUME_MAY_CHANGE = frozenset({"num_batches", "num_threads", "sampler", "ray_address", "workers", "threads_per_worker",
+                               "eval_every", "eval_steps", "eval_tasks", "eval_episodes"})
 
 
 @dataclasses.dataclass
@@ -133,10 +135,20 @@ def meta_iteration(
         "env_steps": sampler.env_steps - steps_before,
         "return_before": float(train_episodes[0].episode_returns().mean()),
         "return_after": float(valid_episodes.episode_returns().mean()),
-        **{k: (float(v) if isinstance(v, (int, float, bool, np.floating)) else v) for k, v in figures.items()
-           if k not in ("return_before", "return_after")},
+        **{k: _json_number(v) for k, v in figures.items() if k not in ("return_before", "return_after")},
         **restarted,
     }
+
+
+def _json_number(value: Any) -> Any:
+    """Counts stay integers and flags booleans in metrics.jsonl; other numbers are floats."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value
 
 
 def check_run_dir(
@@ -286,8 +298,10 @@ def train(
     """Meta-train a policy as ``config`` says, writing everything to ``run_dir``.
 
     ``run_dir`` receives ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per
-    meta-iteration), ``checkpoint.pt`` (atomic, every ``checkpoint_every`` iterations) and
-    ``policy.pt`` (the final meta-policy). With ``resume``, a killed run continues from its last
+    meta-iteration; with ``eval_every``, held-out returns ``eval_return_step{k}`` every so many),
+    ``checkpoint.pt`` (atomic, every ``checkpoint_every`` iterations), ``policy.pt`` (the final
+    meta-policy), ``provenance.json`` and TensorBoard event files in ``tensorboard/``
+    (``run_log.py``). With ``resume``, a killed run continues from its last
     checkpoint with the config it was started with (only the keys of ``RESUME_MAY_CHANGE``:
     ``num_batches`` and where it samples) and produces the same metrics an uninterrupted run would.
     """
@@ -305,10 +319,12 @@ def train(
     for stray in run_dir.glob(".*.tmp"):  # left by a kill in the middle of an atomic write
         stray.unlink()
     dump_config(config, run_dir / CONFIG)
+    record_provenance(run_dir, start_iteration)
     # One torch thread whatever num_threads (the robots' threads): see torch_threads.py.
     with one_torch_thread():
         sampler = build_sampler(config)
-        bar = None
+        bar = evaluation = None
+        tensorboard = TensorBoardLog(run_dir, start_iteration)
         try:
             policy = build_policy(config, sampler.obs_dim, sampler.act_dim)
             metrics: list[dict[str, Any]] = []
@@ -317,6 +333,10 @@ def train(
                 sampler.env_steps = state["env_steps"]
                 metrics = resumed_metrics(run_dir, start_iteration)
             learner = build_learner(config, policy)
+            if config.eval_every:
+                from bmaml_robot.evaluate import HeldOutEvaluation  # (evaluate imports this module)
+
+                evaluation = HeldOutEvaluation(config, policy)
             # Lines past the checkpoint (a kill between the two writes) are recomputed, identically.
             write_text_atomic(run_dir / METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
 
@@ -327,7 +347,10 @@ def train(
                            desc=f"{config.family} {config.policy}", unit="it")
             for iteration in range(start_iteration, config.num_batches):
                 record = meta_iteration(config, iteration, sampler, learner)
+                if evaluation is not None and (iteration + 1) % config.eval_every == 0:
+                    record.update(evaluation())
                 append_jsonl(run_dir / METRICS, record)
+                tensorboard.write(record, sampler.env_steps)
                 metrics.append(record)
                 last = iteration + 1 == config.num_batches
                 if last or (iteration + 1) % config.checkpoint_every == 0:
@@ -342,6 +365,9 @@ def train(
         finally:
             if bar is not None:
                 bar.close()
+            if evaluation is not None:
+                evaluation.close()
+            tensorboard.close()
             sampler.close()
     save_checkpoint(run_dir / FINAL_POLICY, {"config": config.to_dict(), "policy": policy.state_dict()})
     return TrainResult(run_dir, policy, metrics)

@@ -40,6 +40,8 @@ class TaskFamily:
     task_distribution: str
     """How tasks are drawn, for documentation."""
     _sample: Callable[[int, np.random.Generator], list[Task]]
+    _support: Callable[[np.ndarray], bool]
+    """Whether an encoded task (``encode``'s output) lies in the training distribution."""
     action_scale: float = 10.0
     """Default half-width of the policy's normalised action space (``envs/action_map.py``): 10 for
     the MuJoCo robots, as pytorch-maml-rl and garage; Navigation2D's own bound 0.1 (no rescaling:
@@ -56,6 +58,12 @@ class TaskFamily:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
         return self._sample(int(num_tasks), rng)
+
+    def in_distribution(self, task: Mapping[str, Any]) -> bool:
+        """Whether ``task`` (checked as ``encode`` does) is one the family's distribution can draw
+        (``task_distribution``); tasks outside it are allowed (to test generalisation) but are not
+        what a meta-policy was trained for."""
+        return bool(self._support(self.encode(task)))
 
     def encode(self, task: Mapping[str, Any], where: str = "task") -> np.ndarray:
         """Check a task dict and return its C++ encoding, float64 ``[TASK_PARAMS]``."""
@@ -120,6 +128,15 @@ def _finite_float(value: Any, where: str) -> float:
     return number
 
 
+def _in_box(low: float, high: float, count: int) -> Callable[[np.ndarray], bool]:
+    """Support of a uniform distribution: the first ``count`` task values within [low, high]."""
+    return lambda params: bool(np.all((params[:count] >= low) & (params[:count] <= high)))
+
+
+def _unit_direction(params: np.ndarray) -> bool:
+    return bool(params[0] in (-1.0, 1.0))
+
+
 def _directions(n: int, rng: np.random.Generator) -> list[Task]:
     return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
 
@@ -141,22 +158,25 @@ _ANT_CTRL = "0.005 |a|^2"
 FAMILIES: dict[str, TaskFamily] = {
     f.name: f
     for f in [
-        TaskFamily("HalfCheetahDir", "HalfCheetah", "direction", _DIR, "direction in {-1, +1}", _directions),
-        TaskFamily("HalfCheetahVel", "HalfCheetah", "velocity", _VEL, "velocity ~ U[0, 2]", _velocities(2.0)),
+        TaskFamily("HalfCheetahDir", "HalfCheetah", "direction", _DIR, "direction in {-1, +1}", _directions,
+                   _unit_direction),
+        TaskFamily("HalfCheetahVel", "HalfCheetah", "velocity", _VEL, "velocity ~ U[0, 2]", _velocities(2.0),
+                   _in_box(0.0, 2.0, 1)),
         TaskFamily("AntDir", "Ant", "direction", "direction * v_x - " + _ANT_CTRL + _ANT, "direction in {-1, +1}",
-                   _directions),
+                   _directions, _unit_direction),
         TaskFamily("AntVel", "Ant", "velocity", "-|v_x - velocity| + 1 - " + _ANT_CTRL + _ANT, "velocity ~ U[0, 3]",
-                   _velocities(3.0)),
+                   _velocities(3.0), _in_box(0.0, 3.0, 1)),
         TaskFamily(
             "AntGoal", "Ant", "goal", "-(|x - goal_x| + |y - goal_y|) + 4 - " + _ANT_CTRL + _ANT,
-            "goal ~ U[-3, 3]^2", _square_goals(3.0),
+            "goal ~ U[-3, 3]^2", _square_goals(3.0), _in_box(-3.0, 3.0, 2),
         ),
-        TaskFamily("SwimmerDir", "Swimmer", "direction", _DIR, "direction in {-1, +1}", _directions),
-        TaskFamily("SwimmerVel", "Swimmer", "velocity", _VEL, "velocity ~ U[0, 0.5]", _velocities(0.5)),
+        TaskFamily("SwimmerDir", "Swimmer", "direction", _DIR, "direction in {-1, +1}", _directions, _unit_direction),
+        TaskFamily("SwimmerVel", "Swimmer", "velocity", _VEL, "velocity ~ U[0, 0.5]", _velocities(0.5),
+                   _in_box(0.0, 0.5, 1)),
         TaskFamily(
             "Navigation2D", "Navigation2D", "navigation",
             "-||position - goal||_2; ends within 0.01 of the goal", "goal ~ U[-0.5, 0.5]^2", _square_goals(0.5),
-            action_scale=0.1,
+            _in_box(-0.5, 0.5, 2), action_scale=0.1,
         ),
     ]
 }

@@ -51,7 +51,8 @@ def test_tiny_run_from_flags_quiet(tmp_path: Path, capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "it/s" not in captured.err and "%|" not in captured.err  # no progress bar either
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "policy.pt"}
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "policy.pt",
+                                               "provenance.json", "tensorboard"}
     config = load_config(str(out / "config.yaml"))
     assert config == load_config("2d-navigation").replace(num_tasks=2, episodes_per_task=2, horizon=10,
                                                           num_batches=2, num_threads=1).resolved()

@@ -258,7 +258,8 @@ def test_run_directory_contents(tmp_path: Path) -> None:
     run = tmp_path / "nested" / "run"
     result = train(config, run)
     assert result.run_dir == run
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "policy.pt"}
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.jsonl", "checkpoint.pt", "policy.pt",
+                                               "provenance.json", "tensorboard"}
     # The run records the resolved config: action_scale is a number, never "the default".
     assert config.action_scale is None
     config = config.resolved()
@@ -292,11 +293,11 @@ def test_refuses_to_overwrite_an_existing_run(tmp_path: Path) -> None:
     config = tiny(family="Navigation2D", horizon=10)
     run = tmp_path / "run"
     train(config, run)
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for other in (config, config.replace(seed=5)):
         with pytest.raises(ValueError, match=r"already holds a run.*resume"):
             train(other, run)
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path: Path) -> None:

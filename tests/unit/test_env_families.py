@@ -217,3 +217,17 @@ def test_single_env_draws_a_task_per_reset_when_none_is_fixed():
     assert tasks[0] != tasks[1] != tasks[2]
     assert env.reset(seed=0)[1]["task"] == tasks[0]
     assert all(np.hypot(*t["goal"]) <= 3.0 for t in tasks)
+
+
+def test_in_distribution_is_the_support_of_each_family() -> None:
+    """Every sampled task is in the distribution; tasks outside it are allowed but flagged."""
+    for name, family in bm.FAMILIES.items():
+        tasks = family.sample_tasks(500, np.random.default_rng(1))
+        assert all(family.in_distribution(task) for task in tasks), name
+    assert not bm.get_family("HalfCheetahDir").in_distribution({"direction": 0.5})
+    assert not bm.get_family("HalfCheetahVel").in_distribution({"velocity": 2.5})
+    assert not bm.get_family("AntGoal").in_distribution({"goal": [3.5, 0.0]})
+    assert bm.get_family("AntGoal").in_distribution({"goal": [-3.0, 3.0]})
+    assert not bm.get_family("Navigation2D").in_distribution({"goal": [0.0, 0.6]})
+    with pytest.raises(ValueError, match="task"):
+        bm.get_family("AntGoal").in_distribution({"goal": [np.nan, 0.0]})
