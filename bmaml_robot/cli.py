@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +115,136 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"meta-iteration {last['iteration']}: return {last['return_before']:.2f} before adaptation, "
               f"{last['return_after']:.2f} after (gain {last['return_after'] - last['return_before']:+.2f})")
         print(f"run directory: {result.run_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- argument types
+# Checked by argparse, so a mistake is reported before torch and MuJoCo's models are loaded.
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}")
+    return value
+
+
+def _finite_at_least(low: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {low:g}, got {text!r}") from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {low:g}, got {text}")
+        return value
+
+    parse.__name__ = f"number >= {low:g}"
+    return parse
+
+
+# ----------------------------------------------------------------------------- bmaml-eval
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-eval",
+        description="Evaluate a meta-trained run on held-out tasks: mean return after 0..K adaptation steps, "
+                    "with 95%% confidence intervals over tasks. Writes eval.json and eval.png.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)")
+    p.add_argument("--steps", type=_int_at_least(0), default=3, help="adaptation steps K (default 3): returns after 0..K steps")
+    p.add_argument("--tasks", type=_int_at_least(1), default=20,
+                   help="held-out tasks (default 20; confidence intervals need 2 or more)")
+    p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per task and step (default 10)")
+    p.add_argument("--fast-lr", type=_finite_at_least(0.0), default=None, help="inner step size (default: the run's fast_lr)")
+    p.add_argument("--seed", type=_seed, default=0, help="evaluation seed: tasks and noise, the same for every run (default 0)")
+    p.add_argument("--num-threads", type=_int_at_least(1), default=1, help="threads stepping the robots (default 1)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for eval.json and eval.png (default: RUN_DIR, or RUN_DIR/initial with --initial); "
+                        "an eval.json already there is replaced (the command says so)")
+    p.add_argument("--initial", action="store_true",
+                   help="evaluate the run's policy at initialisation (its architecture and seed, before any "
+                        "meta-training): the baseline a meta-trained policy must beat")
+    return p
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """``bmaml-eval``: check the arguments, then the run, evaluate, write, print the table."""
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: expected a directory, got the file {args.out}")
+    from bmaml_robot import evaluate as evaluation
+
+    try:
+        evaluation.load_run(args.run_dir, initial=args.initial)  # the run is loadable before any work starts
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    result = evaluation.evaluate(args.run_dir, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
+                                 fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out,
+                                 initial=args.initial)
+    print(evaluation.format_table(result))
+    if args.tasks == 1:
+        print("note: one held-out task: no confidence interval over tasks (use --tasks 2 or more)")
+    print(f"{'replaced' if result.replaced else 'wrote'} {result.json_path} and {result.png_path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- bmaml-compare
+def _compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-compare",
+        description="Compare meta-training variants across seeds: learning curves with confidence bands, "
+                    "final performance, Welch/bootstrap tests with effect sizes, variance tests. Writes "
+                    "report.md, curves.png, gain.png, final.png and comparison.json.",
+    )
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="bmaml-train run directories")
+    p.add_argument("--group-by", default="policy,recurrence",
+                   help="comma-separated config keys that define a variant (default: policy,recurrence)")
+    p.add_argument("--last", type=_int_at_least(1), default=10,
+                   help="final window: the last N common meta-iterations (default 10)")
+    p.add_argument("--smooth", type=_int_at_least(1), default=5,
+                   help="trailing moving average of the plotted curves, in iterations (default 5; 1: none)")
+    p.add_argument("--min-iterations", type=_int_at_least(1), default=1,
+                   help="leave out runs with fewer meta-iterations (default 1: use every run)")
+    p.add_argument("--eval-dir", type=Path, default=None,
+                   help="bmaml-eval results as EVAL_DIR/<run name>/eval.json (default: RUN_DIR/eval.json where present)")
+    p.add_argument("--out", type=Path, default=Path("comparison"), help="output directory (default: ./comparison)")
+    return p
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """``bmaml-compare``: every check (arguments, runs, keys, comparability) is a usage error before any work."""
+    parser = _compare_parser()
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out: expected a directory, got the file {args.out}")
+    from bmaml_robot import compare as comparing
+
+    command = "bmaml-compare " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        comparison = comparing.compare(args.run_dirs, group_by=args.group_by.split(","), last=args.last,
+                                       smooth_window=args.smooth, min_iterations=args.min_iterations,
+                                       eval_dir=args.eval_dir, out=None, command=command)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    comparing.write_outputs(comparison, args.out)
+    print(comparing.format_summary(comparison))
+    print(f"wrote {', '.join(str(p) for p in comparison.files)}")
     return 0
 
 

@@ -973,45 +973,11 @@ def format_summary(c: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bmaml-compare",
-        description="Compare meta-training variants across seeds: learning curves with confidence bands, "
-                    "final performance, Welch/bootstrap tests with effect sizes, variance tests. Writes "
-                    "report.md, curves.png, gain.png, final.png and comparison.json.",
-    )
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="bmaml-train run directories")
-    p.add_argument("--group-by", default=",".join(DEFAULT_GROUP_BY),
-                   help="comma-separated config keys that define a variant (default: policy,recurrence)")
-    p.add_argument("--last", type=int, default=10, help="final window: the last N common meta-iterations (default 10)")
-    p.add_argument("--smooth", type=int, default=5,
-                   help="trailing moving average of the plotted curves, in iterations (default 5; 1: none)")
-    p.add_argument("--min-iterations", type=int, default=1,
-                   help="leave out runs with fewer meta-iterations (default 1: use every run)")
-    p.add_argument("--eval-dir", type=Path, default=None,
-                   help="bmaml-eval results as EVAL_DIR/<run name>/eval.json (default: RUN_DIR/eval.json where present)")
-    p.add_argument("--out", type=Path, default=Path("comparison"), help="output directory (default: ./comparison)")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``bmaml-compare``: every check (runs, keys, comparability) is a usage error before any work."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    command = "bmaml-compare " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"--out: expected a directory, got the file {args.out}")
-        comparison = compare(args.run_dirs, group_by=args.group_by.split(","), last=args.last,
-                             smooth_window=args.smooth, min_iterations=args.min_iterations, eval_dir=args.eval_dir,
-                             out=None,
-                             command=command)
-    except (ValueError, TypeError) as error:
-        parser.error(str(error))
-    write_outputs(comparison, args.out)
-    print(format_summary(comparison))
-    print(f"wrote {', '.join(str(p) for p in comparison.files)}")
-    return 0
+    """``bmaml-compare`` (``bmaml_robot.cli.compare_main``: arguments are checked before the heavy imports)."""
+    from bmaml_robot.cli import compare_main
+
+    return compare_main(argv)
 
 
 if __name__ == "__main__":

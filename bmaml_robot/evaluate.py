@@ -214,6 +214,8 @@ class EvalResult:
     ``gain_ci_low``, ``gain_ci_high`` (the CIs over tasks, 95%)."""
     json_path: Path | None = None
     png_path: Path | None = None
+    replaced: bool = False
+    """Whether ``eval.json`` replaced an earlier one in its folder."""
 
     @property
     def task_returns(self) -> np.ndarray:
@@ -323,6 +325,7 @@ def evaluate(
         out_dir = Path(out) if out is not None else Path(run_dir) / (INITIAL_DIR if initial else "")
         out_dir.mkdir(parents=True, exist_ok=True)
         result.json_path = out_dir / EVAL_JSON
+        result.replaced = result.json_path.is_file()
         write_text_atomic(result.json_path, json.dumps(_finite(result.to_dict()), indent=1) + "\n")
         result.png_path = plot_evaluation(result, out_dir / EVAL_PNG)
     return result
@@ -381,55 +384,23 @@ def format_table(result: EvalResult) -> str:
         f"{'step':>4}  {'mean return':>11}  {'95% CI (tasks)':>20}  {'gain vs step 0':>15}  {'95% CI':>20}",
     ]
     for row in result.summary:
-        ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+        ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]" if math.isfinite(row["ci_low"]) else "n/a (1 task)"
         if row["step"] == 0:
             gain = gain_ci = ""
         else:
             gain = f"{row['gain_mean']:+.2f}"
-            gain_ci = f"[{row['gain_ci_low']:+.2f}, {row['gain_ci_high']:+.2f}]"
+            gain_ci = (f"[{row['gain_ci_low']:+.2f}, {row['gain_ci_high']:+.2f}]"
+                       if math.isfinite(row["gain_ci_low"]) else "n/a (1 task)")
         lines.append(f"{row['step']:>4}  {row['mean']:>11.2f}  {ci:>20}  {gain:>15}  {gain_ci:>20}")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bmaml-eval",
-        description="Evaluate a meta-trained run on held-out tasks: mean return after 0..K adaptation steps, "
-                    "with 95% confidence intervals over tasks. Writes eval.json and eval.png.",
-    )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)")
-    p.add_argument("--steps", type=int, default=3, help="adaptation steps K (default 3): returns after 0..K steps")
-    p.add_argument("--tasks", type=int, default=20, help="held-out tasks (default 20)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per task and step (default 10)")
-    p.add_argument("--fast-lr", type=float, default=None, help="inner step size (default: the run's fast_lr)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed: tasks and noise, the same for every run (default 0)")
-    p.add_argument("--num-threads", type=int, default=1, help="threads stepping the robots (default 1)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="directory for eval.json and eval.png (default: RUN_DIR, or RUN_DIR/initial with --initial)")
-    p.add_argument("--initial", action="store_true",
-                   help="evaluate the run's policy at initialisation (its architecture and seed, before any "
-                        "meta-training): the baseline a meta-trained policy must beat")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``bmaml-eval``: check everything, evaluate, write, print the table."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        check_settings(args.steps, args.tasks, args.episodes, args.fast_lr, args.seed, args.num_threads)
-        load_run(args.run_dir)  # the run is loadable before any work starts
-        if args.out is not None and args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"--out: expected a directory, got the file {args.out}")
-    except (ValueError, TypeError) as error:
-        parser.error(str(error))
-    result = evaluate(args.run_dir, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
-                      fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out,
-                      initial=args.initial)
-    print(format_table(result))
-    print(f"wrote {result.json_path} and {result.png_path}")
-    return 0
+    """``bmaml-eval`` (``bmaml_robot.cli.eval_main``: arguments are checked before torch is imported)."""
+    from bmaml_robot.cli import eval_main
+
+    return eval_main(argv)
 
 
 if __name__ == "__main__":

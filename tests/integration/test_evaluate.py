@@ -157,8 +157,8 @@ def test_cli_prints_a_table_and_writes(run_dir: Path, tmp_path: Path, capsys: py
     (["{empty}"], "has no policy.pt or checkpoint.pt"),
     (["{run}", "--steps", "-1"], "steps: expected an integer >= 0"),
     (["{run}", "--tasks", "0"], "tasks: expected an integer >= 1"),
-    (["{run}", "--fast-lr", "nan"], "fast_lr: expected a finite number"),
-    (["{run}", "--seed", "-3"], "seed: expected an integer in"),
+    (["{run}", "--fast-lr", "nan"], "--fast-lr: expected a finite number"),
+    (["{run}", "--seed", "-3"], "--seed: expected an integer in [0, 2**63)"),
 ])
 def test_cli_errors_are_usage_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      args: list[str], message: str) -> None:
