@@ -28,7 +28,11 @@ the adapted parameters baked in as constants::
 all float32, ``batch`` dynamic. The action is the robot's: the policy's mean, clipped to its
 normalised space and mapped onto the robot's bounds (``envs/action_map.py``), inside the graph.
 ``metadata_props`` describe robot, task, dimensions, bounds,
-control timestep, policy kind and source (``PolicyMetadata``).
+control timestep, policy kind, the training horizon and where the file came from: the run's
+name, its resolved training config, the package version and git commit (``PolicyMetadata``).
+
+A task outside the family's training distribution (``TaskFamily.in_distribution``; e.g.
+``{"direction": 0.5}`` on HalfCheetahDir) is exported, with a ``TaskDistributionWarning``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import dataclasses
 import json
 import logging
 import math
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -53,12 +58,14 @@ from torch import Tensor
 from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 from bmaml_robot.checkpoint import write_bytes_atomic
+from bmaml_robot.config import TrainConfig
 from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.families import TaskFamily, get_family
 from bmaml_robot.evaluate import LoadedRun, adaptation_returns, load_run
 from bmaml_robot.torch_threads import one_torch_thread
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Policy
+from bmaml_robot.provenance import provenance
 from bmaml_robot.train import build_learner
 
 #: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
@@ -71,6 +78,18 @@ EXPORT_TOLERANCE = 1e-5
 #: Batch size of the example inputs traced at export (not 1: torch.export specialises size-1 dims).
 _EXAMPLE_BATCH = 3
 
+#: The ``bmaml-control`` command ``bmaml-export`` suggests runs one episode paced at the file's
+#: control rate when that takes at most this many seconds, unpaced (``--no-realtime``) otherwise.
+SUGGESTED_REALTIME_LIMIT_S = 10.0
+
+#: ``bmaml-control``'s default ``--steps``: the suggested command's episode ends by then at the latest.
+_CONTROL_DEFAULT_STEPS = 1000
+
+
+class TaskDistributionWarning(UserWarning):
+    """The task is outside the family's training distribution: the meta-policy never saw such a
+    task, and adaptation may not reach it."""
+
 
 # ----------------------------------------------------------------------------- the task
 def check_task(family: TaskFamily, task: Any, *, where: str = "task") -> dict[str, Any]:
@@ -80,6 +99,26 @@ def check_task(family: TaskFamily, task: Any, *, where: str = "task") -> dict[st
     if family.task_keys == ("goal",):
         return {"goal": [float(encoded[0]), float(encoded[1])]}
     return {family.task_keys[0]: float(encoded[0])}
+
+
+def out_of_distribution(family: TaskFamily, task: Mapping[str, Any]) -> str | None:
+    """None when ``task`` (checked, canonical) is in ``family``'s training distribution, else a
+    sentence saying it is not, naming the distribution."""
+    if family.in_distribution(task):
+        return None
+    return (f"task {json.dumps(dict(task))} is outside {family.name}'s training distribution "
+            f"({family.task_distribution}): the meta-policy was never trained on such a task, and "
+            "adaptation may not reach it")
+
+
+def config_for_file(config: TrainConfig) -> dict[str, Any]:
+    """The run's resolved training config as written to an exported file (``bmaml.train_config``):
+    ``TrainConfig.to_dict()`` of the resolved config, without ``recurrence`` for an mlp (a field
+    only recurrent policies use; the file's ``bmaml.recurrence`` is ``none`` then)."""
+    resolved = config.resolved().to_dict()
+    if resolved["policy"] == "mlp":
+        del resolved["recurrence"]
+    return resolved
 
 
 # ----------------------------------------------------------------------------- adaptation
@@ -110,9 +149,10 @@ class Adaptation:
     """The run's normalised action scale (``envs/action_map.py``)."""
 
     def metadata(self) -> PolicyMetadata:
-        """The ``PolicyMetadata`` of an ONNX file exported from this adaptation."""
-        from bmaml_robot import __version__
-
+        """The ``PolicyMetadata`` of an ONNX file exported from this adaptation: what the policy
+        is, and where it came from (the run directory's name, its resolved config and training
+        horizon, ``provenance()``: package version, git commit, library versions)."""
+        origin = provenance()
         policy = self.policy
         return PolicyMetadata(
             robot=self.family.robot,
@@ -127,9 +167,13 @@ class Adaptation:
             recurrence=policy.recurrence or NO_RECURRENCE,
             hidden_shape=tuple(policy.hidden_shape),
             adapt_steps=self.adapt_steps,
-            package_version=__version__,
-            source_run=str(Path(self.run.run_dir).resolve()),
+            package_version=origin["package_version"],
+            source_run=Path(self.run.run_dir).resolve().name,
             action_scale=self.action_scale,
+            horizon=self.run.config.horizon,
+            git_commit=origin["git_commit"],
+            provenance=origin,
+            train_config=config_for_file(self.run.config),
         )
 
 
@@ -172,6 +216,9 @@ def adapt_run(
     Returns:
         ``Adaptation``: adapted parameters ``{name: [1, *shape]}`` and the mean return after
         each step (K + 1 batches of episodes are sampled: after the last step too).
+
+    Warns:
+        TaskDistributionWarning: ``task`` is outside the family's training distribution.
     """
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     config = loaded.config
@@ -182,6 +229,9 @@ def adapt_run(
     fast_lr = _check_fast_lr("fast_lr", config.fast_lr if fast_lr is None else fast_lr)
     seed = _check_int("seed", seed, 0, 2**64)
     num_threads = _check_int("num_threads", config.num_threads if num_threads is None else num_threads, 1)
+    outside = out_of_distribution(family, canonical)
+    if outside is not None:
+        warnings.warn(outside, TaskDistributionWarning, stacklevel=2)
 
     sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads,
                           action_scale=config.action_scale)
@@ -434,6 +484,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def suggested_control_command(path: str | Path, metadata: PolicyMetadata) -> tuple[list[str], str]:
+    """``(argv, description)``: a ``bmaml-control`` command that runs the file's policy in the
+    simulator for one episode (of the file's training horizon) and ends within seconds: paced at
+    the file's control rate when the episode lasts at most ``SUGGESTED_REALTIME_LIMIT_S`` seconds
+    then, ``--no-realtime`` otherwise (Navigation2D's 1 Hz)."""
+    horizon = metadata.horizon or _CONTROL_DEFAULT_STEPS
+    steps = min(horizon, _CONTROL_DEFAULT_STEPS)  # bmaml-control's --steps bounds a longer episode
+    seconds = steps * metadata.control_dt
+    argv = ["bmaml-control", str(path), "--robot", "sim", "--episodes", "1"]
+    what = f"one {steps}-step episode" if steps == horizon else f"the first {steps} steps of a {horizon}-step episode"
+    if seconds <= SUGGESTED_REALTIME_LIMIT_S:
+        description = f"{what}, {seconds:.3g} s at {metadata.control_rate_hz:g} Hz"
+    else:
+        argv.append("--no-realtime")
+        description = f"{what}, unpaced: {seconds:.3g} s in real time at the file's {metadata.control_rate_hz:g} Hz"
+    return argv, description
+
+
 def _size(num_bytes: int) -> str:
     return f"{num_bytes / 1024:.1f} KiB" if num_bytes < 1024**2 else f"{num_bytes / 1024**2:.1f} MiB"
 
@@ -466,10 +534,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as error:  # everything checked before any work starts
         parser.error(str(error))
 
-    adaptation = adapt_run(
-        loaded, task, args.adapt_steps, episodes=args.episodes, fast_lr=args.fast_lr, seed=args.seed,
-        num_threads=args.num_threads,
-    )
+    outside = out_of_distribution(family, check_task(family, task))
+    if outside is not None:
+        print(f"bmaml-export: warning: {outside}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():  # said just above
+        warnings.simplefilter("ignore", TaskDistributionWarning)
+        adaptation = adapt_run(
+            loaded, task, args.adapt_steps, episodes=args.episodes, fast_lr=args.fast_lr, seed=args.seed,
+            num_threads=args.num_threads,
+        )
     metadata = adaptation.metadata()
     path = export_onnx(adaptation.policy, adaptation.params, args.out, metadata)
     config = loaded.config
@@ -484,7 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{adaptation.episodes} episodes per step: return {returns[0]:.2f} before adaptation, "
               f"{returns[-1]:.2f} after ({returns[-1] - returns[0]:+.2f})")
     print(f"  inputs {list(metadata.input_names)}, outputs {list(metadata.output_names)}, control rate "
-          f"{metadata.control_rate_hz:g} Hz; try it in the simulator: bmaml-control {path} --robot sim")
+          f"{metadata.control_rate_hz:g} Hz, training horizon {metadata.horizon} steps")
+    argv, description = suggested_control_command(path, metadata)
+    print(f"  try it in the simulator ({description}):\n    {shlex.join(argv)}")
     return 0
 
 

@@ -14,7 +14,7 @@ Needs only numpy and onnxruntime::
 
 from bmaml_robot_deploy.controller import Controller, session_options
 from bmaml_robot_deploy.loop import LoopStats, Robot, run_control_loop
-from bmaml_robot_deploy.metadata import FORMAT_VERSION, REQUIRED_KEYS, PolicyMetadata
+from bmaml_robot_deploy.metadata import FORMAT_VERSION, OPTIONAL_KEYS, REQUIRED_KEYS, PolicyMetadata
 from bmaml_robot_deploy.udp import UdpRobot, UdpRobotServer
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ def __getattr__(name: str):  # SimulatedRobot is importable without bmaml_robot;
 
 __all__ = [
     "FORMAT_VERSION",
+    "OPTIONAL_KEYS",
     "REQUIRED_KEYS",
     "Controller",
     "LoopStats",

@@ -1,6 +1,6 @@
 """``bmaml-control FILE --robot sim|udp``: run an exported policy in a fixed-rate control loop.
 
-    bmaml-control policy.onnx --robot sim --steps 1000                 # MuJoCo, paced in real time
+    bmaml-control policy.onnx --robot sim --episodes 1                 # MuJoCo, paced in real time
     bmaml-control policy.onnx --robot sim --no-realtime --episodes 3   # as fast as it goes
     bmaml-control policy.onnx --robot udp --udp-bind 0.0.0.0:9870 --udp-robot 192.168.1.20:9871
     bmaml-control policy.onnx --robot udp --udp-robot 192.168.1.20:9871 --udp-key-file robot.key   # authenticated
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--expected-robot", default=None, help="refuse a file for another robot, e.g. HalfCheetah")
     sim = parser.add_argument_group("sim robot")
     sim.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
-    sim.add_argument("--max-episode-steps", type=int, default=1000, help="episode time limit (default 1000)")
+    sim.add_argument("--max-episode-steps", type=int, default=None,
+                     help="episode time limit in steps (default: the file's training horizon, bmaml.horizon; "
+                          "1000 for a file without one)")
     udp = parser.add_argument_group("udp robot")
     udp.add_argument("--udp-bind", default=DEFAULT_UDP_BIND, help=f"local HOST:PORT for observations (default {DEFAULT_UDP_BIND})")
     udp.add_argument("--udp-robot", default=None,
@@ -88,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--episodes: expected an integer >= 1, got {args.episodes}")
         if args.steps == 0 and args.episodes is None:
             raise ValueError("--steps: 0 (no limit) needs --episodes")
+        if args.max_episode_steps is not None and args.max_episode_steps < 1:
+            raise ValueError(f"--max-episode-steps: expected an integer >= 1, got {args.max_episode_steps}")
         if args.rate_hz is not None and not (math.isfinite(args.rate_hz) and args.rate_hz > 0):
             raise ValueError(f"--rate-hz: expected a number > 0, got {args.rate_hz}")
         if args.watchdog_timeout is not None and not (math.isfinite(args.watchdog_timeout) and args.watchdog_timeout > 0):
@@ -128,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         print(controller, file=sys.stderr)
+        if args.robot == "sim":
+            print(f"bmaml-control: simulated {controller.metadata.family}, episodes of at most "
+                  f"{robot.max_episode_steps} steps", file=sys.stderr)
         if args.robot == "udp":
             host, port = robot.address
             auth = "authenticated" if robot.authenticated else "unauthenticated"

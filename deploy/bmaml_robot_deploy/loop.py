@@ -67,11 +67,19 @@ class LoopStats:
     nonfinite_actions: int
     """Network outputs that were not finite (replaced by the safe action)."""
     episodes: int
-    """Episodes that ended and were followed by a new one during the run (``robot.new_episode``)."""
+    """Episodes completed during the run: those the robot reports as ended (``robot.episode_returns``;
+    the simulator does, as soon as the action that ends one is sent), else those followed by a new
+    one (``robot.new_episode``; a UDP robot says an episode ended with the next one's first
+    observation)."""
     episode_returns: tuple[float, ...]
-    """Returns of the episodes that ended during the run, when the robot reports them
-    (``robot.episode_returns``; the simulator does). May hold one more than ``episodes`` when the
-    run's last action ended an episode."""
+    """Returns of the episodes completed during the run, when the robot reports them (then exactly
+    ``episodes`` of them), else ``()``. An episode still in progress is not among them."""
+    partial_episode_steps: int
+    """Steps of the episode still in progress when the run stopped, when the robot reports it
+    (``robot.episode_length``; the simulator does); 0 when the run's last action ended an episode."""
+    partial_episode_return: float | None
+    """Return so far of that unfinished episode (``robot.episode_return``); None when there is none
+    (the run stopped at an episode's end) or the robot does not report it."""
     act_latency_p50_us: float
     act_latency_p99_us: float
     act_latency_max_us: float
@@ -95,11 +103,14 @@ class LoopStats:
             f"observations missing {self.observations_missing}, watchdog trips {self.watchdog_trips}, "
             f"non-finite observations {self.nonfinite_observations}, non-finite actions {self.nonfinite_actions}",
         ]
-        episodes = f"episodes ended {self.episodes}"
+        episodes = f"episodes completed {self.episodes}"
         if self.episode_returns:
             returns = ", ".join(f"{r:.2f}" for r in self.episode_returns[:10])
             more = ", ..." if len(self.episode_returns) > 10 else ""
             episodes += f", returns [{returns}{more}] (mean {float(np.mean(self.episode_returns)):.2f})"
+        if self.partial_episode_return is not None:
+            episodes += (f"; unfinished episode: {self.partial_episode_steps} steps, "
+                         f"return so far {self.partial_episode_return:.2f}")
         lines.append(episodes)
         return "\n".join(lines)
 
@@ -153,7 +164,13 @@ def run_control_loop(
     nonfinite_before = int(controller.nonfinite_count)
     nonfinite_actions_before = int(getattr(controller, "nonfinite_action_count", 0))
     watchdog_before = int(getattr(robot, "watchdog_trips", 0))
-    returns_before = len(getattr(robot, "episode_returns", ()))
+    # A robot that reports its episodes' returns (the simulator) says an episode ended as soon as
+    # the action ending it is sent; others only with the next episode's first observation.
+    reports_returns = hasattr(robot, "episode_returns")
+    returns_before = len(robot.episode_returns) if reports_returns else 0
+
+    def completed() -> int:
+        return len(robot.episode_returns) - returns_before if reports_returns else episodes
 
     act_latencies: list[float] = []
     tick_latencies: list[float] = []
@@ -162,7 +179,7 @@ def run_control_loop(
     start = clock()
     release = start  # release time of the current tick
     try:
-        while step < steps_limit and (max_episodes is None or episodes < max_episodes):
+        while step < steps_limit and (max_episodes is None or completed() < max_episodes):
             if realtime:
                 _wait_until(release, clock, sleep, spin_s)
             tick_start = clock()
@@ -194,7 +211,9 @@ def run_control_loop(
     except KeyboardInterrupt:
         interrupted = True
     elapsed = clock() - start
-    returns = tuple(float(r) for r in list(getattr(robot, "episode_returns", ()))[returns_before:])
+    returns = tuple(float(r) for r in list(robot.episode_returns)[returns_before:]) if reports_returns else ()
+    partial_steps = int(getattr(robot, "episode_length", 0)) if hasattr(robot, "episode_return") else 0
+    partial_return = float(robot.episode_return) if partial_steps > 0 else None
     return LoopStats(
         steps=step,
         actions=actions,
@@ -206,8 +225,10 @@ def run_control_loop(
         watchdog_trips=int(getattr(robot, "watchdog_trips", 0)) - watchdog_before,
         nonfinite_observations=int(controller.nonfinite_count) - nonfinite_before,
         nonfinite_actions=int(getattr(controller, "nonfinite_action_count", 0)) - nonfinite_actions_before,
-        episodes=episodes,
+        episodes=len(returns) if reports_returns else episodes,
         episode_returns=returns,
+        partial_episode_steps=partial_steps,
+        partial_episode_return=partial_return,
         act_latency_p50_us=_percentile_us(act_latencies, 50),
         act_latency_p99_us=_percentile_us(act_latencies, 99),
         act_latency_max_us=_percentile_us(act_latencies, 100),

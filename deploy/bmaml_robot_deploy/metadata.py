@@ -35,11 +35,26 @@ key                        value
 ``bmaml.hidden_shape``     JSON ``[layers, hidden]``; ``[]`` for ``mlp``
 ``bmaml.adapt_steps``      integer >= 0 (0: the meta-policy itself)
 ``bmaml.package_version``  version of bmaml-robot that exported the file
-``bmaml.source_run``       the run directory the policy came from
+``bmaml.source_run``       the name of the run directory the policy came from, e.g.
+                           ``"halfcheetah-dir-seed0"`` (files of the first exporter hold an
+                           absolute path)
 ``bmaml.action_scale``     optional: the policy's normalised action scale (provenance; the
                            ``action`` output is already in the robot's units). Files
                            exported before the action convention lack it.
+``bmaml.horizon``          optional: the training episode length in steps (integer >= 1),
+                           the simulated robot's default time limit
+``bmaml.git_commit``       optional: the commit of the bmaml-robot checkout that exported
+                           the file (hex); absent when exported from an installed package
+``bmaml.provenance``       optional: JSON object, where the file came from: package version,
+                           ``git_commit``, ``git_dirty`` (uncommitted changes to tracked
+                           files), versions of python, torch, mujoco, numpy
+``bmaml.train_config``     optional: JSON object, the run's resolved training config
+                           (``TrainConfig.to_dict()``; for an mlp without ``recurrence``,
+                           which only recurrent policies have)
 =========================  ===========================================================
+
+Optional keys are absent from files exported before they existed; such files load with the
+field ``None``. Keys not listed here are ignored.
 """
 
 from __future__ import annotations
@@ -78,6 +93,10 @@ KEY_ADAPT_STEPS = "bmaml.adapt_steps"
 KEY_PACKAGE_VERSION = "bmaml.package_version"
 KEY_SOURCE_RUN = "bmaml.source_run"
 KEY_ACTION_SCALE = "bmaml.action_scale"
+KEY_HORIZON = "bmaml.horizon"
+KEY_GIT_COMMIT = "bmaml.git_commit"
+KEY_PROVENANCE = "bmaml.provenance"
+KEY_TRAIN_CONFIG = "bmaml.train_config"
 
 #: Every key a file must have, in the order they are written.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -97,6 +116,9 @@ REQUIRED_KEYS: tuple[str, ...] = (
     KEY_PACKAGE_VERSION,
     KEY_SOURCE_RUN,
 )
+
+#: Keys a file may have (older files lack them), in the order they are written.
+OPTIONAL_KEYS: tuple[str, ...] = (KEY_ACTION_SCALE, KEY_HORIZON, KEY_GIT_COMMIT, KEY_PROVENANCE, KEY_TRAIN_CONFIG)
 
 #: Graph input and output names.
 OBS_INPUT = "obs"
@@ -148,12 +170,23 @@ class PolicyMetadata:
     package_version: str
     """Version of bmaml-robot that exported the file."""
     source_run: str
-    """The run directory the policy came from."""
+    """The name of the run directory the policy came from (e.g. ``"halfcheetah-dir-seed0"``)."""
     format_version: str = FORMAT_VERSION
     """Version of the file contract; this runtime reads ``"1"``."""
     action_scale: float | None = None
     """Half-width of the policy's normalised action space, mapped onto the bounds inside the graph
     (None: a file exported before the action convention, whose policy acted in the robot's units)."""
+    horizon: int | None = None
+    """Episode length (steps) the policy was trained on; the simulated robot's default time limit
+    (None: an older file)."""
+    git_commit: str | None = None
+    """Commit of the bmaml-robot checkout that exported the file (None: exported from an installed
+    package, or an older file)."""
+    provenance: dict[str, Any] | None = None
+    """Where the file came from (``bmaml_robot.provenance.provenance()``): package version, git
+    commit and dirty flag, library versions (None: an older file)."""
+    train_config: dict[str, Any] | None = None
+    """The run's resolved training config (None: an older file)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -194,6 +227,15 @@ class PolicyMetadata:
             if not scale > 0:
                 raise ValueError(f"action_scale: expected a number > 0, got {self.action_scale!r}")
             set_(self, "action_scale", scale)
+        if self.horizon is not None:
+            set_(self, "horizon", _int(self.horizon, "horizon", minimum=1))
+        if self.git_commit is not None:
+            commit = self.git_commit
+            if not isinstance(commit, str) or not 7 <= len(commit) <= 64 or any(c not in _HEX for c in commit):
+                raise ValueError(f"git_commit: expected a commit hash (7 to 64 hex digits), got {commit!r}")
+        for name in ("provenance", "train_config"):
+            if getattr(self, name) is not None:
+                set_(self, name, _json_object(getattr(self, name), name))
         if self.policy_kind not in POLICY_KINDS:
             raise ValueError(f"policy_kind: expected one of {list(POLICY_KINDS)}, got {self.policy_kind!r}")
         if not isinstance(self.hidden_shape, (list, tuple)):
@@ -252,7 +294,13 @@ class PolicyMetadata:
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` to write, every value a string, keys in :data:`REQUIRED_KEYS`
         order, then the optional ones that are set (``onnx.helper.set_model_props(model, meta.to_props())``)."""
-        optional = {} if self.action_scale is None else {KEY_ACTION_SCALE: repr(self.action_scale)}
+        optional = {
+            KEY_ACTION_SCALE: None if self.action_scale is None else repr(self.action_scale),
+            KEY_HORIZON: None if self.horizon is None else str(self.horizon),
+            KEY_GIT_COMMIT: self.git_commit,
+            KEY_PROVENANCE: None if self.provenance is None else json.dumps(self.provenance, sort_keys=True),
+            KEY_TRAIN_CONFIG: None if self.train_config is None else json.dumps(self.train_config, sort_keys=True),
+        }
         return {
             KEY_FORMAT_VERSION: self.format_version,
             KEY_ROBOT: self.robot,
@@ -269,7 +317,7 @@ class PolicyMetadata:
             KEY_ADAPT_STEPS: str(self.adapt_steps),
             KEY_PACKAGE_VERSION: self.package_version,
             KEY_SOURCE_RUN: self.source_run,
-            **optional,
+            **{key: value for key, value in optional.items() if value is not None},
         }
 
     @classmethod
@@ -322,13 +370,15 @@ class PolicyMetadata:
             "package_version": parse(KEY_PACKAGE_VERSION, "str"),
             "source_run": parse(KEY_SOURCE_RUN, "str"),
         }
-        if KEY_ACTION_SCALE in props:
-            fields["action_scale"] = parse(KEY_ACTION_SCALE, "float")
+        for key, kind in ((KEY_ACTION_SCALE, "float"), (KEY_HORIZON, "int"), (KEY_GIT_COMMIT, "str"),
+                          (KEY_PROVENANCE, "json"), (KEY_TRAIN_CONFIG, "json")):
+            if key in props:
+                fields[key[len(PREFIX):]] = parse(key, kind)
         try:
             return cls(**fields)
         except ValueError as error:
             field = str(error).split(":", 1)[0]
-            key = PREFIX + field if PREFIX + field in (*REQUIRED_KEYS, KEY_ACTION_SCALE) else field
+            key = PREFIX + field if PREFIX + field in (*REQUIRED_KEYS, *OPTIONAL_KEYS) else field
             raise ValueError(f"{source}: metadata {key}{str(error)[len(field):]}") from None
 
     @classmethod
@@ -387,6 +437,18 @@ def _int(value: Any, name: str, *, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _json_object(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{name}: expected a JSON object (a dict with string keys), got {value!r}")
+    try:
+        return json.loads(json.dumps(dict(value), allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: expected JSON-serialisable finite values, got {value!r} ({error})") from None
 
 
 def _float(value: Any, name: str) -> float:

@@ -16,6 +16,10 @@ from bmaml_robot_deploy.metadata import PolicyMetadata
 #: What to install when the simulator is asked for without the main package.
 INSTALL_HINT = "pip install bmaml-robot"
 
+#: Episode time limit (steps) of a simulated robot when none is given and the policy file does
+#: not say its training horizon (``bmaml.horizon``; files exported before it existed).
+DEFAULT_MAX_EPISODE_STEPS = 1000
+
 
 def import_main_package() -> Any:
     """``import bmaml_robot``, or an ``ImportError`` that says to ``pip install bmaml-robot``."""
@@ -27,6 +31,12 @@ def import_main_package() -> Any:
             f"which could not be imported ({error}); install it with: {INSTALL_HINT}"
         ) from error
     return bmaml_robot
+
+
+def default_episode_steps(metadata: PolicyMetadata) -> int:
+    """The simulated episode length for a policy file: its training horizon (``metadata.horizon``),
+    or :data:`DEFAULT_MAX_EPISODE_STEPS` for a file exported without one."""
+    return DEFAULT_MAX_EPISODE_STEPS if metadata.horizon is None else metadata.horizon
 
 
 class SimulatedRobot:
@@ -44,8 +54,7 @@ class SimulatedRobot:
         family: task family, e.g. ``"HalfCheetahDir"``.
         task: the task dict, e.g. ``{"direction": -1.0}``.
         seed: seed of the reset noise (same seed, same episodes).
-        max_episode_steps: time limit of an episode.
-        num_threads: simulator threads (1 is right for one robot).
+        max_episode_steps: time limit of an episode (``for_policy``: the file's training horizon).
 
     Raises:
         ImportError: bmaml_robot is not installed (``pip install bmaml-robot``).
@@ -58,12 +67,13 @@ class SimulatedRobot:
         task: Mapping[str, Any],
         *,
         seed: int = 0,
-        max_episode_steps: int = 1000,
+        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
     ) -> None:
         bm = import_main_package()
         self.family = family
         self.task = dict(task)
         self.env = bm.make_vec(family, 1, seed=seed, max_episode_steps=max_episode_steps)
+        self.max_episode_steps: int = int(max_episode_steps)
         self.env.set_tasks([self.task])
         self.robot = self.env.family.robot
         self.obs_dim: int = self.env.obs_dim
@@ -86,11 +96,16 @@ class SimulatedRobot:
         self.steps = 0
 
     @classmethod
-    def for_policy(cls, metadata: PolicyMetadata, **kwargs: Any) -> SimulatedRobot:
+    def for_policy(cls, metadata: PolicyMetadata, *, max_episode_steps: int | None = None, **kwargs: Any) -> SimulatedRobot:
         """The robot and task a policy file was exported for (its metadata's ``family`` and
         ``task``); checks that robot, observation and action sizes agree with the metadata.
-        ``kwargs`` as in the constructor."""
-        robot = cls(metadata.family, metadata.task, **kwargs)
+
+        ``max_episode_steps`` (None: the file's training horizon, ``metadata.horizon``, or
+        :data:`DEFAULT_MAX_EPISODE_STEPS` for a file without one) and ``kwargs`` as in the
+        constructor."""
+        if max_episode_steps is None:
+            max_episode_steps = default_episode_steps(metadata)
+        robot = cls(metadata.family, metadata.task, max_episode_steps=max_episode_steps, **kwargs)
         problems = []
         if robot.robot != metadata.robot:
             problems.append(f"robot {robot.robot!r} (metadata says {metadata.robot!r})")
@@ -130,6 +145,11 @@ class SimulatedRobot:
     def episode_return(self) -> float:
         """Return of the episode in progress so far."""
         return self._episode_return
+
+    @property
+    def episode_length(self) -> int:
+        """Steps of the episode in progress so far (0 right after an episode ended)."""
+        return self._episode_length
 
     def close(self) -> None:
         self.env.close()

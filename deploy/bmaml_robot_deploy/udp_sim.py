@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bmaml_robot_deploy.metadata import PolicyMetadata
+from bmaml_robot_deploy.sim import DEFAULT_MAX_EPISODE_STEPS, default_episode_steps
 from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, key_from_env, parse_address, read_key_file
 
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind", default="127.0.0.1:0", help="local HOST:PORT (default 127.0.0.1:0, any port)")
     parser.add_argument("--episodes", type=int, default=None, help="stop after this many episodes")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--max-episode-steps", type=int, default=1000, help="episode time limit (default 1000)")
+    parser.add_argument("--max-episode-steps", type=int, default=None,
+                        help="episode time limit in steps (default: the --policy file's training horizon; 1000 without one)")
     parser.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
     parser.add_argument("--action-timeout", type=float, default=0.5, help="seconds before re-sending an observation")
     parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step")
@@ -64,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("--task: the task comes from --policy; give one or the other")
             meta = PolicyMetadata.from_onnx(args.policy)
             family, task = meta.family, meta.task
+            if args.max_episode_steps is None:
+                args.max_episode_steps = default_episode_steps(meta)
         else:
             if args.task is None:
                 raise ValueError("--task: required with --family")
@@ -74,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--task: expected a JSON object, got {args.task!r} ({error})") from None
             if not isinstance(task, dict):
                 raise ValueError(f"--task: expected a JSON object, got {args.task!r}")
+        if args.max_episode_steps is None:
+            args.max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
+        if args.max_episode_steps < 1:
+            raise ValueError(f"--max-episode-steps: expected an integer >= 1, got {args.max_episode_steps}")
         if args.episodes is None and args.steps is None:
             raise ValueError("--episodes/--steps: give at least one limit")
         for name in ("episodes", "steps"):

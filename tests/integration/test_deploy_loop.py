@@ -20,7 +20,7 @@ import pytest
 import bmaml_robot as bm
 from bmaml_robot_deploy import Controller, UdpRobot, UdpRobotServer, run_control_loop
 from bmaml_robot_deploy.cli import main as control_main
-from bmaml_robot_deploy.sim import SimulatedRobot
+from bmaml_robot_deploy.sim import DEFAULT_MAX_EPISODE_STEPS, SimulatedRobot
 from bmaml_robot_deploy.testing import toy_metadata, write_toy_policy
 from bmaml_robot_deploy.udp import (
     ACTION_MAGIC,
@@ -184,7 +184,8 @@ def test_the_loop_in_the_simulator_reaches_the_hand_written_rollouts_returns(pol
         stats = run_control_loop(controller, robot, realtime=False, steps=None, max_episodes=2)
         assert robot.episode_lengths == [40, 40] and robot.episode_terminated == [False, False]
     expected_returns, _ = rollout_by_hand(path, 80, 40, seed=3)
-    assert stats.episodes == 2 and stats.actions == 80
+    assert stats.episodes == 2 and stats.actions == stats.steps == 80  # no tick after the last episode's end
+    assert stats.partial_episode_steps == 0 and stats.partial_episode_return is None
     assert list(stats.episode_returns) == expected_returns  # bitwise: same actions, same physics
     assert stats.deadline_misses == 0 and stats.nonfinite_observations == 0
 
@@ -468,7 +469,57 @@ def test_bmaml_control_runs_the_simulator_and_prints_json(policies, capsys):
                          "10", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["steps"] == report["actions"] == 30 and report["rate_hz"] is None
-    assert report["episodes"] == 2 and len(report["episode_returns"]) == 3
+    # The 30th action ended the third episode: three completed, three returns, nothing unfinished.
+    assert report["episodes"] == len(report["episode_returns"]) == 3
+    assert report["partial_episode_steps"] == 0 and report["partial_episode_return"] is None
+
+
+@pytest.mark.parametrize(("steps", "completed", "partial_steps"), [(10, 1, 0), (25, 2, 5), (7, 0, 7)])
+def test_bmaml_control_json_counts_agree_with_the_returns(policies, capsys, steps, completed, partial_steps):
+    """``episodes`` counts the episodes completed, each with its return; the episode the run
+    stopped in is reported apart, as unfinished (it used to be ``episodes: 0`` next to a listed
+    return for a run of exactly one episode)."""
+    assert control_main([policies["mlp"], "--robot", "sim", "--steps", str(steps), "--no-realtime",
+                         "--max-episode-steps", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["episodes"] == len(report["episode_returns"]) == completed
+    assert report["partial_episode_steps"] == partial_steps
+    assert (report["partial_episode_return"] is None) == (partial_steps == 0)
+    # The same run by hand: the completed returns, then the unfinished episode's return so far.
+    controller = Controller(policies["mlp"])
+    with SimulatedRobot.for_policy(controller.metadata, max_episode_steps=10) as robot:
+        stats = run_control_loop(controller, robot, steps=steps, realtime=False)
+        assert list(stats.episode_returns) == robot.episode_returns == report["episode_returns"]
+        if partial_steps:
+            assert report["partial_episode_return"] == stats.partial_episode_return == robot.episode_return
+    summary = stats.summary()
+    assert f"episodes completed {completed}" in summary
+    assert ("unfinished episode: " in summary) == (partial_steps > 0)
+
+
+def test_the_simulated_episode_length_is_the_files_training_horizon(tmp_path, capsys):
+    """``bmaml.horizon`` (the run's episode length) is the simulator's default time limit; a file
+    without it keeps the old default, and --max-episode-steps still overrides both."""
+    with_horizon = write_toy_policy(tmp_path / "h15.onnx", "mlp", hidden_sizes=(8,), seed=1,
+                                    metadata=toy_metadata("mlp", 17, 6, horizon=15))[0]
+    without = write_toy_policy(tmp_path / "old.onnx", "mlp", hidden_sizes=(8,), seed=1)[0]
+    meta = Controller(with_horizon).metadata
+    assert meta.horizon == 15 and Controller(without).metadata.horizon is None
+    with SimulatedRobot.for_policy(meta) as robot:
+        assert robot.max_episode_steps == 15
+    with SimulatedRobot.for_policy(meta, max_episode_steps=40) as robot:
+        assert robot.max_episode_steps == 40
+    with SimulatedRobot.for_policy(Controller(without).metadata) as robot:
+        assert robot.max_episode_steps == DEFAULT_MAX_EPISODE_STEPS == 1000
+    assert control_main([with_horizon, "--robot", "sim", "--steps", "0", "--episodes", "2", "--no-realtime",
+                         "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["steps"] == 30 and report["episodes"] == 2 and report["partial_episode_return"] is None
+    assert "episodes of at most 15 steps" in captured.err
+    assert control_main([with_horizon, "--robot", "sim", "--steps", "30", "--max-episode-steps", "10",
+                         "--no-realtime", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 3
 
 
 def test_bmaml_control_prints_a_summary(policies, capsys):
@@ -488,6 +539,7 @@ def test_bmaml_control_prints_a_summary(policies, capsys):
         (["--robot", "sim", "--safe-action", "0,0,0"], r"--safe-action: expected 6 finite numbers"),
         (["--robot", "sim", "--safe-action", "a,b"], r"--safe-action: expected comma-separated numbers"),
         (["--robot", "sim", "--rate-hz", "0"], r"--rate-hz: expected a number > 0, got 0.0"),
+        (["--robot", "sim", "--max-episode-steps", "0"], r"--max-episode-steps: expected an integer >= 1, got 0"),
         (["--robot", "sim", "--expected-robot", "Ant"], r"this policy is for robot 'HalfCheetah', expected 'Ant'"),
     ],
 )

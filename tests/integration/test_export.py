@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
+import threading
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,26 @@ ort = pytest.importorskip("onnxruntime")
 import bmaml_robot as bm  # noqa: E402
 from bmaml_robot.config import TrainConfig  # noqa: E402
 from bmaml_robot.evaluate import load_run  # noqa: E402
-from bmaml_robot.export import Adaptation, adapt_for_task, adapt_run, export_onnx, main  # noqa: E402
+from bmaml_robot.envs.families import FAMILIES, get_family  # noqa: E402
+from bmaml_robot.export import (  # noqa: E402
+    SUGGESTED_REALTIME_LIMIT_S,
+    Adaptation,
+    TaskDistributionWarning,
+    adapt_for_task,
+    adapt_run,
+    config_for_file,
+    export_onnx,
+    main,
+    out_of_distribution,
+    suggested_control_command,
+)
+from bmaml_robot.provenance import provenance  # noqa: E402
 from bmaml_robot.train import train  # noqa: E402
 from bmaml_robot_deploy import Controller, SimulatedRobot, run_control_loop  # noqa: E402
-from bmaml_robot_deploy.metadata import REQUIRED_KEYS, PolicyMetadata  # noqa: E402
+from bmaml_robot_deploy.cli import build_parser as control_parser  # noqa: E402
+from bmaml_robot_deploy.cli import main as control_main  # noqa: E402
+from bmaml_robot_deploy.metadata import OPTIONAL_KEYS, REQUIRED_KEYS, PolicyMetadata  # noqa: E402
+from bmaml_robot_deploy.testing import toy_metadata  # noqa: E402
 
 FAMILY = "HalfCheetahDir"
 TASK = {"direction": -1.0}
@@ -250,7 +270,9 @@ def test_controller_in_the_simulator_reaches_the_torch_return(kind: str, exporte
 def test_metadata_round_trip(kind: str, exported, run_dir) -> None:
     adaptation, path = exported(kind)
     props = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
-    assert set(props) == {*REQUIRED_KEYS, "bmaml.action_scale"}
+    origin = provenance()
+    # Every optional key is written; the commit only when exported from a git checkout.
+    assert set(props) == {*REQUIRED_KEYS, *OPTIONAL_KEYS} - ({"bmaml.git_commit"} if origin["git_commit"] is None else set())
     assert float(props["bmaml.action_scale"]) == SCALE
     env = bm.make_vec(FAMILY, 1)
     try:
@@ -270,10 +292,34 @@ def test_metadata_round_trip(kind: str, exported, run_dir) -> None:
     assert json.loads(props["bmaml.hidden_shape"]) == ([] if kind == "mlp" else [1, HIDDEN])
     assert props["bmaml.adapt_steps"] == "2"
     assert props["bmaml.package_version"] == bm.__version__
-    assert Path(props["bmaml.source_run"]) == run_dir(kind).resolve()
+    # Provenance: the run's name (not a path of the exporting machine), its training horizon and
+    # resolved config, the package version, commit and library versions.
+    assert props["bmaml.source_run"] == run_dir(kind).name and "/" not in props["bmaml.source_run"]
+    assert props["bmaml.horizon"] == "20" == str(tiny(kind).horizon)
+    assert json.loads(props["bmaml.provenance"]) == origin
+    assert props.get("bmaml.git_commit") == origin["git_commit"]
+    config = json.loads(props["bmaml.train_config"])
+    assert config == config_for_file(adaptation.run.config)
+    assert config["horizon"] == 20 and config["action_scale"] == SCALE and config["policy"] == kind
+    assert config.get("recurrence") == (None if kind == "mlp" else RECURRENCE[kind])
     # What the deploy runtime parses is what export wrote.
     assert PolicyMetadata.from_onnx(path) == adaptation.metadata()
     assert PolicyMetadata.from_onnx(session_of(path)) == adaptation.metadata()
+
+
+def test_an_mlp_export_never_says_frozen(run_dir, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An MLP run's config holds the default ``recurrence: frozen``, meaningless for an MLP: the
+    file says ``none`` and nothing the export writes or prints says ``frozen``."""
+    run = run_dir("mlp")
+    assert load_run(run).config.recurrence == "frozen"
+    out = tmp_path / "mlp.onnx"
+    assert main([str(run), "--task", json.dumps(TASK), "--adapt-steps", "0", "--out", str(out), "--episodes", "1"]) == 0
+    captured = capsys.readouterr()
+    model = onnx.load(str(out))
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    assert props["bmaml.recurrence"] == "none" and "recurrence" not in json.loads(props["bmaml.train_config"])
+    for text in (captured.out, captured.err, model.doc_string, *props.values()):
+        assert "frozen" not in text, text
 
 
 def test_one_self_contained_file(exported, tmp_path: Path) -> None:
@@ -344,6 +390,88 @@ def test_cli_adapts_and_reports_returns(run_dir, tmp_path: Path, capsys: pytest.
     printed = capsys.readouterr().out
     assert "before adaptation" in printed and "after" in printed and "KiB" in printed
     assert PolicyMetadata.from_onnx(out).adapt_steps == 1
+
+
+def finishes(argv: list[str], timeout: float) -> tuple[bool, float]:
+    """Run ``bmaml-control argv`` in-process (a daemon thread); (finished within timeout, seconds)."""
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", control_main(argv)), daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    thread.join(timeout)
+    assert result.get("code", 0) == 0
+    return not thread.is_alive(), time.perf_counter() - start
+
+
+@pytest.mark.parametrize("family", ["Navigation2D", FAMILY])
+def test_the_suggested_control_command_runs_one_episode_quickly(family: str, run_dir, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """bmaml-export prints a bmaml-control command to try the file; run exactly that. It used to
+    run 1000 steps at Navigation2D's 1 Hz (17 minutes): now one episode of the training horizon,
+    unpaced where the control rate is slow."""
+    out = tmp_path / "my policies" / "policy.onnx"  # a space: the command must quote the path
+    assert main([str(run_dir("mlp", family)), "--task", json.dumps(TASKS[family]), "--adapt-steps", "1", "--out",
+                 str(out), "--episodes", "1"]) == 0
+    printed = capsys.readouterr().out
+    commands = [line.strip() for line in printed.splitlines() if line.strip().startswith("bmaml-control ")]
+    assert len(commands) == 1, printed
+    argv = shlex.split(commands[0])
+    assert argv[:2] == ["bmaml-control", str(out)]
+    assert ("--no-realtime" in argv) == (family == "Navigation2D")  # 20 s at 1 Hz, 1 s at 20 Hz
+    done, seconds = finishes(argv[1:], timeout=60)
+    assert done and seconds < 15, f"{commands[0]!r} ran for {seconds:.1f} s"
+    report = capsys.readouterr().out
+    steps = int(re.search(r"^steps (\d+) ", report, re.M).group(1))
+    # One episode of the training horizon (20 steps; Navigation2D's ends sooner at the goal).
+    assert "episodes completed 1" in report and (steps == 20 if family == FAMILY else 1 <= steps <= 20), report
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("horizon", [None, 20, 100, 5000])
+def test_the_suggested_control_command_is_short_for_every_family(family: str, horizon: int | None) -> None:
+    """For every family's control rate and any horizon (None: a file without one), the command
+    parses as bmaml-control's and runs at most a few seconds paced, or unpaced."""
+    env = bm.make_vec(family, 1)
+    try:
+        dt, robot, act_dim, obs_dim = env.dt, env.family.robot, env.act_dim, env.obs_dim
+    finally:
+        env.close()
+    meta = toy_metadata("mlp", obs_dim, act_dim, robot=robot, family=family, control_dt=dt, horizon=horizon,
+                        task=get_family(family).sample_tasks(1, np.random.default_rng(0))[0])
+    argv, description = suggested_control_command("policy.onnx", meta)
+    assert argv[0] == "bmaml-control"
+    args = control_parser().parse_args(argv[1:])
+    assert args.robot == "sim" and args.episodes == 1 and args.steps >= 1
+    steps = min(args.steps, horizon or 1000)  # the simulator's episode: the horizon, else 1000 steps
+    assert f"one {steps}-step episode" in description if steps == (horizon or 1000) else \
+        f"the first 1000 steps of a {horizon}-step episode" in description
+    assert not args.realtime or steps * dt <= SUGGESTED_REALTIME_LIMIT_S
+
+
+def test_a_task_outside_the_training_distribution_is_exported_with_a_warning(run_dir, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    run = run_dir("mlp")
+    with pytest.warns(TaskDistributionWarning, match=r"\{\"direction\": 0.5\} is outside HalfCheetahDir's "
+                                                     r"training distribution \(direction in \{-1, \+1\}\)"):
+        adapt_run(run, {"direction": 0.5}, 0, episodes=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TaskDistributionWarning)
+        adapt_run(run, TASK, 0, episodes=1)  # in the distribution: silent
+    out = tmp_path / "half.onnx"
+    assert main([str(run), "--task", '{"direction": 0.5}', "--adapt-steps", "0", "--out", str(out),
+                 "--episodes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and "bmaml-export: warning: task {\"direction\": 0.5} is outside " in err
+    assert "(direction in {-1, +1})" in err and PolicyMetadata.from_onnx(out).task == {"direction": 0.5}
+    assert main([str(run), "--task", json.dumps(TASK), "--adapt-steps", "0", "--out", str(out), "--episodes", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    # Every family says its own distribution; the goal families check both coordinates.
+    ant_goal, navigation = get_family("AntGoal"), get_family("Navigation2D")
+    assert out_of_distribution(ant_goal, {"goal": [-3.0, 2.5]}) is None
+    assert "AntGoal's training distribution (goal ~ U[-3, 3]^2)" in out_of_distribution(ant_goal, {"goal": [1.0, 3.5]})
+    assert "(goal ~ U[-0.5, 0.5]^2)" in out_of_distribution(navigation, {"goal": [0.6, 0.0]})
+    assert "(velocity ~ U[0, 2])" in out_of_distribution(get_family("HalfCheetahVel"), {"velocity": -0.5})
+    assert out_of_distribution(get_family("AntDir"), {"direction": -1.0}) is None
 
 
 @pytest.mark.parametrize("args, message", [

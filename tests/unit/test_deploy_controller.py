@@ -20,7 +20,7 @@ import onnx
 import pytest
 
 from bmaml_robot_deploy import Controller, PolicyMetadata
-from bmaml_robot_deploy.metadata import KEY_OBS_DIM, KEY_ROBOT, KEY_TASK, REQUIRED_KEYS
+from bmaml_robot_deploy.metadata import KEY_OBS_DIM, KEY_ROBOT, KEY_TASK, OPTIONAL_KEYS, REQUIRED_KEYS
 from bmaml_robot_deploy.testing import ReferencePolicy, save_model, toy_metadata, toy_policy
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
@@ -131,6 +131,26 @@ def test_metadata_round_trips_and_is_read_from_path_model_and_session(files):
     assert toy_metadata("mlp", 17, 6).hidden_shape == ()
 
 
+def test_optional_provenance_and_horizon_keys_round_trip_and_old_files_still_load(tmp_path):
+    """Horizon, git commit, provenance and training config are optional keys: written after the
+    required ones when set, read back as written, and None in a file that lacks them."""
+    origin = {"package_version": "0.1.0", "git_commit": "3e172f4" * 5 + "abcd", "git_dirty": False, "torch": "2.13.0"}
+    config = {"family": "HalfCheetahDir", "policy": "gru", "recurrence": "frozen", "horizon": 100, "hidden_sizes": [64]}
+    meta = toy_metadata("gru", 17, 6, 24, horizon=100, git_commit=origin["git_commit"], provenance=origin,
+                        train_config=config, action_scale=10.0, source_run="halfcheetah-dir-seed0")
+    props = meta.to_props()
+    assert list(props) == [*REQUIRED_KEYS, *OPTIONAL_KEYS]
+    assert props["bmaml.horizon"] == "100" and props["bmaml.git_commit"] == origin["git_commit"]
+    assert json.loads(props["bmaml.provenance"]) == origin and json.loads(props["bmaml.train_config"]) == config
+    path, _ = write(tmp_path, "new.onnx", "gru", hidden_size=24, metadata=meta)
+    assert PolicyMetadata.from_onnx(path) == meta == Controller(path).metadata
+    # A file exported before these keys existed (only the required ones) loads; the fields are None.
+    old = PolicyMetadata.from_props(toy_metadata("gru", 17, 6, 24).to_props())
+    assert (old.horizon, old.git_commit, old.provenance, old.train_config, old.action_scale) == (None,) * 5
+    # Keys this runtime does not know are ignored.
+    assert PolicyMetadata.from_props({**props, "bmaml.future_key": "x", "other": "y"}) == meta
+
+
 def test_session_options_are_chosen_for_latency(files):
     options = Controller(files["mlp"][0])._session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
@@ -192,6 +212,12 @@ def test_a_model_without_any_metadata(tmp_path):
         ("bmaml.policy_kind", "transformer", r"metadata bmaml.policy_kind: expected one of"),
         ("bmaml.recurrence", "frozen", r"metadata bmaml.recurrence: an mlp policy has recurrence 'none'"),
         ("bmaml.format_version", "2", r"metadata bmaml.format_version is '2'; this runtime reads format '1'"),
+        ("bmaml.horizon", "0", r"metadata bmaml.horizon: expected an integer >= 1, got 0"),
+        ("bmaml.horizon", "100.5", r"metadata bmaml.horizon: expected int, got '100.5'"),
+        ("bmaml.git_commit", "/home/me/bmaml", r"metadata bmaml.git_commit: expected a commit hash \(7 to 64 hex digits\)"),
+        ("bmaml.provenance", "[1, 2]", r"metadata bmaml.provenance: expected a JSON object"),
+        ("bmaml.train_config", "{horizon: 100", r"metadata bmaml.train_config: expected json"),
+        ("bmaml.train_config", '{"x": NaN}', r"metadata bmaml.train_config: expected JSON-serialisable finite values"),
     ],
 )
 def test_malformed_metadata_values_are_named(tmp_path, key, value, message):
