@@ -9,12 +9,10 @@ import mujoco as _mujoco
 
 try:
     from bmaml_robot import _core
-except ImportError as error:  # most often: MuJoCo upgraded after bmaml_robot was built
-    raise ImportError(
-        f"bmaml_robot's C++ core could not be loaded ({error}); MuJoCo {_mujoco.__version__} is installed. "
-        "The core links the exact MuJoCo release it was built against: reinstall bmaml-robot "
-        "(pip install --force-reinstall --no-deps --no-cache-dir <path or name>) after changing MuJoCo."
-    ) from error
+except ImportError as error:
+    from bmaml_robot._import_help import core_import_error
+
+    raise core_import_error(error, _mujoco.__version__) from error
 
 from bmaml_robot.envs import FAMILIES, MAX_THREADS, REWARD_TERMS, BatchedRobotEnv, TaskFamily, get_family, make_vec
 from bmaml_robot.gae import gae

@@ -54,9 +54,8 @@ def _fresh_run_dir(base: Path) -> Path:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``bmaml-train``: parse and check everything, then train."""
-    from bmaml_robot.train import CHECKPOINT, CONFIG, check_run_dir, recorded_config, train
-
+    """``bmaml-train``: parse and check everything (the arguments and config before torch is
+    imported), then train."""
     parser = _train_parser()
     args = parser.parse_args(argv)
     try:
@@ -68,6 +67,8 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.resume:
             if args.out is None:
                 raise ValueError("--resume: needs --out, the run directory to continue")
+            from bmaml_robot.train import CHECKPOINT, CONFIG, recorded_config
+
             base, _ = recorded_config(args.out)
             if base is None:
                 raise ValueError(f"--resume: no run to continue in {args.out} (no {CHECKPOINT} or {CONFIG})")
@@ -92,9 +93,13 @@ def train_main(argv: list[str] | None = None) -> int:
                   + (f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
                      f" on {config.ray_address or 'a local Ray'}" if config.sampler == "ray" else "")
                   + f" -> {out}")
+        from bmaml_robot.train import check_run_dir
+
         check_run_dir(config, out, args.resume)
     except (ValueError, TypeError) as error:  # everything checked before any work starts
         parser.error(str(error))
+    from bmaml_robot.train import train
+
     try:
         result = train(config, out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -248,32 +253,44 @@ def compare_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def demo_main(argv: list[str] | None = None) -> None:
-    """``bmaml-demo``: step a batch of robots with random actions and report throughput."""
-    parser = argparse.ArgumentParser(prog="bmaml-demo", description=demo_main.__doc__)
-    parser.add_argument("--family", default="HalfCheetahDir", choices=sorted(bm.FAMILIES))
-    parser.add_argument("--num-envs", type=int, default=256)
-    parser.add_argument("--num-threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    env = bm.make_vec(args.family, args.num_envs, num_threads=args.num_threads, seed=args.seed, max_episode_steps=args.steps)
-    rng = np.random.default_rng(args.seed)
-    env.set_tasks(env.sample_tasks(args.num_envs, rng))
-    env.reset(seed=args.seed)
-    returns = np.zeros(args.num_envs)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        actions = rng.uniform(-1.0, 1.0, size=(args.num_envs, env.act_dim))
-        _, reward, _, _, _ = env.step(actions)
-        returns += reward
-    elapsed = time.perf_counter() - start
-    print(
-        f"{args.family}: {args.num_envs} envs x {args.steps} steps on {env.num_threads} threads in {elapsed:.2f} s "
-        f"({args.num_envs * args.steps / elapsed:,.0f} env-steps/s); random-policy return {returns.mean():.2f} +- {returns.std():.2f}"
+def demo_main(argv: list[str] | None = None) -> int:
+    """``bmaml-demo``: the batched robots alone, stepped with random actions."""
+    parser = argparse.ArgumentParser(
+        prog="bmaml-demo",
+        description="Step a batch of robots with uniformly random actions (in the robot's own units) and report the "
+                    "C++ core's throughput (env-steps per second) and the random-action return. No training.",
     )
-    env.close()
+    parser.add_argument("--family", default="HalfCheetahDir", choices=sorted(bm.FAMILIES),
+                        help="task family (default HalfCheetahDir)")
+    parser.add_argument("--num-envs", type=_int_at_least(1), default=256, help="robots stepped together (default 256)")
+    parser.add_argument("--num-threads", type=_int_at_least(1), default=2,
+                        help=f"threads stepping them (default 2; at most {bm.MAX_THREADS})")
+    parser.add_argument("--steps", type=_int_at_least(1), default=200,
+                        help="control steps, also each episode's length (default 200)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of tasks, resets and actions (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        env = bm.make_vec(args.family, args.num_envs, num_threads=args.num_threads, seed=args.seed,
+                          max_episode_steps=args.steps)
+    except (ValueError, RuntimeError) as error:
+        parser.error(str(error).replace("num_threads", "--num-threads").replace("num_envs", "--num-envs"))
+    try:
+        rng = np.random.default_rng(args.seed)
+        env.set_tasks(env.sample_tasks(args.num_envs, rng))
+        env.reset(seed=args.seed)
+        low, high = env.single_action_space.low, env.single_action_space.high
+        returns = np.zeros(args.num_envs)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            _, reward, _, _, _ = env.step(rng.uniform(low, high, size=(args.num_envs, env.act_dim)))
+            returns += reward
+        elapsed = time.perf_counter() - start
+    finally:
+        env.close()
+    print(f"{args.family}: {args.num_envs} envs x {args.steps} steps on {env.num_threads} threads in {elapsed:.2f} s "
+          f"({args.num_envs * args.steps / elapsed:,.0f} env-steps/s); random-action return {returns.mean():.2f} "
+          f"+- {returns.std():.2f}")
+    return 0
 
 
 if __name__ == "__main__":

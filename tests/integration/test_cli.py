@@ -250,3 +250,43 @@ def test_default_run_directory_is_never_reused(tmp_path, monkeypatch):
     assert _fresh_run_dir(base) == base.with_name("demo-mlp-seed0-2")
     base.with_name("demo-mlp-seed0-2").mkdir()
     assert _fresh_run_dir(base) == base.with_name("demo-mlp-seed0-3")
+
+
+def test_demo_is_a_documented_command_whose_errors_name_the_flag(capsys: pytest.CaptureFixture) -> None:
+    from bmaml_robot.cli import demo_main
+
+    with pytest.raises(SystemExit):
+        demo_main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "robots stepped together" in help_text and "``" not in help_text
+    assert demo_main(["--family", "Navigation2D", "--num-envs", "4", "--steps", "3"]) == 0
+    assert "env-steps/s" in capsys.readouterr().out
+    for args, flag in ((["--steps", "0"], "--steps"), (["--num-envs", "x"], "--num-envs"),
+                       (["--num-threads", "999"], "--num-threads")):
+        with pytest.raises(SystemExit) as info:
+            demo_main(args)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert flag in err and "max_episode_steps" not in err
+
+
+def test_importing_the_source_folder_says_it_shadows_the_installed_package(tmp_path: Path) -> None:
+    """From the repository root, the source folder (no compiled core) shadows the installed package:
+    the error says so and how to fix it, instead of blaming MuJoCo."""
+    import importlib.metadata
+    import shutil
+    import subprocess
+    import sys
+
+    import bmaml_robot
+
+    try:
+        importlib.metadata.distribution("bmaml-robot")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("bmaml-robot is not installed: nothing to shadow")
+    source = tmp_path / "bmaml_robot"
+    shutil.copytree(Path(bmaml_robot.__file__).parent, source, ignore=shutil.ignore_patterns("_core*", "__pycache__"))
+    result = subprocess.run([sys.executable, "-c", "import bmaml_robot"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0
+    assert "shadows the installed package" in result.stderr and "run from another directory" in result.stderr
