@@ -253,6 +253,50 @@ def compare_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- bmaml-export
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-export",
+        description="Adapt a meta-trained policy to one task (sampling episodes with the batched robots, "
+        "training's inner loop) and export the adapted policy as one self-contained ONNX file for "
+        "bmaml-robot-deploy.",
+        epilog='example: bmaml-export runs/cheetah --task \'{"direction": -1.0}\' --adapt-steps 1 --out cheetah_back.onnx',
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory made by bmaml-train (policy.pt, else checkpoint.pt)")
+    p.add_argument("--task", required=True, metavar="JSON",
+                   help='the task, a JSON object of the run\'s family, e.g. \'{"direction": -1.0}\' or \'{"goal": [0.2, -0.1]}\'')
+    p.add_argument("--adapt-steps", required=True, type=_int_at_least(0), metavar="K",
+                   help="inner adaptation steps (0: the meta-policy itself)")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="ONNX file to write (e.g. policy.onnx)")
+    p.add_argument("--episodes", type=_int_at_least(1), default=None, metavar="E",
+                   help="episodes sampled per step (default: the run's episodes_per_task)")
+    p.add_argument("--fast-lr", type=_finite_at_least(0.0), default=None, metavar="X",
+                   help="inner step size (default: the run's fast_lr)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the sampled episodes (default: 0)")
+    p.add_argument("--num-threads", type=_int_at_least(1), default=None, metavar="N",
+                   help="threads stepping the robots (default: the run's)")
+    return p
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """``bmaml-export``: the arguments checked before torch is imported, then ``export.command``."""
+    import json
+
+    parser = _export_parser()
+    args = parser.parse_args(argv)
+    try:
+        task = json.loads(args.task)
+    except json.JSONDecodeError as error:
+        parser.error(f"--task: expected a JSON object such as '{{\"direction\": -1.0}}', got {args.task!r} ({error})")
+    if not isinstance(task, dict):
+        parser.error(f"--task: expected a JSON object such as '{{\"direction\": -1.0}}', got {args.task!r}")
+    if args.out.is_dir():
+        parser.error(f"--out: expected a file name, got the directory {args.out}")
+    from bmaml_robot import export
+
+    return export.command(args, task, parser)
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     """``bmaml-demo``: the batched robots alone, stepped with random actions."""
     parser = argparse.ArgumentParser(

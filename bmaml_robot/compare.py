@@ -32,7 +32,6 @@ unless it is a grouping key; a ValueError names the runs and the differing keys.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json

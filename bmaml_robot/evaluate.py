@@ -37,7 +37,6 @@ another training seed would differ (that is ``bmaml-compare``'s question).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math

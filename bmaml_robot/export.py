@@ -464,26 +464,6 @@ def export_onnx(
 
 
 # ----------------------------------------------------------------------------- command line
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bmaml-export",
-        description="Adapt a meta-trained policy to one task (sampling episodes with the batched robots, "
-        "training's inner loop) and export the adapted policy as one self-contained ONNX file for "
-        "bmaml-robot-deploy.",
-        epilog='example: bmaml-export runs/cheetah --task \'{"direction": -1.0}\' --adapt-steps 1 --out cheetah_back.onnx',
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory made by bmaml-train (policy.pt, else checkpoint.pt)")
-    p.add_argument("--task", required=True, metavar="JSON",
-                   help='the task, a JSON object of the run\'s family, e.g. \'{"direction": -1.0}\' or \'{"goal": [0.2, -0.1]}\'')
-    p.add_argument("--adapt-steps", required=True, type=int, metavar="K", help="inner adaptation steps (0: the meta-policy itself)")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="ONNX file to write (e.g. policy.onnx)")
-    p.add_argument("--episodes", type=int, default=None, metavar="E", help="episodes sampled per step (default: the run's episodes_per_task)")
-    p.add_argument("--fast-lr", type=float, default=None, metavar="X", help="inner step size (default: the run's fast_lr)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampled episodes (default: 0)")
-    p.add_argument("--num-threads", type=int, default=None, metavar="N", help="threads stepping the robots (default: the run's)")
-    return p
-
-
 def suggested_control_command(path: str | Path, metadata: PolicyMetadata) -> tuple[list[str], str]:
     """``(argv, description)``: a ``bmaml-control`` command that runs the file's policy in the
     simulator for one episode (of the file's training horizon) and ends within seconds: paced at
@@ -506,31 +486,13 @@ def _size(num_bytes: int) -> str:
     return f"{num_bytes / 1024:.1f} KiB" if num_bytes < 1024**2 else f"{num_bytes / 1024**2:.1f} MiB"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``bmaml-export``: check everything, adapt, export, say what was written."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+def command(args: argparse.Namespace, task: dict[str, Any], parser: argparse.ArgumentParser) -> int:
+    """``bmaml-export`` after its arguments were parsed (``bmaml_robot.cli.export_main``): check the
+    run and the task against it (usage errors), adapt, export, say what was written."""
     try:
         loaded = load_run(args.run_dir)
-        try:
-            task = json.loads(args.task)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--task: expected a JSON object such as '{{\"direction\": -1.0}}', got {args.task!r} ({error})") from None
         family = get_family(loaded.config.family)
-        if not isinstance(task, dict):
-            raise ValueError(f"--task: expected a JSON object with the keys {list(family.task_keys)} "
-                             f"({family.name}), got {args.task!r}")
         check_task(family, task, where="--task")
-        _check_int("--adapt-steps", args.adapt_steps, 0)
-        if args.episodes is not None:
-            _check_int("--episodes", args.episodes, 1)
-        if args.fast_lr is not None:
-            _check_fast_lr("--fast-lr", args.fast_lr)
-        _check_int("--seed", args.seed, 0, 2**64)
-        if args.num_threads is not None:
-            _check_int("--num-threads", args.num_threads, 1)
-        if args.out.is_dir():
-            raise ValueError(f"--out: expected a file name, got the directory {args.out}")
     except (ValueError, TypeError) as error:  # everything checked before any work starts
         parser.error(str(error))
 
@@ -561,6 +523,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv, description = suggested_control_command(path, metadata)
     print(f"  try it in the simulator ({description}):\n    {shlex.join(argv)}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``bmaml-export`` (``bmaml_robot.cli.export_main``: arguments are checked before torch is imported)."""
+    from bmaml_robot.cli import export_main
+
+    return export_main(argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ filled in with defaults on resume.
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 from typing import Any
