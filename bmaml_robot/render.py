@@ -23,16 +23,9 @@ What it does:
    atomically: panels side by side (``side-by-side``) or the "before" episode then the "after"
    one (``sequential``).
 
-Headless OpenGL. ``mujoco.Renderer`` takes its OpenGL backend from ``MUJOCO_GL`` when ``mujoco``
-is first imported, and ``bmaml_robot`` imports ``mujoco`` at once (its C++ core links MuJoCo's
-library), so the backend cannot be chosen after the fact through ``mujoco.Renderer``. This module
-therefore makes the backend's context itself (``mujoco.egl.GLContext`` or
-``mujoco.osmesa.GLContext``) and renders with the same calls ``mujoco.Renderer`` makes
-(``MjvScene``, ``MjrContext`` on the offscreen buffer, ``mjv_updateScene``, ``mjr_render``,
-``mjr_readPixels``). The backend: ``MUJOCO_GL`` if it is set to ``egl`` or ``osmesa``, otherwise
-the first of EGL and OSMesa that can make a context, probed in a fresh interpreter (an OpenGL
-platform cannot be changed once loaded). When neither works, ``GLUnavailableError`` says what
-failed and which packages to install.
+Headless OpenGL: the backend (EGL or OSMesa, ``MUJOCO_GL`` to pick one) and the offscreen renderer
+live in ``bmaml_robot.envs.rendering``, shared with the single envs' ``render()``; when no backend
+works, ``GLUnavailableError`` says what failed and which packages to install.
 """
 
 from __future__ import annotations
@@ -42,8 +35,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,158 +47,31 @@ import torch
 from bmaml_robot.checkpoint import atomic_path
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import get_family
+from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot.render's API)
+    APT_PACKAGES,
+    GL_BACKENDS,
+    GLUnavailableError,
+    OffscreenRenderer,
+    choose_gl_backend,
+    gl_unavailable_message,
+    probe_gl_backend,
+)
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.evaluate import evaluation_seed, load_run
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.torch_threads import one_torch_thread
 
-GL_BACKENDS = ("egl", "osmesa")
-#: Debian/Ubuntu packages that provide each backend's library.
-APT_PACKAGES = {"egl": "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri", "osmesa": "libosmesa6"}
 LAYOUTS = ("side-by-side", "sequential")
 VIDEO_SUFFIXES = (".mp4", ".gif")
 _MAX_SIZE = 4096
-_PROBE = """
-import os
-import mujoco
-if os.environ["MUJOCO_GL"] == "egl":
-    from mujoco.egl import GLContext
-else:
-    from mujoco.osmesa import GLContext
-context = GLContext(16, 16)
-context.make_current()
-model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='1'/></worldbody></mujoco>")
-mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100).free()
-context.free()
-"""
-
-
-class GLUnavailableError(RuntimeError):
-    """No headless OpenGL backend works on this machine (the message says how to install one)."""
-
-
-# ----------------------------------------------------------------------------- OpenGL backend
-def probe_gl_backend(backend: str, timeout: float = 60.0) -> str | None:
-    """None if ``backend`` (``egl`` or ``osmesa``) can make a context, else why it cannot.
-
-    Probed in a fresh interpreter: PyOpenGL's platform is fixed for a process once loaded."""
-    env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
-    try:
-        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"timed out after {timeout:.0f} s"
-    if done.returncode == 0:
-        return None
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit status {done.returncode}"
 
 
 @functools.lru_cache(maxsize=None)
 def gl_backend() -> str:
-    """The headless OpenGL backend to render with (module docstring); GLUnavailableError if none."""
-    requested = os.environ.get("MUJOCO_GL", "").strip().lower()
-    if requested and requested not in GL_BACKENDS:
-        raise GLUnavailableError(
-            f"MUJOCO_GL: expected one of {list(GL_BACKENDS)} (headless offscreen rendering) or unset, "
-            f"got {requested!r}"
-        )
-    candidates = (requested,) if requested else GL_BACKENDS
-    failures = {}
-    for backend in candidates:
-        failure = probe_gl_backend(backend)
-        if failure is None:
-            return backend
-        failures[backend] = failure
-    raise GLUnavailableError(gl_unavailable_message(failures))
-
-
-def gl_unavailable_message(failures: Mapping[str, str]) -> str:
-    """What failed for each backend and how to install one."""
-    tried = "; ".join(f"{backend}: {why}" for backend, why in failures.items())
-    return (
-        f"no headless OpenGL backend works here ({tried}). Install one, e.g. on Debian/Ubuntu "
-        f"`apt-get install {APT_PACKAGES['egl']}` (EGL, GPU or Mesa software rendering) or "
-        f"`apt-get install {APT_PACKAGES['osmesa']}` (OSMesa, software only), then run again "
-        f"(MUJOCO_GL=egl or MUJOCO_GL=osmesa picks one explicitly). PyOpenGL must be installed too "
-        f"(a dependency of mujoco)."
-    )
-
-
-def _gl_context_class(backend: str) -> Any:
-    platform = os.environ.get("PYOPENGL_PLATFORM")
-    if platform and platform.lower() != backend:
-        raise GLUnavailableError(
-            f"PYOPENGL_PLATFORM: this process already uses OpenGL platform {platform!r}, so the {backend} "
-            f"backend cannot be loaded; unset PYOPENGL_PLATFORM or set MUJOCO_GL={platform}"
-        )
-    try:
-        if backend == "egl":
-            from mujoco.egl import GLContext
-        else:
-            from mujoco.osmesa import GLContext
-    except ImportError as error:
-        raise GLUnavailableError(gl_unavailable_message({backend: str(error)})) from error
-    return GLContext
-
-
-class OffscreenRenderer:
-    """Renders MuJoCo states of one model to RGB images, headless (what ``mujoco.Renderer`` does,
-    on the backend chosen by ``gl_backend``). Use as a context manager, or call ``close``."""
-
-    def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str | None = "track") -> None:
-        self.model = model
-        self.data = mujoco.MjData(model)
-        self.width, self.height = width, height
-        # The offscreen buffer must hold the image (the MJCF's <visual><global offwidth> etc.).
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
-        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
-        backend = gl_backend()
-        self._context = _gl_context_class(backend)(width, height)
-        self._context.make_current()
-        self._scene = mujoco.MjvScene(model, maxgeom=10_000)
-        self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
-        self._rect = mujoco.MjrRect(0, 0, width, height)
-        self._option = mujoco.MjvOption()
-        self._perturb = mujoco.MjvPerturb()
-        self.camera = mujoco.MjvCamera()
-        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) if camera else -1
-        if camera_id >= 0:
-            self.camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
-            self.camera.fixedcamid = camera_id
-        else:  # follow the first body from a free camera
-            self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
-            self.camera.trackbodyid = 1 if model.nbody > 1 else 0
-            self.camera.distance = 1.5 * model.stat.extent
-            self.camera.elevation = -20.0
-
-    def render(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        """The image of state (qpos ``[nq]``, qvel ``[nv]``), uint8 ``[height, width, 3]``."""
-        self.data.qpos[:] = qpos
-        self.data.qvel[:] = qvel
-        mujoco.mj_forward(self.model, self.data)
-        self._context.make_current()
-        mujoco.mjv_updateScene(self.model, self.data, self._option, self._perturb, self.camera,
-                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
-        mujoco.mjr_render(self._rect, self._scene, self._mjr)
-        image = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        mujoco.mjr_readPixels(image, None, self._rect, self._mjr)
-        return np.flipud(image).copy()  # OpenGL's rows start at the bottom
-
-    def close(self) -> None:
-        if self._context is not None:
-            self._context.make_current()
-            self._mjr.free()
-            self._context.free()
-            self._context = None
-
-    def __enter__(self) -> "OffscreenRenderer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    """The headless OpenGL backend to render with (``envs.rendering.choose_gl_backend``, probing
+    with this module's ``probe_gl_backend``); GLUnavailableError if none."""
+    return choose_gl_backend(probe_gl_backend)
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -324,7 +188,7 @@ def mujoco_frames(robot: str, recording: Recording, width: int, height: int) -> 
     model = mujoco.MjModel.from_xml_path(asset_path(robot))
     steps = recording.qpos.shape[0]
     frames = np.zeros((steps, 2, height, width, 3), dtype=np.uint8)
-    with OffscreenRenderer(model, width, height) as renderer:
+    with OffscreenRenderer(model, width, height, backend=gl_backend()) as renderer:
         for episode in range(2):
             last = None
             for t in range(steps):

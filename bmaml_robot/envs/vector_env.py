@@ -2,6 +2,8 @@
 
 All physics, observations, rewards, terminations, time limits and resets happen in C++ with
 the GIL released; this class validates tasks, exposes Gymnasium's API and packs ``info``.
+``gymnasium.make_vec("bmaml_robot/<Family>-v0", num_envs=...)`` builds it through
+``make_gymnasium_vec`` (Gymnasium's ``NEXT_STEP`` autoreset by default).
 """
 
 from __future__ import annotations
@@ -31,10 +33,26 @@ class BatchedRobotEnv(VectorEnv):
     """``num_envs`` robots of one task family, each with its own task, stepped in lockstep.
 
     Observations are float64 ``[num_envs, obs_dim]``; actions ``[num_envs, act_dim]`` (any float
-    dtype) are clipped to the action space before they are applied. Episodes that end are reset
-    in the same step (``AutoresetMode.SAME_STEP``): the returned observation starts the next
-    episode and ``info["final_obs"]`` (float64 ``[num_envs, obs_dim]``, rows valid where
-    ``info["_final_obs"]``) holds the last observation of the episode that ended.
+    dtype) are clipped to the action space before they are applied. An episode ends when its task
+    terminates it, or truncated after ``max_episode_steps`` steps (a step that terminates is not
+    also reported as truncated, where Gymnasium's ``TimeLimit`` would report both).
+
+    Autoreset (``autoreset_mode``, also in ``metadata["autoreset_mode"]``):
+
+    - ``AutoresetMode.SAME_STEP`` (default; what the samplers use): episodes that end are reset in
+      the same step: the returned observation starts the next episode and ``info["final_obs"]``
+      (float64 ``[num_envs, obs_dim]``, rows valid where ``info["_final_obs"]``) holds the last
+      observation of the episode that ended.
+    - ``AutoresetMode.NEXT_STEP`` (Gymnasium's default for vector envs, what ``SyncVectorEnv``,
+      ``NormalizeObservation`` and CleanRL expect): the step where an episode ends returns its last
+      observation; the next step ignores that env's action and returns its new episode's first
+      observation with reward 0, terminated and truncated False (its ``info`` values are 0 and
+      False). No ``final_obs`` in ``info``. Results equal SAME_STEP's bit for bit (same seeds and
+      tasks; tested against ``SyncVectorEnv`` over the single envs), but the core cannot leave one
+      env of a batch out of a step, so here each env has its own one-env core, stepped in turn on
+      the calling thread: ``num_threads`` is 1 and a step costs about a SAME_STEP step on one thread
+      plus ~5 us per env. ``step()`` needs a ``reset()`` first, and the mode keeps state in
+      Python: step it from one thread at a time.
 
     ``info`` always has ``x_velocity`` and the reward terms (``reward_task``, ``reward_ctrl``,
     ``reward_contact``, ``reward_survive``; they sum to the reward), all ``[num_envs]``, and
@@ -70,6 +88,7 @@ class BatchedRobotEnv(VectorEnv):
         num_threads: int = 1,
         seed: int = 0,
         max_episode_steps: int = 100,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     ) -> None:
         self.family = family if isinstance(family, TaskFamily) else get_family(family)
         for name, value in (("num_envs", num_envs), ("max_episode_steps", max_episode_steps)):
@@ -79,10 +98,20 @@ class BatchedRobotEnv(VectorEnv):
             raise ValueError(f"num_threads: expected an integer in [1, {MAX_THREADS}] (at most {MAX_THREADS} threads, and "
                              f"at most num_envs of them are started; results do not depend on num_threads), got {num_threads!r}")
         _check_seed(seed, "seed")
-        self._core = _core.VecEnvCore(
-            self.family.robot, self.family.objective, asset_path(self.family.robot),
-            int(num_envs), int(num_threads), int(max_episode_steps), int(seed),
-        )
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self._next_step = self.autoreset_mode is AutoresetMode.NEXT_STEP
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}  # per instance
+        core_args = (self.family.robot, self.family.objective, asset_path(self.family.robot))
+        if not self._next_step:
+            self._core: Any = _core.VecEnvCore(*core_args, int(num_envs), int(num_threads), int(max_episode_steps),
+                                               int(seed))
+        else:
+            self._core = _OneCorePerEnv(core_args, int(num_envs), int(max_episode_steps), int(seed))
+        # NEXT_STEP state: envs whose episode ended at the last step (their core already reset
+        # them), the first observation of their next episode, and whether reset() came yet.
+        self._ended = np.zeros(int(num_envs), dtype=bool)
+        self._next_obs = np.zeros((int(num_envs), self._core.obs_dim))
+        self._started = False
         self.num_envs = int(num_envs)
         self.num_threads = self._core.num_threads
         self.max_episode_steps = int(max_episode_steps)
@@ -118,15 +147,28 @@ class BatchedRobotEnv(VectorEnv):
         core.set_tasks(encode_tasks(self.family, tasks, self.num_envs))
         self.tasks = [dict(t) for t in tasks]
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        """Start a new episode in every env. With ``seed``, each env's reset-noise stream is
-        reseeded from ``(seed, env index)``. Returns obs float64 ``[num_envs, obs_dim]``."""
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Start a new episode in every env. Returns obs float64 ``[num_envs, obs_dim]``.
+
+        ``seed``: None continues each env's reset-noise stream; an integer ``s`` reseeds env ``i``'s
+        stream from ``(s, i)`` (stream ``i`` of ``s``); a list of ``num_envs`` integers (as
+        ``SyncVectorEnv`` takes) gives env ``i`` stream 0 of ``seed[i]``: it starts exactly as the
+        single env ``gymnasium.make("bmaml_robot/<Family>-v0")`` reset with ``seed=seed[i]``, so
+        ``reset(seed=[s, s + 1, ...])`` matches ``SyncVectorEnv.reset(seed=s)``."""
         core = self._live("reset")
         if options:
             raise ValueError(f"options: this env takes no reset options, got {sorted(options)}")
-        if seed is not None:
-            _check_seed(seed, "seed")
-        return core.reset(seed), {}
+        if isinstance(seed, (list, tuple)) and all(value is None for value in seed) and len(seed) == self.num_envs:
+            seed = None  # SyncVectorEnv's spelling of "no seed"
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            seeds = _seed_list(seed, self.num_envs)
+            obs = core.reset_streams(seeds, np.zeros(self.num_envs, dtype=np.uint64))
+        else:
+            if seed is not None:
+                _check_seed(seed, "seed")
+            obs = core.reset(seed)
+        self._started_episodes()
+        return obs, {}
 
     def reset_streams(self, seeds: Any, streams: Any) -> np.ndarray:
         """Start a new episode in every env, env ``i``'s reset noise from stream ``streams[i]`` of
@@ -135,13 +177,17 @@ class BatchedRobotEnv(VectorEnv):
         Returns obs float64 ``[num_envs, obs_dim]``."""
         core = self._live("reset_streams")
         arrays = [_uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
-        return core.reset_streams(*arrays)
+        obs = core.reset_streams(*arrays)
+        self._started_episodes()
+        return obs
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Advance every env one control step with ``actions`` ``[num_envs, act_dim]``."""
         # One reference for the whole call: a close() from another thread meanwhile drops
         # self._core, not this step's core, which lives until the step has packed its info.
         core = self._live("step")
+        if self._next_step:
+            return self._step_next(core, actions)
         obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = core.step(actions)
         unstable = instability != 0
         info: dict[str, Any] = {"x_velocity": x_velocity}
@@ -151,22 +197,56 @@ class BatchedRobotEnv(VectorEnv):
         info["_final_obs"] = terminated | truncated
         info["unstable"] = unstable
         if unstable.any():
-            reasons = np.full(self.num_envs, "", dtype=object)
-            for i in np.flatnonzero(unstable):
-                message = core.warning(int(i))
-                reasons[i] = _core.INSTABILITY_REASONS[instability[i]] + (f": {message}" if message else "")
-            info["unstable_reason"] = reasons
+            info["unstable_reason"] = self._unstable_reasons(core, instability)
         return obs, reward, terminated, truncated, info
+
+    def _step_next(self, core: _OneCorePerEnv,
+                   actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """NEXT_STEP over the cores' SAME_STEP stepping: an env whose episode ended at the last step
+        sits this step out (its core already reset it); one that ends now reports its last
+        observation, and the first one of its next episode is kept for the next step."""
+        if not self._started:
+            raise gymnasium.error.ResetNeeded("step: call reset() before step() (autoreset_mode NEXT_STEP)")
+        held = self._ended
+        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = core.step(actions, held)
+        ended = terminated | truncated
+        observation = np.where(ended[:, None], final_obs, obs)
+        observation[held] = self._next_obs[held]
+        self._next_obs[ended] = obs[ended]
+        self._ended = ended
+        info: dict[str, Any] = {"x_velocity": x_velocity}
+        for k, name in enumerate(REWARD_TERMS):
+            info[name] = terms[:, k]
+        info["unstable"] = instability != 0
+        if info["unstable"].any():
+            info["unstable_reason"] = self._unstable_reasons(core, instability)
+        return observation, reward, terminated, truncated, info
+
+    def _unstable_reasons(self, core: Any, instability: np.ndarray) -> np.ndarray:
+        """object ``[num_envs]``: why each env became unstable ("" where it did not)."""
+        reasons = np.full(self.num_envs, "", dtype=object)
+        for i in np.flatnonzero(instability != 0):
+            message = core.warning(int(i))
+            reasons[i] = _core.INSTABILITY_REASONS[instability[i]] + (f": {message}" if message else "")
+        return reasons
 
     def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         """Set every env's state (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``) as
         Gymnasium's ``MujocoEnv.set_state`` after ``mj_resetData``; starts new episodes.
         Returns obs float64 ``[num_envs, obs_dim]``."""
-        return self._live("set_state").set_state(qpos, qvel)
+        obs = self._live("set_state").set_state(qpos, qvel)
+        self._started_episodes()
+        return obs
 
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every env's (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``)."""
+        """Every env's (qpos ``[num_envs, nq]``, qvel ``[num_envs, nv]``). In NEXT_STEP, an env whose
+        episode ended at the last step is already at its next episode's initial state."""
         return self._live("get_state").get_state()
+
+    def _started_episodes(self) -> None:
+        """Every env starts a new episode (reset, reset_streams, set_state): nothing is held."""
+        self._ended[:] = False
+        self._started = True
 
     def close_extras(self, **kwargs: Any) -> None:
         # Frees the robots and joins the threads, now or, if a call is running in another
@@ -179,6 +259,113 @@ class BatchedRobotEnv(VectorEnv):
         if core is None:
             raise RuntimeError(f"env is closed: {method}() after close()")
         return core
+
+
+class _OneCorePerEnv:
+    """``num_envs`` one-env cores behind the batched core's interface, plus ``step(actions, hold)``:
+    envs where ``hold`` is set sit the step out (NEXT_STEP autoreset needs that, and one batched
+    core steps every env). Env ``i`` is bit for bit env ``i`` of one batched core (the envs are
+    independent there too): its reset noise is stream ``i`` of the seed (``reset_streams``).
+    Arguments are checked here as the core checks them, with the same words."""
+
+    num_threads = 1
+
+    def __init__(self, core_args: tuple[str, str, str], num_envs: int, max_episode_steps: int, seed: int) -> None:
+        self.cores = [_core.VecEnvCore(*core_args, 1, 1, max_episode_steps, seed) for _ in range(num_envs)]
+        first = self.cores[0]
+        self.obs_dim, self.act_dim, self.nq, self.nv = first.obs_dim, first.act_dim, first.nq, first.nv
+        self.dt, self.action_low, self.action_high = first.dt, first.action_low, first.action_high
+        self.num_envs, self.seed = num_envs, seed
+        self._fresh = True  # no reset yet: a one-env core's stream is (seed, 0), env i's is (seed, i)
+
+    def set_tasks(self, tasks: np.ndarray) -> None:
+        tasks = _float_rows(tasks, "tasks", (self.num_envs, -1))
+        for i, core in enumerate(self.cores):
+            core.set_tasks(tasks[i:i + 1])
+
+    def reset(self, seed: int | None) -> np.ndarray:
+        if seed is None and not self._fresh:
+            return np.concatenate([core.reset(None) for core in self.cores])
+        first = self.seed if seed is None else seed
+        return self.reset_streams(np.full(self.num_envs, first, dtype=np.uint64), np.arange(self.num_envs, dtype=np.uint64))
+
+    def reset_streams(self, seeds: np.ndarray, streams: np.ndarray) -> np.ndarray:
+        self._fresh = False
+        return np.concatenate([core.reset_streams(seeds[i:i + 1], streams[i:i + 1]) for i, core in enumerate(self.cores)])
+
+    def step(self, actions: Any, hold: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The batched core's step outputs; a held env's rows are 0, False (``final_obs`` NaN)."""
+        actions = _float_rows(actions, "actions", (self.num_envs, self.act_dim))
+        n = self.num_envs
+        obs, final_obs = np.zeros((n, self.obs_dim)), np.full((n, self.obs_dim), np.nan)
+        reward, x_velocity, terms = np.zeros(n), np.zeros(n), np.zeros((n, len(REWARD_TERMS)))
+        terminated, truncated, instability = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int32)
+        for i in np.flatnonzero(~hold):
+            out = self.cores[i].step(actions[i:i + 1])
+            obs[i], reward[i], terminated[i], truncated[i], x_velocity[i], terms[i], final_obs[i], instability[i] = (
+                value[0] for value in out)
+        return obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability
+
+    def set_state(self, qpos: Any, qvel: Any) -> np.ndarray:
+        qpos = _float_rows(qpos, "qpos", (self.num_envs, self.nq))
+        qvel = _float_rows(qvel, "qvel", (self.num_envs, self.nv))
+        if self._fresh:  # env i's later resets must draw from its own stream, not (seed, 0)
+            self.reset(None)
+        return np.concatenate([core.set_state(qpos[i:i + 1], qvel[i:i + 1]) for i, core in enumerate(self.cores)])
+
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
+        states = [core.get_state() for core in self.cores]
+        return np.concatenate([q for q, _ in states]), np.concatenate([v for _, v in states])
+
+    def warning(self, i: int) -> str:
+        return self.cores[i].warning(0)
+
+
+def _float_rows(value: Any, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """``value`` as float64 ``shape`` (``-1``: any width), checked as the core checks it (a float
+    array, that shape, finite, within float64's range), with the core's words."""
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}")
+    expected = tuple(array.shape[1] if size == -1 and array.ndim == 2 else size for size in shape)
+    if array.shape != expected:
+        raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
+    if array.dtype.itemsize > 8:  # longdouble: a value beyond float64's range is an error, not inf
+        beyond = np.isfinite(array) & (np.abs(array) > np.finfo(np.float64).max)
+        if beyond.any():
+            row, column = np.argwhere(beyond)[0]
+            raise ValueError(f"{name}: expected values within float64's range, got {str(array[row, column])} "
+                             f"in row {row} (column {column})")
+    if not np.isfinite(array).all():
+        row, column = np.argwhere(~np.isfinite(array))[0]
+        raise ValueError(f"{name}: expected finite values, got {str(array[row, column])} in row {row} (column {column})")
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def _autoreset_mode(mode: Any) -> AutoresetMode:
+    """``AutoresetMode.SAME_STEP`` or ``NEXT_STEP`` (or their values, "SameStep", "NextStep")."""
+    supported = (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP)
+    try:
+        mode = AutoresetMode(mode)
+    except ValueError:
+        pass
+    if mode not in supported:
+        raise ValueError(f"autoreset_mode: expected AutoresetMode.SAME_STEP or AutoresetMode.NEXT_STEP "
+                         f"(or {[m.value for m in supported]}), got {mode!r}")
+    return mode
+
+
+def _seed_list(seed: Any, num_envs: int) -> np.ndarray:
+    """``reset(seed=[...])``: one integer in [0, 2**64) per env, as uint64 ``[num_envs]``."""
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
+        raise ValueError(f"seed: expected None, an integer in [0, 2**64) or a list of {num_envs} such integers "
+                         f"(one per env), got {seed!r}")
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"seed: expected a list of num_envs={num_envs} integers (one per env), got {len(seeds)}")
+    for i, value in enumerate(seeds):
+        _check_seed(value, f"seed[{i}]")
+    return np.array([int(value) for value in seeds], dtype=np.uint64)
 
 
 def _check_seed(seed: Any, name: str) -> None:
@@ -204,10 +391,12 @@ def make_vec(
     num_threads: int = 1,
     seed: int = 0,
     max_episode_steps: int = 100,
+    autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
 ) -> BatchedRobotEnv:
     """Make ``num_envs`` robots of the task ``family`` (see ``bmaml_robot.FAMILIES``), stepped on
     ``min(num_threads, num_envs)`` threads; ``num_threads`` is at most ``MAX_THREADS`` (256), and
-    results do not depend on it.
+    results do not depend on it. ``autoreset_mode``: SAME_STEP (default) or NEXT_STEP
+    (``BatchedRobotEnv``).
 
     Example::
 
@@ -216,4 +405,48 @@ def make_vec(
         env.set_tasks([t for t in tasks for _ in range(20)])
         obs, info = env.reset(seed=0)
     """
-    return BatchedRobotEnv(family, num_envs, num_threads=num_threads, seed=seed, max_episode_steps=max_episode_steps)
+    return BatchedRobotEnv(family, num_envs, num_threads=num_threads, seed=seed, max_episode_steps=max_episode_steps,
+                           autoreset_mode=autoreset_mode)
+
+
+def make_gymnasium_vec(
+    family: str,
+    num_envs: int = 1,
+    *,
+    max_episode_steps: int = 100,
+    autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    task: Mapping[str, Any] | None = None,
+    tasks: Sequence[Mapping[str, Any]] | None = None,
+    num_threads: int = 1,
+    seed: int = 0,
+    render_mode: str | None = None,
+) -> BatchedRobotEnv:
+    """The ``vector_entry_point`` of ``bmaml_robot/<Family>-v0``:
+    ``gymnasium.make_vec("bmaml_robot/HalfCheetahDir-v0", num_envs=8)`` (its default
+    ``vectorization_mode``) builds one ``BatchedRobotEnv`` with Gymnasium's default autoreset,
+    ``NEXT_STEP`` (pass ``autoreset_mode=AutoresetMode.SAME_STEP`` for the samplers' mode).
+
+    ``gymnasium.make_vec`` passes ``family`` (from the spec), ``num_envs`` and
+    ``max_episode_steps`` (the spec's 100, or the caller's), and any other keyword: ``task`` (one
+    task for every env, as the single envs' ``task``), or ``tasks`` (one per env); without either,
+    env tasks are drawn from the family with ``seed``. ``render_mode``: only None (the batched env
+    does not render: render a single env, ``gymnasium.make(..., render_mode="rgb_array")``).
+    """
+    if render_mode is not None:
+        raise ValueError(f"render_mode: the batched env does not render (expected None), got {render_mode!r}; "
+                         f"render a single env: gymnasium.make(\"bmaml_robot/{family}-v0\", render_mode=\"rgb_array\")")
+    if task is not None and tasks is not None:
+        raise ValueError("task, tasks: expected at most one of them (task: one task for every env, "
+                         "tasks: one per env), got both")
+    env = BatchedRobotEnv(family, num_envs, num_threads=num_threads, seed=seed, max_episode_steps=max_episode_steps,
+                          autoreset_mode=autoreset_mode)
+    try:
+        if task is not None:
+            env.family.encode(task, "task")  # errors name `task`, not the batch's `tasks[0]`
+            env.set_tasks([dict(task) for _ in range(env.num_envs)])
+        elif tasks is not None:
+            env.set_tasks(tasks)
+    except BaseException:
+        env.close()
+        raise
+    return env
