@@ -297,6 +297,40 @@ def export_main(argv: list[str] | None = None) -> int:
     return export.command(args, task, parser)
 
 
+# ----------------------------------------------------------------------------- bmaml-render
+def _render_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bmaml-render",
+        description="Render a run's policy on one task before and after adaptation, headless, to MP4 or GIF.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory")
+    p.add_argument("--task", required=True, help='the task as JSON, e.g. \'{"direction": -1}\' or \'{"goal": [0.3, -0.2]}\'')
+    p.add_argument("--out", type=Path, required=True, help="output file, .mp4 or .gif")
+    p.add_argument("--adapt-steps", type=_int_at_least(0), default=1,
+                   help="adaptation steps before the 'after' episode (default 1)")
+    p.add_argument("--layout", choices=("side-by-side", "sequential"), default="side-by-side",
+                   help="panels side by side (default) or one after the other")
+    p.add_argument("--width", type=_int_at_least(16), default=480, help="panel width in pixels (even, default 480)")
+    p.add_argument("--height", type=_int_at_least(16), default=360, help="panel height in pixels (even, default 360)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the adaptation episodes and the recorded ones (default 0)")
+    p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per adaptation step (default 10)")
+    p.add_argument("--fast-lr", type=_finite_at_least(0.0), default=None, help="inner step size (default: the run's)")
+    p.add_argument("--stochastic", action="store_true",
+                   help="sample actions from the policy (default: its mean action, deterministic)")
+    p.add_argument("--fps", type=float, default=None, help="frames per second (default: real time)")
+    p.add_argument("--num-threads", type=_int_at_least(1), default=1, help="threads stepping the robots during adaptation")
+    return p
+
+
+def render_main(argv: list[str] | None = None) -> int:
+    """``bmaml-render``: the arguments checked before torch is imported, then ``render.command``."""
+    parser = _render_parser()
+    args = parser.parse_args(argv)
+    from bmaml_robot import render
+
+    return render.command(args, parser)
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     """``bmaml-demo``: the batched robots alone, stepped with random actions."""
     parser = argparse.ArgumentParser(

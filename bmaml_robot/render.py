@@ -30,7 +30,6 @@ works, ``GLUnavailableError`` says what failed and which packages to install.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -379,48 +378,36 @@ def _control_dt(family: str) -> float:
 
 
 # ----------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bmaml-render",
-        description="Render a run's policy on one task before and after adaptation, headless, to MP4 or GIF.",
-    )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory")
-    p.add_argument("--task", required=True, help='the task as JSON, e.g. \'{"direction": -1}\' or \'{"goal": [0.3, -0.2]}\'')
-    p.add_argument("--out", type=Path, required=True, help="output file, .mp4 or .gif")
-    p.add_argument("--adapt-steps", type=int, default=1, help="adaptation steps before the 'after' episode (default 1)")
-    p.add_argument("--layout", choices=LAYOUTS, default="side-by-side", help="panels side by side (default) or one after the other")
-    p.add_argument("--width", type=int, default=480, help="panel width in pixels (even, default 480)")
-    p.add_argument("--height", type=int, default=360, help="panel height in pixels (even, default 360)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the adaptation episodes and the recorded ones (default 0)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per adaptation step (default 10)")
-    p.add_argument("--fast-lr", type=float, default=None, help="inner step size (default: the run's)")
-    p.add_argument("--stochastic", action="store_true",
-                   help="sample actions from the policy (default: its mean action, deterministic)")
-    p.add_argument("--fps", type=float, default=None, help="frames per second (default: real time)")
-    p.add_argument("--num-threads", type=int, default=1, help="threads stepping the robots during adaptation")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``bmaml-render``: every check (arguments, run, task, OpenGL) is a usage error before any work."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+def command(args: Any, parser: Any) -> int:
+    """``bmaml-render`` after its arguments were parsed (``bmaml_robot.cli.render_main``): check the
+    settings, the run, the task and OpenGL (usage errors), then render."""
     try:
         check_render_settings(args.out, args.adapt_steps, args.layout, args.width, args.height, args.seed,
                               args.episodes, args.fast_lr, args.fps)
         run = load_run(args.run_dir)
-        parse_task(run.config.family, args.task)
-        if get_family(run.config.family).robot != "Navigation2D":
+        family = get_family(run.config.family)
+        task = parse_task(family.name, args.task)
+        if family.robot != "Navigation2D":
             gl_backend()
     except (ValueError, TypeError, GLUnavailableError) as error:
         parser.error(str(error))
-    result = render(args.run_dir, args.task, args.out, adapt_steps=args.adapt_steps, layout=args.layout,
+    if not family.in_distribution(task):
+        print(f"bmaml-render: warning: task {json.dumps(task)} is outside {family.name}'s training distribution "
+              f"({family.task_distribution})", file=sys.stderr)
+    result = render(args.run_dir, task, args.out, adapt_steps=args.adapt_steps, layout=args.layout,
                     width=args.width, height=args.height, seed=args.seed, episodes=args.episodes,
                     fast_lr=args.fast_lr, stochastic=args.stochastic, fps=args.fps, num_threads=args.num_threads)
     print(f"wrote {result.path}: {result.num_frames} frames of {result.frame_shape[1]}x{result.frame_shape[0]}"
           f"{f' (OpenGL: {result.gl_backend})' if result.gl_backend else ''}; return before adaptation "
           f"{result.returns[0]:.2f}, after {args.adapt_steps} step(s) {result.returns[1]:.2f}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``bmaml-render`` (``bmaml_robot.cli.render_main``: arguments are checked before torch is imported)."""
+    from bmaml_robot.cli import render_main
+
+    return render_main(argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ MISTAKES = {
     "bmaml-export RUN --adapt-steps -1": (
         "from bmaml_robot.cli import export_main; export_main(['x', '--task', '{}', '--adapt-steps', '-1', '--out', 'y'])"),
     "bmaml-compare RUN --last 0": "from bmaml_robot.cli import compare_main; compare_main(['x', '--last', '0'])",
+    "bmaml-render RUN --episodes 0": (
+        "from bmaml_robot.cli import render_main; render_main(['x', '--task', '{}', '--out', 'y.gif', '--episodes', '0'])"),
 }
 REFERENCE = "from bmaml_robot_deploy.cli import main; main(['x.onnx', '--robot', 'nope'])"
 

@@ -143,7 +143,7 @@ def test_no_opengl_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     (["--task", "{direction: -1}", "--out", "{tmp}/x.gif"], "task: expected a JSON object"),
     (["--task", '{"velocity": 1.0}', "--out", "{tmp}/x.gif"], "task: HalfCheetahDir tasks have exactly the keys"),
     (["--task", '{"direction": -1}', "--out", "{tmp}/x.gif", "--width", "65"], "width: expected an even integer"),
-    (["--task", '{"direction": -1}', "--out", "{tmp}/x.gif", "--adapt-steps", "-1"], "adapt_steps: expected"),
+    (["--task", '{"direction": -1}', "--out", "{tmp}/x.gif", "--adapt-steps", "-1"], "--adapt-steps: expected an integer >= 0"),
 ])
 def test_cli_errors_are_usage_errors(cheetah_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      args: list[str], message: str) -> None:
@@ -160,3 +160,12 @@ def test_cli_writes_a_video(navigation_run: Path, tmp_path: Path, capsys: pytest
     assert "wrote" in capsys.readouterr().out
     frames = read_frames(out)
     assert frames.shape[1:] == (64, 96, 3) and frames.shape[0] >= 2
+
+
+def test_a_task_outside_the_distribution_is_rendered_with_a_warning(navigation_run: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "far.gif"
+    assert main([str(navigation_run), "--task", '{"goal": [0.9, 0.0]}', "--out", str(out), "--width", "64",
+                 "--height", "64", "--adapt-steps", "0", "--episodes", "1"]) == 0
+    assert "outside Navigation2D's training distribution (goal ~ U[-0.5, 0.5]^2)" in capsys.readouterr().err
+    assert out.is_file()
