@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from bmaml_robot_deploy import __version__
 from bmaml_robot_deploy.controller import Controller
 from bmaml_robot_deploy.loop import run_control_loop
-from bmaml_robot_deploy.udp import DEFAULT_MAX_SEQUENCE_JUMP, key_from_env, parse_address, read_key_file
+from bmaml_robot_deploy.udp import DEFAULT_MAX_SEQUENCE_JUMP, cli_key, parse_address
 
 DEFAULT_UDP_BIND = "0.0.0.0:9870"
 
@@ -104,11 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--udp-robot: expected HOST:PORT with a port in [1, 65535], got {args.udp_robot!r}")
         if not 1 <= args.udp_max_sequence_jump < 2**31:
             raise ValueError(f"--udp-max-sequence-jump: expected an integer in [1, {2**31 - 1}], got {args.udp_max_sequence_jump}")
-        key = None
-        if args.udp_key_file is not None:
-            key = read_key_file(args.udp_key_file, "--udp-key-file")
-        elif args.udp_key_env is not None:
-            key = key_from_env(args.udp_key_env, "--udp-key-env")
+        key = cli_key(args.udp_key_file, args.udp_key_env)
         safe_action = _parse_safe_action(args.safe_action)
         try:
             controller = Controller(args.file, safe_action=safe_action, expected_robot=args.expected_robot)

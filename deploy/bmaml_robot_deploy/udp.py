@@ -306,6 +306,15 @@ def key_from_env(variable: str, name: str = "--udp-key-env") -> bytes:
     return _key_from_hex(text.encode("latin-1", "replace"), f"{name}: environment variable {variable!r}")
 
 
+def cli_key(key_file: str | os.PathLike[str] | None, key_env: str | None) -> bytes | None:
+    """The key a command line names: ``--udp-key-file`` (first) or ``--udp-key-env``; None: neither."""
+    if key_file is not None:
+        return read_key_file(key_file, "--udp-key-file")
+    if key_env is not None:
+        return key_from_env(key_env, "--udp-key-env")
+    return None
+
+
 def _key_from_hex(text: bytes, where: str) -> bytes:
     digits = b"".join(text.split())
     try:

@@ -23,7 +23,7 @@ import numpy as np
 
 from bmaml_robot_deploy.metadata import PolicyMetadata
 from bmaml_robot_deploy.sim import DEFAULT_MAX_EPISODE_STEPS, default_episode_steps
-from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, key_from_env, parse_address, read_key_file
+from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, cli_key, parse_address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,11 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bind = parse_address(args.bind, "--bind")
         if not 0 <= args.first_sequence < 2**32:
             raise ValueError(f"--first-sequence: expected an integer in [0, {2**32 - 1}], got {args.first_sequence}")
-        key = None
-        if args.udp_key_file is not None:
-            key = read_key_file(args.udp_key_file, "--udp-key-file")
-        elif args.udp_key_env is not None:
-            key = key_from_env(args.udp_key_env, "--udp-key-env")
+        key = cli_key(args.udp_key_file, args.udp_key_env)
         from bmaml_robot_deploy.sim import SimulatedRobot
 
         robot = SimulatedRobot(family, task, seed=args.seed, max_episode_steps=args.max_episode_steps)
