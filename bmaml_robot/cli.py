@@ -29,6 +29,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=int, help="meta-iterations")
     p.add_argument("--num-threads", type=int, help="threads stepping the robots")
     p.add_argument("--seed", type=int, help="seed of the run")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="held-out evaluation every N meta-iterations, logged with the metrics (eval_steps, eval_tasks, "
+                        "eval_episodes: --set); 0: never (default)")
     p.add_argument("--sampler", choices=["local", "ray"],
                    help="where episodes are sampled: local (default) or ray (Ray actors, same results)")
     p.add_argument("--ray-address", metavar="ADDRESS",
@@ -60,7 +63,7 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_override(text) for text in args.set)
-        for key in ("policy", "recurrence", "num_batches", "num_threads", "seed",
+        for key in ("policy", "recurrence", "num_batches", "num_threads", "seed", "eval_every",
                     "sampler", "ray_address", "workers", "threads_per_worker"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)

@@ -78,3 +78,13 @@ def test_a_resumed_run_purges_the_recomputed_steps_and_records_each_session(tmp_
     for session in sessions:
         assert session["package_version"] and session["torch"] == torch.__version__
         assert session["git_commit"] == commit  # None outside a checkout
+
+
+def test_eval_every_flag(tmp_path: Path) -> None:
+    from bmaml_robot.cli import train_main
+
+    argv = ["--config", "2d-navigation", "--set", "num_tasks=2", "--set", "episodes_per_task=2", "--set", "horizon=5",
+            "--set", "eval_tasks=2", "--set", "eval_episodes=1", "--num-batches", "2", "--num-threads", "1",
+            "--eval-every", "1", "--out", str(tmp_path / "run"), "--quiet"]
+    assert train_main(argv) == 0
+    assert all("eval_return_step1" in m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"))
