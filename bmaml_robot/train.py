@@ -164,6 +164,7 @@ def check_run_dir(
     run's own, else the family's), and the checkpoint to resume from, or None to start at
     iteration 0 (a new run, or a resumed one killed before its first checkpoint)."""
     check_sampler(config)
+    check_memory(config)
     run_dir = Path(run_dir)
     if resume and not run_dir.is_dir():
         raise ValueError(f"resume: no run directory {run_dir}")
@@ -183,9 +184,7 @@ def check_run_dir(
             resumed_metrics(run_dir, state["next_iteration"])
     elif any((run_dir / name).exists() for name in (CHECKPOINT, METRICS, CONFIG)):
         raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
-    config = config.resolved()
-    check_memory(config)
-    return config, state
+    return config.resolved(), state
 
 
 def recorded_config(run_dir: Path) -> tuple[TrainConfig | None, dict[str, Any] | None]:
