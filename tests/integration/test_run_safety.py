@@ -235,7 +235,7 @@ def test_bad_config_files_name_the_file(tmp_path: Path) -> None:
 def test_values_training_would_die_on_are_refused_before_work(capsys: pytest.CaptureFixture, override: str,
                                                               message: str) -> None:
     assert message in cli_error(TINY + ["--set", override, "--out", "runs/x"], capsys)
-    assert not Path("runs/x/metrics.jsonl").exists()
+    assert not Path("runs/x").exists()  # refused before the run directory is made
 
 
 def test_a_diverging_inner_step_is_one_clear_error(capsys: pytest.CaptureFixture) -> None:
