@@ -106,11 +106,15 @@ std::string text(Real x) {
   return s.str();
 }
 
-// Finite everywhere, or a ValueError naming the first bad row (an env) and value.
-void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size) {
+// Finite everywhere (but in the rows where skip_rows, if given, is set), or a ValueError naming
+// the first bad row (an env) and value.
+void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size,
+                  const uint8_t* skip_rows) {
   const double* p = a.data();
   for (py::ssize_t k = 0; k < a.size(); ++k) {
-    if (!std::isfinite(p[k])) throw_not_finite(name, text(p[k]), k, row_size);
+    if (!std::isfinite(p[k]) && !(skip_rows && skip_rows[k / row_size])) {
+      throw_not_finite(name, text(p[k]), k, row_size);
+    }
   }
 }
 
@@ -118,8 +122,11 @@ void check_finite(const DoubleArray& a, const char* name, py::ssize_t row_size) 
 // only if needed). float16, float32 and float64 convert exactly. Wider floats (numpy's
 // longdouble: float128 on x86-64 Linux) are narrowed here, value by value: numpy will not cast
 // them to float64 implicitly, and a value beyond float64's range must be an error, not inf.
+// skip_rows [shape[0]] (0/1) or null: rows that are not used (a held env's action), whose values
+// are not checked (any value, NaN included; narrowed ones become 0).
 DoubleArray finite_float64_arg(py::handle obj, const char* name,
-                               const std::vector<py::ssize_t>& shape) {
+                               const std::vector<py::ssize_t>& shape,
+                               const uint8_t* skip_rows = nullptr) {
   py::array a = as_array(obj, name);
   if (a.dtype().kind() != 'f') {
     throw py::type_error(std::string(name) + ": expected a floating-point array, got dtype " +
@@ -129,7 +136,7 @@ DoubleArray finite_float64_arg(py::handle obj, const char* name,
   const py::ssize_t row_size = shape.size() >= 2 ? std::max<py::ssize_t>(1, shape.back()) : 1;
   if (a.dtype().itemsize() <= static_cast<py::ssize_t>(sizeof(double))) {
     DoubleArray d = contiguous<double>(a, name);
-    check_finite(d, name, row_size);
+    check_finite(d, name, row_size, skip_rows);
     return d;
   }
   if (a.dtype().itemsize() != static_cast<py::ssize_t>(sizeof(long double))) {
@@ -142,6 +149,10 @@ DoubleArray finite_float64_arg(py::handle obj, const char* name,
   const long double* p = wide.data();
   double* q = d.mutable_data();
   for (py::ssize_t k = 0; k < wide.size(); ++k) {
+    if (skip_rows && skip_rows[k / row_size]) {
+      q[k] = 0.0;  // never read; and a value beyond float64's range must not be cast
+      continue;
+    }
     if (!std::isfinite(p[k])) throw_not_finite(name, text(p[k]), k, row_size);
     if (std::fabs(p[k]) > static_cast<long double>(std::numeric_limits<double>::max())) {
       std::ostringstream s;
@@ -163,6 +174,28 @@ py::array_t<uint64_t, py::array::c_style> uint64_arg(py::handle obj, const char*
   }
   check_shape(a, name, shape);
   return contiguous<uint64_t>(a, name);
+}
+
+// step()'s hold: None, or a bool array [n] (no integers: an index list such as [0, 2] must not
+// pass for a mask), as contiguous 0/1 bytes (a copy only if needed). ValueError otherwise.
+std::optional<ByteArray> hold_arg(py::handle obj, py::ssize_t n) {
+  if (obj.is_none()) return std::nullopt;
+  py::array a = py::array::ensure(obj);
+  if (!a) {
+    throw py::value_error("hold: expected None or a bool array of shape " + shape_str({n}) +
+                          ", got " + py::str(py::type::of(obj)).cast<std::string>());
+  }
+  if (a.dtype().kind() != 'b') {
+    throw py::value_error("hold: expected None or a bool array of shape " + shape_str({n}) +
+                          ", got dtype " + dtype_of(a));
+  }
+  check_shape(a, "hold", {n});
+  try {
+    return ByteArray(a.attr("view")("uint8"));
+  } catch (py::error_already_set& e) {
+    rethrow_memory_error(e, "hold: cannot convert the bool array of shape " + shape_of(a) +
+                                " to contiguous bool", /*other=*/true);
+  }
 }
 
 int positive_int(long long value, const char* name) {
@@ -266,8 +299,12 @@ class PyVecEnv {
     return obs;
   }
 
-  py::tuple step(py::handle actions) {
-    DoubleArray a = finite_float64_arg(actions, "actions", {n(), spec().act_dim});
+  // hold: None (every env steps) or bool [N]: see VecEnv::step. A held env's action row is not
+  // checked (Gymnasium ignores it: it may be anything, NaN included).
+  py::tuple step(py::handle actions, py::handle hold_obj) {
+    const std::optional<ByteArray> hold = hold_arg(hold_obj, n());
+    const uint8_t* held = hold ? hold->data() : nullptr;
+    DoubleArray a = finite_float64_arg(actions, "actions", {n(), spec().act_dim}, held);
     const py::ssize_t obs_dim = spec().obs_dim;
     DoubleArray obs({n(), obs_dim}), reward(n()), x_velocity(n());
     DoubleArray terms({n(), static_cast<py::ssize_t>(kNumRewardTerms)});
@@ -286,7 +323,7 @@ class PyVecEnv {
     {
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mutex_);
-      env_->step(a.data(), out);
+      env_->step(a.data(), held, out);
     }
     return py::make_tuple(obs, reward, terminated, truncated, x_velocity, terms, final_obs,
                           instability);
@@ -477,7 +514,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_tasks", &PyVecEnv::set_tasks, py::arg("tasks"))
       .def("reset", &PyVecEnv::reset, py::arg("seed") = py::none())
       .def("reset_streams", &PyVecEnv::reset_streams, py::arg("seeds"), py::arg("streams"))
-      .def("step", &PyVecEnv::step, py::arg("actions"))
+      .def("step", &PyVecEnv::step, py::arg("actions"), py::arg("hold") = py::none())
       .def("set_state", &PyVecEnv::set_state, py::arg("qpos"), py::arg("qvel"))
       .def("get_state", &PyVecEnv::get_state)
       .def("warning", &PyVecEnv::warning, py::arg("env"));

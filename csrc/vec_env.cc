@@ -144,10 +144,33 @@ void VecEnv::step_env(std::ptrdiff_t i, Workspace& ws, const double* action,
   }
 }
 
-void VecEnv::step(const double* actions, const StepBuffers& out) {
+void VecEnv::hold_env(std::ptrdiff_t i, const StepBuffers& out) {
+  const int obs_dim = spec().obs_dim;
+  const size_t row = static_cast<size_t>(i) * obs_dim;
+  std::memcpy(out.obs + row, &last_obs_[row], obs_dim * sizeof(double));  // the current one
+  double* terms = out.reward_terms + static_cast<size_t>(i) * kNumRewardTerms;
+  std::fill(terms, terms + kNumRewardTerms, 0.0);
+  out.reward[i] = 0.0;
+  out.x_velocity[i] = 0.0;
+  out.terminated[i] = 0;
+  out.truncated[i] = 0;
+  out.instability[i] = static_cast<int32_t>(Instability::kNone);
+}
+
+void VecEnv::step(const double* actions, const uint8_t* hold, const StepBuffers& out) {
   const int act_dim = spec().act_dim;
+  if (!hold) {  // the samplers' loop, as it always was
+    pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
+      step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
+    });
+    return;
+  }
   pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
-    step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
+    if (hold[i]) {
+      hold_env(i, out);
+    } else {
+      step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
+    }
   });
 }
 

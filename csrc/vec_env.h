@@ -55,7 +55,14 @@ class VecEnv {
   void reset_streams(const uint64_t* seeds, const uint64_t* streams, double* obs);
   // actions [N, act_dim], finite. Episodes that end are reset in the same step (Gymnasium's
   // SAME_STEP autoreset): obs holds the new episode's first observation, final_obs the last one.
-  void step(const double* actions, const StepBuffers& out);
+  //
+  // hold [N] (0/1) or null: env i with hold[i] set is not stepped. Its action row is never read
+  // (it may hold anything, NaN included); its outputs are its current observation (the first
+  // one of its episode if the last step reset it), reward, reward terms and x_velocity 0,
+  // terminated, truncated and instability 0, final_obs untouched; its step count, state, reset
+  // noise stream and warning() are unchanged. (Gymnasium's NEXT_STEP autoreset: the step after
+  // an episode ended returns the new episode's first observation and ignores the action.)
+  void step(const double* actions, const uint8_t* hold, const StepBuffers& out);
   // qpos [N, nq], qvel [N, nv] -> obs [N, obs_dim]; starts a new episode in every env.
   void set_state(const double* qpos, const double* qvel, double* obs);
   void get_state(double* qpos, double* qvel);
@@ -65,6 +72,7 @@ class VecEnv {
  private:
   void reset_env(std::ptrdiff_t i, Workspace& ws, double* obs_row);
   void step_env(std::ptrdiff_t i, Workspace& ws, const double* action, const StepBuffers& out);
+  void hold_env(std::ptrdiff_t i, const StepBuffers& out);
   std::ptrdiff_t chunk() const;
 
   std::shared_ptr<const Robot> robot_;

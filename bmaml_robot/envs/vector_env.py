@@ -47,11 +47,13 @@ class BatchedRobotEnv(VectorEnv):
       ``NormalizeObservation`` and CleanRL expect): the step where an episode ends returns its last
       observation; the next step ignores that env's action and returns its new episode's first
       observation with reward 0, terminated and truncated False (its ``info`` values are 0 and
-      False). No ``final_obs`` in ``info``. Results equal SAME_STEP's bit for bit (same seeds and
-      tasks; tested against ``SyncVectorEnv`` over the single envs), but the core cannot leave one
-      env of a batch out of a step, so here each env has its own one-env core, stepped in turn on
-      the calling thread: ``num_threads`` is 1 and a step costs about a SAME_STEP step on one thread
-      plus ~5 us per env. ``step()`` needs a ``reset()`` first, and the mode keeps state in
+      False). No ``final_obs`` in ``info``. The action of an env in its autoreset step is ignored:
+      it may be anything, NaN included (the other envs' actions must be finite). Results equal
+      SAME_STEP's bit for bit (same seeds and tasks; tested against ``SyncVectorEnv`` over the
+      single envs) and do not depend on ``num_threads``: the same threaded core runs both modes
+      (it resets an env in the step that ends its episode; this mode returns that step's final
+      observation and holds the env out of the next step, which returns its current observation,
+      the new episode's first). ``step()`` needs a ``reset()`` first, and the mode keeps state in
       Python: step it from one thread at a time.
 
     ``info`` always has ``x_velocity`` and the reward terms (``reward_task``, ``reward_ctrl``,
@@ -101,16 +103,11 @@ class BatchedRobotEnv(VectorEnv):
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self._next_step = self.autoreset_mode is AutoresetMode.NEXT_STEP
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}  # per instance
-        core_args = (self.family.robot, self.family.objective, asset_path(self.family.robot))
-        if not self._next_step:
-            self._core: Any = _core.VecEnvCore(*core_args, int(num_envs), int(num_threads), int(max_episode_steps),
-                                               int(seed))
-        else:
-            self._core = _OneCorePerEnv(core_args, int(num_envs), int(max_episode_steps), int(seed))
-        # NEXT_STEP state: envs whose episode ended at the last step (their core already reset
-        # them), the first observation of their next episode, and whether reset() came yet.
+        self._core: Any = _core.VecEnvCore(self.family.robot, self.family.objective, asset_path(self.family.robot),
+                                           int(num_envs), int(num_threads), int(max_episode_steps), int(seed))
+        # NEXT_STEP state: envs whose episode ended at the last step (the core already reset them:
+        # the next step holds them), and whether reset() came yet.
         self._ended = np.zeros(int(num_envs), dtype=bool)
-        self._next_obs = np.zeros((int(num_envs), self._core.obs_dim))
         self._started = False
         self.num_envs = int(num_envs)
         self.num_threads = self._core.num_threads
@@ -200,19 +197,19 @@ class BatchedRobotEnv(VectorEnv):
             info["unstable_reason"] = self._unstable_reasons(core, instability)
         return obs, reward, terminated, truncated, info
 
-    def _step_next(self, core: _OneCorePerEnv,
-                   actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """NEXT_STEP over the cores' SAME_STEP stepping: an env whose episode ended at the last step
-        sits this step out (its core already reset it); one that ends now reports its last
-        observation, and the first one of its next episode is kept for the next step."""
+    def _step_next(self, core: Any, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """NEXT_STEP over the core's SAME_STEP stepping. The core resets an env in the step that
+        ends its episode (obs: the new episode's first observation, final_obs: the last one):
+        that step returns final_obs, and the next one holds the env (its action ignored, reward 0,
+        not done), so that the core returns its current observation, the new episode's first."""
         if not self._started:
             raise gymnasium.error.ResetNeeded("step: call reset() before step() (autoreset_mode NEXT_STEP)")
         held = self._ended
-        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = core.step(actions, held)
+        obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = core.step(
+            actions, held if held.any() else None)  # None: nothing held, the SAME_STEP loop
         ended = terminated | truncated
-        observation = np.where(ended[:, None], final_obs, obs)
-        observation[held] = self._next_obs[held]
-        self._next_obs[ended] = obs[ended]
+        if ended.any():
+            obs[ended] = final_obs[ended]
         self._ended = ended
         info: dict[str, Any] = {"x_velocity": x_velocity}
         for k, name in enumerate(REWARD_TERMS):
@@ -220,7 +217,7 @@ class BatchedRobotEnv(VectorEnv):
         info["unstable"] = instability != 0
         if info["unstable"].any():
             info["unstable_reason"] = self._unstable_reasons(core, instability)
-        return observation, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def _unstable_reasons(self, core: Any, instability: np.ndarray) -> np.ndarray:
         """object ``[num_envs]``: why each env became unstable ("" where it did not)."""
@@ -259,87 +256,6 @@ class BatchedRobotEnv(VectorEnv):
         if core is None:
             raise RuntimeError(f"env is closed: {method}() after close()")
         return core
-
-
-class _OneCorePerEnv:
-    """``num_envs`` one-env cores behind the batched core's interface, plus ``step(actions, hold)``:
-    envs where ``hold`` is set sit the step out (NEXT_STEP autoreset needs that, and one batched
-    core steps every env). Env ``i`` is bit for bit env ``i`` of one batched core (the envs are
-    independent there too): its reset noise is stream ``i`` of the seed (``reset_streams``).
-    Arguments are checked here as the core checks them, with the same words."""
-
-    num_threads = 1
-
-    def __init__(self, core_args: tuple[str, str, str], num_envs: int, max_episode_steps: int, seed: int) -> None:
-        self.cores = [_core.VecEnvCore(*core_args, 1, 1, max_episode_steps, seed) for _ in range(num_envs)]
-        first = self.cores[0]
-        self.obs_dim, self.act_dim, self.nq, self.nv = first.obs_dim, first.act_dim, first.nq, first.nv
-        self.dt, self.action_low, self.action_high = first.dt, first.action_low, first.action_high
-        self.num_envs, self.seed = num_envs, seed
-        self._fresh = True  # no reset yet: a one-env core's stream is (seed, 0), env i's is (seed, i)
-
-    def set_tasks(self, tasks: np.ndarray) -> None:
-        tasks = _float_rows(tasks, "tasks", (self.num_envs, -1))
-        for i, core in enumerate(self.cores):
-            core.set_tasks(tasks[i:i + 1])
-
-    def reset(self, seed: int | None) -> np.ndarray:
-        if seed is None and not self._fresh:
-            return np.concatenate([core.reset(None) for core in self.cores])
-        first = self.seed if seed is None else seed
-        return self.reset_streams(np.full(self.num_envs, first, dtype=np.uint64), np.arange(self.num_envs, dtype=np.uint64))
-
-    def reset_streams(self, seeds: np.ndarray, streams: np.ndarray) -> np.ndarray:
-        self._fresh = False
-        return np.concatenate([core.reset_streams(seeds[i:i + 1], streams[i:i + 1]) for i, core in enumerate(self.cores)])
-
-    def step(self, actions: Any, hold: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The batched core's step outputs; a held env's rows are 0, False (``final_obs`` NaN)."""
-        actions = _float_rows(actions, "actions", (self.num_envs, self.act_dim))
-        n = self.num_envs
-        obs, final_obs = np.zeros((n, self.obs_dim)), np.full((n, self.obs_dim), np.nan)
-        reward, x_velocity, terms = np.zeros(n), np.zeros(n), np.zeros((n, len(REWARD_TERMS)))
-        terminated, truncated, instability = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int32)
-        for i in np.flatnonzero(~hold):
-            out = self.cores[i].step(actions[i:i + 1])
-            obs[i], reward[i], terminated[i], truncated[i], x_velocity[i], terms[i], final_obs[i], instability[i] = (
-                value[0] for value in out)
-        return obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability
-
-    def set_state(self, qpos: Any, qvel: Any) -> np.ndarray:
-        qpos = _float_rows(qpos, "qpos", (self.num_envs, self.nq))
-        qvel = _float_rows(qvel, "qvel", (self.num_envs, self.nv))
-        if self._fresh:  # env i's later resets must draw from its own stream, not (seed, 0)
-            self.reset(None)
-        return np.concatenate([core.set_state(qpos[i:i + 1], qvel[i:i + 1]) for i, core in enumerate(self.cores)])
-
-    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
-        states = [core.get_state() for core in self.cores]
-        return np.concatenate([q for q, _ in states]), np.concatenate([v for _, v in states])
-
-    def warning(self, i: int) -> str:
-        return self.cores[i].warning(0)
-
-
-def _float_rows(value: Any, name: str, shape: tuple[int, int]) -> np.ndarray:
-    """``value`` as float64 ``shape`` (``-1``: any width), checked as the core checks it (a float
-    array, that shape, finite, within float64's range), with the core's words."""
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        raise TypeError(f"{name}: expected a floating-point array, got dtype {array.dtype}")
-    expected = tuple(array.shape[1] if size == -1 and array.ndim == 2 else size for size in shape)
-    if array.shape != expected:
-        raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
-    if array.dtype.itemsize > 8:  # longdouble: a value beyond float64's range is an error, not inf
-        beyond = np.isfinite(array) & (np.abs(array) > np.finfo(np.float64).max)
-        if beyond.any():
-            row, column = np.argwhere(beyond)[0]
-            raise ValueError(f"{name}: expected values within float64's range, got {str(array[row, column])} "
-                             f"in row {row} (column {column})")
-    if not np.isfinite(array).all():
-        row, column = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(f"{name}: expected finite values, got {str(array[row, column])} in row {row} (column {column})")
-    return np.ascontiguousarray(array, dtype=np.float64)
 
 
 def _autoreset_mode(mode: Any) -> AutoresetMode:

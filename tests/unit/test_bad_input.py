@@ -148,8 +148,10 @@ def test_bad_seeds(cheetah, seed):
     pattern = rf"seed: expected an integer in \[0, 2\*\*64\), got {re.escape(repr(seed))}"
     with pytest.raises(ValueError, match=pattern):
         bm.make_vec("SwimmerDir", 1, seed=seed)
-    if seed is not None:  # None is the unseeded reset
-        with pytest.raises(ValueError, match=pattern):
+    if seed is not None:  # None is the unseeded reset; reset also takes a list of seeds, one per env
+        reset_pattern = (r"seed: expected (None, )?an integer in \[0, 2\*\*64\)( or a list of \d+ such integers "
+                         rf"\(one per env\))?, got {re.escape(repr(seed))}")
+        with pytest.raises(ValueError, match=reset_pattern):
             cheetah.reset(seed=seed)
 
 

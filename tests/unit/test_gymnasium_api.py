@@ -254,6 +254,149 @@ def test_next_step_bad_input_has_the_core_words():
         assert messages[0] == messages[1], messages
 
 
+# --- 4. NEXT_STEP on the threaded core: the core's hold mask --------------------------------
+
+
+def step_outputs(env: bm.BatchedRobotEnv, actions: np.ndarray) -> list[np.ndarray]:
+    """Every output of a step, info included (in a fixed order), for bitwise comparisons."""
+    obs, reward, terminated, truncated, info = env.step(actions)
+    return [obs, reward, terminated, truncated] + [np.asarray(info[key]) for key in sorted(info)]
+
+
+@pytest.mark.parametrize("family", ["HalfCheetahDir", "Navigation2D"])
+def test_next_step_is_bit_identical_for_any_num_threads(family):
+    """NEXT_STEP runs on the threaded core: 1 and 3 threads give the same bits, through time limits,
+    terminations at different steps (Navigation2D's goals) and an unstable env (HalfCheetah)."""
+    num_envs = len(GOALS)
+    envs = [bm.make_vec(family, num_envs, num_threads=threads, seed=3, max_episode_steps=6, autoreset_mode=NEXT)
+            for threads in (1, 3)]
+    assert [env.num_threads for env in envs] == [1, 3]
+    for env in envs:
+        if family == "Navigation2D":
+            env.set_tasks([{"goal": goal} for goal in GOALS])
+        env.reset(seed=list(range(num_envs)))
+        if family == "HalfCheetahDir":
+            qpos, qvel = env.get_state()
+            qvel[3] = 1e12  # env 3 is unstable at the first step: its episodes end a step later
+            env.set_state(qpos, qvel)
+    actions = np.random.default_rng(0).uniform(-1.2, 1.2, (30, num_envs, envs[0].act_dim))
+    ends = 0
+    for t, action in enumerate(actions):
+        one, three = (step_outputs(env, action * envs[0].single_action_space.high) for env in envs)
+        for a, b in zip(one, three):
+            np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
+        ends += int((one[2] | one[3]).sum())
+    assert ends >= 20
+
+
+def hold_mask(num_envs: int, *held: int) -> np.ndarray:
+    mask = np.zeros(num_envs, bool)
+    mask[list(held)] = True
+    return mask
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_held_env_is_left_as_it_is(threads):
+    """hold[i]: env i is not stepped (state, step count, reset stream unchanged) and reports its
+    current observation, reward 0, not done, final_obs NaN; its action is not even read."""
+    env = bm.make_vec("HalfCheetahDir", 4, num_threads=threads, seed=0, max_episode_steps=3)
+    core = env._core
+    obs = core.reset(0)
+    qpos, qvel = core.get_state()
+    actions = np.random.default_rng(0).uniform(-1, 1, (4, 6))
+    actions[1] = np.nan  # held: ignored
+    out = core.step(actions, hold_mask(4, 1, 3))
+    next_obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = out
+    after_qpos, after_qvel = core.get_state()
+    for i in (1, 3):
+        np.testing.assert_array_equal(after_qpos[i], qpos[i])
+        np.testing.assert_array_equal(after_qvel[i], qvel[i])
+        np.testing.assert_array_equal(next_obs[i], obs[i])
+        assert reward[i] == 0.0 and x_velocity[i] == 0.0 and not terms[i].any()
+        assert not terminated[i] and not truncated[i] and instability[i] == 0 and np.isnan(final_obs[i]).all()
+    for i in (0, 2):
+        assert not np.array_equal(after_qpos[i], qpos[i]) and reward[i] != 0.0
+    # A held step is no step at all: env 1, held once, runs as env 1 of a core that never held it,
+    # one step behind (its time limit and the reset noise after it included); the others in step.
+    cores = [bm.make_vec("HalfCheetahDir", 4, num_threads=threads, seed=0, max_episode_steps=3)._core
+             for _ in range(2)]
+    for c in cores:
+        c.reset(0)
+    steps = np.random.default_rng(1).uniform(-1, 1, (9, 4, 6))
+    expected = [cores[0].step(a) for a in steps]
+    got = [cores[1].step(steps[0], hold_mask(4, 1))]
+    got += [cores[1].step(np.where(hold_mask(4, 1)[:, None], steps[t - 1], steps[t])) for t in range(1, 9)]
+    for t in range(1, 9):
+        for k in range(8):
+            np.testing.assert_array_equal(got[t][k][[0, 2, 3]], expected[t][k][[0, 2, 3]], err_msg=f"{t}, {k}")
+            np.testing.assert_array_equal(got[t][k][1], expected[t - 1][k][1], err_msg=f"{t}, {k}")
+    assert [bool(e[3][1]) for e in expected] == [False, False, True] * 3  # truncations in the window
+
+
+def test_hold_none_or_all_false_is_the_plain_step():
+    cores = [bm.make_vec("AntDir", 5, num_threads=2, seed=1, max_episode_steps=4)._core for _ in range(3)]
+    for core in cores:
+        core.reset(1)
+    for action in np.random.default_rng(0).uniform(-1, 1, (9, 5, 8)):
+        plain, none = cores[0].step(action), cores[1].step(action, None)
+        for a, b, c in zip(plain, none, cores[2].step(action, np.zeros(5, bool))):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+
+
+def test_hold_of_the_wrong_shape_or_dtype_names_hold():
+    core = bm.make_vec("HalfCheetahDir", 3)._core
+    core.reset(0)
+    actions = np.zeros((3, 6))
+    for hold, came in ((np.zeros(2, bool), r"got \(2,\)"), (np.zeros((3, 1), bool), r"got \(3, 1\)"),
+                       (np.array(True), r"got \(\)")):
+        with pytest.raises(ValueError, match=r"^hold: expected shape \(3,\), " + came + "$"):
+            core.step(actions, hold)
+    for hold, dtype in ((np.zeros(3, np.int64), "int64"), (np.zeros(3, np.uint8), "uint8"), ([0, 1, 0], "int64"),
+                        (np.zeros(3), "float64"), ("abc", "<U3"), ([None] * 3, "object")):
+        expected = rf"^hold: expected None or a bool array of shape \(3,\), got dtype {dtype}$"
+        with pytest.raises(ValueError, match=expected):
+            core.step(actions, hold)
+    core.step(actions, [False, True, False])  # a list of bools is a bool array
+    core.step(actions, np.zeros(6, bool)[::2])  # so is a strided view
+
+
+def test_a_held_envs_action_may_be_anything_but_the_others_must_be_finite():
+    core = bm.make_vec("HalfCheetahDir", 3, num_threads=2)._core
+    core.reset(0)
+    actions = np.zeros((3, 6))
+    actions[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^actions: expected finite values, got nan in row 1 \(column 2\)$"):
+        core.step(actions)
+    with pytest.raises(ValueError, match=r"^actions: expected finite values, got nan in row 1 \(column 2\)$"):
+        core.step(actions, hold_mask(3, 0))
+    core.step(actions, hold_mask(3, 1))
+    wide = np.zeros((3, 6), np.longdouble)
+    wide[2, 0] = np.longdouble(10) ** 4000  # beyond float64's range: an error unless held
+    with pytest.raises(ValueError, match=r"^actions: expected values within float64's range, got .* in row 2"):
+        core.step(wide, hold_mask(3, 1))
+    core.step(wide, hold_mask(3, 2))
+    with pytest.raises(TypeError, match=r"^actions: expected a floating-point array, got dtype int64$"):
+        core.step(np.zeros((3, 6), np.int64), hold_mask(3, 0, 1, 2))  # shape and dtype are still checked
+    with pytest.raises(ValueError, match=r"^actions: expected shape \(3, 6\), got \(3, 5\)$"):
+        core.step(np.zeros((3, 5)), hold_mask(3, 0, 1, 2))
+
+
+def test_next_step_ignores_the_autoreset_steps_action_even_nan():
+    """Gymnasium ignores the action of an env in its autoreset step: NaN there is accepted."""
+    envs = [bm.make_vec("Navigation2D", 2, num_threads=2, max_episode_steps=50, autoreset_mode=NEXT) for _ in range(2)]
+    for env in envs:
+        env.set_tasks([{"goal": [0.1, 0.0]}, {"goal": [3.0, 0.0]}])
+        env.reset(seed=0)
+        assert env.step(np.array([[0.1, 0.0], [0.1, 0.0]]))[2].tolist() == [True, False]
+    nan = np.array([[np.nan, np.nan], [0.1, 0.0]])
+    zero = np.array([[0.0, 0.0], [0.1, 0.0]])
+    for a, b in zip(step_outputs(envs[0], nan), step_outputs(envs[1], zero)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"^actions: expected finite values, got nan in row 0 \(column 0\)$"):
+        envs[0].step(nan)  # env 0 is stepped again: its action counts
+
+
 # --- 4. reset(seed=list) ----------------------------------------------------------------------
 
 
