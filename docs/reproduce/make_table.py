@@ -6,8 +6,8 @@ Per family (runs ``RUNS_DIR/<config>-seed<k>``, every number a mean over seeds):
 - untrained: the same architecture and seed at initialisation, held out (``bmaml-eval --initial``,
   ``RUN/initial/eval.json``), before and after one adaptation step;
 - meta-trained, held out (``bmaml-eval``, ``RUN/eval.json``): before adaptation and after 1 and 3
-  steps, with the 95% interval over the seeds' values where there are two seeds or more, else over
-  tasks (each value is a mean over 40 held-out tasks x 20 episodes);
+  steps; with two seeds or more each seed's value in parentheses, with one seed the 95% interval
+  over the held-out tasks (each value is a mean over 40 held-out tasks x 20 episodes);
 - training: the meta-batch's return before and after adaptation, mean of the last 10 iterations
   (``metrics.jsonl``).
 Nothing is computed here but means: every number comes from the shipped tools' files.
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bmaml_robot.stats import mean_ci
 
 ORDER = ["halfcheetah-dir", "halfcheetah-vel", "ant-dir", "ant-vel", "ant-goal", "swimmer-dir", "swimmer-vel",
          "2d-navigation"]
@@ -50,10 +49,10 @@ def step_means(path: Path) -> tuple[list[float], list[tuple[float, float]], int]
 
 
 def cell(values: list[float], task_ci: tuple[float, float] | None = None) -> str:
-    """Mean over seeds, with the 95% CI over seeds (two seeds or more) or over tasks (one seed)."""
+    """Mean over seeds with each seed's value in parentheses (two seeds or more: a t-interval over
+    two seeds says little), or one seed's value with its 95% CI over the held-out tasks."""
     if len(values) >= 2:
-        ci = mean_ci(np.array(values))
-        return f"{ci.mean:.1f} [{ci.low:.1f}, {ci.high:.1f}]"
+        return f"{np.mean(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})"
     if task_ci is not None:
         return f"{values[0]:.1f} [{task_ci[0]:.1f}, {task_ci[1]:.1f}]"
     return f"{values[0]:.1f}"
