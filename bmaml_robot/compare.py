@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from bmaml_robot.checkpoint import read_jsonl, write_text_atomic
-from bmaml_robot.config import FIELDS, TrainConfig, load_config
+from bmaml_robot.config import FIELDS, TrainConfig, read_yaml, run_config
 from bmaml_robot.policies import POLICY_KINDS, RECURRENCE_MODES
 from bmaml_robot.stats import (
     BootstrapResult,
@@ -63,7 +63,7 @@ DEFAULT_GROUP_BY = ("policy", "recurrence")
 #: Keys every run of one comparison must share (returns are not comparable otherwise).
 SAME_KEYS = ("family", "horizon", "num_tasks", "episodes_per_task")
 #: Keys that must be shared unless they are grouping keys.
-SAME_UNLESS_GROUPED = ("num_steps",)
+SAME_UNLESS_GROUPED = ("num_steps", "action_scale")
 #: Keys expected to differ between runs of one variant (not reported as differences).
 RUN_KEYS = ("seed", "num_batches", "num_threads", "checkpoint_every")
 METRIC_NAMES = {"return_after": "return after adaptation", "return_before": "return before adaptation",
@@ -105,7 +105,7 @@ def load_run_metrics(run_dir: str | Path) -> Run:
     if not (path / CONFIG).is_file():
         raise ValueError(f"run {path}: no {CONFIG}; is it a bmaml-train run directory?")
     try:
-        config = load_config(str(path / CONFIG))
+        config = run_config(read_yaml(path / CONFIG), source=str(path / CONFIG))  # old runs keep their convention
     except ValueError as error:
         raise ValueError(f"run {path}: {CONFIG} is not a valid config ({error})") from error
     if not (path / METRICS).is_file():

@@ -186,8 +186,12 @@ class HeldOutEvaluation:
         self.steps = config.eval_steps
         self.sampler = MetaSampler(config.family, config.eval_tasks, config.eval_episodes, config.horizon,
                                    num_threads=config.num_threads, action_scale=config.action_scale)
-        self.sampler.set_tasks(held_out_tasks(config.family, config.eval_tasks, 0))
-        self.learner = build_learner(config, policy)
+        try:
+            self.sampler.set_tasks(held_out_tasks(config.family, config.eval_tasks, 0))
+            self.learner = build_learner(config, policy)
+        except BaseException:
+            self.sampler.close()
+            raise
 
     def __call__(self) -> dict[str, float]:
         returns, _ = adaptation_returns(self.policy, self.sampler, self.learner, self.steps, eval_seed=0)

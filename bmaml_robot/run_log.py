@@ -80,17 +80,25 @@ class TensorBoardLog:
             self.writer.close()
 
 
+def read_provenance(run_dir: Path) -> list[dict[str, Any]]:
+    """The sessions ``RUN/provenance.json`` records (``[]`` without one); ValueError naming the file
+    when it is damaged."""
+    path = Path(run_dir) / PROVENANCE
+    if not path.is_file():
+        return []
+    try:
+        sessions = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"{path}: not the JSON list bmaml-train writes; the file is damaged") from None
+    if not isinstance(sessions, list):
+        raise ValueError(f"{path}: expected a JSON list of sessions, got {type(sessions).__name__}")
+    return sessions
+
+
 def record_provenance(run_dir: Path, start_iteration: int) -> None:
     """Append this start (or resume) of the run to ``RUN/provenance.json`` (atomically)."""
     path = Path(run_dir) / PROVENANCE
-    sessions: list[dict[str, Any]] = []
-    if path.is_file():
-        try:
-            sessions = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError):
-            raise ValueError(f"{path}: not the JSON list bmaml-train writes; the file is damaged") from None
-        if not isinstance(sessions, list):
-            raise ValueError(f"{path}: expected a JSON list of sessions, got {type(sessions).__name__}")
+    sessions = read_provenance(run_dir)
     sessions.append({
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "start_iteration": start_iteration,

@@ -31,7 +31,7 @@ from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler, Sampler
 from bmaml_robot.policies import Policy, make_policy
-from bmaml_robot.run_log import TensorBoardLog, record_provenance
+from bmaml_robot.run_log import TensorBoardLog, read_provenance, record_provenance
 from bmaml_robot.torch_threads import one_torch_thread
 
 CHECKPOINT = "checkpoint.pt"
@@ -182,6 +182,7 @@ def check_run_dir(
         if state is not None:
             check_checkpoint(state, run_dir / CHECKPOINT, config)
             resumed_metrics(run_dir, state["next_iteration"])
+        read_provenance(run_dir)  # a damaged one is a usage error now, not after the sampler is built
     elif any((run_dir / name).exists() for name in (CHECKPOINT, METRICS, CONFIG)):
         raise ValueError(f"out: {run_dir} already holds a run; pass resume=True (--resume) or choose another directory")
     return config.resolved(), state
@@ -300,9 +301,10 @@ def train(
     meta-iteration; with ``eval_every``, held-out returns ``eval_return_step{k}`` every so many),
     ``checkpoint.pt`` (atomic, every ``checkpoint_every`` iterations), ``policy.pt`` (the final
     meta-policy), ``provenance.json`` and TensorBoard event files in ``tensorboard/``
-    (``run_log.py``). With ``resume``, a killed run continues from its last
-    checkpoint with the config it was started with (only the keys of ``RESUME_MAY_CHANGE``:
-    ``num_batches`` and where it samples) and produces the same metrics an uninterrupted run would.
+    (``run_log.py``). With ``resume``, a killed run continues from its last checkpoint with the
+    config it was started with (only the keys of ``RESUME_MAY_CHANGE`` may change: how long it runs,
+    where it samples, how often it is evaluated) and produces the same metrics an uninterrupted run
+    would.
     """
     run_dir = Path(run_dir)
     # Resolved: the run records its action_scale, whatever the defaults become.
@@ -322,9 +324,9 @@ def train(
     # One torch thread whatever num_threads (the robots' threads): see torch_threads.py.
     with one_torch_thread():
         sampler = build_sampler(config)
-        bar = evaluation = None
-        tensorboard = TensorBoardLog(run_dir, start_iteration)
+        bar = evaluation = tensorboard = None
         try:
+            tensorboard = TensorBoardLog(run_dir, start_iteration)
             policy = build_policy(config, sampler.obs_dim, sampler.act_dim)
             metrics: list[dict[str, Any]] = []
             if state is not None:
@@ -366,7 +368,8 @@ def train(
                 bar.close()
             if evaluation is not None:
                 evaluation.close()
-            tensorboard.close()
+            if tensorboard is not None:
+                tensorboard.close()
             sampler.close()
     save_checkpoint(run_dir / FINAL_POLICY, {"config": config.to_dict(), "policy": policy.state_dict()})
     return TrainResult(run_dir, policy, metrics)

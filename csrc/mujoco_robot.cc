@@ -14,8 +14,9 @@ namespace {
 
 thread_local std::string* warning_sink = nullptr;
 
-// Where a MuJoCo error raised on this thread jumps to (set only around a simulation step), and
-// its message. longjmp only crosses MuJoCo's C frames: the target is in MujocoSim::step itself.
+// Where a MuJoCo error raised on this thread jumps to (set only around a simulation step and
+// around making a workspace's mjData), and its message. longjmp only crosses MuJoCo's C frames: the
+// target is in the function that set it (MujocoSim::step, make_data_or_null).
 thread_local std::jmp_buf* error_target = nullptr;
 thread_local char error_message[512];
 

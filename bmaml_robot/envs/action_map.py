@@ -46,7 +46,9 @@ class ActionMap:
         ):
             raise ValueError(f"action_scale: expected a finite number > 0, got {scale!r}")
         low, high = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
-        if low.ndim != 1 or low.shape != high.shape or not (np.all(np.isfinite(low)) and np.all(high >= low)):
+        if low.ndim != 1 or low.shape != high.shape or not (
+            np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high >= low)
+        ):
             raise ValueError(f"action bounds: expected finite low <= high, each [act_dim], got {low!r} and {high!r}")
         object.__setattr__(self, "scale", float(scale))
         object.__setattr__(self, "low", low)

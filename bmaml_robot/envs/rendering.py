@@ -133,11 +133,16 @@ class OffscreenRenderer:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)
         self._context = None
+        self._mjr = None
         self._context = gl_context_class(backend or gl_backend())(width, height)
-        self._context.make_current()
-        self._scene = mujoco.MjvScene(model, maxgeom=10_000)
-        self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
+        try:
+            self._context.make_current()
+            self._scene = mujoco.MjvScene(model, maxgeom=10_000)
+            self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
+        except BaseException:
+            self.close()  # the GL context is freed even when the scene could not be made
+            raise
         self._rect = mujoco.MjrRect(0, 0, width, height)
         self._option = mujoco.MjvOption()
         self._perturb = mujoco.MjvPerturb()
@@ -168,7 +173,9 @@ class OffscreenRenderer:
     def close(self) -> None:
         if self._context is not None:
             self._context.make_current()
-            self._mjr.free()
+            if self._mjr is not None:
+                self._mjr.free()
+                self._mjr = None
             self._context.free()
             self._context = None
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.rendering import OffscreenRenderer, draw_navigation
+from bmaml_robot.envs.families import get_family
 from bmaml_robot.envs.vector_env import _MAX_COUNT, BatchedRobotEnv
 
 RENDER_MODES = ("human", "rgb_array")
@@ -67,6 +68,8 @@ class RobotTaskEnv(gymnasium.Env):
                 raise ValueError(f"{name}: expected an integer in [1, {_MAX_SIZE}] (pixels), got {value!r}")
         if max_episode_steps is None:
             max_episode_steps = _MAX_COUNT  # no limit of its own: TimeLimit's is the one
+        if task is not None:  # before any resource is made; errors name `task`, not the batch's `tasks[0]`
+            get_family(family).encode(task, "task")
         self._window = _Window() if render_mode == "human" else None  # fails early without a display
         self._vec = BatchedRobotEnv(family, 1, max_episode_steps=max_episode_steps)
         self.family = self._vec.family
@@ -80,7 +83,6 @@ class RobotTaskEnv(gymnasium.Env):
         self.metadata = {"render_modes": modes, "render_fps": fps}
         self._fixed_task = None
         if task is not None:
-            self.family.encode(task, "task")  # errors name `task`, not the batch's `tasks[0]`
             self._fixed_task = dict(task)
             self._vec.set_tasks([self._fixed_task])
         self.task: dict[str, Any] | None = self._fixed_task

@@ -98,6 +98,8 @@ def test_bad_bounds_are_refused() -> None:
         ActionMap(1.0, np.array([1.0]), np.array([-1.0]))
     with pytest.raises(ValueError, match="action bounds"):
         ActionMap(1.0, np.array([-1.0, -1.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match="action bounds"):  # an unlimited actuator has no affine map
+        ActionMap(1.0, np.array([-1.0]), np.array([np.inf]))
 
 
 # ----------------------------------------------------------------------------- the sampler
