@@ -199,10 +199,10 @@ def eval_main(argv: list[str] | None = None) -> int:
     from bmaml_robot import evaluate as evaluation
 
     try:
-        evaluation.load_run(args.run_dir, initial=args.initial)  # the run is loadable before any work starts
+        run = evaluation.load_run(args.run_dir, initial=args.initial)  # loadable before any work starts
     except (ValueError, TypeError) as error:
         parser.error(str(error))
-    result = evaluation.evaluate(args.run_dir, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
+    result = evaluation.evaluate(run, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
                                  fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out,
                                  initial=args.initial)
     print(evaluation.format_table(result))

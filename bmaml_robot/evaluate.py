@@ -286,7 +286,7 @@ def check_settings(steps: int, num_tasks: int, episodes: int, fast_lr: float | N
 
 
 def evaluate(
-    run_dir: str | Path,
+    run_dir: str | Path | LoadedRun,
     *,
     steps: int = 3,
     num_tasks: int = 20,
@@ -305,10 +305,11 @@ def evaluate(
     noise; the same for every run). num_threads: threads stepping the robots (results do not
     depend on it). out: where ``eval.json`` and ``eval.png`` go (default: ``run_dir``, or
     ``run_dir/initial`` with ``initial``); nothing is written with ``write=False``. initial: evaluate
-    the run's policy at initialisation instead (``load_run``).
+    the run's policy at initialisation instead (``load_run``). ``run_dir`` may be a ``LoadedRun``
+    (loaded with ``initial`` already as wanted).
     """
     check_settings(steps, num_tasks, episodes, fast_lr, seed, num_threads)
-    run = load_run(run_dir, initial=initial)
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, initial=initial)
     config = run.config
     lr = config.fast_lr if fast_lr is None else float(fast_lr)
     tasks = held_out_tasks(config.family, num_tasks, seed)
@@ -325,7 +326,7 @@ def evaluate(
                 "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
     result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
     if write:
-        out_dir = Path(out) if out is not None else Path(run_dir) / (INITIAL_DIR if initial else "")
+        out_dir = Path(out) if out is not None else run.run_dir / (INITIAL_DIR if initial else "")
         out_dir.mkdir(parents=True, exist_ok=True)
         result.json_path = out_dir / EVAL_JSON
         result.replaced = result.json_path.is_file()

@@ -56,7 +56,7 @@ from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot
     probe_gl_backend,
 )
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
-from bmaml_robot.evaluate import evaluation_seed, load_run
+from bmaml_robot.evaluate import LoadedRun, evaluation_seed, load_run
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.torch_threads import one_torch_thread
@@ -324,7 +324,7 @@ def check_render_settings(out: Path, adapt_steps: int, layout: str, width: int, 
 
 
 def render(
-    run_dir: str | Path,
+    run_dir: str | Path | LoadedRun,
     task: str | Mapping[str, Any],
     out: str | Path,
     *,
@@ -344,7 +344,7 @@ def render(
     step; ``fps``: default real time (1 / the env's control step; 10 for Navigation2D)."""
     out = Path(out)
     check_render_settings(out, adapt_steps, layout, width, height, seed, episodes, fast_lr, fps)
-    run = load_run(run_dir)
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     family = get_family(run.config.family)
     task = parse_task(family.name, task)
     if family.robot != "Navigation2D":
@@ -394,7 +394,7 @@ def command(args: Any, parser: Any) -> int:
     if not family.in_distribution(task):
         print(f"bmaml-render: warning: task {json.dumps(task)} is outside {family.name}'s training distribution "
               f"({family.task_distribution})", file=sys.stderr)
-    result = render(args.run_dir, task, args.out, adapt_steps=args.adapt_steps, layout=args.layout,
+    result = render(run, task, args.out, adapt_steps=args.adapt_steps, layout=args.layout,
                     width=args.width, height=args.height, seed=args.seed, episodes=args.episodes,
                     fast_lr=args.fast_lr, stochastic=args.stochastic, fps=args.fps, num_threads=args.num_threads)
     print(f"wrote {result.path}: {result.num_frames} frames of {result.frame_shape[1]}x{result.frame_shape[0]}"

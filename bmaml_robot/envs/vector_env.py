@@ -186,15 +186,9 @@ class BatchedRobotEnv(VectorEnv):
         if self._next_step:
             return self._step_next(core, actions)
         obs, reward, terminated, truncated, x_velocity, terms, final_obs, instability = core.step(actions)
-        unstable = instability != 0
-        info: dict[str, Any] = {"x_velocity": x_velocity}
-        for k, name in enumerate(REWARD_TERMS):
-            info[name] = terms[:, k]
+        info = self._info(core, x_velocity, terms, instability)
         info["final_obs"] = final_obs
         info["_final_obs"] = terminated | truncated
-        info["unstable"] = unstable
-        if unstable.any():
-            info["unstable_reason"] = self._unstable_reasons(core, instability)
         return obs, reward, terminated, truncated, info
 
     def _step_next(self, core: Any, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -211,13 +205,17 @@ class BatchedRobotEnv(VectorEnv):
         if ended.any():
             obs[ended] = final_obs[ended]
         self._ended = ended
+        return obs, reward, terminated, truncated, self._info(core, x_velocity, terms, instability)
+
+    def _info(self, core: Any, x_velocity: np.ndarray, terms: np.ndarray, instability: np.ndarray) -> dict[str, Any]:
+        """The ``info`` every step returns: x_velocity, the reward terms, unstable (and why)."""
         info: dict[str, Any] = {"x_velocity": x_velocity}
         for k, name in enumerate(REWARD_TERMS):
             info[name] = terms[:, k]
         info["unstable"] = instability != 0
         if info["unstable"].any():
             info["unstable_reason"] = self._unstable_reasons(core, instability)
-        return obs, reward, terminated, truncated, info
+        return info
 
     def _unstable_reasons(self, core: Any, instability: np.ndarray) -> np.ndarray:
         """object ``[num_envs]``: why each env became unstable ("" where it did not)."""
