@@ -5,7 +5,7 @@ set -euo pipefail
 RUNS=${1:-docs/reproduce}
 for config in halfcheetah-dir halfcheetah-vel ant-dir ant-vel ant-goal swimmer-dir swimmer-vel 2d-navigation; do
   runs=("$RUNS/$config"-seed*)
-  [ -e "${runs[0]}/metrics.jsonl" ] || continue
+  [ -s "${runs[0]}/metrics.jsonl" ] || continue  # not started yet
   ${BMAML_COMPARE:-bmaml-compare} "${runs[@]}" --last 10 --smooth 5 --out "$RUNS/curves/$config" > /dev/null
   echo "curves: $RUNS/curves/$config/curves.png"
 done
