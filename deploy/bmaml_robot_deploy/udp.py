@@ -19,7 +19,7 @@ field             type    meaning
                           observations stopped arriving); both: bit 15 ``AUTHENTICATED`` (a tag
                           follows the payload)
 payload           f32[]   ``dim`` float32 values: the observation or the action
-tag               u8[32]  only with bit 15: HMAC-SHA256, under the shared key, of the header and
+tag               u8[32]  only with bit 15: HMAC-SHA256, under the session key (below), of header and
                           the payload (every byte before the tag)
 ================  ======  =========================================================================
 
@@ -51,14 +51,21 @@ but only if it is newer.
 Authentication (opt-in: ``key=`` on both sides, at least 16 bytes, e.g. 32 random ones). Every
 packet carries the tag above, and a packet whose tag does not verify under the key is dropped
 whatever it says, so a host without the key cannot make the robot move, even one that forges
-the robot's source address. Replay protection is the sequence: with a key, an observation is
-accepted only if its sequence is larger than the last accepted one (plain integer order, no
-wrap-around, also after the watchdog fired), so a replayed (or older) packet is dropped; the
-robot side accepts only the action answering the observation it is waiting for. Hence, with a
-key, the robot's sequence must keep increasing for the controller's session: a robot that
-restarts continues its sequence (or the controller is restarted too), and a key is retired
-before 2**32 observations (49 days at 1 kHz). Use a key per deployment (and rotate it), since
-packets recorded in an earlier session under the same key carry valid tags.
+the robot's source address.
+
+Sessions (authenticated protocol version 2). Each side draws a 16-byte random nonce per session.
+The robot sends HELLO (``HANDSHAKE_SIZE`` = 76 bytes: magic ``b"BMSR"``, sequence field = version
+2, dim field = 32, flags = bit 15, robot nonce, 16 zero bytes, HMAC-SHA256 under the shared key
+of all before); the controller answers WELCOME (``b"BMSC"``, same layout, both nonces). Data
+packets keep the layout above, with the tag under the session key
+``HMAC-SHA256(key, b"bmaml-udp session v2" + robot_nonce + controller_nonce)``. The controller
+takes the session at its first valid observation (a replayed HELLO does not disturb the running
+one) and then accepts any first sequence; within a session sequences only increase (plain
+integer order, also after the watchdog). So a packet recorded in another session (either
+direction) fails its tag. A restarted robot starts a session; after two unanswered re-sends
+the robot offers a new one (the controller restarted). A keyed sequence that would pass
+2**32 - 1 starts a new session. Without a key there are no sessions: replay protection is the
+sequence only, and a host that can forge the robot's address can inject packets.
 
 The robot side (:class:`UdpRobotServer`) is a reference for firmware authors and what the tests
 use: it wraps any ``reset()``/``step(action)`` pair, sends observations, waits for the action
@@ -91,6 +98,20 @@ FLAG_NEW_EPISODE = 1 << 0
 FLAG_TERMINATED = 1 << 1
 FLAG_WATCHDOG = 1 << 0
 FLAG_AUTHENTICATED = 1 << 15
+
+#: Handshake packets (authenticated mode only): the robot's HELLO (``b"BMSR"``) and the
+#: controller's WELCOME (``b"BMSC"``).
+HELLO_MAGIC = int.from_bytes(b"BMSR", "little")
+WELCOME_MAGIC = int.from_bytes(b"BMSC", "little")
+#: Version of the authenticated protocol (the ``sequence`` field of handshake packets).
+PROTOCOL_VERSION = 2
+#: Bytes of each side's per-session nonce.
+NONCE_SIZE = 16
+_HANDSHAKE = struct.Struct(f"<IIHH{NONCE_SIZE}s{NONCE_SIZE}s")
+#: Bytes of a handshake packet: header, robot nonce, controller nonce, tag.
+HANDSHAKE_SIZE = _HANDSHAKE.size + 32
+_SESSION_LABEL = b"bmaml-udp session v2"
+_MAX_PENDING = 4
 
 #: Bytes of the HMAC-SHA256 tag of an authenticated packet.
 TAG_SIZE = 32
@@ -180,23 +201,76 @@ def pack_packet(
 def _packet_error(data: Any, size: int, magic: int, dim: int, key: bytes | None) -> str | None:
     """Why the first ``size`` bytes of ``data`` are not a valid packet (``"size"``, ``"magic"``,
     ``"dim"``, ``"auth"``), None if they are one."""
+    reason, _ = _check_packet(data, size, magic, dim, None if key is None else (key,))
+    return reason
+
+
+def _check_packet(data: Any, size: int, magic: int, dim: int, keys: Sequence[bytes] | None) -> tuple[str | None, int]:
+    """``(reason or None, index of the key in keys whose tag verifies)``; ``keys`` None: no
+    authentication, an empty sequence: authenticated but no key to verify with (no session)."""
     if size < HEADER_SIZE:
-        return "size"
+        return "size", -1
     got_magic, _, got_dim, flags = HEADER.unpack_from(data)
     if got_magic != magic:
-        return "magic"
+        return "magic", -1
     if got_dim != dim:
-        return "dim"
-    if bool(flags & FLAG_AUTHENTICATED) != (key is not None):
-        return "auth"
+        return "dim", -1
+    if bool(flags & FLAG_AUTHENTICATED) != (keys is not None):
+        return "auth", -1
     end = HEADER_SIZE + 4 * dim
-    if size != end + (0 if key is None else TAG_SIZE):
-        return "size"
-    if key is not None:
-        view = memoryview(data)
-        if not hmac.compare_digest(hmac.digest(key, view[:end], _DIGEST), view[end:size]):
-            return "auth"
-    return None
+    if size != end + (0 if keys is None else TAG_SIZE):
+        return "size", -1
+    if keys is None:
+        return None, -1
+    view = memoryview(data)
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(hmac.digest(key, view[:end], _DIGEST), view[end:size]):
+            return None, index
+    return "auth", -1
+
+
+def new_nonce() -> bytes:
+    """A fresh random per-session nonce (``NONCE_SIZE`` bytes from ``os.urandom``)."""
+    return os.urandom(NONCE_SIZE)
+
+
+def session_key(key: bytes, robot_nonce: bytes, controller_nonce: bytes) -> bytes:
+    """The key of one session: HMAC-SHA256 under the shared ``key`` of
+    ``b"bmaml-udp session v2" + robot_nonce + controller_nonce``. Observation and action packets
+    of the session carry tags under it (:func:`pack_packet` with ``key=session_key(...)``)."""
+    key = check_key(key)
+    if len(robot_nonce) != NONCE_SIZE or len(controller_nonce) != NONCE_SIZE:
+        raise ValueError(f"nonces: expected {NONCE_SIZE} bytes each")
+    return hmac.digest(key, _SESSION_LABEL + bytes(robot_nonce) + bytes(controller_nonce), _DIGEST)
+
+
+def pack_handshake(magic: int, key: bytes, robot_nonce: bytes, controller_nonce: bytes = bytes(NONCE_SIZE)) -> bytes:
+    """A HELLO (``HELLO_MAGIC``, the robot's nonce, zeros for the controller's) or WELCOME
+    (``WELCOME_MAGIC``, both nonces) packet, tagged under the shared ``key``."""
+    key = check_key(key)
+    if magic not in (HELLO_MAGIC, WELCOME_MAGIC):
+        raise ValueError(f"magic: expected HELLO_MAGIC or WELCOME_MAGIC, got {magic:#010x}")
+    if len(robot_nonce) != NONCE_SIZE or len(controller_nonce) != NONCE_SIZE:
+        raise ValueError(f"nonces: expected {NONCE_SIZE} bytes each")
+    body = _HANDSHAKE.pack(magic, PROTOCOL_VERSION, 2 * NONCE_SIZE, FLAG_AUTHENTICATED, bytes(robot_nonce), bytes(controller_nonce))
+    return body + hmac.digest(key, body, _DIGEST)
+
+
+def parse_handshake(data: Any, magic: int, key: bytes, size: int | None = None) -> tuple[bytes, bytes] | None:
+    """``(robot_nonce, controller_nonce)`` of a valid handshake packet of this ``magic`` (right
+    length, version, fields and tag under ``key``), None for anything else."""
+    size = len(data) if size is None else size
+    if size != HANDSHAKE_SIZE:
+        return None
+    got_magic, version, length, flags, robot_nonce, controller_nonce = _HANDSHAKE.unpack_from(data)
+    if got_magic != magic or version != PROTOCOL_VERSION or length != 2 * NONCE_SIZE or flags != FLAG_AUTHENTICATED:
+        return None
+    view = memoryview(data)
+    if not hmac.compare_digest(hmac.digest(key, view[: _HANDSHAKE.size], _DIGEST), view[_HANDSHAKE.size : size]):
+        return None
+    if magic == WELCOME_MAGIC and controller_nonce == bytes(NONCE_SIZE):
+        return None
+    return robot_nonce, controller_nonce
 
 
 _REASONS = {
@@ -442,6 +516,10 @@ class UdpRobot:
         self._action_values = np.frombuffer(self._action_packet, "<f4", self.act_dim, HEADER_SIZE)
         self._watchdog_packet = bytearray(self._action_packet)
         self._flags = 0 if self._key is None else FLAG_AUTHENTICATED
+        self._session: bytes | None = None  # the session key (authenticated mode), None before the handshake
+        self._session_nonces: tuple[bytes, bytes] | None = None
+        # Sessions offered (WELCOME sent), not confirmed yet: (sender, robot nonce) -> (controller nonce, key, WELCOME).
+        self._offers: dict[tuple[tuple[str, int], bytes], tuple[bytes, bytes, bytes]] = {}
         self._last_sequence: int | None = None
         self._last_obs_time: float | None = None
         self._answered_sequence: int | None = None  # sequence of the last action packet sent
@@ -460,6 +538,9 @@ class UdpRobot:
         self.dropped_unknown_sender = 0
         self.watchdog_trips = 0
         self.watchdog_actions = 0
+        self.sessions = 0
+        self.handshakes_answered = 0
+        self.dropped_handshake = 0
 
     @classmethod
     def for_controller(cls, controller: Any, **kwargs: Any) -> UdpRobot:
@@ -547,7 +628,8 @@ class UdpRobot:
         names = (
             "observations_received", "actions_sent", "actions_resent", "dropped_malformed",
             "dropped_unauthenticated", "dropped_stale", "dropped_sequence_jump", "dropped_superseded",
-            "dropped_unknown_sender", "watchdog_trips", "watchdog_actions",
+            "dropped_unknown_sender", "watchdog_trips", "watchdog_actions", "sessions", "handshakes_answered",
+            "dropped_handshake",
         )
         return {name: getattr(self, name) for name in names}
 
@@ -562,12 +644,47 @@ class UdpRobot:
                 continue
             self._accept(size, sender)
 
+    def _answer_hello(self, size: int, sender: tuple[str, int]) -> None:
+        """A robot's HELLO: answer with a WELCOME carrying a fresh nonce of ours (the same one
+        again for a HELLO already answered). The session starts only at its first valid
+        observation, so a replayed HELLO does not disturb the running session."""
+        assert self._key is not None
+        nonces = parse_handshake(self._receive_view, HELLO_MAGIC, self._key, size)
+        if nonces is None or nonces[1] != bytes(NONCE_SIZE):
+            self.dropped_handshake += 1
+            return
+        robot_nonce = nonces[0]
+        offer = self._offers.get((sender, robot_nonce))
+        if offer is None:
+            controller_nonce = new_nonce()
+            offer = (
+                controller_nonce,
+                session_key(self._key, robot_nonce, controller_nonce),
+                pack_handshake(WELCOME_MAGIC, self._key, robot_nonce, controller_nonce),
+            )
+            self._offers[(sender, robot_nonce)] = offer
+            while len(self._offers) > _MAX_PENDING:
+                del self._offers[next(iter(self._offers))]
+        try:
+            self._socket.sendto(offer[2], sender)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            pass
+        self.handshakes_answered += 1
+
     def _accept(self, size: int, sender: tuple[str, int]) -> None:
         # Who, then what (the tag, before anything in the packet is believed), then when.
         if self.robot_address is not None and sender != self.robot_address:
             self.dropped_unknown_sender += 1
             return
-        reason = _packet_error(self._receive_view, size, OBS_MAGIC, self.obs_dim, self._key)
+        if self._key is not None and size >= 4 and int.from_bytes(self._receive[:4], "little") == HELLO_MAGIC:
+            self._answer_hello(size, sender)
+            return
+        if self._key is None:
+            keys = None
+        else:  # the session's key first, then those offered to this sender
+            offered = [(nonce, offer) for (who, nonce), offer in self._offers.items() if who == sender]
+            keys = ([] if self._session is None else [self._session]) + [offer[1] for _, offer in offered]
+        reason, index = _check_packet(self._receive_view, size, OBS_MAGIC, self.obs_dim, keys)
         if reason is not None:
             if reason == "auth":
                 self.dropped_unauthenticated += 1
@@ -575,7 +692,8 @@ class UdpRobot:
                 self.dropped_malformed += 1
             return
         _, sequence, _, flags = HEADER.unpack_from(self._receive)
-        last = self._last_sequence
+        new_session = self._key is not None and index >= (self._session is not None)
+        last = None if new_session else self._last_sequence
         if last is not None:
             if self._key is None:
                 ahead = (sequence - last) % _SEQ_MOD
@@ -595,6 +713,12 @@ class UdpRobot:
             if newer and ahead > self.max_sequence_jump and not self.watchdog_tripped:
                 self.dropped_sequence_jump += 1
                 return
+        if new_session:  # the robot took our WELCOME: a new session, a new stream of sequences
+            robot_nonce, (controller_nonce, key, _) = offered[index - (self._session is not None)]
+            self._session, self._session_nonces = key, (robot_nonce, controller_nonce)
+            self._offers = {k: v for k, v in self._offers.items() if v[1] != key}
+            self._answered_sequence = None
+            self.sessions += 1
         if self.robot_address is None:
             self.robot_address = sender  # pinned for the session
         if self._pending:
@@ -629,7 +753,8 @@ class UdpRobot:
     def _sign(self, packet: bytearray) -> None:
         if self._key is not None:
             end = self._action_end
-            packet[end:] = hmac.digest(self._key, memoryview(packet)[:end], _DIGEST)
+            assert self._session is not None  # no observation (so nothing to answer) before a session
+            packet[end:] = hmac.digest(self._session, memoryview(packet)[:end], _DIGEST)
 
     def _send(self, packet: bytearray) -> None:
         try:
@@ -660,6 +785,11 @@ class ServerStats:
     """Of ``dropped``: authentication failed (with a key: missing or wrong tag; without: a tag)."""
     dropped_unknown_sender: int = 0
     """Of ``dropped``: not from the controller's address."""
+    dropped_handshake: int = 0
+    """Of ``dropped``: WELCOME packets that are malformed, tampered, under another key, or answer
+    another HELLO than the last one (replayed, from another session)."""
+    sessions: int = 0
+    """Sessions established (authenticated mode): handshakes completed."""
     watchdog_actions_after_stop: int = 0
     """Watchdog packets received while lingering after the last step."""
 
@@ -673,9 +803,10 @@ class UdpRobotServer:
         obs_dim, act_dim: sizes of the packets.
         bind: local ``(host, port)`` or ``"HOST:PORT"`` (port 0: any free port).
         key: shared key for authenticated packets (as the controller's), or None.
-        first_sequence: the sequence of the first observation sent (then +1 each). With a key,
-            a robot that restarts while the controller keeps running must start above the last
-            sequence it sent (the controller drops anything not newer).
+        first_sequence: the sequence of the first observation sent (then +1 each), any of
+            [0, 2**32). With a key, the sequence counts within a session: a restarted robot starts
+            a new session (handshake) and may start over; when a keyed sequence would wrap, the
+            robot starts a new session and continues from ``first_sequence``.
         action_timeout: seconds to wait for the action answering an observation before sending
             the observation again.
         max_resends: give up (``TimeoutError``) after this many re-sends of one observation.
@@ -703,8 +834,12 @@ class UdpRobotServer:
         self._key = check_key(key)
         self.controller_address = _resolve(check_address(controller_address, "controller_address"), "controller_address")
         self._socket = _bound_socket(check_address(bind, "bind", any_port=True))
-        self._sequence = (first_sequence - 1) % _SEQ_MOD  # of the last observation sent
+        self.first_sequence = first_sequence
+        self._next_sequence = first_sequence  # of the next observation sent (2**32 with a key: used up)
+        self._sequence = first_sequence  # of the last observation sent
         self._buffer = bytearray(65536)
+        self._nonce: bytes | None = None  # our nonce of the session being set up or running
+        self._session: bytes | None = None  # the session key, None before the handshake completes
 
     @property
     def address(self) -> tuple[str, int]:
@@ -712,11 +847,65 @@ class UdpRobotServer:
 
     def send_observation(self, obs: np.ndarray, *, sequence: int, flags: int = 0) -> bytes:
         """Send one observation packet; returns it (to re-send)."""
-        packet = pack_packet(OBS_MAGIC, sequence, np.asarray(obs, np.float32).reshape(self.obs_dim), flags, key=self._key)
+        if self._key is not None and self._session is None:
+            raise RuntimeError("send_observation: no session yet (call handshake() first)")
+        packet = pack_packet(OBS_MAGIC, sequence, np.asarray(obs, np.float32).reshape(self.obs_dim), flags, key=self._session)
         self._socket.sendto(packet, self.controller_address)
         return packet
 
-    def _receive(self, timeout: float, stats: ServerStats | None) -> tuple[int, int, np.ndarray] | None:
+    @property
+    def in_session(self) -> bool:
+        """Authenticated mode: a handshake completed (always True without a key)."""
+        return self._key is None or self._session is not None
+
+    def start_session(self) -> bytes:
+        """Authenticated mode: forget the session, draw a fresh nonce and send a HELLO (returned).
+        Until the matching WELCOME arrives (:meth:`wait_for_session`), no action is accepted."""
+        if self._key is None:
+            raise RuntimeError("start_session: sessions exist only with a key")
+        self._session = None
+        self._nonce = new_nonce()
+        packet = pack_handshake(HELLO_MAGIC, self._key, self._nonce)
+        self._socket.sendto(packet, self.controller_address)
+        return packet
+
+    def wait_for_session(self, timeout: float, stats: ServerStats | None = None) -> bool:
+        """Wait up to ``timeout`` for the WELCOME answering our last HELLO; True once the
+        session is established (action packets meanwhile are dropped: no session yet)."""
+        deadline = time.monotonic() + timeout
+        while self._session is None:
+            if self._receive(max(0.0, deadline - time.monotonic()), stats, until_session=True) is None:
+                return self._session is not None
+        return True
+
+    def handshake(self, stats: ServerStats | None = None) -> None:
+        """Start a session (HELLO, re-sent every ``action_timeout``, ``max_resends`` times);
+        ``TimeoutError`` if the controller never answers."""
+        for _ in range(self.max_resends + 1):
+            self.start_session()
+            if self.wait_for_session(self.action_timeout, stats):
+                if stats is not None:
+                    stats.sessions += 1
+                return
+        raise TimeoutError(
+            f"no session: no WELCOME from {self.controller_address} after {self.max_resends + 1} HELLOs "
+            f"({self.action_timeout} s each; same key on both sides?)"
+        )
+
+    def _welcome(self, size: int, stats: ServerStats | None) -> None:
+        assert self._key is not None
+        nonces = parse_handshake(self._buffer, WELCOME_MAGIC, self._key, size)
+        if nonces is None or self._nonce is None or nonces[0] != self._nonce or self._session is not None:
+            # tampered, another key, answering another HELLO, or a duplicate of the one taken
+            if stats is not None:
+                stats.dropped += 1
+                stats.dropped_handshake += 1
+            return
+        self._session = session_key(self._key, self._nonce, nonces[1])
+
+    def _receive(
+        self, timeout: float, stats: ServerStats | None, until_session: bool = False
+    ) -> tuple[int, int, np.ndarray] | None:
         """The next valid action packet from the controller within ``timeout`` (others are
         dropped and counted in ``stats``); None when the time is up."""
         deadline = time.monotonic() + timeout
@@ -736,7 +925,13 @@ class UdpRobotServer:
                     stats.dropped += 1
                     stats.dropped_unknown_sender += 1
                 continue
-            reason = _packet_error(self._buffer, size, ACTION_MAGIC, self.act_dim, self._key)
+            if self._key is not None and size >= 4 and int.from_bytes(self._buffer[:4], "little") == WELCOME_MAGIC:
+                self._welcome(size, stats)
+                if until_session and self._session is not None:
+                    return None
+                continue
+            keys = None if self._key is None else ([] if self._session is None else [self._session])
+            reason, _ = _check_packet(self._buffer, size, ACTION_MAGIC, self.act_dim, keys)
             if reason is not None:
                 if stats is not None:
                     stats.dropped += 1
@@ -781,16 +976,17 @@ class UdpRobotServer:
         if steps is None and episodes is None:
             raise ValueError("steps, episodes: give at least one limit")
         linger_s = _check_seconds(linger_s, "linger_s")
+        if self._key is not None:
+            self.handshake(stats)  # a fresh session each run: nothing recorded before is valid in it
         obs = reset()
         flags = FLAG_NEW_EPISODE
         episode_return, episode_length = 0.0, 0
         while (steps is None or stats.steps < steps) and (episodes is None or stats.episodes < episodes):
-            if self._key is not None and self._sequence == _MAX_U32:
-                raise RuntimeError(
-                    "sequence: 2**32 observations sent under this key; authenticated sequences do not wrap "
-                    "(a wrapped one would look like a replay): rotate the key and restart both sides"
-                )
-            self._sequence = (self._sequence + 1) % _SEQ_MOD
+            if self._next_sequence > _MAX_U32:  # authenticated sequences do not wrap: a new session
+                self.handshake(stats)
+                self._next_sequence = self.first_sequence
+            self._sequence = self._next_sequence
+            self._next_sequence = self._sequence + 1 if self._key is not None else (self._sequence + 1) % _SEQ_MOD
             packet = self.send_observation(obs, sequence=self._sequence, flags=flags)
             reply = self.receive_action(self._sequence, self.action_timeout, stats)
             resends = 0
@@ -802,7 +998,16 @@ class UdpRobotServer:
                         f"({self.action_timeout} s each) from {self.controller_address}"
                     )
                 stats.resends += 1
-                self._socket.sendto(packet, self.controller_address)
+                if self._key is not None and resends >= 2:
+                    # Twice no answer: the controller may have restarted (it cannot verify our
+                    # session's packets): offer a new session, then send the observation in it.
+                    self.start_session()
+                    if not self.wait_for_session(self.action_timeout, stats):
+                        continue
+                    stats.sessions += 1
+                    packet = self.send_observation(obs, sequence=self._sequence, flags=flags)
+                else:
+                    self._socket.sendto(packet, self.controller_address)
                 reply = self.receive_action(self._sequence, self.action_timeout, stats)
             action, action_flags = reply
             if record:

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--udp-key-env", default=None, metavar="VAR",
                       help="as --udp-key-file, the key (hex) in environment variable VAR")
     parser.add_argument("--first-sequence", type=int, default=1,
-                        help="sequence of the first observation (default 1; with a key, a restarted robot must "
-                             "start above the last one the running controller accepted)")
+                        help="sequence of the first observation (default 1; with a key, counted within a session "
+                             "(each start is a new session: any value works))")
     return parser
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from bmaml_robot_deploy import Controller, UdpRobot, UdpRobotServer, run_control_loop
+from bmaml_robot_deploy.udp import ServerStats
 from bmaml_robot_deploy.cli import main as control_main
 from bmaml_robot_deploy.testing import write_toy_policy
 from bmaml_robot_deploy.udp import (
@@ -29,8 +30,14 @@ from bmaml_robot_deploy.udp import (
     FLAG_AUTHENTICATED,
     FLAG_NEW_EPISODE,
     FLAG_WATCHDOG,
+    HELLO_MAGIC,
     OBS_MAGIC,
+    WELCOME_MAGIC,
+    new_nonce,
+    pack_handshake,
     pack_packet,
+    parse_handshake,
+    session_key,
     unpack_packet,
 )
 
@@ -60,19 +67,36 @@ class Peer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(2.0)
         self.key = key
+        self.session: bytes | None = None  # the session key, after handshake()
+
+    def handshake(self, robot: UdpRobot) -> bytes:
+        """Authenticated mode: HELLO with a fresh nonce, the controller answers while it reads,
+        WELCOME parsed, session key derived (returned, and used by send_obs from then on)."""
+        nonce = new_nonce()
+        self.sock.sendto(pack_handshake(HELLO_MAGIC, self.key, nonce), robot.address)
+        settle()
+        assert robot.read_observation() is None
+        welcome = self.sock.recvfrom(65536)[0]
+        while welcome[:4] != b"BMSC":  # the controller's watchdog packets may come first
+            welcome = self.sock.recvfrom(65536)[0]
+        nonces = parse_handshake(welcome, WELCOME_MAGIC, self.key)
+        assert nonces is not None and nonces[0] == nonce
+        self.session = session_key(self.key, *nonces)
+        return self.session
 
     @property
     def address(self) -> tuple[str, int]:
         return self.sock.getsockname()
 
     def send_obs(self, to: tuple[str, int], sequence: int, obs: np.ndarray, flags: int = 0, key: bytes | None | str = "own") -> bytes:
-        packet = pack_packet(OBS_MAGIC, sequence, obs, flags, key=self.key if key == "own" else key)
+        own = self.session if self.key is not None and self.session is not None else self.key
+        packet = pack_packet(OBS_MAGIC, sequence, obs, flags, key=own if key == "own" else key)
         self.sock.sendto(packet, to)
         return packet
 
     def receive_action(self) -> tuple[int, int, np.ndarray]:
         data, _ = self.sock.recvfrom(65536)
-        parsed = unpack_packet(data, ACTION_MAGIC, 6, key=self.key)
+        parsed = unpack_packet(data, ACTION_MAGIC, 6, key=self.session if self.key is not None else None)
         assert parsed is not None, data
         return parsed
 
@@ -168,6 +192,7 @@ def test_replayed_and_older_authenticated_packets_are_dropped_even_after_the_wat
     clock = FakeClock()
     with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0, watchdog_timeout=0.1, clock=clock) as robot:
         assert robot.authenticated
+        robot_side.handshake(robot)
         recorded = {s: robot_side.send_obs(robot.address, s, np.full(17, float(s))) for s in (10, 11)}
         settle()
         assert np.array_equal(robot.read_observation(), np.full(17, 11.0)) and robot.dropped_superseded == 1
@@ -188,13 +213,18 @@ def test_replayed_and_older_authenticated_packets_are_dropped_even_after_the_wat
         settle()
         assert robot.read_observation() is None and robot.dropped_stale == 3 and robot.observations_received == 2
         robot_side.receive_action()  # the re-sent action of observation 11 (the robot ignores it: it has it)
-        # A restarted robot must continue its sequence: one starting over at 1 is refused.
+        # Within the session, starting over at 1 is refused; far ahead after the watchdog is fine.
         robot_side.send_obs(robot.address, 1, np.ones(17))
         settle()
         assert robot.read_observation() is None and robot.dropped_stale == 4
-        robot_side.send_obs(robot.address, 5000, np.full(17, 3.0))  # far ahead, after the watchdog: fine
+        robot_side.send_obs(robot.address, 5000, np.full(17, 3.0))
         settle()
         assert np.array_equal(robot.read_observation(), np.full(17, 3.0)) and not robot.watchdog_tripped
+        # A restarted robot starts a new session (handshake) and may start over at 1.
+        robot_side.handshake(robot)
+        robot_side.send_obs(robot.address, 1, np.ones(17))
+        settle()
+        assert np.array_equal(robot.read_observation(), np.ones(17)) and robot.sessions == 2
     robot_side.close()
 
 
@@ -220,10 +250,11 @@ def test_a_wrong_or_missing_key_is_rejected(robot_key, controller_key):
 def test_a_tampered_packet_is_dropped_and_the_real_one_is_taken():
     robot_side = Peer(KEY)
     with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0, watchdog_timeout=60) as robot:
+        robot_side.handshake(robot)
         robot_side.send_obs(robot.address, 1, np.ones(17))
         settle()
         robot.read_observation()
-        real = pack_packet(OBS_MAGIC, 2, np.full(17, 2.0), key=KEY)
+        real = pack_packet(OBS_MAGIC, 2, np.full(17, 2.0), key=robot_side.session)
         for byte in (5, 11, 20, len(real) - 1):  # sequence, flags, payload, tag
             tampered = bytearray(real)
             tampered[byte] ^= 0x10
@@ -276,17 +307,17 @@ class AttackedServer(UdpRobotServer):
             pass
         elif self.attack == "spoofed":
             for s in (sequence, sequence + 1):
-                self.stranger.sendto(pack_packet(OBS_MAGIC, s, forged, FLAG_NEW_EPISODE, key=self._key), to)
+                self.stranger.sendto(pack_packet(OBS_MAGIC, s, forged, FLAG_NEW_EPISODE, key=self._session), to)
                 self.injected += 1
         elif self.attack == "jump":
-            self._socket.sendto(pack_packet(OBS_MAGIC, sequence + 10**6, forged, FLAG_NEW_EPISODE, key=self._key), to)
+            self._socket.sendto(pack_packet(OBS_MAGIC, sequence + 10**6, forged, FLAG_NEW_EPISODE, key=self._session), to)
             self.injected += 1
         elif self.attack == "replayed":
             for old in self.sent[-2:]:
                 self._socket.sendto(old, to)
                 self.injected += 1
         elif self.attack == "tampered":
-            real = bytearray(pack_packet(OBS_MAGIC, sequence, obs, flags, key=self._key))
+            real = bytearray(pack_packet(OBS_MAGIC, sequence, obs, flags, key=self._session))
             bit = int(self.rng.integers(8 * len(real)))
             real[bit // 8] ^= 1 << (bit % 8)
             self._socket.sendto(bytes(real), to)
@@ -470,3 +501,154 @@ def test_udp_sim_key_and_address_usage_errors(gru_policy, tmp_path, capsys, args
         udp_sim.main([*base, *args])
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+# --- sessions: a fresh one per start of either side -------------------------------------------------
+
+
+def toy_robot():
+    state = {"obs": np.zeros(17)}
+
+    def reset() -> np.ndarray:
+        state["obs"] = np.linspace(-1, 1, 17)
+        return state["obs"]
+
+    def step(action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        state["obs"] = state["obs"] * 0.9 + np.pad(action, (0, 11))
+        return state["obs"], 0.0, False, False
+
+    return reset, step
+
+
+def serve(robot: UdpRobot, actions: int, until: threading.Thread | None = None, timeout: float = 5.0) -> None:
+    """The controller's loop, by hand: answer each observation until ``actions`` were sent."""
+    deadline = time.monotonic() + timeout
+    while robot.actions_sent < actions and time.monotonic() < deadline and (until is None or until.is_alive()):
+        if robot.read_observation() is not None:
+            robot.send_action(np.full(6, 0.125))
+
+
+def run_server(server: UdpRobotServer, steps: int) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+    reset, step = toy_robot()
+    thread = threading.Thread(target=lambda: result.setdefault("stats", server.run(reset, step, steps=steps)))
+    thread.start()
+    return thread, result
+
+
+def test_an_action_recorded_in_an_earlier_session_is_never_applied_by_a_restarted_robot():
+    """The tag used to cover no session: a robot restarted under the same key (first_sequence=1
+    again) took a recorded action packet for sequence 1 and executed it."""
+    controller = Peer(KEY)
+    recorded = []
+    for run in range(2):
+        with UdpRobotServer(controller.address, 17, 6, key=KEY, first_sequence=1) as server:
+            stats = ServerStats()
+            hello = server.start_session()
+            assert controller.sock.recvfrom(65536)[0] == hello
+            robot_nonce, _ = parse_handshake(hello, HELLO_MAGIC, KEY)
+            for old in recorded:  # the earlier session's action, replayed before and after the handshake
+                controller.sock.sendto(old, server.address)
+            controller_nonce = new_nonce()
+            controller.sock.sendto(pack_handshake(WELCOME_MAGIC, KEY, robot_nonce, controller_nonce), server.address)
+            assert server.wait_for_session(2.0, stats) and stats.dropped_unauthenticated == len(recorded)
+            server.send_observation(np.ones(17), sequence=1)
+            assert controller.sock.recvfrom(65536)[0][:4] == b"BMOB"
+            for old in recorded:
+                controller.sock.sendto(old, server.address)
+            assert server.receive_action(1, 0.2, stats) is None  # never applied
+            assert stats.dropped_unauthenticated == 2 * len(recorded) and stats.dropped == 2 * len(recorded)
+            real = pack_packet(ACTION_MAGIC, 1, np.full(6, float(run)), key=session_key(KEY, robot_nonce, controller_nonce))
+            controller.sock.sendto(real, server.address)
+            action, _ = server.receive_action(1, 2.0, stats)
+            assert np.array_equal(action, np.full(6, float(run), np.float32))
+            recorded.append(real)
+    controller.close()
+
+
+def test_an_observation_recorded_in_an_earlier_session_does_not_stall_a_fresh_controller():
+    """A replayed observation with a high sequence used to be accepted first by a restarted
+    controller, and the real stream dropped as stale for the whole session."""
+    robot_side = Peer(KEY)
+    with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0, watchdog_timeout=60) as first:
+        robot_side.handshake(first)
+        recorded = robot_side.send_obs(first.address, 90, np.full(17, 9.0), FLAG_NEW_EPISODE)
+        settle()
+        assert first.read_observation() is not None
+    with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0, watchdog_timeout=60) as robot:
+        robot_side.sock.sendto(recorded, robot.address)  # before any session
+        settle()
+        assert robot.read_observation() is None and robot.dropped_unauthenticated == 1 and robot.robot_address is None
+        robot_side.handshake(robot)
+        robot_side.sock.sendto(recorded, robot.address)  # during the new session, first
+        for sequence in (1, 2):
+            robot_side.send_obs(robot.address, sequence, np.full(17, float(sequence)))
+            settle()
+            assert np.array_equal(robot.read_observation(), np.full(17, float(sequence)))
+        assert robot.dropped_unauthenticated == 2 and robot.dropped_stale == 0 and robot.sessions == 1
+    robot_side.close()
+
+
+def test_tampered_and_replayed_handshake_packets_are_rejected():
+    robot_side = Peer(KEY)
+    with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0, watchdog_timeout=60) as robot:
+        hello = pack_handshake(HELLO_MAGIC, KEY, new_nonce())
+        for byte in (4, 12, 30, 50, len(hello) - 1):  # version, robot nonce, controller nonce, tag
+            tampered = bytearray(hello)
+            tampered[byte] ^= 0x01
+            robot_side.sock.sendto(bytes(tampered), robot.address)
+        robot_side.sock.sendto(pack_handshake(HELLO_MAGIC, OTHER_KEY, new_nonce()), robot.address)
+        settle()
+        assert robot.read_observation() is None and robot.dropped_handshake == 6 and robot_side.nothing_received()
+    robot_side.close()
+    controller = Peer(KEY)
+    with UdpRobotServer(controller.address, 17, 6, key=KEY) as server:
+        stats = ServerStats()
+        old_welcome = pack_handshake(WELCOME_MAGIC, KEY, new_nonce(), new_nonce())  # answers another HELLO
+        robot_nonce, _ = parse_handshake(server.start_session(), HELLO_MAGIC, KEY)
+        welcome = pack_handshake(WELCOME_MAGIC, KEY, robot_nonce, new_nonce())
+        tampered = bytearray(welcome)
+        tampered[40] ^= 0x80
+        for packet in (old_welcome, bytes(tampered), pack_handshake(WELCOME_MAGIC, OTHER_KEY, robot_nonce, new_nonce())):
+            controller.sock.sendto(packet, server.address)
+        assert not server.wait_for_session(0.2, stats) and not server.in_session
+        assert stats.dropped_handshake == 3
+        controller.sock.sendto(welcome, server.address)
+        assert server.wait_for_session(2.0, stats) and server.in_session
+    controller.close()
+
+
+def test_a_restarted_robot_and_a_restarted_controller_each_start_a_new_session():
+    port = free_port()
+    with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0.01, watchdog_timeout=60) as robot:
+        for run in range(2):  # the robot restarts (same address, first_sequence=1 again)
+            with UdpRobotServer(robot.address, 17, 6, bind=("127.0.0.1", port), key=KEY, action_timeout=0.1) as server:
+                thread, result = run_server(server, 3)
+                serve(robot, 3 * (run + 1), until=thread)
+                thread.join(5)
+            assert result["stats"].steps == 3 and result["stats"].sessions == 1
+        assert robot.sessions == 2 and robot.observations_received == 6 and robot.dropped_stale == 0
+    controller_port = free_port()
+    with UdpRobotServer(("127.0.0.1", controller_port), 17, 6, key=KEY, action_timeout=0.1) as server:
+        thread, result = run_server(server, 6)
+        for _ in range(2):  # the controller restarts: the robot gets no answer twice, and offers a new session
+            with UdpRobot(17, 6, bind=("127.0.0.1", controller_port), key=KEY, receive_timeout=0.01,
+                          watchdog_timeout=60) as robot:
+                serve(robot, 3, until=thread)
+                assert robot.sessions == 1 and robot.observations_received == 3
+        thread.join(5)
+    stats = result["stats"]
+    assert stats.steps == 6 and stats.sessions == 2 and len(stats.actions) == 6
+
+
+@pytest.mark.parametrize("first_sequence", [0, 2**32 - 2])
+def test_any_first_sequence_works_with_a_key(first_sequence):
+    """first_sequence=0 used to fail before the first packet (the 'used up' sentinel); near
+    2**32 the robot starts a new session instead of wrapping."""
+    with UdpRobot(17, 6, bind=("127.0.0.1", 0), key=KEY, receive_timeout=0.01, watchdog_timeout=60) as robot:
+        with UdpRobotServer(robot.address, 17, 6, key=KEY, first_sequence=first_sequence, action_timeout=0.2) as server:
+            thread, result = run_server(server, 4)
+            serve(robot, 4, until=thread)
+            thread.join(5)
+    assert result["stats"].steps == 4
+    assert result["stats"].sessions == robot.sessions == (1 if first_sequence == 0 else 2)

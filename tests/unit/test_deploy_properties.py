@@ -33,6 +33,11 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 from bmaml_robot_deploy import Controller, UdpRobot  # noqa: E402
 from bmaml_robot_deploy.testing import save_model, toy_metadata, toy_policy  # noqa: E402
 from bmaml_robot_deploy.udp import (  # noqa: E402
+    HELLO_MAGIC,
+    WELCOME_MAGIC,
+    pack_handshake,
+    parse_handshake,
+    session_key,
     ACTION_MAGIC,
     FLAG_AUTHENTICATED,
     HEADER,
@@ -187,6 +192,14 @@ class Fuzzer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.last = 0  # sequence of the last accepted observation, as far as the test knows
+        self.session = None
+        if key is not None:  # authenticated: observations are tagged under the session's key
+            nonce = bytes(16)
+            self.sock.sendto(pack_handshake(HELLO_MAGIC, key, nonce), self.robot.address)
+            self.sock.settimeout(2.0)
+            while self.robot.handshakes_answered == 0:
+                self.robot.read_observation()
+            self.session = session_key(key, *parse_handshake(self.sock.recv(65536), WELCOME_MAGIC, key))
 
     def counted(self) -> int:
         c = self.robot.counters()
@@ -215,7 +228,7 @@ def test_udp_robot_counts_every_datagram_once_and_returns_only_valid_observation
         else:
             offset, flags, payload, signed = item
             sequence = (fuzzer.last + offset) % 2**32
-            key = {"key": fuzzer.key, "none": None, "other": bytes(32 - i for i in range(32))}[signed]
+            key = {"key": fuzzer.session, "none": None, "other": fuzzer.key or bytes(32 - i for i in range(32))}[signed]
             data = pack_packet(OBS_MAGIC, sequence, payload, flags, key=key)
         before, received = fuzzer.counted(), robot.observations_received
         fuzzer.sock.sendto(data, robot.address)
@@ -230,7 +243,7 @@ def test_udp_robot_counts_every_datagram_once_and_returns_only_valid_observation
             event("a datagram dropped")
             continue
         # Accepted: a valid packet, its payload exactly, which the controller answers safely.
-        parsed = parse_packet(data, OBS_MAGIC, OBS_DIM, key=fuzzer.key)
+        parsed = parse_packet(data, OBS_MAGIC, OBS_DIM, key=fuzzer.session)
         assert obs is not None and obs.tobytes() == parsed[2].tobytes()
         fuzzer.last = parsed[0]
         event("an observation accepted")  # --hypothesis-show-statistics: how often the happy path ran

@@ -17,6 +17,11 @@ import pytest
 
 from bmaml_robot_deploy import UdpRobot, UdpRobotServer
 from bmaml_robot_deploy.udp import (
+    HELLO_MAGIC,
+    WELCOME_MAGIC,
+    pack_handshake,
+    parse_handshake,
+    session_key,
     ACTION_MAGIC,
     FLAG_AUTHENTICATED,
     FLAG_NEW_EPISODE,
@@ -267,17 +272,36 @@ def test_the_server_drops_actions_from_strangers_and_with_bad_tags():
     stranger.bind(("127.0.0.1", 0))
     with UdpRobotServer(controller.getsockname(), 17, 6, key=KEY) as server:
         stats = ServerStats()
-        good = pack_packet(ACTION_MAGIC, 5, np.full(6, 0.5), key=KEY)
+        robot_nonce = parse_handshake(server.start_session(), HELLO_MAGIC, KEY)[0]
+        controller_nonce = bytes(range(16))
+        controller.sendto(pack_handshake(WELCOME_MAGIC, KEY, robot_nonce, controller_nonce), server.address)
+        assert server.wait_for_session(2.0, stats)
+        assert controller.recv(65536)[:4] == b"BMSR"
+        session = session_key(KEY, robot_nonce, controller_nonce)
+        controller.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6), key=KEY), server.address)  # the shared key: no session
+        good = pack_packet(ACTION_MAGIC, 5, np.full(6, 0.5), key=session)
         tampered = bytearray(good)
         tampered[HEADER_SIZE] ^= 0x40
-        stranger.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6), key=KEY), server.address)
+        stranger.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6), key=session), server.address)
         controller.sendto(bytes(tampered), server.address)
         controller.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6), key=OTHER_KEY), server.address)
         controller.sendto(pack_packet(ACTION_MAGIC, 5, np.ones(6)), server.address)
-        controller.sendto(pack_packet(ACTION_MAGIC, 4, np.ones(6), key=KEY), server.address)  # replay: older
+        controller.sendto(pack_packet(ACTION_MAGIC, 4, np.ones(6), key=session), server.address)  # replay: older
         controller.sendto(good, server.address)
         action, flags = server.receive_action(5, 2.0, stats)
         assert np.array_equal(action, np.full(6, 0.5, np.float32)) and flags == FLAG_AUTHENTICATED
-        assert stats.dropped == 5 and stats.dropped_unknown_sender == 1 and stats.dropped_unauthenticated == 3
+        assert stats.dropped == 6 and stats.dropped_unknown_sender == 1 and stats.dropped_unauthenticated == 4
     controller.close()
     stranger.close()
+
+
+def test_the_handshake_layout_is_the_documented_one():
+    """76 bytes: header (magic, version 2, 32, AUTHENTICATED), robot nonce, controller nonce,
+    HMAC-SHA256 under the shared key; the session key is HMAC(key, label + both nonces)."""
+    nr, nc = bytes(range(16)), bytes(range(16, 32))
+    packet = pack_handshake(WELCOME_MAGIC, KEY, nr, nc)
+    body = b"BMSC" + (2).to_bytes(4, "little") + (32).to_bytes(2, "little") + FLAG_AUTHENTICATED.to_bytes(2, "little") + nr + nc
+    assert packet == body + hmac.new(KEY, body, hashlib.sha256).digest() and len(packet) == 76
+    assert parse_handshake(packet, WELCOME_MAGIC, KEY) == (nr, nc)
+    assert parse_handshake(packet, HELLO_MAGIC, KEY) is None and parse_handshake(packet, WELCOME_MAGIC, bytes(32)) is None
+    assert session_key(KEY, nr, nc) == hmac.new(KEY, b"bmaml-udp session v2" + nr + nc, hashlib.sha256).digest()
