@@ -25,7 +25,7 @@ run_one() {  # config seed
   # The Ant's contact-rich physics makes its 40 x 20 batch ~6 minutes per meta-iteration on this
   # shared 2-core machine (and ~1 minute alone): its families run at ANT_BATCH tasks x episodes.
   local ant_batch=${ANT_BATCH-20x10}
-  case "$1" in ant-*) [ -n "$ant_batch" ] && [ ${#resume[@]} -eq 0 ] &&
+  case "$1" in ant-*) [ -n "$ant_batch" ] &&
     batch=(--set "num_tasks=${ant_batch%%x*}" --set "episodes_per_task=${ant_batch##*x}") ;; esac
   if ${BMAML_TRAIN:-bmaml-train} --config "$1" --seed "$2" --num-batches "$ITERS" --num-threads 1 \
        --out "$out" --quiet "${batch[@]}" "${resume[@]}"; then
