@@ -6,8 +6,9 @@ Per family (runs ``RUNS_DIR/<config>-seed<k>``, every number a mean over seeds):
 - untrained: the same architecture and seed at initialisation, held out (``bmaml-eval --initial``,
   ``RUN/initial/eval.json``), before and after one adaptation step;
 - meta-trained, held out (``bmaml-eval``, ``RUN/eval.json``): before adaptation and after 1 and 3
-  steps; with two seeds or more each seed's value in parentheses, with one seed the 95% interval
-  over the held-out tasks (each value is a mean over 40 held-out tasks x 20 episodes);
+  steps, and the gain of one step; with two seeds or more each seed's value in parentheses, with
+  one seed the 95% interval over the held-out tasks (paired for the gain; each value is a mean over
+  40 held-out tasks x 20 episodes);
 - training: the meta-batch's return before and after adaptation, mean of the last 10 iterations
   (``metrics.jsonl``).
 Nothing is computed here but means: every number comes from the shipped tools' files.
@@ -39,13 +40,16 @@ def runs_by_config(root: Path) -> dict[str, list[Path]]:
     return runs
 
 
-def step_means(path: Path) -> tuple[list[float], list[tuple[float, float]], int] | None:
-    """Per adaptation step: the mean over tasks and its 95% CI over tasks; the iterations behind it."""
+def step_means(path: Path) -> tuple[list[float], list[tuple[float, float]], int, list[float],
+                                   list[tuple[float, float]]] | None:
+    """Per adaptation step: the mean over tasks and its 95% CI over tasks; the iterations behind it;
+    the gain over step 0 and its paired 95% CI over tasks."""
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
     rows = data["per_step"]
-    return ([r["mean"] for r in rows], [(r["ci_low"], r["ci_high"]) for r in rows], data["iterations_trained"])
+    return ([r["mean"] for r in rows], [(r["ci_low"], r["ci_high"]) for r in rows], data["iterations_trained"],
+            [r["gain_mean"] for r in rows], [(r["gain_ci_low"], r["gain_ci_high"]) for r in rows])
 
 
 def cell(values: list[float], task_ci: tuple[float, float] | None = None) -> str:
@@ -78,9 +82,11 @@ def row(config: str, runs: list[Path]) -> str:
         for step in (0, 1, 3):
             one_seed_ci = trained[0][1][step] if len(trained) == 1 else None
             cells.append(cell([t[0][step] for t in trained], one_seed_ci))
+        one_seed_gain_ci = trained[0][4][1] if len(trained) == 1 else None
+        cells.append(cell([t[3][1] for t in trained], one_seed_gain_ci))
         cells[2] += "" if evaluated == iterations else f" (eval at {'/'.join(map(str, evaluated))})"
     else:
-        cells += ["", "", ""]
+        cells += ["", "", "", ""]
     cells.append(f"{np.mean(before):.1f} -> {np.mean(after):.1f}")
     return "| " + " | ".join(cells) + " |"
 
@@ -89,9 +95,9 @@ def table(root: Path) -> str:
     runs = runs_by_config(root)
     header = [
         "| family | batch (tasks x episodes) | meta-iterations | seeds | untrained, held out: before / after 1 step "
-        "| meta-trained, held out: before adaptation | after 1 step | after 3 steps "
+        "| meta-trained, held out: before adaptation | after 1 step | after 3 steps | gain of 1 step "
         f"| training, last {LAST} iterations: before -> after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     configs = [c for c in ORDER if c in runs] + sorted(set(runs) - set(ORDER))
     return "\n".join(header + [row(config, runs[config]) for config in configs]) + "\n"
