@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from bmaml_robot_deploy import __version__
 from bmaml_robot_deploy.controller import Controller
 from bmaml_robot_deploy.loop import run_control_loop
-from bmaml_robot_deploy.udp import DEFAULT_MAX_SEQUENCE_JUMP, cli_key, parse_address
+from bmaml_robot_deploy.udp import DEFAULT_MAX_SEQUENCE_JUMP, add_key_arguments, cli_key, parse_address
 
 DEFAULT_UDP_BIND = "0.0.0.0:9870"
 
@@ -51,12 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     udp.add_argument("--udp-robot", default=None,
                      help="robot HOST:PORT for actions; only its packets are accepted "
                           "(default: the sender of the first valid observation, pinned for the session)")
-    keys = udp.add_mutually_exclusive_group()
-    keys.add_argument("--udp-key-file", default=None, metavar="PATH",
-                      help="authenticate packets (HMAC-SHA256) with the key in this file: hex digits, >= 16 bytes, "
-                           "e.g. `openssl rand -hex 32 > robot.key`; the robot needs the same key")
-    keys.add_argument("--udp-key-env", default=None, metavar="VAR",
-                      help="as --udp-key-file, the key (hex) in environment variable VAR")
+    add_key_arguments(udp, "the robot")
     udp.add_argument("--udp-max-sequence-jump", type=int, default=DEFAULT_MAX_SEQUENCE_JUMP, metavar="N",
                      help="drop observations whose sequence is more than N past the last accepted one "
                           f"(default {DEFAULT_MAX_SEQUENCE_JUMP})")

@@ -380,6 +380,17 @@ def key_from_env(variable: str, name: str = "--udp-key-env") -> bytes:
     return _key_from_hex(text.encode("latin-1", "replace"), f"{name}: environment variable {variable!r}")
 
 
+def add_key_arguments(parser: Any, peer: str) -> None:
+    """``--udp-key-file`` / ``--udp-key-env`` (one or the other) on an argparse parser or group;
+    ``peer`` names the side that must hold the same key (read back with ``cli_key``)."""
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--udp-key-file", default=None, metavar="PATH",
+                      help="authenticate packets (HMAC-SHA256) with the key in this file: hex digits, >= 16 bytes, "
+                           f"e.g. `openssl rand -hex 32 > robot.key`; {peer} needs the same key")
+    keys.add_argument("--udp-key-env", default=None, metavar="VAR",
+                      help="as --udp-key-file, the key (hex) in environment variable VAR")
+
+
 def cli_key(key_file: str | os.PathLike[str] | None, key_env: str | None) -> bytes | None:
     """The key a command line names: ``--udp-key-file`` (first) or ``--udp-key-env``; None: neither."""
     if key_file is not None:

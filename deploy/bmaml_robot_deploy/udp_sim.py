@@ -23,7 +23,7 @@ import numpy as np
 
 from bmaml_robot_deploy.metadata import PolicyMetadata
 from bmaml_robot_deploy.sim import DEFAULT_MAX_EPISODE_STEPS, default_episode_steps
-from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, cli_key, parse_address
+from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, add_key_arguments, cli_key, parse_address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--action-timeout", type=float, default=0.5, help="seconds before re-sending an observation")
     parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step")
     parser.add_argument("--record", help="save observations, actions and returns to this .npz file")
-    keys = parser.add_mutually_exclusive_group()
-    keys.add_argument("--udp-key-file", default=None, metavar="PATH",
-                      help="authenticate packets (HMAC-SHA256) with the key in this file (hex, >= 16 bytes; "
-                           "the controller's key)")
-    keys.add_argument("--udp-key-env", default=None, metavar="VAR",
-                      help="as --udp-key-file, the key (hex) in environment variable VAR")
+    add_key_arguments(parser, "the controller")
     parser.add_argument("--first-sequence", type=int, default=1,
                         help="sequence of the first observation (default 1; with a key, counted within a session "
                              "(each start is a new session: any value works))")
