@@ -13,6 +13,7 @@ import numpy as np
 
 import bmaml_robot as bm
 from bmaml_robot.config import FIELDS, load_config, parse_override, shipped_configs
+from bmaml_robot.seeds import MAX_SEED
 
 DEFAULT_CONFIG = "demo"
 
@@ -70,9 +71,10 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.resume:
             if args.out is None:
                 raise ValueError("--resume: needs --out, the run directory to continue")
-            from bmaml_robot.train import CHECKPOINT, CONFIG, recorded_config
+            from bmaml_robot.run import CHECKPOINT, CONFIG, RunDir
 
-            base, _ = recorded_config(args.out)
+            run = RunDir(args.out)  # read once: the base config here, the checks and the resume below
+            base, _ = run.recorded()
             if base is None:
                 raise ValueError(f"--resume: no run to continue in {args.out} (no {CHECKPOINT} or {CONFIG})")
             if args.config is not None:
@@ -98,13 +100,13 @@ def train_main(argv: list[str] | None = None) -> int:
                   + f" -> {out}")
         from bmaml_robot.train import check_run_dir
 
-        check_run_dir(config, out, args.resume)
+        check_run_dir(config, run if args.resume else out, args.resume)
     except (ValueError, TypeError) as error:  # everything checked before any work starts
         parser.error(str(error))
     from bmaml_robot.train import train
 
     try:
-        result = train(config, out, resume=args.resume, progress=not args.quiet)
+        result = train(config, run if args.resume else out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
         print("\nbmaml-train: interrupted; continue with --resume", file=sys.stderr)
         return 130
@@ -147,8 +149,8 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got {text!r}")
+    if value is None or not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {text!r}")
     return value
 
 
@@ -197,9 +199,10 @@ def eval_main(argv: list[str] | None = None) -> int:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out: expected a directory, got the file {args.out}")
     from bmaml_robot import evaluate as evaluation
+    from bmaml_robot.run import load_run
 
     try:
-        run = evaluation.load_run(args.run_dir, initial=args.initial)  # loadable before any work starts
+        run = load_run(args.run_dir, initial=args.initial)  # loadable before any work starts
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     result = evaluation.evaluate(run, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,

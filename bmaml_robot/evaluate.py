@@ -7,28 +7,19 @@
 
 What it does, for one run directory:
 
-1. Loads the run's meta-policy: ``policy.pt`` (a finished run), or ``checkpoint.pt`` when there is
-   no ``policy.pt`` or the checkpoint is further along (a run in progress, or a finished run that
-   is being extended with ``--resume``). The config comes from the same file.
+1. Loads the run's meta-policy (``run.RunDir.load``: the file furthest along, ``policy.pt`` or
+   ``checkpoint.pt``). The config comes from the same file.
 2. Draws ``num_tasks`` held-out tasks from the run's family with the evaluation stream of seeds
-   (``evaluation_seed``), which training never uses.
-3. Adapts to every task exactly as training does (``MetaSampler.sample`` then
-   ``MetaLearner.adapted_params`` on all the episodes so far, with the run's ``fast_lr``, gamma and
-   GAE lambda unless ``fast_lr`` is given): the episodes sampled with the parameters after ``k``
-   inner steps give the return at step ``k``; step 0 is the meta-policy itself.
+   (``seeds.evaluation_seed``), which training never uses.
+3. Adapts to every task exactly as training does (``meta.adapt_to_tasks``, with the run's
+   ``fast_lr``, gamma and GAE lambda unless ``fast_lr`` is given): the episodes sampled with the
+   parameters after ``k`` inner steps give the return at step ``k``; step 0 is the meta-policy.
 4. Writes ``eval.json`` (every task's mean return per step, and per step the mean over tasks with
    its 95% Student-t confidence interval and the gain over step 0 with a paired interval) and
    ``eval.png`` (return versus adaptation steps), atomically, and returns an ``EvalResult``.
 
-Seeds. Training draws everything of meta-iteration ``i`` from
-``SeedSequence([run_seed, i, stream])`` (``train._iteration_seed``): three entropy words and no
-spawn key. Evaluation uses ``SeedSequence(entropy=eval_seed, spawn_key=(EVAL_STREAM, stream))``:
-stream 0 draws the tasks, stream ``1 + k`` seeds the reset and action noise of the episodes
-sampled after ``k`` steps. NumPy mixes the spawn key into the pool after the entropy, so no
-training seed sequence equals an evaluation one, whatever the seeds. The evaluation streams do
-not depend on the run's seed: every run evaluated with the same ``--seed`` (and task/episode
-counts) sees the same tasks and noise, so runs can be compared task by task. The result at step
-``k`` does not depend on ``--steps`` either (stream ``1 + k`` is fixed).
+Seeds: ``bmaml_robot.seeds`` (evaluation streams, disjoint from training's and independent of
+the run's seed: every run evaluated with the same ``--seed`` sees the same tasks and noise).
 
 The confidence intervals are over tasks (each task's value is the mean of its episodes): they
 say how precisely this policy's mean return over the task distribution is known, not how much
@@ -46,133 +37,28 @@ from typing import Any
 
 import numpy as np
 
-from bmaml_robot.checkpoint import load_checkpoint, write_text_atomic
-from bmaml_robot.config import TrainConfig, run_config
-from bmaml_robot.envs.families import get_family
-from bmaml_robot.meta import MetaLearner
+from bmaml_robot.checkpoint import write_text_atomic
+from bmaml_robot.config import TrainConfig
+from bmaml_robot.factory import build_learner
+from bmaml_robot.meta import MetaLearner, adapt_to_tasks
 from bmaml_robot.meta.sampler import MetaSampler
-from bmaml_robot.policies import Params, Policy
+from bmaml_robot.policies import Policy
+from bmaml_robot.run import LoadedRun, load_run
+from bmaml_robot.seeds import MAX_SEED, evaluation_seed, held_out_tasks
 from bmaml_robot.stats import mean_ci
 from bmaml_robot.torch_threads import one_torch_thread
-from bmaml_robot.train import CHECKPOINT, FINAL_POLICY, build_learner, build_policy, robot_dims
 
-#: Spawn-key tag of the evaluation streams (the bytes of "eval"); see the module docstring.
-EVAL_STREAM = 0x6576616C
 EVAL_JSON = "eval.json"
 EVAL_PNG = "eval.png"
 #: Where ``bmaml-eval --initial`` writes by default, inside the run directory.
 INITIAL_DIR = "initial"
-_MAX_SEED = 2**63
 
 
-def evaluation_seed(eval_seed: int, stream: int) -> int:
-    """63-bit seed of evaluation stream ``stream`` (0: tasks, ``1 + k``: episodes after k steps).
-
-    Disjoint from training's ``_iteration_seed`` streams (module docstring)."""
-    sequence = np.random.SeedSequence(entropy=int(eval_seed), spawn_key=(EVAL_STREAM, int(stream)))
-    return int(sequence.generate_state(1, np.uint64)[0] >> 1)
-
-
-def held_out_tasks(family: str, num_tasks: int, eval_seed: int = 0) -> list[dict[str, Any]]:
-    """``num_tasks`` tasks of ``family`` from the evaluation stream (the same for every run)."""
-    rng = np.random.default_rng(evaluation_seed(eval_seed, 0))
-    return get_family(family).sample_tasks(num_tasks, rng)
-
-
-# ----------------------------------------------------------------------------- loading a run
-@dataclasses.dataclass(frozen=True)
-class LoadedRun:
-    """A run's meta-policy and the config it was trained with."""
-
-    run_dir: Path
-    config: TrainConfig
-    policy: Policy
-    source: str
-    """The file the policy came from: ``policy.pt`` or ``checkpoint.pt``; ``initialisation`` for
-    the run's policy before meta-training (``load_run(..., initial=True)``)."""
-    iterations: int
-    """Meta-iterations behind this policy."""
-
-
-#: ``LoadedRun.source`` of a run's policy at initialisation.
-INITIAL = "initialisation"
-
-
-def load_run(run_dir: str | Path, *, initial: bool = False) -> LoadedRun:
-    """Load the meta-policy of ``run_dir``: ``policy.pt``, or ``checkpoint.pt`` when it is missing
-    or further along (a run in progress). ValueError naming the directory and what is missing.
-
-    ``initial``: the run's policy as meta-training started it (its config's architecture and
-    seed, 0 iterations): the baseline a meta-trained policy must beat."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"run_dir: expected a run directory, got {str(run_dir)!r} (no such directory)")
-    final, checkpoint = run_dir / FINAL_POLICY, run_dir / CHECKPOINT
-    if not final.is_file() and not checkpoint.is_file():
-        present = sorted(p.name for p in run_dir.iterdir())
-        raise ValueError(
-            f"run_dir: {run_dir} has no {FINAL_POLICY} or {CHECKPOINT} (it holds {present}); "
-            f"a run killed before its first checkpoint has no policy to evaluate yet"
-        )
-    state = load_checkpoint(final) if final.is_file() else None
-    source, iterations = FINAL_POLICY, 0
-    if state is not None:
-        iterations = int(_config(state, final).num_batches)
-    if checkpoint.is_file():
-        latest = load_checkpoint(checkpoint)
-        checkpoint_iterations = int(latest.get("next_iteration", 0))
-        if state is None or checkpoint_iterations > iterations:
-            state, source = latest, CHECKPOINT
-        # A finished run's last checkpoint holds the policy of policy.pt: its count is the true one
-        # (policy.pt's num_batches is what the last command asked for, e.g. fewer on a resume).
-        iterations = checkpoint_iterations
-    path = run_dir / source
-    config = _config(state, path)
-    if "policy" not in state:
-        raise ValueError(f"{path}: expected a dict with 'config' and 'policy', got keys {sorted(state)}")
-    policy = build_policy(config, *robot_dims(config.family))
-    if initial:
-        return LoadedRun(run_dir, config, policy.eval(), INITIAL, 0)
-    try:
-        policy.load_state_dict(state["policy"])
-    except RuntimeError as error:
-        raise ValueError(f"{path}: its policy does not match its config ({error})") from error
-    policy.eval()
-    return LoadedRun(run_dir, config, policy, source, iterations)
-
-
-def _config(state: Any, path: Path) -> TrainConfig:
-    if not isinstance(state, dict) or "config" not in state:
-        raise ValueError(f"{path}: expected a dict with 'config' and 'policy' (written by bmaml-train)")
-    return run_config(state["config"], source=str(path))
-
-
-# ----------------------------------------------------------------------------- adaptation
-def adaptation_returns(
-    policy: Policy,
-    sampler: MetaSampler,
-    learner: MetaLearner,
-    steps: int,
-    eval_seed: int,
-) -> tuple[np.ndarray, Params | None]:
-    """Episode returns after 0..``steps`` inner steps, float64 ``[steps + 1, K, B]``, and the
-    parameters after ``steps`` steps (``{name: [K, *shape]}``; None for ``steps == 0``: the
-    meta-policy's own).
-
-    ``sampler`` must already hold the K tasks (``set_tasks``). Step k's episodes are sampled with
-    the parameters after k steps, which are adapted from all the episodes of steps < k, exactly
-    as in ``train.meta_iteration``; the noise comes from the evaluation streams (``evaluation_seed``).
-    """
-    returns = np.zeros((steps + 1, sampler.num_tasks, sampler.episodes_per_task))
-    episodes = []
-    params = None
-    for step in range(steps + 1):
-        batch = sampler.sample(policy, params, evaluation_seed(eval_seed, 1 + step))
-        returns[step] = batch.episode_returns().double().numpy()
-        if step < steps:
-            episodes.append(batch)
-            params = learner.adapted_params(episodes)
-    return returns, params
+def adaptation_returns(learner: MetaLearner, sampler: MetaSampler, steps: int, eval_seed: int) -> np.ndarray:
+    """Episode returns after 0..``steps`` inner steps on the tasks ``sampler`` holds, float64
+    ``[steps + 1, K, B]``, with the noise of the evaluation streams of ``eval_seed``."""
+    loop = adapt_to_tasks(learner, sampler, steps, lambda step: evaluation_seed(eval_seed, 1 + step))
+    return loop.episode_returns()
 
 
 class HeldOutEvaluation:
@@ -194,7 +80,7 @@ class HeldOutEvaluation:
             raise
 
     def __call__(self) -> dict[str, float]:
-        returns, _ = adaptation_returns(self.policy, self.sampler, self.learner, self.steps, eval_seed=0)
+        returns = adaptation_returns(self.learner, self.sampler, self.steps, eval_seed=0)
         return {f"eval_return_step{k}": float(returns[k].mean()) for k in range(self.steps + 1)}
 
     def close(self) -> None:
@@ -281,8 +167,8 @@ def check_settings(steps: int, num_tasks: int, episodes: int, fast_lr: float | N
     if fast_lr is not None and (isinstance(fast_lr, bool) or not isinstance(fast_lr, (int, float))
                                 or not math.isfinite(fast_lr) or fast_lr < 0):
         raise ValueError(f"fast_lr: expected a finite number >= 0, got {fast_lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MAX_SEED:
-        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
 
 
 def evaluate(
@@ -309,7 +195,7 @@ def evaluate(
     (loaded with ``initial`` already as wanted).
     """
     check_settings(steps, num_tasks, episodes, fast_lr, seed, num_threads)
-    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, initial=initial)
+    run = load_run(run_dir, initial=initial)
     config = run.config
     lr = config.fast_lr if fast_lr is None else float(fast_lr)
     tasks = held_out_tasks(config.family, num_tasks, seed)
@@ -319,7 +205,7 @@ def evaluate(
         try:
             sampler.set_tasks(tasks)
             learner = build_learner(config.replace(fast_lr=lr), run.policy)
-            returns, _ = adaptation_returns(run.policy, sampler, learner, steps, seed)
+            returns = adaptation_returns(learner, sampler, steps, seed)
         finally:
             sampler.close()
     settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,

@@ -10,8 +10,8 @@ or from Python::
     export_onnx(adaptation.policy, adaptation.params, "cheetah_back.onnx", adaptation.metadata())
 
 The run's meta-policy and config come from ``policy.pt`` (or ``checkpoint.pt`` of a run in
-progress; ``bmaml_robot.evaluate.load_run``). Adaptation is training's own inner loop
-(``MetaLearner.adapted_params`` on episodes sampled by ``MetaSampler`` with the batched robots),
+progress; ``bmaml_robot.run.RunDir.load``). Adaptation is training's own inner loop
+(``meta.adapt_to_tasks``: ``MetaLearner`` on episodes sampled by ``MetaSampler``),
 run for one task: step ``i`` samples episodes with the parameters adapted ``i`` times, then
 adapts once more. Recurrent weights that training never adapts (``frozen``/``outer``
 recurrence) stay as they are. ``adapt_steps=0`` exports the meta-policy itself. The reset and
@@ -61,12 +61,14 @@ from bmaml_robot.checkpoint import write_bytes_atomic
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.families import TaskFamily, get_family
-from bmaml_robot.evaluate import LoadedRun, adaptation_returns, load_run
-from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot.factory import build_learner
+from bmaml_robot.meta import adapt_to_tasks
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Policy
 from bmaml_robot.provenance import provenance
-from bmaml_robot.train import build_learner
+from bmaml_robot.run import LoadedRun, load_run
+from bmaml_robot.seeds import MAX_SEED, evaluation_seed
+from bmaml_robot.torch_threads import one_torch_thread
 
 #: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
 #: robot computers can load them.
@@ -220,14 +222,14 @@ def adapt_run(
     Warns:
         TaskDistributionWarning: ``task`` is outside the family's training distribution.
     """
-    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    loaded = load_run(run)
     config = loaded.config
     family = get_family(config.family)
     canonical = check_task(family, task)
     adapt_steps = _check_int("adapt_steps", adapt_steps, 0)
     episodes = _check_int("episodes", config.episodes_per_task if episodes is None else episodes, 1)
     fast_lr = _check_fast_lr("fast_lr", config.fast_lr if fast_lr is None else fast_lr)
-    seed = _check_int("seed", seed, 0, 2**64)
+    seed = _check_int("seed", seed, 0, MAX_SEED)
     num_threads = _check_int("num_threads", config.num_threads if num_threads is None else num_threads, 1)
     outside = out_of_distribution(family, canonical)
     if outside is not None:
@@ -244,8 +246,9 @@ def adapt_run(
             learner = build_learner(config.replace(fast_lr=fast_lr, num_threads=num_threads), policy)
             sampler.set_tasks([canonical])
             # Training's inner loop for one task, on bmaml-eval's noise streams (disjoint from training's).
-            episode_returns, params = adaptation_returns(policy, sampler, learner, adapt_steps, seed)
-            returns = [float(r) for r in episode_returns.mean(axis=(1, 2))]
+            loop = adapt_to_tasks(learner, sampler, adapt_steps, lambda step: evaluation_seed(seed, 1 + step))
+            returns = [float(r) for r in loop.episode_returns().mean(axis=(1, 2))]
+            params = loop.params
             if params is None:
                 with torch.no_grad():
                     params = policy.batched_params(1)

@@ -9,7 +9,7 @@ What it does:
 1. Loads the run's meta-policy (``policy.pt`` or the latest ``checkpoint.pt``, as ``bmaml-eval``).
 2. Adapts to the task exactly as training does: ``adapt_steps`` times, sample ``episodes``
    episodes with the parameters adapted so far (``MetaSampler``) and adapt
-   (``MetaLearner.adapted_params``), with the run's ``fast_lr`` unless given.
+   (``meta.adapt_to_tasks``), with the run's ``fast_lr`` unless given.
 3. Runs one episode with the meta-policy ("before") and one with the adapted policy ("after") side
    by side in a 2-env batched robot, from the same initial state, and records every env's MuJoCo
    state (``get_state()``: qpos, qvel) before each step. Actions are the policy's mean (the
@@ -56,8 +56,10 @@ from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot
     probe_gl_backend,
 )
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
-from bmaml_robot.evaluate import LoadedRun, evaluation_seed, load_run
-from bmaml_robot.meta import MetaLearner
+from bmaml_robot.factory import build_learner
+from bmaml_robot.meta import adapt_to_tasks
+from bmaml_robot.run import LoadedRun, load_run
+from bmaml_robot.seeds import MAX_SEED, evaluation_seed
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.torch_threads import one_torch_thread
 
@@ -138,26 +140,24 @@ def record_episodes(
         env.close()
 
 
-def adapt_to_task(run: Any, task: Mapping[str, Any], adapt_steps: int, episodes: int, fast_lr: float | None,
+def adapt_to_task(run: LoadedRun, task: Mapping[str, Any], adapt_steps: int, episodes: int, fast_lr: float | None,
                   seed: int, num_threads: int = 1) -> dict[str, torch.Tensor]:
-    """Parameters ``{name: [1, ...]}`` after ``adapt_steps`` inner steps on ``task`` (as training)."""
+    """Parameters ``{name: [1, ...]}`` after ``adapt_steps`` inner steps on ``task`` (as training,
+    on the evaluation streams of ``seed``)."""
     config = run.config
     sampler = MetaSampler(config.family, 1, episodes, config.horizon, num_threads=num_threads,
                           action_scale=config.action_scale)
     try:
         sampler.set_tasks([dict(task)])
-        learner = MetaLearner(run.policy, fast_lr=config.fast_lr if fast_lr is None else fast_lr,
-                              gamma=config.gamma, gae_lambda=config.gae_lambda)
-        batches: list[Any] = []
-        params = None
-        for step in range(adapt_steps):
-            batches.append(sampler.sample(run.policy, params, evaluation_seed(seed, 1 + step)))
-            params = learner.adapted_params(batches)
+        learner = build_learner(config.replace(fast_lr=config.fast_lr if fast_lr is None else fast_lr,
+                                               num_threads=1), run.policy)
+        loop = adapt_to_tasks(learner, sampler, adapt_steps, lambda step: evaluation_seed(seed, 1 + step),
+                              sample_adapted=False)
     finally:
         sampler.close()
-    if params is None:
+    if loop.params is None:
         return {name: value.detach() for name, value in run.policy.batched_params(1).items()}
-    return params
+    return loop.params
 
 
 # ----------------------------------------------------------------------------- frames
@@ -315,8 +315,8 @@ def check_render_settings(out: Path, adapt_steps: int, layout: str, width: int, 
                 or value % 2:
             raise ValueError(f"{name}: expected an even integer in [16, {_MAX_SIZE}] (video encoders need even "
                              f"sizes), got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
     if fast_lr is not None and not (math.isfinite(fast_lr) and fast_lr >= 0):
         raise ValueError(f"fast_lr: expected a finite number >= 0, got {fast_lr!r}")
     if fps is not None and not (math.isfinite(fps) and 0 < fps <= 240):
@@ -344,7 +344,7 @@ def render(
     step; ``fps``: default real time (1 / the env's control step; 10 for Navigation2D)."""
     out = Path(out)
     check_render_settings(out, adapt_steps, layout, width, height, seed, episodes, fast_lr, fps)
-    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
+    run = load_run(run_dir)
     family = get_family(run.config.family)
     task = parse_task(family.name, task)
     if family.robot != "Navigation2D":

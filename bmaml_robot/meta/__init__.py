@@ -1,4 +1,4 @@
-"""Meta-learning: episodes, baseline, advantages, inner adaptation and the MAML-TRPO outer step."""
+"""Meta-learning: episodes, baseline, advantages, inner adaptation and loop, the MAML-TRPO outer update."""
 
 from .adaptation import Params, action_log_probs, adapt, inner_loss, policy_distribution
 from .advantages import compute_advantages, discounted_returns, normalize_per_task
@@ -8,8 +8,10 @@ from .baseline import (
     fit_linear_baseline,
     predict_linear_baseline,
 )
-from .episodes import Episodes, task_mean, zero_masked
-from .maml_trpo import MetaLearner, OuterProblem, exact_kl_hvp, mean_kl, surrogate_loss
+from .episodes import Episodes, ProcessedEpisodes, task_mean, zero_masked
+from .inner_loop import InnerLoop, adapt_to_tasks
+from .maml_trpo import MetaLearner
+from .outer import AutogradOuterProblem, OuterProblem, exact_kl_hvp, make_outer_problem, mean_kl, surrogate_loss
 from .trpo import (
     LineSearchResult,
     backtracking_line_search,
@@ -19,13 +21,17 @@ from .trpo import (
 )
 
 __all__ = [
+    "AutogradOuterProblem",
     "Episodes",
+    "InnerLoop",
+    "ProcessedEpisodes",
     "LineSearchResult",
     "MetaLearner",
     "OuterProblem",
     "Params",
     "action_log_probs",
     "adapt",
+    "adapt_to_tasks",
     "backtracking_line_search",
     "baseline_features",
     "compute_advantages",
@@ -36,6 +42,7 @@ __all__ = [
     "fit_linear_baseline",
     "hessian_vector_product",
     "inner_loss",
+    "make_outer_problem",
     "mean_kl",
     "normalize_per_task",
     "policy_distribution",

@@ -27,7 +27,7 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
-from .episodes import Episodes, task_mean, zero_masked
+from .episodes import Episodes, ProcessedEpisodes, require_processed, task_mean, zero_masked
 
 Params = dict[str, Tensor]
 """Per-task parameters: every parameter name -> tensor [K, *shape]."""
@@ -61,11 +61,9 @@ def action_log_probs(policy: PolicyLike, episodes: Episodes, params: Params | No
     return dist.log_prob(zero_masked(episodes.actions, episodes.mask))
 
 
-def inner_loss(policy: PolicyLike, episodes: Episodes, params: Params | None) -> Tensor:
+def inner_loss(policy: PolicyLike, episodes: ProcessedEpisodes, params: Params | None) -> Tensor:
     """REINFORCE loss of each task, [K]: ``-sum(log_prob * adv * mask) / sum(mask)``."""
-    if episodes.advantages is None:
-        raise ValueError("episodes.advantages: expected a tensor [T, K, B], got None "
-                         "(run bmaml_robot.meta.compute_advantages first)")
+    require_processed(episodes, "episodes")
     log_probs = action_log_probs(policy, episodes, params)
     advantages = torch.where(episodes.mask > 0, episodes.advantages, 0.0)
     return -task_mean(log_probs * advantages, episodes.mask)
@@ -73,14 +71,14 @@ def inner_loss(policy: PolicyLike, episodes: Episodes, params: Params | None) ->
 
 def adapt(
     policy: PolicyLike,
-    train_episodes: Sequence[Episodes],
+    train_episodes: Sequence[ProcessedEpisodes],
     fast_lr: float,
     first_order: bool = False,
     params: Params | None = None,
 ) -> Params:
     """Adapted per-task parameters after ``len(train_episodes)`` inner steps.
 
-    train_episodes: step i's episodes (with advantages), sampled with the parameters after i
+    train_episodes: step i's processed episodes, sampled with the parameters after i
     steps; all with the same K. params: starting parameters {name: [K, *shape]} with every
     name, or None for ``policy.batched_params(K)``. Returns a new dict {name: [K, *shape]}:
     adapted tensors for ``policy.adaptable_names()``, the starting tensors (same objects) for
@@ -235,7 +233,7 @@ class AdaptationJacobian:
 
 def adapt_linearized(
     policy: PolicyLike,
-    train_episodes: Sequence[Episodes],
+    train_episodes: Sequence[ProcessedEpisodes],
     fast_lr: float,
     names: Sequence[str],
 ) -> tuple[Params, AdaptationJacobian]:

@@ -23,7 +23,7 @@ from .baseline import (
     fit_linear_baseline,
     predict_linear_baseline,
 )
-from .episodes import Episodes
+from .episodes import Episodes, ProcessedEpisodes
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
@@ -79,7 +79,7 @@ def compute_advantages(
     gae_lambda: float = 1.0,
     normalize: bool = True,
     reg_coeff: float = 1e-5,
-) -> Episodes:
+) -> ProcessedEpisodes:
     """Fit the per-task baseline, run GAE, and return episodes with advantages and returns.
 
     episodes: with ``advantages``/``returns`` possibly None (they are overwritten).
@@ -132,4 +132,4 @@ def compute_advantages(
         returns = torch.where(valid.cpu(), returns, 0.0).to(device=device, dtype=dtype)
         if normalize:
             advantages = normalize_per_task(advantages, episodes.mask)
-    return episodes._replace(advantages=advantages, returns=returns)
+    return ProcessedEpisodes(**episodes._replace(advantages=advantages, returns=returns)._asdict())

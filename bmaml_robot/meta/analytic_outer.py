@@ -1,11 +1,11 @@
 """The outer problem of MAML-TRPO with hand-derived products, for policies that provide a "pass".
 
-Same quantities as ``OuterProblem`` (surrogate, its gradient, Gauss-Newton KL-Hessian products
+Same quantities as ``outer.AutogradOuterProblem`` (surrogate, its gradient, Gauss-Newton KL-Hessian products
 ``J^T F J``), computed with explicit batched matmuls instead of autograd's double backward, which
 builds and replays a graph of many small kernels per product. Each product is the minimum: one
 R-forward and one R-backward pass (Pearlmutter 1994) per inner step for ``J u`` and for ``J^T w``,
 one forward-mode pass and one backward pass for the Fisher ``F u``. ``test_meta_hvp.py`` checks
-every product against the autograd ``OuterProblem`` in float64.
+every product against ``AutogradOuterProblem`` in float64.
 
 The network-specific maths lives in a *pass* (``mlp_outer._MLPPass``,
 ``recurrent_outer._RecurrentPass``): the forward pass of one batch at per-task parameters, its
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .adaptation import Params, TaskTangents
-from .episodes import Episodes, step_weights, zero_masked
+from .episodes import Episodes, ProcessedEpisodes, step_weights, zero_masked
 
 
 def task_first(x: Tensor) -> Tensor:
@@ -113,9 +113,9 @@ class _InnerStep:
 
 
 class AnalyticOuterProblem:
-    """``OuterProblem`` with hand-derived products; subclasses say which policies and build passes.
+    """An ``outer.OuterProblem`` with hand-derived products; subclasses say which policies and build passes.
 
-    Same interface and values (up to float rounding): ``loss``, ``log_probs`` [T, K, B],
+    Same values as ``AutogradOuterProblem`` (up to float rounding): ``loss``, ``log_probs`` [T, K, B],
     ``old_dist``, ``gradient()``, ``hvp(v)``; flat vectors over ``policy.trainable_names()``.
     Adaptation moves ``policy.adaptable_names()`` only: ``J_i = I - fast_lr P_A H_i``.
     """
@@ -131,8 +131,8 @@ class AnalyticOuterProblem:
     def __init__(
         self,
         policy: torch.nn.Module,
-        train_episodes: Sequence[Episodes],
-        valid_episodes: Episodes,
+        train_episodes: Sequence[ProcessedEpisodes],
+        valid_episodes: ProcessedEpisodes,
         fast_lr: float,
         first_order: bool = False,
         damping: float = 0.0,

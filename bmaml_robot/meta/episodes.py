@@ -79,7 +79,7 @@ class Episodes(NamedTuple):
                 fields[name] = value[tasks, episodes]
             else:
                 fields[name] = value[:, tasks, episodes]
-        return Episodes(**fields)
+        return type(self)(**fields)
 
     def episode_returns(self) -> Tensor:
         """Undiscounted return of each episode, float [K, B]."""
@@ -124,6 +124,28 @@ class Episodes(NamedTuple):
                 raise ValueError(
                     f"{name}.{field}: expected a float tensor, got {getattr(self, field).dtype}"
                 )
+
+
+class ProcessedEpisodes(Episodes):
+    """Episodes whose advantages and value targets are computed (``MetaLearner.process``, i.e.
+    ``compute_advantages``: baseline, GAE, per-task normalised advantages): the only kind that
+    enters inner adaptation and the outer update. ``advantages`` and ``returns`` are never None."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> "ProcessedEpisodes":
+        self = super().__new__(cls, *args, **kwargs)  # type: ignore[arg-type]
+        if self.advantages is None or self.returns is None:
+            raise ValueError("ProcessedEpisodes: advantages and returns are required "
+                             "(made by compute_advantages / MetaLearner.process)")
+        return self
+
+
+def require_processed(episodes: object, name: str) -> ProcessedEpisodes:
+    """``episodes`` if it is ``ProcessedEpisodes``; otherwise a TypeError naming ``name`` and what
+    to do (raw sampler episodes carry no advantages)."""
+    if not isinstance(episodes, ProcessedEpisodes):
+        raise TypeError(f"{name}: expected ProcessedEpisodes (episodes with advantages, from "
+                        f"MetaLearner.process or compute_advantages), got {type(episodes).__name__}")
+    return episodes
 
 
 def task_mean(values: Tensor, mask: Tensor) -> Tensor:

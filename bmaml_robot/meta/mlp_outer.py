@@ -94,7 +94,7 @@ class _MLPPass:
 
 
 class MLPOuterProblem(AnalyticOuterProblem):
-    """``OuterProblem`` for a ``GaussianMLPPolicy`` (every parameter adaptable and trainable)."""
+    """The ``OuterProblem`` for a ``GaussianMLPPolicy`` (every parameter adaptable and trainable)."""
 
     @staticmethod
     def supports(policy: object) -> bool:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,7 @@ class _SamplerWorker:
 
     def __init__(
         self, family: str, first_task: int, num_tasks: int, episodes_per_task: int, horizon: int,
-        num_threads: int, action_scale: float | None = None, die_during_call: int | None = None,
+        num_threads: int, action_scale: float | None = None,
     ) -> None:
         from bmaml_robot.meta.sampler import MetaSampler
 
@@ -85,8 +84,6 @@ class _SamplerWorker:
         self.sampler = MetaSampler(family, num_tasks, episodes_per_task, horizon, num_threads=num_threads,
                                    action_scale=action_scale)
         self.policies: dict[str, Any] = {}  # policy structure by object id (see RaySampler._policy_ref)
-        self.calls = 0
-        self.die_during_call = die_during_call
 
     def ready(self) -> dict[str, int]:
         """Sizes and the process id (tests kill it)."""
@@ -99,9 +96,6 @@ class _SamplerWorker:
         {name: array [K_all, ...]} or None}``, ``policy_box`` ``[ObjectRef of the policy]``."""
         import ray
 
-        self.calls += 1
-        if self.die_during_call == self.calls:
-            self._die_after_steps(3)
         ref = policy_box[0]
         policy = self.policies.get(ref.hex())
         if policy is None:
@@ -119,20 +113,6 @@ class _SamplerWorker:
         out["mask"] = out["mask"] > 0
         out["env_steps"] = self.sampler.env_steps - steps_before
         return out
-
-    def _die_after_steps(self, steps: int) -> None:
-        """Test hook: SIGKILL this process after ``steps`` env steps of the current sample."""
-        env = self.sampler.env
-        inner = env.step
-        count = [0]
-
-        def step(actions: np.ndarray) -> Any:
-            count[0] += 1
-            if count[0] > steps:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return inner(actions)
-
-        env.step = step
 
 
 class RaySampler:
@@ -173,7 +153,6 @@ class RaySampler:
         address: str | None = None,
         max_replacements: int = 3,
         start_timeout_s: float = 300.0,
-        _die_during_call: Mapping[int, int] | None = None,
     ) -> None:
         for name, value in (("num_tasks", num_tasks), ("episodes_per_task", episodes_per_task), ("horizon", horizon),
                             ("num_workers", num_workers), ("threads_per_worker", threads_per_worker),
@@ -216,9 +195,8 @@ class RaySampler:
                            "workers wait for free CPUs (up to %g s)", num_workers, threads_per_worker, needed,
                            available, self.start_timeout_s)
         self._actor_class = ray.remote(_SamplerWorker)
-        die = dict(_die_during_call or {})
         try:
-            self._workers = [self._start_worker(w, die.get(w)) for w in range(num_workers)]
+            self._workers = [self._start_worker(w) for w in range(num_workers)]
             replies = [self._ready(w, self._workers[w]) for w in range(num_workers)]
         except BaseException:
             self.close()
@@ -228,11 +206,11 @@ class RaySampler:
         self.worker_pids: list[int] = [r["pid"] for r in replies]
 
     # ------------------------------------------------------------------ workers
-    def _start_worker(self, w: int, die_during_call: int | None = None) -> Any:
+    def _start_worker(self, w: int) -> Any:
         start, stop = self.slices[w]
         return self._actor_class.options(num_cpus=self.threads_per_worker, scheduling_strategy="SPREAD").remote(
             self.family, start, stop - start, self.episodes_per_task, self.horizon, self.threads_per_worker,
-            self.action_scale, die_during_call,
+            self.action_scale,
         )
 
     def _ready(self, w: int, actor: Any) -> dict[str, int]:

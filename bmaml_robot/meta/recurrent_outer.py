@@ -270,7 +270,7 @@ class _RecurrentPass:
 
 
 class RecurrentOuterProblem(AnalyticOuterProblem):
-    """``OuterProblem`` for ``rnn`` and ``gru`` policies, any recurrence mode."""
+    """The ``OuterProblem`` for ``rnn`` and ``gru`` policies, any recurrence mode."""
 
     @staticmethod
     def supports(policy: object) -> bool:

@@ -55,9 +55,13 @@ class Sampler(Protocol):
     """What the trainer needs from a sampler (``MetaSampler``, ``RaySampler``)."""
 
     num_tasks: int
+    episodes_per_task: int
     obs_dim: int
     act_dim: int
     env_steps: int
+    """Env steps sampled so far (a counter the trainer also restores on resume)."""
+    workers_restarted: int
+    """Sampling workers that died and were replaced so far (same results); 0 for a local sampler."""
 
     def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None: ...
 
@@ -74,6 +78,7 @@ class MetaSampler:
             envs ``k * B .. k * B + B - 1``.
         obs_dim, act_dim: sizes of one observation and one action.
         env_steps: env steps taken so far (valid ones, i.e. inside episodes).
+        workers_restarted: always 0 (``RaySampler`` counts replaced workers).
         action_map: the policy's normalised actions -> the robot's (``envs/action_map.py``). The
             episodes hold the policy's actions; the robots receive ``action_map.to_robot`` of them.
     """
@@ -93,6 +98,7 @@ class MetaSampler:
         self.obs_dim: int = self.env.obs_dim
         self.act_dim: int = self.env.act_dim
         self.env_steps = 0  # env steps taken so far (valid ones)
+        self.workers_restarted = 0  # (the Sampler protocol: no workers here, nothing restarts)
 
     def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
         """``num_tasks`` task dicts; each is given to its ``episodes_per_task`` envs."""
