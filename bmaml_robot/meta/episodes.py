@@ -138,6 +138,11 @@ class ProcessedEpisodes(Episodes):
                              "(made by compute_advantages / MetaLearner.process)")
         return self
 
+    @classmethod
+    def _make(cls, iterable: object) -> "ProcessedEpisodes":  # type: ignore[override]
+        # (``_replace`` builds through ``_make``: keep the check there too)
+        return cls(*iterable)  # type: ignore[misc]
+
 
 def require_processed(episodes: object, name: str) -> ProcessedEpisodes:
     """``episodes`` if it is ``ProcessedEpisodes``; otherwise a TypeError naming ``name`` and what

@@ -21,14 +21,14 @@ from bmaml_robot.evaluate import (
     EVAL_JSON,
     EVAL_PNG,
     evaluate,
-    evaluation_seed,
-    held_out_tasks,
-    load_run,
     main,
 )
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.stats import mean_ci
-from bmaml_robot.train import _iteration_seed, build_policy, meta_tasks, train
+from bmaml_robot.factory import build_policy
+from bmaml_robot.run import load_run
+from bmaml_robot.seeds import evaluation_seed, held_out_tasks, iteration_seed
+from bmaml_robot.train import meta_tasks, train
 
 TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_batches=2, num_threads=1,
             hidden_sizes=(8, 8), seed=0)
@@ -107,7 +107,7 @@ def test_adaptation_changes_the_returns_and_fast_lr_zero_does_not(run_dir: Path)
 
 
 def test_held_out_stream_is_disjoint_from_training() -> None:
-    training_seeds = {_iteration_seed(seed, iteration, stream)
+    training_seeds = {iteration_seed(seed, iteration, stream)
                       for seed in range(4) for iteration in range(100) for stream in range(4)}
     evaluation_seeds = {evaluation_seed(seed, stream) for seed in range(4) for stream in range(10)}
     assert not training_seeds & evaluation_seeds
@@ -158,7 +158,7 @@ def test_cli_prints_a_table_and_writes(run_dir: Path, tmp_path: Path, capsys: py
     (["{run}", "--steps", "-1"], "steps: expected an integer >= 0"),
     (["{run}", "--tasks", "0"], "tasks: expected an integer >= 1"),
     (["{run}", "--fast-lr", "nan"], "--fast-lr: expected a finite number"),
-    (["{run}", "--seed", "-3"], "--seed: expected an integer in [0, 2**63)"),
+    (["{run}", "--seed", "-3"], "--seed: expected an integer in [0, 2**64)"),
 ])
 def test_cli_errors_are_usage_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      args: list[str], message: str) -> None:

@@ -16,8 +16,8 @@ import yaml
 from bmaml_robot.checkpoint import load_checkpoint, read_jsonl, save_checkpoint
 from bmaml_robot.cli import train_main
 from bmaml_robot.config import TrainConfig
-from bmaml_robot.evaluate import load_run
-from bmaml_robot.train import CHECKPOINT, CONFIG, FINAL_POLICY, METRICS, train
+from bmaml_robot.run import CHECKPOINT, CONFIG, FINAL_POLICY, METRICS, load_run
+from bmaml_robot.train import train
 
 
 def tiny(**overrides) -> TrainConfig:

@@ -23,7 +23,7 @@ import bmaml_robot.checkpoint as checkpoint_module
 from bmaml_robot.checkpoint import NoSpaceError, load_checkpoint, read_jsonl, save_checkpoint
 from bmaml_robot.cli import train_main
 from bmaml_robot.config import TrainConfig, dump_config, from_dict, load_config, parse_override
-from bmaml_robot.train import CHECKPOINT, CONFIG, METRICS
+from bmaml_robot.run import CHECKPOINT, CONFIG, METRICS
 
 TINY = ["--config", "2d-navigation", "--set", "num_tasks=2", "--set", "episodes_per_task=2", "--set", "horizon=5",
         "--set", "hidden_sizes=[8]", "--num-threads", "1", "--quiet"]

@@ -24,7 +24,8 @@ from bmaml_robot.envs.families import get_family
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Policy
-from bmaml_robot.train import build_policy, meta_tasks, train
+from bmaml_robot.factory import build_policy
+from bmaml_robot.train import meta_tasks, train
 
 TRPO_FIGURES = ("loss_before", "loss_after", "kl_before", "kl_after", "ls_steps", "step_accepted",
                 "step_fraction", "grad_norm", "step_norm")
@@ -75,7 +76,7 @@ def adaptation_returns(policy: Policy, config: TrainConfig, tasks: list[dict], s
         sampler.set_tasks(tasks)
         learner = MetaLearner(policy, fast_lr=config.fast_lr, gamma=config.gamma, gae_lambda=config.gae_lambda)
         before = sampler.sample(policy, None, seed)
-        params = learner.adapted_params([before])
+        params = learner.adapted_params([learner.process(before)])
         after = sampler.sample(policy, params, seed + 1)
     finally:
         sampler.close()
@@ -182,7 +183,7 @@ def _adapted(policy: Policy, config: TrainConfig) -> tuple[dict[str, torch.Tenso
     sampler.set_tasks(meta_tasks(config, 0))
     learner = MetaLearner(policy, fast_lr=config.fast_lr)
     episodes = sampler.sample(policy, None, seed=3)
-    adapted = learner.adapted_params([episodes])
+    adapted = learner.adapted_params([learner.process(episodes)])
     meta = {n: p.detach() for n, p in policy.batched_params(config.num_tasks).items()}
     sampler.close()
     return meta, adapted

@@ -10,6 +10,7 @@ import torch
 
 from bmaml_robot.meta import (
     Episodes,
+    ProcessedEpisodes,
     MetaLearner,
     adapt,
     compute_advantages,
@@ -232,14 +233,14 @@ def test_adaptation_touches_only_adaptable_names_and_never_the_module():
 
 def _tasks(ep, index):
     """The tasks ``index`` (a slice) of a batch of episodes."""
-    return Episodes(*[
+    return type(ep)(*[
         None if x is None else x[index] if name == "last_observations" else x[:, index]
         for name, x in zip(Episodes._fields, ep)
     ])
 
 
 def _concat_tasks(a, b):
-    return Episodes(*[
+    return type(a)(*[
         None if x is None else torch.cat([x, y], dim=0 if name == "last_observations" else 1)
         for name, x, y in zip(Episodes._fields, a, b)
     ])
@@ -284,7 +285,7 @@ def test_trpo_step_improves_surrogate_within_kl_and_keeps_frozen_weights(first_o
     learner = MetaLearner(policy, fast_lr=0.3, first_order=first_order, max_kl=1e-2)
     old_dist = policy.distribution(*policy.sequence(valid.observations, learner.adapted_params(train)))
     before = snapshot(policy)
-    stats = learner.step(train, valid)
+    stats = learner.update(train, valid)
     assert stats["step_accepted"] and stats["ls_steps"] >= 1
     assert stats["loss_after"] < stats["loss_before"] and 0 < stats["kl_after"] <= 1e-2
     assert abs(stats["kl_before"]) < 1e-5  # sampler and learner agree
@@ -317,15 +318,15 @@ def test_trpo_restores_params_bit_identically_when_no_step_is_accepted():
     log_probs = policy.distribution(mean, log_std).log_prob(actions).detach()
     advantages = torch.where(near, 1.0, -1.0).view(1, 1, B).expand(T, K, B).clone()
     zeros, ones = torch.zeros(T, K, B), torch.ones(T, K, B)
-    ep = Episodes(obs, actions, zeros, ones, ones.bool(), torch.zeros(K, B, 2), log_probs, advantages, zeros)
+    ep = ProcessedEpisodes(obs, actions, zeros, ones, ones.bool(), torch.zeros(K, B, 2), log_probs, advantages, zeros)
     before = snapshot(policy)
     learner = MetaLearner(policy, fast_lr=0.0, max_kl=1.0, ls_max_steps=1)
-    stats = learner.step([ep], ep)
+    stats = learner.update([ep], ep)
     assert not stats["step_accepted"] and stats["ls_steps"] == 0 and stats["grad_norm"] > 0
     for name, value in snapshot(policy).items():
         assert torch.equal(value, before[name]), name
     # With backtracking allowed the same problem is solved.
-    stats = MetaLearner(policy, fast_lr=0.0, max_kl=1.0, ls_max_steps=10).step([ep], ep)
+    stats = MetaLearner(policy, fast_lr=0.0, max_kl=1.0, ls_max_steps=10).update([ep], ep)
     assert stats["step_accepted"] and stats["ls_steps"] > 1 and stats["kl_after"] <= 1.0
     assert policy.log_std.detach().lt(before["log_std"]).all()
 
@@ -336,7 +337,7 @@ def test_trpo_zero_gradient_is_rejected_cleanly():
     valid = valid._replace(advantages=torch.zeros_like(valid.advantages))
     train = [train[0]._replace(advantages=torch.zeros_like(train[0].advantages))]
     before = snapshot(policy)
-    stats = MetaLearner(policy, fast_lr=0.1).step(train, valid)
+    stats = MetaLearner(policy, fast_lr=0.1).update(train, valid)
     assert not stats["step_accepted"] and stats["ls_steps"] == 0 and stats["grad_norm"] == 0
     for name, value in snapshot(policy).items():
         assert torch.equal(value, before[name])
@@ -354,16 +355,18 @@ def test_garbage_after_episode_end_does_not_leak():
             actions=torch.where(m.unsqueeze(-1), ep.actions, nan),
             rewards=torch.where(m, ep.rewards, nan),
             log_probs=torch.where(m, ep.log_probs, nan),
-            advantages=None,
         )
+
+    def raw(ep):  # the sampler's episodes: no advantages yet
+        return Episodes(*ep[:7])
 
     reference = MetaLearner(policy, fast_lr=0.3)
     state = snapshot(policy)
-    no_advantages = [t._replace(advantages=None) for t in train]
-    clean_stats = reference.step(no_advantages, valid._replace(advantages=None))
+    clean_stats = reference.update([reference.process(raw(t)) for t in train], reference.process(raw(valid)))
     clean_params = snapshot(policy)
     policy.load_state_dict(state)
-    stats = MetaLearner(policy, fast_lr=0.3).step([spoil(t) for t in train], spoil(valid))
+    learner = MetaLearner(policy, fast_lr=0.3)
+    stats = learner.update([learner.process(spoil(raw(t))) for t in train], learner.process(spoil(raw(valid))))
     assert stats["step_accepted"]
     for key in ("loss_before", "loss_after", "kl_after", "grad_norm"):
         assert math.isclose(stats[key], clean_stats[key], rel_tol=1e-5, abs_tol=1e-7), key
@@ -397,9 +400,9 @@ def test_maml_trpo_learns_to_adapt_on_a_bandit_family(first_order, fast_lr):
     def iteration(update: bool):
         goals = torch.rand(K, 2, generator=g) * 2 - 1 + torch.tensor([1.5, -1.0])
         train = learner.process(_bandit_episodes(policy, None, goals, B, g))
-        valid = _bandit_episodes(policy, learner.adapted_params([train]), goals, B, g)
+        valid = learner.process(_bandit_episodes(policy, learner.adapted_params([train]), goals, B, g))
         if update:
-            return learner.step([train], valid)
+            return learner.update([train], valid)
         return {
             "return_before": train.episode_returns().mean().item(),
             "return_after": valid.episode_returns().mean().item(),

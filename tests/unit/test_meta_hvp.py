@@ -1,8 +1,8 @@
-"""The Gauss-Newton KL-Hessian products of MAML-TRPO (``OuterProblem``) against the direct ones.
+"""The Gauss-Newton KL-Hessian products of MAML-TRPO (``outer.py``) against the direct ones.
 
 At theta_old the KL's gradient w.r.t. the adapted parameters is zero, so its Hessian w.r.t. the
 meta-parameters is exactly ``J^T F J`` (J: Jacobian of the inner adaptation, F: Fisher of the
-validation policy). These tests check that, and the whole ``MetaLearner.step``, against the
+validation policy). These tests check that, and the whole ``MetaLearner.update``, against the
 direct Pearlmutter product through the (second-order) adaptation: ``exact_kl_hvp``.
 """
 
@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from bmaml_robot.meta import (
+    Episodes,
     MetaLearner,
+    ProcessedEpisodes,
     adapt,
     backtracking_line_search,
     conjugate_gradient,
@@ -24,7 +26,7 @@ from bmaml_robot.meta import (
     zero_masked,
 )
 from bmaml_robot.meta import maml_trpo
-from bmaml_robot.meta.maml_trpo import OuterProblem, exact_kl_hvp
+from bmaml_robot.meta.outer import AutogradOuterProblem, exact_kl_hvp, make_outer_problem
 from bmaml_robot.meta.mlp_outer import MLPOuterProblem
 from bmaml_robot.meta.recurrent_outer import RecurrentOuterProblem
 from bmaml_robot.meta.trpo import conjugate_gradient_with_product, flat_grad
@@ -63,7 +65,7 @@ def test_gauss_newton_hvp_equals_exact_pearlmutter(kind, recurrence, first_order
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(5, 4), hidden_size=4,
                          recurrence=recurrence, seed=1)
     train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=num_steps, fast_lr=0.3)
-    problem = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.0)
+    problem = AutogradOuterProblem(policy, train, valid, 0.3, first_order, damping=0.0)
     exact = exact_kl_hvp(policy, train, valid, 0.3, first_order, damping=0.0)
     g = torch.Generator().manual_seed(7)
     for _ in range(2):
@@ -72,7 +74,7 @@ def test_gauss_newton_hvp_equals_exact_pearlmutter(kind, recurrence, first_order
         assert reference.norm() > 0
         assert relative_error(problem.hvp(v), reference) < 1e-5
     # Damping adds damping * v, as before.
-    damped = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.1)
+    damped = AutogradOuterProblem(policy, train, valid, 0.3, first_order, damping=0.1)
     assert relative_error(damped.hvp(v), reference + 0.1 * v) < 1e-5
 
 
@@ -85,7 +87,7 @@ def test_gauss_newton_hvp_float64_tight_and_partly_trainable(first_order, num_st
     policy.w1.requires_grad_(False)
     train, valid = meta_batch(policy, K=2, B=4, T=3, num_steps=num_steps, fast_lr=0.5,
                               dtype=torch.float64)
-    problem = OuterProblem(policy, train, valid, 0.5, first_order)
+    problem = AutogradOuterProblem(policy, train, valid, 0.5, first_order)
     exact = exact_kl_hvp(policy, train, valid, 0.5, first_order)
     g = torch.Generator().manual_seed(3)
     for _ in range(3):
@@ -98,12 +100,12 @@ def test_gauss_newton_hvp_zero_fast_lr_and_non_gaussian_fallback():
     train, valid = meta_batch(policy, K=2, B=3, T=3, fast_lr=0.0, dtype=torch.float64)
     v = torch.randn(num_trainable(policy), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for first_order in (False, True):
-        problem = OuterProblem(policy, train, valid, 0.0, first_order)
+        problem = AutogradOuterProblem(policy, train, valid, 0.0, first_order)
         torch.testing.assert_close(problem.hvp(v), exact_kl_hvp(policy, train, valid, 0.0, first_order)(v))
     # A scale that is not exp(log_std): the Gaussian Fisher does not apply, the direct way is used.
     other = TinyPolicy(softplus_std=True)
     train, valid = meta_batch(other, K=2, B=3, T=3, fast_lr=0.3, dtype=torch.float64)
-    problem = OuterProblem(other, train, valid, 0.3, False)
+    problem = AutogradOuterProblem(other, train, valid, 0.3, False)
     assert not problem._gaussian
     torch.testing.assert_close(problem.hvp(v), exact_kl_hvp(other, train, valid, 0.3, False)(v))
 
@@ -114,7 +116,7 @@ def test_outer_gradient_and_loss_equal_direct_ones(kind, recurrence, first_order
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(5,), hidden_size=4,
                          recurrence=recurrence, seed=2)
     train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=2)
-    problem = OuterProblem(policy, train, valid, 0.3, first_order)
+    problem = AutogradOuterProblem(policy, train, valid, 0.3, first_order)
     adapted = adapt(policy, train, 0.3, first_order)
     dist = policy.distribution(*policy.sequence(zero_masked(valid.observations, valid.mask), adapted))
     loss = surrogate_loss(dist.log_prob(zero_masked(valid.actions, valid.mask)), valid)
@@ -128,7 +130,7 @@ def assert_same_outer_problem(problem_class, policy, train, valid, first_order):
     """A hand-derived outer problem against OuterProblem (autograd), float64: loss, log-probs, old
     policy, gradient and three KL-Hessian products."""
     fast = problem_class(policy, train, valid, 0.3, first_order, damping=0.01)
-    reference = OuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
+    reference = AutogradOuterProblem(policy, train, valid, 0.3, first_order, damping=0.01)
     torch.testing.assert_close(fast.loss, reference.loss.detach(), rtol=1e-12, atol=1e-14)
     valid_steps = valid.mask > 0
     torch.testing.assert_close(fast.log_probs[valid_steps], reference.log_probs.detach()[valid_steps], rtol=1e-12, atol=1e-12)
@@ -184,6 +186,16 @@ def test_hand_derived_products_only_for_the_plain_mlp():
     assert not MLPOuterProblem.supports(policy)
 
 
+@pytest.mark.parametrize("kind, implementation", [("mlp", MLPOuterProblem), ("rnn", RecurrentOuterProblem),
+                                                  ("gru", RecurrentOuterProblem), ("lstm", AutogradOuterProblem)])
+def test_the_factory_picks_one_implementation_per_policy(kind, implementation):
+    policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(4,), hidden_size=4, recurrence="outer")
+    train, valid = meta_batch(policy, K=2, B=2, T=3)
+    assert type(make_outer_problem(policy, train, valid, 0.3)) is implementation
+    tiny = TinyPolicy()
+    assert type(make_outer_problem(tiny, *meta_batch(tiny, K=2, B=2, T=3, dtype=torch.float64), 0.3)) is AutogradOuterProblem
+
+
 def test_conjugate_gradient_with_product_returns_a_times_x():
     g = torch.Generator().manual_seed(5)
     M = torch.randn(6, 6, generator=g, dtype=torch.float64)
@@ -196,13 +208,11 @@ def test_conjugate_gradient_with_product_returns_a_times_x():
 
 # ----------------------------------------------------------------------------- whole step
 def reference_step(learner, train, valid, curvature_episodes=None):
-    """``MetaLearner.step`` as it was before ``OuterProblem``: direct Pearlmutter products.
+    """``MetaLearner.update`` written directly: autograd gradient, direct Pearlmutter products.
 
     ``curvature_episodes``: how many episodes per task the KL-Hessian products see (all if None).
     """
     policy = learner.policy
-    train = [learner.process(e) for e in train]
-    valid = learner.process(valid)
     count = curvature_episodes or valid.episodes_per_task
     curvature_train = [e.select_episodes(count) for e in train]
     observations = zero_masked(valid.observations, valid.mask)
@@ -253,7 +263,7 @@ def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, n
     result, grad_norm = reference_step(learner, train, valid)
     expected = snapshot(policy)
     policy.load_state_dict(start)
-    stats = learner.step(train, valid)
+    stats = learner.update(train, valid)
     assert stats["step_accepted"] and result.accepted
     assert stats["ls_steps"] == result.num_steps
     assert math.isclose(stats["grad_norm"], grad_norm, rel_tol=10 * rtol)
@@ -285,7 +295,7 @@ def test_task_groups_and_threads(kind):
         policy.load_state_dict(start)
         learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2, num_threads=threads)
         adapted = learner.adapted_params(train)
-        stats = learner.step(train, valid)
+        stats = learner.update(train, valid)
         outcomes.append((adapted, stats, snapshot(policy)))
     (adapted_1, stats_1, after_1), (adapted_3, stats_3, after_3) = outcomes
     assert stats_1 == stats_3
@@ -298,7 +308,7 @@ def test_task_groups_and_threads(kind):
     assert moved.norm() > 0 and float(diff.norm() / moved.norm()) < 1e-7
     # the adapted parameters used for sampling equal adapting all tasks at once
     policy.load_state_dict(start)
-    whole = adapt(policy, [reference_learner.process(e) for e in train], 0.3, first_order=True)
+    whole = adapt(policy, train, 0.3, first_order=True)
     for name in adapted_1:
         torch.testing.assert_close(adapted_1[name], whole[name].detach(), rtol=1e-12, atol=1e-12)
 
@@ -313,7 +323,7 @@ def test_subsampled_curvature(kind, share, count):
     train, valid = meta_batch(policy, K=13, B=6, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
     start = snapshot(policy)
     full_learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2)
-    full_stats = full_learner.step(train, valid)
+    full_stats = full_learner.update(train, valid)
     full = snapshot(policy)
     policy.load_state_dict(start)
     result, grad_norm = reference_step(MetaLearner(policy, fast_lr=0.3, max_kl=1e-2), train, valid, count)
@@ -323,7 +333,7 @@ def test_subsampled_curvature(kind, share, count):
         policy.load_state_dict(start)
         learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2, hvp_subsample=share, num_threads=threads)
         assert learner.curvature_episodes(valid).episodes_per_task == count
-        outcomes.append((learner.step(train, valid), snapshot(policy)))
+        outcomes.append((learner.update(train, valid), snapshot(policy)))
     (stats, after), (stats_3, after_3) = outcomes
     assert stats == stats_3 and all(torch.equal(after[n], after_3[n]) for n in after)
     assert stats["step_accepted"] and result.accepted and stats["kl_after"] <= 1e-2
@@ -350,37 +360,27 @@ def test_num_threads_is_checked():
             MetaLearner(policy, fast_lr=0.1, num_threads=bad)
 
 
-def test_advantages_are_computed_once_per_episodes_object(monkeypatch):
+def test_only_processed_episodes_enter_adaptation_and_the_update():
+    """The sampler's episodes are processed once, explicitly (``MetaLearner.process``); raw ones
+    are refused by name, and processed ones cannot lose their advantages."""
     policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=(8,), seed=4)
     train, valid = meta_batch(policy, K=2, B=3, T=4)
-    train = [t._replace(advantages=None, returns=None) for t in train]
-    valid = valid._replace(advantages=None, returns=None)
-    calls = []
-    original = maml_trpo.compute_advantages
-
-    def counting(episodes, *args, **kwargs):
-        calls.append(episodes)
-        return original(episodes, *args, **kwargs)
-
-    monkeypatch.setattr(maml_trpo, "compute_advantages", counting)
+    raw_train, raw_valid = [Episodes(*t[:7]) for t in train], Episodes(*valid[:7])
     learner = MetaLearner(policy, fast_lr=0.3)
-    first = learner.adapted_params(train)
-    assert len(calls) == 1
-    again = learner.adapted_params(train)
-    assert len(calls) == 1
+    with pytest.raises(TypeError, match=r"train_episodes_per_step\[0\]: expected ProcessedEpisodes"):
+        learner.adapted_params(raw_train)
+    with pytest.raises(TypeError, match=r"valid_episodes: expected ProcessedEpisodes"):
+        learner.update(train, raw_valid)
+    with pytest.raises(TypeError, match=r"episodes: expected ProcessedEpisodes"):
+        adapt(policy, raw_train, 0.3)
+    with pytest.raises(ValueError, match="advantages and returns are required"):
+        train[0]._replace(advantages=None)
+    processed = [learner.process(e) for e in raw_train]
+    assert all(isinstance(e, ProcessedEpisodes) for e in processed)
+    assert isinstance(processed[0].select_tasks(0, 1), ProcessedEpisodes)
+    first, again = learner.adapted_params(processed), learner.adapted_params(train)
     for name in first:
-        assert torch.equal(first[name], again[name])
-    # A different discount is a different computation; the first one is still remembered.
-    learner.gamma = 0.9
-    learner.adapted_params(train)
-    assert len(calls) == 2
-    learner.gamma = 0.99
-    learner.adapted_params(train)
-    assert len(calls) == 2
-    learner.step(train, valid)
-    assert len(calls) == 3 and calls[2] is valid  # train's advantages reused, valid's computed
-    learner.adapted_params(train)  # step forgets them (the iteration is over)
-    assert len(calls) == 4
+        torch.testing.assert_close(first[name], again[name])  # meta_batch used the same processing
 
 
 # ----------------------------------------------------------------------------- policy helpers
