@@ -80,6 +80,34 @@ def local_episodes(tasks: list[dict], policy: Any, params: dict | None, seed: in
         sampler.close()
 
 
+def kill_worker_after_env_steps(ray: Any, actor: Any, steps: int) -> int:
+    """Fault injection, done inside the worker's process: Ray runs ``install`` on the actor
+    instance (``__ray_call__``), which wraps its env's ``step`` so that the worker SIGKILLs its own
+    process after ``steps`` env steps of its next sample. Returns the worker's process id.
+
+    ``install`` is defined here, inside a function, so that Ray's cloudpickle ships it by value
+    (the worker processes cannot import this test module)."""
+
+    def install(worker: Any, steps: int) -> int:
+        import os
+        import signal
+
+        env = worker.sampler.env
+        inner = env.step
+        count = [0]
+
+        def step(actions: Any) -> Any:
+            count[0] += 1
+            if count[0] > steps:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return inner(actions)
+
+        env.step = step
+        return os.getpid()
+
+    return ray.get(actor.__ray_call__.remote(install, steps))
+
+
 def test_ray_sampler_gives_the_local_samplers_episodes(ray_instance: Any) -> None:
     from bmaml_robot.meta.ray_sampler import RaySampler, task_slices
 
@@ -115,11 +143,12 @@ def test_workers_killed_during_sampling_are_replaced_and_change_nothing(
 
     tasks, policy, params = setup_batch(1)
     expected = [local_episodes(tasks, policy, p, seed)[0] for p, seed in ((None, 7), (params, 8), (params, 9))]
-    # Worker 1 kills itself (SIGKILL) after 3 env steps of its first sample.
     with caplog.at_level(logging.WARNING, logger="bmaml_robot.meta.ray_sampler"), \
-            RaySampler(FAMILY, K, B, T, num_workers=2, _die_during_call={1: 1}) as sampler:
+            RaySampler(FAMILY, K, B, T, num_workers=2) as sampler:
         sampler.set_tasks(tasks)
         first_pids = list(sampler.worker_pids)
+        # Worker 1 kills itself (SIGKILL) after 3 env steps of its first sample.
+        assert kill_worker_after_env_steps(ray_instance, sampler._workers[1], 3) == first_pids[1]
         assert_same_episodes(sampler.sample(policy, None, 7), expected[0])
         assert sampler.workers_restarted == 1
         assert "worker 1 (tasks 3..4) died" in caplog.text and "replacing it" in caplog.text
@@ -177,7 +206,8 @@ def test_a_run_may_resume_on_another_sampler(tmp_path: Path) -> None:
     # Where episodes are sampled never changes what is computed, so resuming may change it.
     pytest.importorskip("ray")
     from bmaml_robot.config import TrainConfig
-    from bmaml_robot.train import RESUME_MAY_CHANGE, check_run_dir, train
+    from bmaml_robot.run import RESUME_MAY_CHANGE
+    from bmaml_robot.train import check_run_dir, train
 
     config = TrainConfig(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=5, num_batches=1,
                          num_threads=1, hidden_sizes=(8,))
