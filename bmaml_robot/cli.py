@@ -27,11 +27,12 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help=f"shipped config name or YAML path (default: {DEFAULT_CONFIG})")
     p.add_argument("--policy", choices=["mlp", "rnn", "gru", "lstm"], help="policy kind")
     p.add_argument("--recurrence", choices=["frozen", "outer", "all"], help="which recurrent weights learn")
-    p.add_argument("--num-batches", type=int, help="meta-iterations")
+    p.add_argument("--num-iterations", "--num-batches", dest="num_iterations", type=int,
+                   help="meta-iterations (--num-batches: its old name)")
     p.add_argument("--num-threads", type=int, help="threads stepping the robots")
     p.add_argument("--seed", type=int, help="seed of the run")
     p.add_argument("--eval-every", type=int, metavar="N",
-                   help="held-out evaluation every N meta-iterations, logged with the metrics (eval_steps, eval_tasks, "
+                   help="held-out evaluation every N meta-iterations, logged with the metrics (eval_adapt_steps, eval_tasks, "
                         "eval_episodes: --set); 0: never (default)")
     p.add_argument("--sampler", choices=["local", "ray"],
                    help="where episodes are sampled: local (default) or ray (Ray actors, same results)")
@@ -64,7 +65,7 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_override(text) for text in args.set)
-        for key in ("policy", "recurrence", "num_batches", "num_threads", "seed", "eval_every",
+        for key in ("policy", "recurrence", "num_iterations", "num_threads", "seed", "eval_every",
                     "sampler", "ray_address", "workers", "threads_per_worker"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
@@ -92,7 +93,7 @@ def train_main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"bmaml-train: {config.family}, {config.policy} policy"
                   + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
-                  + f", {config.num_batches} meta-iteration{'s' if config.num_batches != 1 else ''} of "
+                  + f", {config.num_iterations} meta-iteration{'s' if config.num_iterations != 1 else ''} of "
                   f"{config.num_tasks} tasks x "
                   f"{config.episodes_per_task} episodes x {config.horizon} steps"
                   + (f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
@@ -176,7 +177,8 @@ def _eval_parser() -> argparse.ArgumentParser:
                     "with 95%% confidence intervals over tasks. Writes eval.json and eval.png.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)")
-    p.add_argument("--steps", type=_int_at_least(0), default=3, help="adaptation steps K (default 3): returns after 0..K steps")
+    p.add_argument("--adapt-steps", "--steps", dest="adapt_steps", type=_int_at_least(0), default=3,
+                   help="adaptation steps K (default 3): returns after 0..K steps (--steps: its old name)")
     p.add_argument("--tasks", type=_int_at_least(1), default=20,
                    help="held-out tasks (default 20; confidence intervals need 2 or more)")
     p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per task and step (default 10)")
@@ -205,7 +207,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         run = load_run(args.run_dir, initial=args.initial)  # loadable before any work starts
     except (ValueError, TypeError) as error:
         parser.error(str(error))
-    result = evaluation.evaluate(run, steps=args.steps, num_tasks=args.tasks, episodes=args.episodes,
+    result = evaluation.evaluate(run, adapt_steps=args.adapt_steps, num_tasks=args.tasks, episodes=args.episodes,
                                  fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out,
                                  initial=args.initial)
     print(evaluation.format_table(result))

@@ -46,8 +46,8 @@ class TrainConfig:
     """Episodes sampled per task and adaptation step (fast_batch_size)."""
     horizon: int = 100
     """Steps per episode (the environments' time limit)."""
-    num_steps: int = 1
-    """Inner gradient steps (each samples fresh episodes with the parameters adapted so far)."""
+    adapt_steps: int = 1
+    """Inner (adaptation) gradient steps (each samples fresh episodes with the parameters adapted so far)."""
     fast_lr: float = 0.1
     """Inner-loop (adaptation) step size."""
     first_order: bool = False
@@ -68,8 +68,8 @@ class TrainConfig:
     """Backtracking line-search trials."""
     ls_backtrack: float = 0.8
     """Step shrink factor per line-search trial."""
-    num_batches: int = 500
-    """Meta-iterations (meta-batches) to run."""
+    num_iterations: int = 500
+    """Meta-iterations to run (one meta-batch of tasks and one outer update each)."""
     num_threads: int = 2
     """Threads stepping the robots (results do not depend on it)."""
     sampler: str = "local"
@@ -86,8 +86,8 @@ class TrainConfig:
     """Write a checkpoint every this many meta-iterations (and always at the end)."""
     eval_every: int = 0
     """Held-out evaluation every this many meta-iterations (bmaml-eval's tasks and noise), logged with the metrics; 0: never."""
-    eval_steps: int = 1
-    """Evaluation during training: adaptation steps (returns after 0..eval_steps steps)."""
+    eval_adapt_steps: int = 1
+    """Evaluation during training: adaptation steps (returns after 0..eval_adapt_steps steps)."""
     eval_tasks: int = 20
     """Evaluation during training: held-out tasks."""
     eval_episodes: int = 10
@@ -137,9 +137,9 @@ def _validate(c: TrainConfig) -> None:
     choice("recurrence", RECURRENCE_MODES)
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
-    for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "num_steps", "cg_iters",
-                "ls_max_steps", "num_batches", "num_threads", "checkpoint_every", "workers", "threads_per_worker",
-                "eval_steps", "eval_tasks", "eval_episodes"):
+    for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "adapt_steps", "cg_iters",
+                "ls_max_steps", "num_iterations", "num_threads", "checkpoint_every", "workers", "threads_per_worker",
+                "eval_adapt_steps", "eval_tasks", "eval_episodes"):
         at_least(key, 1)
     at_least("eval_every", 0)
     choice("sampler", ("local", "ray"))
@@ -177,8 +177,23 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Tr
 #: Keys added after runs were already being made, with the value that reproduces what a run made
 #: before the key existed computed (``action_scale`` is the robot's own bound: see ``run_config``).
 ADDED_LATER: dict[str, Any] = {"hvp_subsample": 1.0, "sampler": "local", "ray_address": "", "workers": 2,
-                               "threads_per_worker": 1, "eval_every": 0, "eval_steps": 1, "eval_tasks": 20,
+                               "threads_per_worker": 1, "eval_every": 0, "eval_adapt_steps": 1, "eval_tasks": 20,
                                "eval_episodes": 10}
+#: Keys by their old names: configs, runs and ``--set`` overrides written with them still load.
+RENAMED: dict[str, str] = {"num_steps": "adapt_steps", "num_batches": "num_iterations",
+                           "eval_steps": "eval_adapt_steps"}
+
+
+def current_keys(values: Mapping[Any, Any], source: str) -> dict[Any, Any]:
+    """``values`` with old key names (``RENAMED``) under their current ones; ValueError naming
+    ``source`` when a key is given under both names."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"{source}: {old!r} is the old name of {new!r}; give one of them, not both")
+            out[new] = out.pop(old)
+    return out
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
@@ -234,6 +249,7 @@ def from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
     not_names = [key for key in values if not isinstance(key, str)]
     if not_names:
         raise ValueError(f"{source}: expected config keys (strings), got {not_names[0]!r}")
+    values = current_keys(values, source)
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {sorted(FIELDS)}")
@@ -254,6 +270,7 @@ def run_config(values: Mapping[str, Any], source: str) -> TrainConfig:
     if not isinstance(values, Mapping) or not values:
         raise ValueError(f"{source}: expected the config bmaml-train recorded (a mapping of every key), "
                          f"got {'an empty file' if not values else type(values).__name__}")
+    values = current_keys(values, source)
     missing = sorted(set(FIELDS) - set(values) - set(ADDED_LATER) - {"action_scale"})
     if missing:
         raise ValueError(f"{source}: incomplete run config, missing keys {missing} (a run's config is never "
@@ -306,6 +323,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip().replace("-", "_")
     if not sep or not key:
         raise ValueError(f"--set: expected KEY=VALUE, got {text!r}")
+    key = RENAMED.get(key, key)
     if key not in FIELDS:
         raise ValueError(f"--set: unknown key {key!r}; valid keys are {sorted(FIELDS)}")
     try:

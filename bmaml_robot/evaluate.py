@@ -1,8 +1,8 @@
 """Held-out evaluation of a meta-trained run: return after 0, 1, ..., K adaptation steps.
 
-    bmaml-eval runs/hc-gru --steps 3 --tasks 40 --episodes 20
+    bmaml-eval runs/hc-gru --adapt-steps 3 --tasks 40 --episodes 20
     from bmaml_robot.evaluate import evaluate
-    result = evaluate("runs/hc-gru", steps=3)
+    result = evaluate("runs/hc-gru", adapt_steps=3)
     result.summary[1]["mean"], result.summary[1]["gain_mean"]
 
 What it does, for one run directory:
@@ -54,22 +54,22 @@ EVAL_PNG = "eval.png"
 INITIAL_DIR = "initial"
 
 
-def adaptation_returns(learner: MetaLearner, sampler: MetaSampler, steps: int, eval_seed: int) -> np.ndarray:
-    """Episode returns after 0..``steps`` inner steps on the tasks ``sampler`` holds, float64
-    ``[steps + 1, K, B]``, with the noise of the evaluation streams of ``eval_seed``."""
-    loop = adapt_to_tasks(learner, sampler, steps, lambda step: evaluation_seed(eval_seed, 1 + step))
+def adaptation_returns(learner: MetaLearner, sampler: MetaSampler, adapt_steps: int, eval_seed: int) -> np.ndarray:
+    """Episode returns after 0..``adapt_steps`` inner steps on the tasks ``sampler`` holds, float64
+    ``[adapt_steps + 1, K, B]``, with the noise of the evaluation streams of ``eval_seed``."""
+    loop = adapt_to_tasks(learner, sampler, adapt_steps, lambda step: evaluation_seed(eval_seed, 1 + step))
     return loop.episode_returns()
 
 
 class HeldOutEvaluation:
     """``bmaml-eval``'s held-out adaptation, repeated during training (``config.eval_every``):
     the same ``eval_tasks`` tasks and noise (evaluation seed 0) every time, so the values form a
-    curve; ``__call__`` gives ``{"eval_return_step0": ..., ..., "eval_return_step{eval_steps}": ...}``
+    curve; ``__call__`` gives ``{"eval_return_step0": ..., ..., "eval_return_step{eval_adapt_steps}": ...}``
     (mean return per episode after k adaptation steps). Never touches training's random streams."""
 
     def __init__(self, config: TrainConfig, policy: Policy) -> None:
         self.policy = policy
-        self.steps = config.eval_steps
+        self.adapt_steps = config.eval_adapt_steps
         self.sampler = MetaSampler(config.family, config.eval_tasks, config.eval_episodes, config.horizon,
                                    num_threads=config.num_threads, action_scale=config.action_scale)
         try:
@@ -80,8 +80,8 @@ class HeldOutEvaluation:
             raise
 
     def __call__(self) -> dict[str, float]:
-        returns = adaptation_returns(self.learner, self.sampler, self.steps, eval_seed=0)
-        return {f"eval_return_step{k}": float(returns[k].mean()) for k in range(self.steps + 1)}
+        returns = adaptation_returns(self.learner, self.sampler, self.adapt_steps, eval_seed=0)
+        return {f"eval_return_step{k}": float(returns[k].mean()) for k in range(self.adapt_steps + 1)}
 
     def close(self) -> None:
         self.sampler.close()
@@ -157,10 +157,10 @@ def summarize(task_returns: np.ndarray) -> list[dict[str, float]]:
 
 
 # ----------------------------------------------------------------------------- evaluate
-def check_settings(steps: int, num_tasks: int, episodes: int, fast_lr: float | None, seed: int,
+def check_settings(adapt_steps: int, num_tasks: int, episodes: int, fast_lr: float | None, seed: int,
                    num_threads: int) -> None:
     """ValueError naming the first bad argument."""
-    for name, value, low in (("steps", steps, 0), ("tasks", num_tasks, 1), ("episodes", episodes, 1),
+    for name, value, low in (("adapt_steps", adapt_steps, 0), ("tasks", num_tasks, 1), ("episodes", episodes, 1),
                              ("num_threads", num_threads, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -174,7 +174,7 @@ def check_settings(steps: int, num_tasks: int, episodes: int, fast_lr: float | N
 def evaluate(
     run_dir: str | Path | LoadedRun,
     *,
-    steps: int = 3,
+    adapt_steps: int = 3,
     num_tasks: int = 20,
     episodes: int = 10,
     fast_lr: float | None = None,
@@ -185,7 +185,7 @@ def evaluate(
     initial: bool = False,
 ) -> EvalResult:
     """Evaluate the run in ``run_dir`` on ``num_tasks`` held-out tasks, ``episodes`` episodes per
-    task and adaptation step, after 0..``steps`` inner steps (module docstring).
+    task and adaptation step, after 0..``adapt_steps`` inner steps (module docstring).
 
     fast_lr: the inner step size (default: the run's). seed: the evaluation seed (tasks and
     noise; the same for every run). num_threads: threads stepping the robots (results do not
@@ -194,7 +194,7 @@ def evaluate(
     the run's policy at initialisation instead (``load_run``). ``run_dir`` may be a ``LoadedRun``
     (loaded with ``initial`` already as wanted).
     """
-    check_settings(steps, num_tasks, episodes, fast_lr, seed, num_threads)
+    check_settings(adapt_steps, num_tasks, episodes, fast_lr, seed, num_threads)
     run = load_run(run_dir, initial=initial)
     config = run.config
     lr = config.fast_lr if fast_lr is None else float(fast_lr)
@@ -205,10 +205,11 @@ def evaluate(
         try:
             sampler.set_tasks(tasks)
             learner = build_learner(config.replace(fast_lr=lr), run.policy)
-            returns = adaptation_returns(learner, sampler, steps, seed)
+            returns = adaptation_returns(learner, sampler, adapt_steps, seed)
         finally:
             sampler.close()
-    settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
+    # (eval.json keeps the key "steps": the number of adaptation steps, K)
+    settings = {"steps": adapt_steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
                 "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
     result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
     if write:

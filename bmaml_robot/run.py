@@ -33,8 +33,8 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 #: Config keys a resumed run may change: they decide how long it runs and where it samples,
 #: never what it computes.
-RESUME_MAY_CHANGE = frozenset({"num_batches", "num_threads", "sampler", "ray_address", "workers", "threads_per_worker",
-                               "eval_every", "eval_steps", "eval_tasks", "eval_episodes"})
+RESUME_MAY_CHANGE = frozenset({"num_iterations", "num_threads", "sampler", "ray_address", "workers", "threads_per_worker",
+                               "eval_every", "eval_adapt_steps", "eval_tasks", "eval_episodes"})
 #: Keys of a checkpoint.
 _CHECKPOINT_KEYS = ("config", "policy", "next_iteration", "env_steps")
 #: ``LoadedRun.source`` of a run's policy at initialisation.
@@ -197,7 +197,7 @@ class RunDir:
             candidates.append((int(latest.get("next_iteration", 0)), 0, self.checkpoint_path, latest))
             if len(candidates) == 2 and "iterations" not in candidates[0][3]:
                 # policy.pt of a run made before it stored its count: the run's last checkpoint
-                # holds the same policy and the true count (num_batches is what the last command asked for).
+                # holds the same policy and the true count (num_iterations is what the last command asked for).
                 candidates[0] = (candidates[1][0], *candidates[0][1:])
         iterations, _, path, state = max(candidates, key=lambda c: (c[0], c[1]))
         config = _config_of(state, path)
@@ -215,7 +215,7 @@ class RunDir:
 
     def _final_iterations(self, state: Any) -> int:
         config = _config_of(state, self.final_path)
-        count = state.get("iterations", config.num_batches)
+        count = state.get("iterations", config.num_iterations)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"{self.final_path}: iterations: expected an integer >= 0, got {count!r}")
         return count

@@ -2,7 +2,7 @@
 
     from bmaml_robot.train import train
     from bmaml_robot.config import TrainConfig
-    result = train(TrainConfig(family="Navigation2D", num_batches=50), "runs/nav")
+    result = train(TrainConfig(family="Navigation2D", num_iterations=50), "runs/nav")
 
 A meta-iteration: draw ``num_tasks`` tasks -> for each inner step, sample episodes with the
 parameters adapted so far and adapt -> sample validation episodes with the adapted parameters ->
@@ -52,7 +52,7 @@ def meta_iteration(
     start = time.perf_counter()
     sampler.set_tasks(meta_tasks(config, iteration))
     steps_before, restarts_before = sampler.env_steps, sampler.workers_restarted
-    loop = adapt_to_tasks(learner, sampler, config.num_steps,
+    loop = adapt_to_tasks(learner, sampler, config.adapt_steps,
                           lambda step: iteration_seed(config.seed, iteration, 1 + step))
     figures = learner.update(loop.batches[:-1], loop.batches[-1])
     returns = loop.mean_returns()
@@ -103,7 +103,7 @@ def check_memory(config: TrainConfig) -> None:
     # float32 per step: observations, actions, 6 per-step scalars; the learner keeps a few
     # activations per hidden unit for each step of every batch (backpropagation).
     per_step = 4 * (obs_dim + act_dim + 6 + 4 * hidden)
-    need = (config.num_steps + 1) * steps * per_step
+    need = (config.adapt_steps + 1) * steps * per_step
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > 0.8 * total:
         raise ValueError(
@@ -134,10 +134,10 @@ def train(
     # Resolved: the run records its action_scale, whatever the defaults become.
     config, state = check_run_dir(config, run, resume)
     start_iteration = 0 if state is None else state["next_iteration"]
-    if start_iteration > config.num_batches:
+    if start_iteration > config.num_iterations:
         # Resumed with fewer iterations than the run already has (e.g. a study script run again
         # with a smaller count): nothing to run, and the run keeps its own count and metrics.
-        config = config.replace(num_batches=start_iteration)
+        config = config.replace(num_iterations=start_iteration)
     # (resume without a checkpoint: the run was killed before its first one, so it starts over)
     metrics: list[dict[str, Any]] = [] if state is None else run.metrics(start_iteration)
     run.start(config, metrics)
@@ -160,16 +160,16 @@ def train(
             if progress:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=config.num_batches, initial=start_iteration,
+                bar = tqdm(total=config.num_iterations, initial=start_iteration,
                            desc=f"{config.family} {config.policy}", unit="it")
-            for iteration in range(start_iteration, config.num_batches):
+            for iteration in range(start_iteration, config.num_iterations):
                 record = meta_iteration(config, iteration, sampler, learner)
                 if evaluation is not None and (iteration + 1) % config.eval_every == 0:
                     record.update(evaluation())
                 run.append_metrics(record)
                 tensorboard.write(record, sampler.env_steps)
                 metrics.append(record)
-                if iteration + 1 == config.num_batches or (iteration + 1) % config.checkpoint_every == 0:
+                if iteration + 1 == config.num_iterations or (iteration + 1) % config.checkpoint_every == 0:
                     run.save_checkpoint(config, policy, iteration + 1, sampler.env_steps)
                 if bar is not None:
                     bar.set_postfix(before=f"{record['return_before']:.2f}", after=f"{record['return_after']:.2f}",
@@ -183,5 +183,5 @@ def train(
             if tensorboard is not None:
                 tensorboard.close()
             sampler.close()
-    run.save_final(config, policy, config.num_batches)
+    run.save_final(config, policy, config.num_iterations)
     return TrainResult(run.path, policy, metrics)

@@ -291,7 +291,7 @@ def _figures(result: LineSearchResult | None, loss_before: float, kl_before: flo
         "loss_after": result.loss if result is not None else loss_before,
         "kl_before": kl_before,
         "kl_after": result.kl if result is not None else 0.0,
-        "ls_steps": result.num_steps if result is not None else 0,
+        "ls_steps": result.trial if result is not None else 0,
         "step_accepted": result is not None and result.accepted,
         "step_fraction": fraction,
         "grad_norm": float(grad.norm()),

@@ -126,7 +126,7 @@ def write_flat(params: Sequence[Tensor], flat: Tensor) -> None:
 class LineSearchResult(NamedTuple):
     accepted: bool
     """Whether a step was accepted (params now hold it) or not (params restored exactly)."""
-    num_steps: int
+    trial: int
     """1-based index of the accepted trial step, 0 if rejected."""
     step_fraction: float
     """Fraction of the full step that was accepted, 0.0 if rejected."""

@@ -27,19 +27,19 @@ run_one() {  # config seed
   local ant_batch=${ANT_BATCH-20x10}
   case "$1" in ant-*) [ -n "$ant_batch" ] &&
     batch=(--set "num_tasks=${ant_batch%%x*}" --set "episodes_per_task=${ant_batch##*x}") ;; esac
-  if ${BMAML_TRAIN:-bmaml-train} --config "$1" --seed "$2" --num-batches "$ITERS" --num-threads 1 \
+  if ${BMAML_TRAIN:-bmaml-train} --config "$1" --seed "$2" --num-iterations "$ITERS" --num-threads 1 \
        --out "$out" --quiet "${batch[@]}" "${resume[@]}"; then
     # Evaluate the run's policy where it stands, unless eval.json already saw that iteration.
     local trained
     trained=$(wc -l < "$out/metrics.jsonl")
     if ! grep -q "\"iterations_trained\": $trained," "$out/eval.json" 2>/dev/null; then
-      ${BMAML_EVAL:-bmaml-eval} "$out" --steps 3 --tasks "${EVAL_TASKS:-40}" --episodes "${EVAL_EPISODES:-20}" \
+      ${BMAML_EVAL:-bmaml-eval} "$out" --adapt-steps 3 --tasks "${EVAL_TASKS:-40}" --episodes "${EVAL_EPISODES:-20}" \
         > "$out/eval.txt"
     fi
     # The same architecture and seed at initialisation: what meta-training must beat (once per run).
     if [ ! -e "$out/initial/eval.json" ]; then
       mkdir -p "$out/initial"
-      ${BMAML_EVAL:-bmaml-eval} "$out" --initial --steps 3 --tasks "${EVAL_TASKS:-40}" \
+      ${BMAML_EVAL:-bmaml-eval} "$out" --initial --adapt-steps 3 --tasks "${EVAL_TASKS:-40}" \
         --episodes "${EVAL_EPISODES:-20}" > "$out/initial/eval.txt"
     fi
     echo "done $out"

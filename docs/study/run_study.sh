@@ -33,7 +33,7 @@ jobs_list() {
 run_one() {  # config policy recurrence seed iterations prefix
   local out="$RUNS/$6-$2-$3-seed$4" resume=()
   [ -e "$out/config.yaml" ] && resume=(--resume)
-  ${BMAML_TRAIN:-bmaml-train} --config "$1" --policy "$2" --recurrence "$3" --seed "$4" --num-batches "$5" \
+  ${BMAML_TRAIN:-bmaml-train} --config "$1" --policy "$2" --recurrence "$3" --seed "$4" --num-iterations "$5" \
     --num-threads 1 --set num_tasks=20 --set episodes_per_task=10 --out "$out" --quiet "${resume[@]}" \
     && echo "done $out" || echo "FAILED $out"
 }

@@ -19,7 +19,7 @@ import pytest
 #: (name, argv of ``python -c``'s program) for each CLI's argument mistake.
 MISTAKES = {
     "bmaml-train --set nope=1": "from bmaml_robot.cli import train_main; train_main(['--set', 'nope=1'])",
-    "bmaml-eval RUN --steps -1": "from bmaml_robot.cli import eval_main; eval_main(['x', '--steps', '-1'])",
+    "bmaml-eval RUN --adapt-steps -1": "from bmaml_robot.cli import eval_main; eval_main(['x', '--adapt-steps', '-1'])",
     "bmaml-export RUN --adapt-steps -1": (
         "from bmaml_robot.cli import export_main; export_main(['x', '--task', '{}', '--adapt-steps', '-1', '--out', 'y'])"),
     "bmaml-compare RUN --last 0": "from bmaml_robot.cli import compare_main; compare_main(['x', '--last', '0'])",

@@ -84,7 +84,7 @@ def _config(policy: str, hvp_subsample: float = 1.0) -> TrainConfig:
 
 def env_steps_per_iteration(config: TrainConfig) -> int:
     # HalfCheetah never terminates: every train and validation episode runs the full horizon.
-    return (config.num_steps + 1) * config.num_tasks * config.episodes_per_task * config.horizon
+    return (config.adapt_steps + 1) * config.num_tasks * config.episodes_per_task * config.horizon
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def reference_physics_s() -> float:
     config = _config("mlp")
     model = mujoco.MjModel.from_xml_path(asset_path("HalfCheetah"))
     nbatch = config.num_tasks * config.episodes_per_task
-    repeats = config.num_steps + 1  # one rollout of all envs per sampled batch
+    repeats = config.adapt_steps + 1  # one rollout of all envs per sampled batch
     nstep = FRAME_SKIP * config.horizon
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     rng = np.random.default_rng(0)

@@ -46,7 +46,7 @@ def fake_train(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- a real tiny run
 def test_tiny_run_from_flags_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    code = train_main(TINY + ["--num-batches", "2", "--num-threads", "1", "--out", str(out), "--quiet"])
+    code = train_main(TINY + ["--num-iterations", "2", "--num-threads", "1", "--out", str(out), "--quiet"])
     assert code == 0
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -55,13 +55,13 @@ def test_tiny_run_from_flags_quiet(tmp_path: Path, capsys: pytest.CaptureFixture
                                                "provenance.json", "tensorboard"}
     config = load_config(str(out / "config.yaml"))
     assert config == load_config("2d-navigation").replace(num_tasks=2, episodes_per_task=2, horizon=10,
-                                                          num_batches=2, num_threads=1).resolved()
+                                                          num_iterations=2, num_threads=1).resolved()
     assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1]
 
 
 def test_progress_and_summary_without_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert train_main(TINY + ["--num-batches", "2", "--num-threads", "1", "--out", str(out)]) == 0
+    assert train_main(TINY + ["--num-iterations", "2", "--num-threads", "1", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "Navigation2D" in captured.out and "2 meta-iterations" in captured.out
     assert "before adaptation" in captured.out and "gain" in captured.out
@@ -72,10 +72,10 @@ def test_progress_and_summary_without_quiet(tmp_path: Path, capsys: pytest.Captu
 def test_resume_continues_a_run_like_an_uninterrupted_one(tmp_path: Path) -> None:
     common = TINY + ["--policy", "gru", "--recurrence", "outer", "--set", "hidden_size=8", "--num-threads", "1",
                      "--quiet"]
-    assert train_main(common + ["--num-batches", "3", "--out", str(tmp_path / "whole")]) == 0
-    assert train_main(common + ["--num-batches", "1", "--out", str(tmp_path / "split")]) == 0
+    assert train_main(common + ["--num-iterations", "3", "--out", str(tmp_path / "whole")]) == 0
+    assert train_main(common + ["--num-iterations", "1", "--out", str(tmp_path / "split")]) == 0
     # --resume takes the config from the checkpoint: only the new length is given.
-    assert train_main(["--resume", "--out", str(tmp_path / "split"), "--num-batches", "3", "--quiet"]) == 0
+    assert train_main(["--resume", "--out", str(tmp_path / "split"), "--num-iterations", "3", "--quiet"]) == 0
     whole = read_jsonl(tmp_path / "whole" / "metrics.jsonl")
     split = read_jsonl(tmp_path / "split" / "metrics.jsonl")
     assert [m["iteration"] for m in split] == [0, 1, 2]
@@ -95,13 +95,13 @@ def test_no_argument_runs_the_embedded_demo(fake_train: list[dict[str, Any]], ca
 
 
 def test_flags_and_overrides_reach_the_config(fake_train: list[dict[str, Any]], tmp_path: Path) -> None:
-    argv = ["--config", "halfcheetah-vel", "--policy", "lstm", "--recurrence", "all", "--num-batches", "7",
+    argv = ["--config", "halfcheetah-vel", "--policy", "lstm", "--recurrence", "all", "--num-iterations", "7",
             "--num-threads", "1", "--seed", "3", "--set", "fast_lr=0.05", "--set", "hidden-size=12",
             "--set", "first_order=true", "--set", "hidden_sizes=32,32", "--quiet", "--out", str(tmp_path / "x")]
     assert train_main(argv) == 0
     config = fake_train[0]["config"]
     assert config == load_config("halfcheetah-vel").replace(
-        policy="lstm", recurrence="all", num_batches=7, num_threads=1, seed=3, fast_lr=0.05, hidden_size=12,
+        policy="lstm", recurrence="all", num_iterations=7, num_threads=1, seed=3, fast_lr=0.05, hidden_size=12,
         first_order=True, hidden_sizes=(32, 32))
     assert fake_train[0]["run_dir"] == tmp_path / "x" and not fake_train[0]["progress"]
 
@@ -129,8 +129,9 @@ def test_keyboard_interrupt_says_how_to_resume(monkeypatch: pytest.MonkeyPatch, 
 BAD = [
     (["--policy", "transformer"], r"argument --policy: invalid choice: 'transformer'"),
     (["--recurrence", "never"], r"argument --recurrence: invalid choice: 'never'"),
-    (["--num-batches", "abc"], r"argument --num-batches: invalid int value: 'abc'"),
-    (["--num-batches", "0"], r"num_batches: expected a value >= 1, got 0"),
+    (["--num-iterations", "abc"], r"argument --num-iterations/--num-batches: invalid int value: 'abc'"),
+    (["--num-batches", "0"], r"num_iterations: expected a value >= 1, got 0"),  # the old name of the flag
+    (["--num-iterations", "0"], r"num_iterations: expected a value >= 1, got 0"),
     (["--num-threads", "-2"], r"num_threads: expected a value >= 1, got -2"),
     (["--seed", "-1"], r"seed: expected an integer in \[0, 2\*\*64\), got -1"),
     (["--seed", "1.5"], r"argument --seed: invalid int value: '1.5'"),
@@ -212,10 +213,10 @@ def test_seed_too_large_fails_before_the_run_directory_is_made(tmp_path: Path,
 
 def test_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert train_main(TINY + ["--num-batches", "1", "--num-threads", "1", "--out", str(out), "--quiet"]) == 0
+    assert train_main(TINY + ["--num-iterations", "1", "--num-threads", "1", "--out", str(out), "--quiet"]) == 0
     before = (out / "metrics.jsonl").read_bytes()
     with pytest.raises(SystemExit) as info:
-        train_main(TINY + ["--num-batches", "2", "--num-threads", "1", "--out", str(out), "--quiet"])
+        train_main(TINY + ["--num-iterations", "2", "--num-threads", "1", "--out", str(out), "--quiet"])
     assert info.value.code == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "metrics.jsonl").read_bytes() == before
@@ -223,9 +224,9 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_resume_with_changed_settings_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert train_main(TINY + ["--num-batches", "1", "--num-threads", "1", "--out", str(out), "--quiet"]) == 0
+    assert train_main(TINY + ["--num-iterations", "1", "--num-threads", "1", "--out", str(out), "--quiet"]) == 0
     with pytest.raises(SystemExit):
-        train_main(["--resume", "--out", str(out), "--num-batches", "2", "--seed", "9", "--quiet"])
+        train_main(["--resume", "--out", str(out), "--num-iterations", "2", "--seed", "9", "--quiet"])
     assert "other values of ['seed']" in capsys.readouterr().err
     assert len(read_jsonl(out / "metrics.jsonl")) == 1
 
@@ -235,7 +236,7 @@ def test_resume_with_changed_settings_fails(tmp_path: Path, capsys: pytest.Captu
 def test_no_argument_demo_shows_an_adaptation_gain(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert train_main(["--quiet"]) == 0
     metrics = read_jsonl(tmp_path / "runs" / "demo-mlp-seed0" / "metrics.jsonl")
-    assert len(metrics) == load_config("demo").num_batches
+    assert len(metrics) == load_config("demo").num_iterations
     last = metrics[-3:]
     assert all(m["return_after"] > m["return_before"] + 5.0 for m in last), last
 

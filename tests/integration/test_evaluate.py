@@ -30,9 +30,9 @@ from bmaml_robot.run import load_run
 from bmaml_robot.seeds import evaluation_seed, held_out_tasks, iteration_seed
 from bmaml_robot.train import meta_tasks, train
 
-TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_batches=2, num_threads=1,
+TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_iterations=2, num_threads=1,
             hidden_sizes=(8, 8), seed=0)
-SMALL_EVAL = dict(steps=2, num_tasks=3, episodes=2)
+SMALL_EVAL = dict(adapt_steps=2, num_tasks=3, episodes=2)
 
 
 def assert_png_is_a_plot(path: Path, min_width: int = 300, min_height: int = 200) -> None:
@@ -84,7 +84,7 @@ def test_evaluation_is_deterministic_and_independent_of_threads_and_steps(run_di
     again = evaluate(run_dir, write=False, num_threads=2, **SMALL_EVAL)
     assert np.array_equal(first.episode_returns, again.episode_returns)
     # The result after k steps does not depend on how many steps are evaluated.
-    shorter = evaluate(run_dir, write=False, **{**SMALL_EVAL, "steps": 1})
+    shorter = evaluate(run_dir, write=False, **{**SMALL_EVAL, "adapt_steps": 1})
     assert np.array_equal(shorter.episode_returns, first.episode_returns[:2])
     other_seed = evaluate(run_dir, write=False, seed=1, **SMALL_EVAL)
     assert not np.array_equal(other_seed.episode_returns, first.episode_returns)
@@ -141,11 +141,11 @@ def test_run_in_progress_uses_the_latest_checkpoint(run_dir: Path, tmp_path: Pat
         assert torch.equal(value, state["policy"][name]), name
     # A finished run: policy.pt (its final checkpoint holds the same policy).
     assert load_run(run_dir).source == "policy.pt"
-    assert evaluate(in_progress, write=False, steps=0, num_tasks=2, episodes=1).summary[0]["step"] == 0
+    assert evaluate(in_progress, write=False, adapt_steps=0, num_tasks=2, episodes=1).summary[0]["step"] == 0
 
 
 def test_cli_prints_a_table_and_writes(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(run_dir), "--steps", "1", "--tasks", "2", "--episodes", "1", "--out", str(tmp_path)]) == 0
+    assert main([str(run_dir), "--adapt-steps", "1", "--tasks", "2", "--episodes", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Navigation2D, mlp" in out and "gain vs step 0" in out
     assert len([line for line in out.splitlines() if line.strip().startswith(("0 ", "1 "))]) == 2
@@ -155,7 +155,7 @@ def test_cli_prints_a_table_and_writes(run_dir: Path, tmp_path: Path, capsys: py
 @pytest.mark.parametrize("args, message", [
     (["{missing}"], "no such directory"),
     (["{empty}"], "has no policy.pt or checkpoint.pt"),
-    (["{run}", "--steps", "-1"], "steps: expected an integer >= 0"),
+    (["{run}", "--adapt-steps", "-1"], "--adapt-steps/--steps: expected an integer >= 0"), (["{run}", "--steps", "-1"], "--adapt-steps/--steps: expected an integer >= 0"),
     (["{run}", "--tasks", "0"], "tasks: expected an integer >= 1"),
     (["{run}", "--fast-lr", "nan"], "--fast-lr: expected a finite number"),
     (["{run}", "--seed", "-3"], "--seed: expected an integer in [0, 2**64)"),
@@ -174,7 +174,7 @@ def test_cli_errors_are_usage_errors(run_dir: Path, tmp_path: Path, capsys: pyte
 def test_initial_evaluates_the_policy_training_started_from(run_dir: Path) -> None:
     """``bmaml-eval --initial``: the run's architecture and seed at initialisation, written to
     RUN_DIR/initial; the same numbers as evaluating a freshly built policy of that config."""
-    assert main([str(run_dir), "--initial", "--steps", "1", "--tasks", "3", "--episodes", "2"]) == 0
+    assert main([str(run_dir), "--initial", "--adapt-steps", "1", "--tasks", "3", "--episodes", "2"]) == 0
     data = json.loads((run_dir / "initial" / EVAL_JSON).read_text())
     assert data["policy_file"] == "initialisation" and data["iterations_trained"] == 0
     initial = load_run(run_dir, initial=True)
@@ -183,5 +183,5 @@ def test_initial_evaluates_the_policy_training_started_from(run_dir: Path) -> No
     for name, value in initial.policy.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[name]), name
     assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in initial.policy.state_dict().items())
-    trained_eval = evaluate(run_dir, write=False, steps=1, num_tasks=3, episodes=2)
+    trained_eval = evaluate(run_dir, write=False, adapt_steps=1, num_tasks=3, episodes=2)
     assert [row["mean"] for row in data["per_step"]] != [row["mean"] for row in trained_eval.summary]

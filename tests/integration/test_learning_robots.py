@@ -26,7 +26,7 @@ ITERATIONS = 25
 
 @pytest.mark.learning
 def test_halfcheetah_dir_learns_with_the_default_config(tmp_path: Path) -> None:
-    config = load_config("halfcheetah-dir").replace(num_batches=ITERATIONS)
+    config = load_config("halfcheetah-dir").replace(num_iterations=ITERATIONS)
     result = train(config, tmp_path / "run")
     last = result.metrics[-5:]
     before = float(np.mean([m["return_before"] for m in last]))
@@ -35,6 +35,6 @@ def test_halfcheetah_dir_learns_with_the_default_config(tmp_path: Path) -> None:
     assert after > 30.0, summary
     assert after - before >= 20.0, summary
     # Held out (bmaml-eval's own streams): one inner step gains what training saw.
-    held_out = evaluate(tmp_path / "run", steps=1, num_tasks=20, episodes=10, num_threads=2, write=False)
+    held_out = evaluate(tmp_path / "run", adapt_steps=1, num_tasks=20, episodes=10, num_threads=2, write=False)
     step0, step1 = held_out.summary
     assert step1["mean"] > 30.0 and step1["gain_ci_low"] > 20.0, held_out.summary

@@ -21,7 +21,7 @@ from bmaml_robot.train import train
 
 
 def tiny(**overrides) -> TrainConfig:
-    values = dict(family="HalfCheetahDir", num_tasks=2, episodes_per_task=2, horizon=10, num_batches=1,
+    values = dict(family="HalfCheetahDir", num_tasks=2, episodes_per_task=2, horizon=10, num_iterations=1,
                   num_threads=1, hidden_sizes=(8,), seed=0)
     return TrainConfig(**{**values, **overrides})
 
@@ -42,7 +42,7 @@ def test_an_old_run_loads_resumes_and_exports_in_robot_units(tmp_path: Path, cap
     train(tiny(action_scale=1.0), old)  # what the code before the convention computed
     make_legacy(old)
     # The same run, two iterations, with the old convention spelled out.
-    train(tiny(num_batches=2, action_scale=1.0), reference)
+    train(tiny(num_iterations=2, action_scale=1.0), reference)
 
     with caplog.at_level(logging.WARNING, logger="bmaml_robot"):
         run = load_run(old)
@@ -51,12 +51,12 @@ def test_an_old_run_loads_resumes_and_exports_in_robot_units(tmp_path: Path, cap
 
     # bmaml-train --resume continues it with the scale it was trained with: the same metrics as
     # the run that said so from the start, and its files now say it.
-    assert train_main(["--resume", "--out", str(old), "--num-batches", "2", "--quiet"]) == 0
+    assert train_main(["--resume", "--out", str(old), "--num-iterations", "2", "--quiet"]) == 0
     strip = lambda ms: [{k: v for k, v in m.items() if not k.endswith("time_s")} for m in ms]  # noqa: E731
     assert strip(read_jsonl(old / METRICS)) == strip(read_jsonl(reference / METRICS))
     assert yaml.safe_load((old / CONFIG).read_text())["action_scale"] == 1.0
     # A new-convention run of the same config learns from other numbers (the scale matters).
-    train(tiny(num_batches=2), tmp_path / "new")
+    train(tiny(num_iterations=2), tmp_path / "new")
     assert strip(read_jsonl(tmp_path / "new" / METRICS)) != strip(read_jsonl(reference / METRICS))
 
 

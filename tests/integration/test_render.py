@@ -26,7 +26,7 @@ WIDTH, HEIGHT = 64, 48
 
 def tiny_run(path: Path, family: str) -> Path:
     threads = torch.get_num_threads()
-    train(TrainConfig(family=family, num_tasks=2, episodes_per_task=2, horizon=HORIZON, num_batches=1, num_threads=1,
+    train(TrainConfig(family=family, num_tasks=2, episodes_per_task=2, horizon=HORIZON, num_iterations=1, num_threads=1,
                       hidden_sizes=(8, 8), seed=0), path)
     torch.set_num_threads(threads)
     return path

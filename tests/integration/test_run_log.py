@@ -17,8 +17,8 @@ from bmaml_robot.provenance import git_state
 from bmaml_robot.run_log import PROVENANCE, TENSORBOARD_DIR
 from bmaml_robot.train import train
 
-TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_batches=4, num_threads=1,
-            hidden_sizes=(8,), seed=0, eval_every=2, eval_steps=1, eval_tasks=3, eval_episodes=2)
+TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_iterations=4, num_threads=1,
+            hidden_sizes=(8,), seed=0, eval_every=2, eval_adapt_steps=1, eval_tasks=3, eval_episodes=2)
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,7 @@ def test_tensorboard_holds_the_metrics_and_the_held_out_evaluation(tmp_path: Pat
     assert [("eval_return_step1" in m) for m in metrics] == [False, True, False, True]
     assert [step for step, _ in logged["eval/return_step1"]] == [1, 3]
     # The last one is exactly bmaml-eval's on the final policy (same tasks, noise and steps).
-    final = evaluate(tmp_path / "run", steps=1, num_tasks=3, episodes=2, write=False)
+    final = evaluate(tmp_path / "run", adapt_steps=1, num_tasks=3, episodes=2, write=False)
     assert metrics[-1]["eval_return_step0"] == pytest.approx(final.summary[0]["mean"], rel=1e-12)
     assert metrics[-1]["eval_return_step1"] == pytest.approx(final.summary[1]["mean"], rel=1e-12)
     assert result.metrics == metrics
@@ -68,7 +68,7 @@ def test_evaluation_during_training_changes_nothing_else(tmp_path: Path) -> None
 def test_a_resumed_run_purges_the_recomputed_steps_and_records_each_session(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     run = tmp_path / "run"
-    train(TrainConfig(**{**TINY, "num_batches": 2}), run)
+    train(TrainConfig(**{**TINY, "num_iterations": 2}), run)
     train(TrainConfig(**TINY), run, resume=True)
     logged = scalars(run)
     assert [step for step, _ in logged["returns/after_adaptation"]] == [0, 1, 2, 3]
@@ -84,7 +84,7 @@ def test_eval_every_flag(tmp_path: Path) -> None:
     from bmaml_robot.cli import train_main
 
     argv = ["--config", "2d-navigation", "--set", "num_tasks=2", "--set", "episodes_per_task=2", "--set", "horizon=5",
-            "--set", "eval_tasks=2", "--set", "eval_episodes=1", "--num-batches", "2", "--num-threads", "1",
+            "--set", "eval_tasks=2", "--set", "eval_episodes=1", "--num-iterations", "2", "--num-threads", "1",
             "--eval-every", "1", "--out", str(tmp_path / "run"), "--quiet"]
     assert train_main(argv) == 0
     assert all("eval_return_step1" in m for m in read_jsonl(tmp_path / "run" / "metrics.jsonl"))

@@ -49,7 +49,7 @@ def cli_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
 def run(tmp_path: Path) -> Path:
     """A finished 3-iteration run (a checkpoint at every iteration)."""
     out = tmp_path / "run"
-    assert train_main(TINY + ["--num-batches", "3", "--out", str(out)]) == 0
+    assert train_main(TINY + ["--num-iterations", "3", "--out", str(out)]) == 0
     return out
 
 
@@ -93,7 +93,7 @@ def test_resume_before_the_first_checkpoint_refuses_other_values(tmp_path: Path,
     err = cli_error(["--resume", "--out", str(out), "--set", "fast_lr=0.3"], capsys)
     assert "other values of ['fast_lr']" in err
     # The keys that may change may change, as after a checkpoint; the rest is the recorded config.
-    assert train_main(["--resume", "--out", str(out), "--num-batches", "1", "--num-threads", "1", "--quiet"]) == 0
+    assert train_main(["--resume", "--out", str(out), "--num-iterations", "1", "--num-threads", "1", "--quiet"]) == 0
     assert yaml.safe_load((out / CONFIG).read_text())["fast_lr"] == 0.1
 
 
@@ -121,7 +121,7 @@ def test_resume_refuses_damaged_metrics_naming_the_line(run: Path, capsys: pytes
     lines = (run / METRICS).read_text().splitlines()
     damage_metrics(run, damage(lines))
     damaged = (run / METRICS).read_text()
-    err = cli_error(["--resume", "--out", str(run), "--num-batches", "4"], capsys)
+    err = cli_error(["--resume", "--out", str(run), "--num-iterations", "4"], capsys)
     assert message in err and str(run / METRICS) in err
     assert (run / METRICS).read_text() == damaged  # nothing rewritten
 
@@ -133,7 +133,7 @@ def test_a_torn_last_line_and_lines_past_the_checkpoint_are_recomputed(run: Path
     state["next_iteration"] = 2  # the checkpoint of iteration 2 never got written
     save_checkpoint(run / CHECKPOINT, state)
     damage_metrics(run, lines + ['{"iteration": 3, "ret'])
-    assert train_main(["--resume", "--out", str(run), "--num-batches", "3", "--quiet"]) == 0
+    assert train_main(["--resume", "--out", str(run), "--num-iterations", "3", "--quiet"]) == 0
     assert [m["iteration"] for m in read_jsonl(run / METRICS)] == [0, 1, 2]
 
 
@@ -151,16 +151,16 @@ def test_resume_refuses_a_wrong_checkpoint_naming_file_and_key(run: Path, capsys
     edit(state)
     save_checkpoint(run / CHECKPOINT, state)
     metrics = (run / METRICS).read_text()
-    err = cli_error(["--resume", "--out", str(run), "--num-batches", "5"], capsys)
+    err = cli_error(["--resume", "--out", str(run), "--num-iterations", "5"], capsys)
     assert message in err and str(run / CHECKPOINT) in err.replace(str(run / METRICS), str(run / CHECKPOINT))
     assert (run / METRICS).read_text() == metrics
-    assert yaml.safe_load((run / CONFIG).read_text())["num_batches"] == 3  # not rewritten
+    assert yaml.safe_load((run / CONFIG).read_text())["num_iterations"] == 3  # not rewritten
 
 
 def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "full"
-    assert train_main(TINY + ["--num-batches", "1", "--out", str(out)]) == 0
+    assert train_main(TINY + ["--num-iterations", "1", "--out", str(out)]) == 0
     good = (out / CHECKPOINT).read_bytes()
     real_fsync = os.fsync
 
@@ -170,7 +170,7 @@ def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(tmp_path: Path, monke
         real_fsync(fd)
 
     monkeypatch.setattr(checkpoint_module.os, "fsync", full_on_checkpoints)
-    assert train_main(["--resume", "--out", str(out), "--num-batches", "2", "--quiet"]) == 1
+    assert train_main(["--resume", "--out", str(out), "--num-iterations", "2", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert f"no space left on device while writing {out / CHECKPOINT}" in err and "--resume" in err
     assert (out / CHECKPOINT).read_bytes() == good
@@ -239,7 +239,7 @@ def test_values_training_would_die_on_are_refused_before_work(capsys: pytest.Cap
 
 
 def test_a_diverging_inner_step_is_one_clear_error(capsys: pytest.CaptureFixture) -> None:
-    assert train_main(TINY + ["--set", "fast_lr=1e30", "--num-batches", "2", "--out", "runs/x"]) == 1
+    assert train_main(TINY + ["--set", "fast_lr=1e30", "--num-iterations", "2", "--out", "runs/x"]) == 1
     assert "fast_lr" in capsys.readouterr().err
 
 

@@ -41,7 +41,7 @@ def _restore_torch_threads():
 
 
 def tiny(family: str = "HalfCheetahDir", **overrides: Any) -> TrainConfig:
-    values = dict(family=family, num_tasks=2, episodes_per_task=2, horizon=20, num_batches=2, num_threads=1,
+    values = dict(family=family, num_tasks=2, episodes_per_task=2, horizon=20, num_iterations=2, num_threads=1,
                   hidden_size=16, hidden_sizes=(16, 16), seed=0)
     values.update(overrides)
     return TrainConfig(**values)
@@ -88,7 +88,7 @@ def adaptation_returns(policy: Policy, config: TrainConfig, tasks: list[dict], s
 #: trained +8 ... +10 (seeds 0-2), untrained inits +1 ... +3.5; return after the step: trained about
 #: -12, untrained -28 ... -46. (At horizon 100 a random init that walks away gains up to +20 from
 #: one step, as much as a meta-trained policy: the shorter horizon makes the comparison meaningful.)
-LEARN_CONFIG = dict(family="Navigation2D", num_tasks=20, episodes_per_task=5, horizon=50, num_batches=15,
+LEARN_CONFIG = dict(family="Navigation2D", num_tasks=20, episodes_per_task=5, horizon=50, num_iterations=15,
                     first_order=True, num_threads=1, seed=0)
 GAIN_MARGIN = 3.0
 RETURN_MARGIN = 8.0
@@ -99,7 +99,7 @@ def check_learns_to_adapt(config: TrainConfig, run_dir: Path, other_inits: tuple
     torch.set_num_threads(1)
     family = get_family(config.family)
     held_out = family.sample_tasks(EVAL_TASKS, np.random.default_rng(HELD_OUT_SEED))
-    training_goals = {tuple(t["goal"]) for i in range(config.num_batches) for t in meta_tasks(config, i)}
+    training_goals = {tuple(t["goal"]) for i in range(config.num_iterations) for t in meta_tasks(config, i)}
     assert not training_goals & {tuple(t["goal"]) for t in held_out}
 
     before, after = adaptation_returns(result.policy, config, held_out, seed=777)
@@ -167,12 +167,12 @@ def test_every_policy_kind_and_recurrence_trains_on_halfcheetah_dir(tmp_path: Pa
     assert all(torch.isfinite(p).all() for p in final.values())
 
 
-@pytest.mark.parametrize("num_steps", [2, 3])
-def test_several_inner_steps(tmp_path: Path, num_steps: int) -> None:
-    config = tiny(family="Navigation2D", num_steps=num_steps, horizon=10)
+@pytest.mark.parametrize("adapt_steps", [2, 3])
+def test_several_inner_steps(tmp_path: Path, adapt_steps: int) -> None:
+    config = tiny(family="Navigation2D", adapt_steps=adapt_steps, horizon=10)
     result = train(config, tmp_path / "run")
     for m in result.metrics:
-        assert m["env_steps"] <= (num_steps + 1) * 2 * 2 * 10 and m["env_steps"] > num_steps * 2 * 2
+        assert m["env_steps"] <= (adapt_steps + 1) * 2 * 2 * 10 and m["env_steps"] > adapt_steps * 2 * 2
         assert all(math.isfinite(float(m[k])) for k in METRIC_KEYS)
 
 
@@ -198,7 +198,7 @@ MODES = [(cell, mode, cell == "gru" or mode == "frozen") for cell in ("rnn", "gr
 @pytest.mark.parametrize("cell, recurrence", [pytest.param(c, m, marks=() if fast else pytest.mark.slow,
                                                            id=f"{c}-{m}") for c, m, fast in MODES])
 def test_recurrent_weights_per_mode(tmp_path: Path, cell: str, recurrence: str) -> None:
-    config = tiny(policy=cell, recurrence=recurrence, num_tasks=2, episodes_per_task=4, num_batches=2)
+    config = tiny(policy=cell, recurrence=recurrence, num_tasks=2, episodes_per_task=4, num_iterations=2)
     initial_policy = build_policy(config, 17, 6)
     recurrent = initial_policy.recurrent_names()
     assert recurrent, "a recurrent policy names its hidden-to-hidden parameters"
@@ -241,7 +241,7 @@ def test_frozen_weights_survive_a_stray_requires_grad(tmp_path: Path) -> None:
 def test_same_seed_same_metrics_whatever_the_thread_count(tmp_path: Path, policy: str) -> None:
     # With these shapes, torch's matmuls give other float results at 2 intra-op threads than at 1
     # (found while train() set torch's thread count to num_threads): every figure must still match.
-    config = tiny(policy=policy, recurrence="outer", num_tasks=2, episodes_per_task=3, horizon=20, num_batches=2)
+    config = tiny(policy=policy, recurrence="outer", num_tasks=2, episodes_per_task=3, horizon=20, num_iterations=2)
     runs = {}
     for threads in (1, 2):
         result = train(config.replace(num_threads=threads), tmp_path / f"t{threads}")
@@ -255,7 +255,7 @@ def test_same_seed_same_metrics_whatever_the_thread_count(tmp_path: Path, policy
 
 # ----------------------------------------------------------------------------- run directory
 def test_run_directory_contents(tmp_path: Path) -> None:
-    config = tiny(family="Navigation2D", num_batches=3, horizon=15)
+    config = tiny(family="Navigation2D", num_iterations=3, horizon=15)
     run = tmp_path / "nested" / "run"
     result = train(config, run)
     assert result.run_dir == run
@@ -305,7 +305,7 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path: Path) -
     config = tiny(family="Navigation2D", horizon=10)
     train(config, tmp_path / "run")
     with pytest.raises(ValueError, match=r"resume: the run was started with other values of \['seed'\]"):
-        train(config.replace(seed=3, num_batches=4), tmp_path / "run", resume=True)
+        train(config.replace(seed=3, num_iterations=4), tmp_path / "run", resume=True)
     with pytest.raises(ValueError, match=r"resume: no run directory"):
         train(config, tmp_path / "empty", resume=True)
     assert not (tmp_path / "empty").exists()
@@ -314,7 +314,7 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path: Path) -
 # ----------------------------------------------------------------------------- resume
 def _resume_config(**overrides: Any) -> TrainConfig:
     return tiny(**{**dict(policy="gru", recurrence="outer", num_tasks=2, episodes_per_task=3, horizon=20,
-                          num_batches=4), **overrides})
+                          num_iterations=4), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -337,27 +337,27 @@ def _assert_equals_uninterrupted(run: Path, result: Any, reference: dict[str, An
 
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
     run = tmp_path / "run"
-    train(_resume_config(num_batches=2), run)
+    train(_resume_config(num_iterations=2), run)
     assert len(read_jsonl(run / "metrics.jsonl")) == 2
-    result = train(_resume_config(num_batches=4), run, resume=True)
+    result = train(_resume_config(num_iterations=4), run, resume=True)
     _assert_equals_uninterrupted(run, result, uninterrupted)
-    assert load_config(str(run / "config.yaml")).num_batches == 4
+    assert load_config(str(run / "config.yaml")).num_iterations == 4
 
 
 def test_resume_with_fewer_iterations_keeps_the_run_whole(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
     run = tmp_path / "run"
-    train(_resume_config(num_batches=4), run)
-    result = train(_resume_config(num_batches=2), run, resume=True)  # asks for fewer than it has
+    train(_resume_config(num_iterations=4), run)
+    result = train(_resume_config(num_iterations=2), run, resume=True)  # asks for fewer than it has
     _assert_equals_uninterrupted(run, result, uninterrupted)
-    assert load_config(str(run / "config.yaml")).num_batches == 4
-    assert load_checkpoint(run / "policy.pt")["config"]["num_batches"] == 4
+    assert load_config(str(run / "config.yaml")).num_iterations == 4
+    assert load_checkpoint(run / "policy.pt")["config"]["num_iterations"] == 4
 
 
 @pytest.mark.slow
 def test_resume_with_another_thread_count(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
     run = tmp_path / "run"
-    train(_resume_config(num_batches=2), run)
-    result = train(_resume_config(num_batches=4, num_threads=2), run, resume=True)  # threads may change
+    train(_resume_config(num_iterations=2), run)
+    result = train(_resume_config(num_iterations=4, num_threads=2), run, resume=True)  # threads may change
     _assert_equals_uninterrupted(run, result, uninterrupted)
 
 
@@ -433,7 +433,7 @@ def test_checkpoint_is_never_partial(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_failed_checkpoint_during_training_keeps_the_previous_one(tmp_path: Path, uninterrupted: dict[str, Any],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
-    train(_resume_config(num_batches=2), run)
+    train(_resume_config(num_iterations=2), run)
     previous = (run / "checkpoint.pt").read_bytes()
     real_save = torch.save
 
@@ -444,11 +444,11 @@ def test_failed_checkpoint_during_training_keeps_the_previous_one(tmp_path: Path
 
     monkeypatch.setattr(torch, "save", save_half_then_die)
     with pytest.raises(OSError, match="simulated"):
-        train(_resume_config(num_batches=4), run, resume=True)
+        train(_resume_config(num_iterations=4), run, resume=True)
     monkeypatch.setattr(torch, "save", real_save)
     assert (run / "checkpoint.pt").read_bytes() == previous
     assert load_checkpoint(run / "checkpoint.pt")["next_iteration"] == 2
     assert not list(run.glob("*.tmp")), "temp files left behind"
     # The metrics line of iteration 2 was written; the resume recomputes it from the checkpoint.
-    result = train(_resume_config(num_batches=4), run, resume=True)
+    result = train(_resume_config(num_iterations=4), run, resume=True)
     _assert_equals_uninterrupted(run, result, uninterrupted)

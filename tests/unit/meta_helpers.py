@@ -72,10 +72,10 @@ def synthetic_episodes(policy, params, T=6, K=3, B=5, seed=0, dtype=torch.float3
     return Episodes(obs, actions, rewards, mask, terminated, last_obs, log_probs)
 
 
-def meta_batch(policy, K=3, B=4, T=5, num_steps=1, fast_lr=0.3, seed=0, dtype=torch.float32):
+def meta_batch(policy, K=3, B=4, T=5, adapt_steps=1, fast_lr=0.3, seed=0, dtype=torch.float32):
     """Train episodes for each inner step and validation episodes, each sampled with the right params."""
     train = []
-    for i in range(num_steps):
+    for i in range(adapt_steps):
         params = adapt(policy, train, fast_lr, first_order=True, params=policy.batched_params(K))
         params = {n: p.detach() for n, p in params.items()}
         episodes = synthetic_episodes(policy, params, T=T, K=K, B=B, seed=seed + i, dtype=dtype)

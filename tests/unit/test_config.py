@@ -54,7 +54,7 @@ def test_benchmark_configs_use_the_maml_settings() -> None:
     for name in ("halfcheetah-dir", "halfcheetah-vel", "ant-dir", "ant-vel", "ant-goal"):
         c = load_config(name)
         assert (c.num_tasks, c.episodes_per_task, c.horizon, c.fast_lr, c.first_order) == (40, 20, 100, 0.1, False), name
-        assert (c.max_kl, c.gamma, c.gae_lambda, c.num_steps) == (1e-2, 0.99, 1.0, 1), name
+        assert (c.max_kl, c.gamma, c.gae_lambda, c.adapt_steps) == (1e-2, 0.99, 1.0, 1), name
     defaults = TrainConfig()
     assert (defaults.policy, defaults.hidden_sizes, defaults.init_log_std) == ("mlp", (64, 64), 0.0)
 
@@ -124,7 +124,7 @@ BAD_VALUES = [
     ("episodes_per_task", "2.5", r"episodes_per_task: expected an integer, got 2.5"),
     ("horizon", "abc", r"horizon: expected an integer, got 'abc'"),
     ("horizon", "true", r"horizon: expected an integer, got True"),
-    ("num_batches", "[1, 2]", r"num_batches: expected an integer, got \[1, 2\]"),
+    ("num_iterations", "[1, 2]", r"num_iterations: expected an integer, got \[1, 2\]"),
     ("num_threads", "0", r"num_threads: expected a value >= 1, got 0"),
     ("seed", "-3", r"seed: expected an integer in \[0, 2\*\*64\), got -3"),
     ("fast_lr", "-0.1", r"fast_lr: expected a value >= 0.0, got -0.1"),
@@ -277,3 +277,14 @@ def test_seed_beyond_64_bits_is_rejected_up_front() -> None:
 
 def test_a_single_hidden_size_is_one_layer():
     assert parse_override("hidden_sizes=64") == ("hidden_sizes", (64,))
+
+
+def test_old_key_names_still_load() -> None:
+    """Configs, runs and --set overrides written with the old names (num_steps, num_batches,
+    eval_steps) load under the new ones; giving both names is an error naming them."""
+    config = from_dict({"num_steps": 2, "num_batches": 7, "eval_steps": 3})
+    assert (config.adapt_steps, config.num_iterations, config.eval_adapt_steps) == (2, 7, 3)
+    assert "num_batches" not in config.to_dict() and config.to_dict()["num_iterations"] == 7
+    assert parse_override("num_batches=5") == ("num_iterations", 5)
+    with pytest.raises(ValueError, match=r"'num_steps' is the old name of 'adapt_steps'; give one of them"):
+        from_dict({"num_steps": 2, "adapt_steps": 2})

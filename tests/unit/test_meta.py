@@ -195,7 +195,7 @@ def test_hvp_equals_explicit_kl_hessian_through_adaptation(first_order):
 # ----------------------------------------------------------------------------- adaptation
 def test_first_and_second_order_same_values_different_meta_gradients():
     policy = TinyPolicy(obs_dim=2, act_dim=2, hidden=4)
-    train, valid = meta_batch(policy, B=6, num_steps=2, dtype=torch.float64)
+    train, valid = meta_batch(policy, B=6, adapt_steps=2, dtype=torch.float64)
     grads = {}
     for first_order in (True, False):
         params = adapt(policy, train, 0.3, first_order)

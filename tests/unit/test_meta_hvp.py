@@ -58,13 +58,13 @@ CASES = [
 
 
 # ----------------------------------------------------------------------------- HVP
-@pytest.mark.parametrize("num_steps", [1, 2])
+@pytest.mark.parametrize("adapt_steps", [1, 2])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("kind, recurrence", CASES)
-def test_gauss_newton_hvp_equals_exact_pearlmutter(kind, recurrence, first_order, num_steps):
+def test_gauss_newton_hvp_equals_exact_pearlmutter(kind, recurrence, first_order, adapt_steps):
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(5, 4), hidden_size=4,
                          recurrence=recurrence, seed=1)
-    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=num_steps, fast_lr=0.3)
+    train, valid = meta_batch(policy, K=3, B=4, T=5, adapt_steps=adapt_steps, fast_lr=0.3)
     problem = AutogradOuterProblem(policy, train, valid, 0.3, first_order, damping=0.0)
     exact = exact_kl_hvp(policy, train, valid, 0.3, first_order, damping=0.0)
     g = torch.Generator().manual_seed(7)
@@ -78,14 +78,14 @@ def test_gauss_newton_hvp_equals_exact_pearlmutter(kind, recurrence, first_order
     assert relative_error(damped.hvp(v), reference + 0.1 * v) < 1e-5
 
 
-@pytest.mark.parametrize("num_steps", [1, 2])
+@pytest.mark.parametrize("adapt_steps", [1, 2])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_gauss_newton_hvp_float64_tight_and_partly_trainable(first_order, num_steps):
+def test_gauss_newton_hvp_float64_tight_and_partly_trainable(first_order, adapt_steps):
     # w1 adapts in the inner loop but is not meta-trained: in second order it still moves with
     # theta through the inner gradient (a cross term of J), in first order it does not.
     policy = TinyPolicy()
     policy.w1.requires_grad_(False)
-    train, valid = meta_batch(policy, K=2, B=4, T=3, num_steps=num_steps, fast_lr=0.5,
+    train, valid = meta_batch(policy, K=2, B=4, T=3, adapt_steps=adapt_steps, fast_lr=0.5,
                               dtype=torch.float64)
     problem = AutogradOuterProblem(policy, train, valid, 0.5, first_order)
     exact = exact_kl_hvp(policy, train, valid, 0.5, first_order)
@@ -115,7 +115,7 @@ def test_gauss_newton_hvp_zero_fast_lr_and_non_gaussian_fallback():
 def test_outer_gradient_and_loss_equal_direct_ones(kind, recurrence, first_order):
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(5,), hidden_size=4,
                          recurrence=recurrence, seed=2)
-    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=2)
+    train, valid = meta_batch(policy, K=3, B=4, T=5, adapt_steps=2)
     problem = AutogradOuterProblem(policy, train, valid, 0.3, first_order)
     adapted = adapt(policy, train, 0.3, first_order)
     dist = policy.distribution(*policy.sequence(zero_masked(valid.observations, valid.mask), adapted))
@@ -145,22 +145,22 @@ def assert_same_outer_problem(problem_class, policy, train, valid, first_order):
 
 
 @pytest.mark.parametrize("hidden_sizes", [(5,), (6, 5, 4)])
-@pytest.mark.parametrize("num_steps", [1, 2])
+@pytest.mark.parametrize("adapt_steps", [1, 2])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_hand_derived_mlp_products_equal_autograd(hidden_sizes, num_steps, first_order):
+def test_hand_derived_mlp_products_equal_autograd(hidden_sizes, adapt_steps, first_order):
     """MLPOuterProblem (explicit R-forward/R-backward passes) against OuterProblem (autograd),
     in float64 with ragged masks: loss, log-probs, old policy, gradient and KL-Hessian products."""
     policy = make_policy("mlp", obs_dim=3, act_dim=2, hidden_sizes=hidden_sizes, init_log_std=-0.4,
                          seed=6).to(torch.float64)
     assert MLPOuterProblem.supports(policy)
-    train, valid = meta_batch(policy, K=3, B=4, T=5, num_steps=num_steps, fast_lr=0.3, dtype=torch.float64)
+    train, valid = meta_batch(policy, K=3, B=4, T=5, adapt_steps=adapt_steps, fast_lr=0.3, dtype=torch.float64)
     assert_same_outer_problem(MLPOuterProblem, policy, train, valid, first_order)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru"])
 @pytest.mark.parametrize("recurrence", ["frozen", "outer", "all"])
-@pytest.mark.parametrize("num_steps, first_order", [(1, False), (2, False), (1, True)])
-def test_hand_derived_recurrent_products_equal_autograd(kind, recurrence, num_steps, first_order):
+@pytest.mark.parametrize("adapt_steps, first_order", [(1, False), (2, False), (1, True)])
+def test_hand_derived_recurrent_products_equal_autograd(kind, recurrence, adapt_steps, first_order):
     """RecurrentOuterProblem (backpropagation through time and its R-operator, by hand) against
     OuterProblem (autograd through policy.sequence), float64, ragged masks, non-zero recurrent
     biases: loss, log-probs, old policy, gradient and KL-Hessian products, every recurrence mode."""
@@ -172,7 +172,7 @@ def test_hand_derived_recurrent_products_equal_autograd(kind, recurrence, num_st
             policy.get_parameter(name).copy_(0.3 * torch.randn(policy.get_parameter(name).shape, generator=g,
                                                                dtype=torch.float64))
     assert RecurrentOuterProblem.supports(policy) and not MLPOuterProblem.supports(policy)
-    train, valid = meta_batch(policy, K=3, B=4, T=6, num_steps=num_steps, fast_lr=0.3, dtype=torch.float64)
+    train, valid = meta_batch(policy, K=3, B=4, T=6, adapt_steps=adapt_steps, fast_lr=0.3, dtype=torch.float64)
     assert_same_outer_problem(RecurrentOuterProblem, policy, train, valid, first_order)
 
 
@@ -241,7 +241,7 @@ def reference_step(learner, train, valid, curvature_episodes=None):
     return result, float(grad.norm())
 
 
-@pytest.mark.parametrize("kind, recurrence, num_steps, first_order, dtype, rtol", [
+@pytest.mark.parametrize("kind, recurrence, adapt_steps, first_order, dtype, rtol", [
     ("mlp", "frozen", 1, False, torch.float64, 1e-7),
     ("mlp", "frozen", 1, True, torch.float64, 1e-7),
     ("gru", "outer", 2, False, torch.float64, 1e-7),
@@ -253,11 +253,11 @@ def reference_step(learner, train, valid, curvature_episodes=None):
     # its own float64 result), so only a well-conditioned case is compared in float32.
     ("mlp", "frozen", 1, False, torch.float32, 1e-4),
 ])
-def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, num_steps, first_order,
+def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, adapt_steps, first_order,
                                                              dtype, rtol):
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(8, 8), hidden_size=6,
                          recurrence=recurrence, seed=3).to(dtype)
-    train, valid = meta_batch(policy, K=4, B=6, T=6, num_steps=num_steps, fast_lr=0.3, dtype=dtype)
+    train, valid = meta_batch(policy, K=4, B=6, T=6, adapt_steps=adapt_steps, fast_lr=0.3, dtype=dtype)
     start = snapshot(policy)
     learner = MetaLearner(policy, fast_lr=0.3, first_order=first_order, max_kl=1e-2)
     result, grad_norm = reference_step(learner, train, valid)
@@ -265,7 +265,7 @@ def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, n
     policy.load_state_dict(start)
     stats = learner.update(train, valid)
     assert stats["step_accepted"] and result.accepted
-    assert stats["ls_steps"] == result.num_steps
+    assert stats["ls_steps"] == result.trial
     assert math.isclose(stats["grad_norm"], grad_norm, rel_tol=10 * rtol)
     assert math.isclose(stats["loss_after"], result.loss, rel_tol=10 * rtol, abs_tol=1e-7)
     assert math.isclose(stats["kl_after"], result.kl, rel_tol=100 * rtol, abs_tol=1e-8)
@@ -285,7 +285,7 @@ def test_task_groups_and_threads(kind):
                          recurrence="outer", seed=5).to(torch.float64)
     K = 10 if kind == "mlp" else 13
     assert len(maml_trpo.task_chunks(K, maml_trpo.tasks_per_chunk(policy))) == (3 if kind == "mlp" else 2)
-    train, valid = meta_batch(policy, K=K, B=3, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
+    train, valid = meta_batch(policy, K=K, B=3, T=5, adapt_steps=1, fast_lr=0.3, dtype=torch.float64)
     start = snapshot(policy)
     reference_learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2)
     result, grad_norm = reference_step(reference_learner, train, valid)
@@ -320,7 +320,7 @@ def test_subsampled_curvature(kind, share, count):
     direct step built that way, bit-identical on 1 and 3 threads, and not the full-batch step."""
     policy = make_policy(kind, obs_dim=3, act_dim=2, hidden_sizes=(8, 8), hidden_size=6,
                          recurrence="outer", seed=7).to(torch.float64)
-    train, valid = meta_batch(policy, K=13, B=6, T=5, num_steps=1, fast_lr=0.3, dtype=torch.float64)
+    train, valid = meta_batch(policy, K=13, B=6, T=5, adapt_steps=1, fast_lr=0.3, dtype=torch.float64)
     start = snapshot(policy)
     full_learner = MetaLearner(policy, fast_lr=0.3, max_kl=1e-2)
     full_stats = full_learner.update(train, valid)
