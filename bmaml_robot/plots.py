@@ -8,9 +8,11 @@ as they are dropped. PNGs are written atomically (``checkpoint.write_bytes_atomi
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -46,3 +48,28 @@ def figure_rgb(figure: Figure) -> np.ndarray:
 
 def color(index: int) -> str:
     return COLORS[index % len(COLORS)]
+
+
+def mean_band(axes: Axes, curves: np.ndarray, colour: str, label: str) -> tuple[float, float]:
+    """Mean of ``curves`` [seeds, iterations] with its 95% t band over seeds, and every seed as a
+    thin line. The y-range follows the seeds' curves, not the band: with 2 seeds the band uses
+    t(1) = 12.7 and would flatten everything else (it is clipped at the frame instead). Returns
+    the (low, high) of the curves for ``set_y_range``."""
+    x = np.arange(curves.shape[1])
+    mean = curves.mean(axis=0)
+    if curves.shape[0] >= 2:
+        axes.plot(x, curves.T, color=colour, linewidth=0.6, alpha=0.35)
+    axes.plot(x, mean, color=colour, linewidth=1.6, label=label)
+    if curves.shape[0] >= 2:
+        from scipy import stats as scipy_stats
+
+        half = scipy_stats.t.ppf(0.975, curves.shape[0] - 1) * curves.std(axis=0, ddof=1) / math.sqrt(curves.shape[0])
+        axes.fill_between(x, mean - half, mean + half, color=colour, alpha=0.2, linewidth=0)
+    return float(curves.min()), float(curves.max())
+
+
+def set_y_range(axes: Axes, ranges: list[tuple[float, float]]) -> None:
+    """The y-limits of ``axes``: every (low, high) of ``ranges`` with a 5% margin."""
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    margin = 0.05 * (high - low) if high > low else 1.0
+    axes.set_ylim(low - margin, high + margin)

@@ -235,7 +235,7 @@ class PyVecEnv {
     const int steps = positive_int(max_episode_steps, "max_episode_steps");
     Objective obj;
     try {
-      obj.family = family_from_name(objective);
+      obj.kind = objective_kind_from_name(objective);
     } catch (const std::invalid_argument& e) {
       throw py::value_error(e.what());
     }

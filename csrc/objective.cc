@@ -8,18 +8,18 @@ namespace bmaml {
 RewardTerms Objective::reward(const RobotSpec& spec, const double* task, const Motion& motion,
                               const double* action) const {
   RewardTerms r;
-  switch (family) {
-    case Family::kDirection:
+  switch (kind) {
+    case ObjectiveKind::kDirection:
       r.task = task[0] * motion.x_velocity;
       break;
-    case Family::kVelocity:
+    case ObjectiveKind::kVelocity:
       r.task = -std::abs(motion.x_velocity - task[0]) + (spec.has_health ? velocity_offset : 0.0);
       break;
-    case Family::kGoal:
+    case ObjectiveKind::kGoal:
       r.task = -(std::abs(motion.x_position - task[0]) + std::abs(motion.y_position - task[1])) +
                (spec.has_health ? goal_offset : 0.0);
       break;
-    case Family::kNavigation:
+    case ObjectiveKind::kNavigation:
       r.task = -std::hypot(motion.x_position - task[0], motion.y_position - task[1]);
       return r;  // the point robot pays no control cost
   }
@@ -34,18 +34,18 @@ RewardTerms Objective::reward(const RobotSpec& spec, const double* task, const M
 }
 
 bool Objective::terminated(const RobotSpec& spec, const double* task, const Motion& motion) const {
-  if (family == Family::kNavigation) {
+  if (kind == ObjectiveKind::kNavigation) {
     return std::abs(motion.x_position - task[0]) < 0.01 &&
            std::abs(motion.y_position - task[1]) < 0.01;
   }
   return spec.has_health && !motion.healthy;
 }
 
-Family family_from_name(const std::string& name) {
-  if (name == "direction") return Family::kDirection;
-  if (name == "velocity") return Family::kVelocity;
-  if (name == "goal") return Family::kGoal;
-  if (name == "navigation") return Family::kNavigation;
+ObjectiveKind objective_kind_from_name(const std::string& name) {
+  if (name == "direction") return ObjectiveKind::kDirection;
+  if (name == "velocity") return ObjectiveKind::kVelocity;
+  if (name == "goal") return ObjectiveKind::kGoal;
+  if (name == "navigation") return ObjectiveKind::kNavigation;
   throw std::invalid_argument(
       "objective: expected one of direction, velocity, goal, navigation; got '" + name + "'");
 }

@@ -1,4 +1,4 @@
-// Task families: what a robot is asked to do, as rewards and terminations on its Motion.
+// Objectives: what a robot is asked to do in a task family, as rewards and terminations on its Motion.
 //
 // Rewards follow the MAML reference code (pytorch-maml-rl's maml_rl/envs; Finn et al. 2017):
 //   direction:  reward_task = direction * v_x
@@ -18,7 +18,7 @@
 
 namespace bmaml {
 
-enum class Family : int { kDirection = 0, kVelocity = 1, kGoal = 2, kNavigation = 3 };
+enum class ObjectiveKind : int { kDirection = 0, kVelocity = 1, kGoal = 2, kNavigation = 3 };
 
 // Every task is at most two numbers: direction, goal velocity, or a goal position.
 constexpr int kTaskParams = 2;
@@ -34,7 +34,7 @@ struct RewardTerms {
 constexpr int kNumRewardTerms = 4;
 
 struct Objective {
-  Family family = Family::kDirection;
+  ObjectiveKind kind = ObjectiveKind::kDirection;
   double contact_cost_weight = 5e-4;
   double survive_reward = 0.05;
   double velocity_offset = 1.0;  // added to the velocity and goal task terms of robots with a
@@ -46,6 +46,6 @@ struct Objective {
   bool terminated(const RobotSpec& spec, const double* task, const Motion& motion) const;
 };
 
-Family family_from_name(const std::string& name);
+ObjectiveKind objective_kind_from_name(const std::string& name);
 
 }  // namespace bmaml

@@ -5,7 +5,7 @@
 // each thread owns a Workspace (MuJoCo: one mjData) in which a RobotSim is simulated. Keeping
 // the large per-simulation scratch memory per thread rather than per environment keeps the
 // working set in cache (as MuJoCo's own batch engine does). Rewards are not computed here: they
-// belong to the task family (objective.h), which only sees the Motion a control step produced.
+// belong to the objective (objective.h), which only sees the Motion a control step produced.
 #pragma once
 
 #include <memory>

@@ -16,9 +16,9 @@ from typing import Any, Union
 import numpy as np
 
 from bmaml_robot.checkpoint import read_jsonl
-from bmaml_robot.config import FIELDS, TrainConfig, read_yaml, run_config
+from bmaml_robot.config import FIELDS, RENAMED, TrainConfig, read_yaml, run_config
 from bmaml_robot.policies import POLICY_KINDS, RECURRENCE_MODES
-from bmaml_robot.train import CONFIG, FINAL_POLICY, METRICS
+from bmaml_robot.run import CONFIG, METRICS, RunDir
 
 #: A run's config: a ``TrainConfig`` or any mapping of config keys to values.
 Config = Union[TrainConfig, Mapping[str, Any]]
@@ -27,9 +27,9 @@ DEFAULT_GROUP_BY = ("policy", "recurrence")
 #: Keys every run of one comparison must share (returns are not comparable otherwise).
 SAME_KEYS = ("family", "horizon", "num_tasks", "episodes_per_task")
 #: Keys that must be shared unless they are grouping keys.
-SAME_UNLESS_GROUPED = ("num_steps", "action_scale")
+SAME_UNLESS_GROUPED = ("adapt_steps", "action_scale")
 #: Keys expected to differ between runs of one variant (not reported as differences).
-RUN_KEYS = ("seed", "num_batches", "num_threads", "checkpoint_every")
+RUN_KEYS = ("seed", "num_iterations", "num_threads", "checkpoint_every")
 #: Per-iteration values every line of ``metrics.jsonl`` must have.
 METRIC_KEYS = ("iteration", "return_before", "return_after")
 
@@ -84,35 +84,38 @@ class Run:
 def load_run_metrics(run_dir: str | Path) -> Run:
     """Read ``config.yaml`` and ``metrics.jsonl`` of ``run_dir``; ValueError naming the run and
     what is wrong (not a directory, no config, no or empty metrics, missing keys, gaps)."""
-    path = Path(run_dir)
-    config = _read_config(path)
-    records = _read_metrics(path)
+    files = RunDir(run_dir)
+    path = files.path
+    config = _read_config(files)
+    records = _read_metrics(files)
     before = np.array([float(r["return_before"]) for r in records])
     after = np.array([float(r["return_after"]) for r in records])
     if not (np.all(np.isfinite(before)) and np.all(np.isfinite(after))):
         raise ValueError(f"run {path}: {METRICS} has non-finite returns")
-    finished = (path / FINAL_POLICY).is_file() and len(records) >= config.num_batches
+    finished = files.final_path.is_file() and len(records) >= config.num_iterations
     return Run(path, config, before, after, finished)
 
 
-def _read_config(path: Path) -> TrainConfig:
+def _read_config(files: RunDir) -> TrainConfig:
     """The run's ``config.yaml`` as recorded (old runs keep their convention)."""
+    path = files.path
     if not path.is_dir():
         raise ValueError(f"run {str(path)!r}: expected a run directory (from bmaml-train), got "
                          f"{'a file' if path.exists() else 'no such directory'}")
-    if not (path / CONFIG).is_file():
+    if not files.config_path.is_file():
         raise ValueError(f"run {path}: no {CONFIG}; is it a bmaml-train run directory?")
     try:
-        return run_config(read_yaml(path / CONFIG), source=str(path / CONFIG))
+        return run_config(read_yaml(files.config_path), source=str(files.config_path))
     except ValueError as error:
         raise ValueError(f"run {path}: {CONFIG} is not a valid config ({error})") from error
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+def _read_metrics(files: RunDir) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl``, one per meta-iteration 0, 1, ... without gaps."""
-    if not (path / METRICS).is_file():
+    path = files.path
+    if not files.metrics_path.is_file():
         raise ValueError(f"run {path}: no {METRICS} (the run has not started)")
-    records = read_jsonl(path / METRICS)
+    records = read_jsonl(files.metrics_path)
     if not records:
         raise ValueError(f"run {path}: {METRICS} is empty (no meta-iteration finished yet)")
     for index, record in enumerate(records):
@@ -148,8 +151,9 @@ def _differing_keys(configs: Sequence[Config], ignored: Iterable[str] = ()) -> l
 
 
 def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
-    """The grouping keys, stripped; ValueError when there are none, unknown ones, or ``seed``."""
-    keys = tuple(k.strip() for k in group_by if k.strip())
+    """The grouping keys, stripped and under their current names (``config.RENAMED``); ValueError
+    when there are none, unknown ones, or ``seed``."""
+    keys = tuple(RENAMED.get(k.strip(), k.strip()) for k in group_by if k.strip())
     if not keys:
         raise ValueError("group_by: expected at least one config key, got none")
     unknown = [k for k in keys if k not in FIELDS]

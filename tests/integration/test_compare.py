@@ -49,7 +49,7 @@ def designed_curve(final: float, length: int, planned: int | None = None) -> np.
 def write_run(path: Path, *, after: np.ndarray, gain: float | np.ndarray, finished: bool = True,
               planned: int | None = None, **config: Any) -> Path:
     values = dict(family="Navigation2D", num_tasks=20, episodes_per_task=10, horizon=100,
-                  num_batches=planned or len(after))
+                  num_iterations=planned or len(after))
     values.update(config)
     path.mkdir(parents=True)
     dump_config(TrainConfig(**values), path / "config.yaml")
@@ -177,10 +177,12 @@ def test_group_by_other_keys(tmp_path: Path) -> None:
     c = compare(runs, group_by=["fast_lr"], last=4)
     assert [v.label for v in c.variants] == ["fast_lr=0.05", "fast_lr=0.1"]
     # Different inner-step counts are comparable only as the grouping key.
-    steps = [write_run(root / f"steps{k}-{s}", after=designed_curve(-5.0, 20), gain=1.0, num_steps=k, seed=s)
+    steps = [write_run(root / f"steps{k}-{s}", after=designed_curve(-5.0, 20), gain=1.0, adapt_steps=k, seed=s)
              for k in (1, 2) for s in range(2)]
-    assert [v.label for v in compare(steps, group_by=["num_steps"]).variants] == ["num_steps=1", "num_steps=2"]
-    with pytest.raises(ValueError, match="num_steps=1: steps1-0, steps1-1; num_steps=2: steps2-0, steps2-1"):
+    assert [v.label for v in compare(steps, group_by=["adapt_steps"]).variants] == ["adapt_steps=1", "adapt_steps=2"]
+    # the key's old name (config.RENAMED) still groups
+    assert [v.label for v in compare(steps, group_by=["num_steps"]).variants] == ["adapt_steps=1", "adapt_steps=2"]
+    with pytest.raises(ValueError, match="adapt_steps=1: steps1-0, steps1-1; adapt_steps=2: steps2-0, steps2-1"):
         compare(steps)
 
 
@@ -194,7 +196,7 @@ def write_eval(eval_dir: Path, run: Path, before: float, after: float, steps: in
     episode_returns = np.repeat(task_returns[:, :, None], 2, axis=2)
     settings = {"steps": steps, "num_tasks": num_tasks, "episodes_per_task": 2, "fast_lr": 0.1, "seed": 0,
                 "num_threads": 1, "horizon": config.horizon}
-    result = EvalResult(LoadedRun(run, config, None, "policy.pt", iterations or config.num_batches), settings,
+    result = EvalResult(LoadedRun(run, config, None, "policy.pt", iterations or config.num_iterations), settings,
                         [{"goal": [0.0, 0.0]}] * num_tasks, episode_returns, summarize(task_returns))
     (eval_dir / run.name).mkdir(parents=True)
     (eval_dir / run.name / "eval.json").write_text(json.dumps(result.to_dict()))
@@ -322,3 +324,35 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             main([*args, "--out", str(tmp_path / "x")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written when the arguments are wrong
+
+
+# ----------------------------------------------------------------------------- package structure
+def test_variant_labels_and_order_come_from_the_config_through_key_styles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new config key (here a future ``algorithm``) is labelled ``key=value`` without any code,
+    and bare and ordered by adding one ``KeyStyle``; keys a config lacks are harmless."""
+    from bmaml_robot.compare import KEY_STYLES, KeyStyle, variant_label, variant_sort_key
+
+    rl2 = {"algorithm": "rl2", "policy": "gru", "recurrence": "outer", "fast_lr": 0.05}
+    maml = {"algorithm": "maml", "policy": "mlp", "recurrence": "all", "fast_lr": 0.1}
+    assert variant_label(rl2, ["algorithm", "policy", "fast_lr"]) == "algorithm=rl2-gru-fast_lr=0.05"
+    monkeypatch.setitem(KEY_STYLES, "algorithm", KeyStyle(bare=True, order=("rl2", "maml")))
+    group_by = ["algorithm", "policy", "recurrence"]
+    assert variant_label(rl2, group_by) == "rl2-gru-outer"
+    assert variant_label(maml, group_by) == "maml-mlp"  # recurrence means nothing to an MLP
+    assert sorted([maml, rl2], key=lambda c: variant_sort_key(c, group_by)) == [rl2, maml]
+    assert isinstance(variant_label({"policy": "mlp"}, group_by), str)
+    assert variant_label(TrainConfig(policy="lstm", recurrence="all"), ["policy", "recurrence"]) == "lstm-all"
+
+
+def test_welch_tables_share_one_row_formatter(tmp_path: Path) -> None:
+    from bmaml_robot.compare.report import welch_row
+
+    runs = study(tmp_path / "runs", length=20)
+    for run in runs:
+        write_eval(tmp_path / "evals", run, -40.0 - int(run.name[-1]), -30.0 + 2.0 * int(run.name[-1]))
+    c = compare(runs, last=4, eval_dir=tmp_path / "evals", out=tmp_path / "out")
+    assert c.held_out is not None and c.held_out.tests and c.pair_tests
+    report = (tmp_path / "out" / "report.md").read_text().splitlines()
+    assert all(welch_row(t) in report for t in c.pair_tests)
+    assert all(welch_row(t, with_t=False) in report for t in c.held_out.tests)
+    assert sum(line.startswith("| a | b | a - b |") for line in report) == 3 + 2  # 3 metrics, 2 held-out
