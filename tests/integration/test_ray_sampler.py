@@ -182,7 +182,7 @@ def test_workers_that_cannot_be_placed_fail_the_start_instead_of_waiting_forever
 
 def test_training_with_ray_equals_training_locally(ray_instance: Any, tmp_path: Path) -> None:
     tiny = ["--config", "halfcheetah-dir", "--set", "num_tasks=3", "--set", "episodes_per_task=2",
-            "--set", "horizon=15", "--set", "hidden_sizes=[16, 16]", "--num-batches", "2", "--num-threads", "1",
+            "--set", "horizon=15", "--set", "hidden_sizes=[16, 16]", "--num-iterations", "2", "--num-threads", "1",
             "--quiet"]
     assert train_main(tiny + ["--out", str(tmp_path / "local")]) == 0
     assert train_main(tiny + ["--out", str(tmp_path / "ray"), "--sampler", "ray", "--workers", "2"]) == 0
@@ -209,10 +209,10 @@ def test_a_run_may_resume_on_another_sampler(tmp_path: Path) -> None:
     from bmaml_robot.run import RESUME_MAY_CHANGE
     from bmaml_robot.train import check_run_dir, train
 
-    config = TrainConfig(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=5, num_batches=1,
+    config = TrainConfig(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=5, num_iterations=1,
                          num_threads=1, hidden_sizes=(8,))
     train(config, tmp_path / "run")
-    moved = config.replace(num_batches=2, sampler="ray", ray_address="auto", workers=2, threads_per_worker=3)
+    moved = config.replace(num_iterations=2, sampler="ray", ray_address="auto", workers=2, threads_per_worker=3)
     _, state = check_run_dir(moved, tmp_path / "run", resume=True)
     assert state is not None and state["next_iteration"] == 1
     assert {"sampler", "ray_address", "workers", "threads_per_worker"} <= RESUME_MAY_CHANGE
@@ -237,7 +237,7 @@ def test_without_ray_the_ray_sampler_fails_before_any_work_with_the_install_comm
         RaySampler(FAMILY, K, B, T)
     # Everything else works without Ray.
     assert train_main(["--config", "2d-navigation", "--set", "num_tasks=2", "--set", "episodes_per_task=2",
-                       "--set", "horizon=5", "--num-batches", "1", "--num-threads", "1", "--out", str(out),
+                       "--set", "horizon=5", "--num-iterations", "1", "--num-threads", "1", "--out", str(out),
                        "--quiet"]) == 0
 
 
