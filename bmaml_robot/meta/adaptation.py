@@ -27,10 +27,10 @@ from typing import Protocol, Sequence
 import torch
 from torch import Tensor
 
+from bmaml_robot.policies.base import Params
+
 from .episodes import Episodes, ProcessedEpisodes, require_processed, task_mean, zero_masked
 
-Params = dict[str, Tensor]
-"""Per-task parameters: every parameter name -> tensor [K, *shape]."""
 
 
 class PolicyLike(Protocol):

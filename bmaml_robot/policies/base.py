@@ -22,8 +22,9 @@ from torch import Tensor
 
 #: A recurrent state: ``None`` (mlp), ``Tensor [*batch, hidden]`` (rnn, gru) or ``(h, c)`` (lstm).
 State = Union[None, Tensor, Tuple[Tensor, Tensor]]
-#: Parameters for a forward pass: ``None`` (the module's own) or ``{name: Tensor [K, *p.shape]}``.
-Params = Optional[Mapping[str, Tensor]]
+#: Per-task parameters ``{name: Tensor [K, *p.shape]}`` (one slice per task); a forward pass takes
+#: ``Params | None`` (None: the module's own parameters). The one parameter type of the package.
+Params = Mapping[str, Tensor]
 
 POLICY_KINDS: Tuple[str, ...] = ("mlp", "rnn", "gru", "lstm")
 RECURRENCE_MODES: Tuple[str, ...] = ("frozen", "outer", "all")
@@ -80,7 +81,7 @@ class Policy(torch.nn.Module):
         """Zero state for ``batch_shape`` (e.g. ``(K, B)``); ``None`` for a feed-forward policy."""
         raise NotImplementedError
 
-    def step(self, obs: Tensor, state: State, params: Params = None) -> Tuple[Tensor, Tensor, State]:
+    def step(self, obs: Tensor, state: State, params: Params | None = None) -> Tuple[Tensor, Tensor, State]:
         """One control step.
 
         Args:
@@ -94,7 +95,7 @@ class Policy(torch.nn.Module):
         """
         raise NotImplementedError
 
-    def sequence(self, obs: Tensor, params: Params = None) -> Tuple[Tensor, Tensor]:
+    def sequence(self, obs: Tensor, params: Params | None = None) -> Tuple[Tensor, Tensor]:
         """Whole episodes, all starting at ``t=0`` from ``initial_state``.
 
         Args:
@@ -125,7 +126,7 @@ class Policy(torch.nn.Module):
         check_positive_int("num_tasks", num_tasks)
         return {name: p.expand(num_tasks, *p.shape) for name, p in self.named_parameters()}
 
-    def _resolve_params(self, params: Params) -> Tuple[dict[str, Tensor], Optional[int]]:
+    def _resolve_params(self, params: Params | None) -> Tuple[dict[str, Tensor], Optional[int]]:
         """The parameters to run with and the number of tasks (``None`` when shared).
 
         Checks that a ``params`` dict names exactly this policy's parameters, each shaped

@@ -64,7 +64,7 @@ class GaussianMLPPolicy(Policy):
             x = torch.tanh(linear(x, params[f"hidden.{i}.weight"], params[f"hidden.{i}.bias"], task_dim))
         return linear(x, params["mean.weight"], params["mean.bias"], task_dim)
 
-    def step(self, obs: Tensor, state: State = None, params: Params = None) -> Tuple[Tensor, Tensor, State]:
+    def step(self, obs: Tensor, state: State = None, params: Params | None = None) -> Tuple[Tensor, Tensor, State]:
         """``obs [K, B, obs_dim] -> (mean [K, B, act_dim], log_std, None)``; see ``Policy.step``."""
         if state is not None:
             raise ValueError(f"state: expected None for an mlp policy, got {type(state).__name__}")
@@ -73,7 +73,7 @@ class GaussianMLPPolicy(Policy):
         mean = self._mean(obs, p, task_dim=0)
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=0), None
 
-    def sequence(self, obs: Tensor, params: Params = None) -> Tuple[Tensor, Tensor]:
+    def sequence(self, obs: Tensor, params: Params | None = None) -> Tuple[Tensor, Tensor]:
         """``obs [T, K, B, obs_dim] -> (mean [T, K, B, act_dim], log_std)``; see ``Policy.sequence``."""
         p, num_tasks = self._resolve_params(params)
         self._check_obs(obs, num_tasks, time_first=True)

@@ -210,7 +210,7 @@ class RecurrentGaussianPolicy(Policy):
             got = [list(s.shape) if isinstance(s, Tensor) else type(s).__name__ for s in parts]
             raise ValueError(f"state: expected {layout} of shape {list(expected)}, got {got}")
 
-    def step(self, obs: Tensor, state: State, params: Params = None) -> Tuple[Tensor, Tensor, State]:
+    def step(self, obs: Tensor, state: State, params: Params | None = None) -> Tuple[Tensor, Tensor, State]:
         """``obs [K, B, obs_dim]``, state -> ``(mean [K, B, act_dim], log_std, next_state)``.
 
         ``state=None`` means ``initial_state``. See ``Policy.step``.
@@ -225,7 +225,7 @@ class RecurrentGaussianPolicy(Policy):
         mean = linear(h, p["mean.weight"], p["mean.bias"])
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=0), next_state
 
-    def sequence(self, obs: Tensor, params: Params = None) -> Tuple[Tensor, Tensor]:
+    def sequence(self, obs: Tensor, params: Params | None = None) -> Tuple[Tensor, Tensor]:
         """``obs [T, K, B, obs_dim] -> (mean [T, K, B, act_dim], log_std)``; see ``Policy.sequence``.
 
         Backpropagates through time: the state runs from ``initial_state`` through all T steps.
