@@ -475,7 +475,7 @@ def suggested_control_command(path: str | Path, metadata: PolicyMetadata) -> tup
     horizon = metadata.horizon or _CONTROL_DEFAULT_STEPS
     steps = min(horizon, _CONTROL_DEFAULT_STEPS)  # bmaml-control's --steps bounds a longer episode
     seconds = steps * metadata.control_dt
-    argv = ["bmaml-control", str(path), "--robot", "sim", "--episodes", "1"]
+    argv = ["bmaml-control", str(path), "--link", "sim", "--episodes", "1"]
     what = f"one {steps}-step episode" if steps == horizon else f"the first {steps} steps of a {horizon}-step episode"
     if seconds <= SUGGESTED_REALTIME_LIMIT_S:
         description = f"{what}, {seconds:.3g} s at {metadata.control_rate_hz:g} Hz"

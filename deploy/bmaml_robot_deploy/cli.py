@@ -1,9 +1,13 @@
-"""``bmaml-control FILE --robot sim|udp``: run an exported policy in a fixed-rate control loop.
+"""``bmaml-control FILE --link sim|udp``: run an exported policy in a fixed-rate control loop.
 
-    bmaml-control policy.onnx --robot sim --episodes 1                 # MuJoCo, paced in real time
-    bmaml-control policy.onnx --robot sim --no-realtime --episodes 3   # as fast as it goes
-    bmaml-control policy.onnx --robot udp --udp-bind 0.0.0.0:9870 --udp-robot 192.168.1.20:9871
-    bmaml-control policy.onnx --robot udp --udp-robot 192.168.1.20:9871 --udp-key-file robot.key   # authenticated
+    bmaml-control policy.onnx --link sim --episodes 1                 # MuJoCo, paced in real time
+    bmaml-control policy.onnx --link sim --no-realtime --episodes 3   # as fast as it goes
+    bmaml-control policy.onnx --link udp --udp-bind 0.0.0.0:9870 --udp-robot 192.168.1.20:9871
+    bmaml-control policy.onnx --link udp --udp-robot 192.168.1.20:9871 --udp-key-file robot.key   # authenticated
+
+``--link`` names how the controller reaches the robot (the simulator in this process, or a robot
+over UDP); ``--expected-robot`` names the robot's body (e.g. ``HalfCheetah``). ``--robot`` is the
+deprecated old name of ``--link``: it still works, with a note on stderr.
 
 Prints the loop's statistics (``--json``: as one JSON object). Every argument is checked, and
 the policy file loaded and checked, before the loop starts; problems are usage errors (exit 2).
@@ -13,16 +17,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bmaml_robot_deploy import __version__
+from bmaml_robot_deploy.checks import check_float, check_int
 from bmaml_robot_deploy.controller import Controller
 from bmaml_robot_deploy.loop import run_control_loop
-from bmaml_robot_deploy.udp import DEFAULT_MAX_SEQUENCE_JUMP, add_key_arguments, cli_key, parse_address
+from bmaml_robot_deploy.udp_link import DEFAULT_MAX_SEQUENCE_JUMP
+from bmaml_robot_deploy.udp_wire import SEQ_MOD, add_key_arguments, cli_key, parse_address
 
 DEFAULT_UDP_BIND = "0.0.0.0:9870"
+
+#: The links ``--link`` chooses between: the MuJoCo simulator in this process, or a robot over UDP.
+LINKS = ("sim", "udp")
+
+
+class _DeprecatedRobotOption(argparse.Action):
+    """``--robot``, the old name of ``--link``: sets ``link`` (and ``robot``, for code that read
+    it) and says on stderr to use ``--link``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: --robot is deprecated, use --link {values} (--robot names the link, "
+              "not the robot's body: that is --expected-robot)", file=sys.stderr)
+        namespace.link = namespace.robot = values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an exported bmaml policy (ONNX) as a real-time controller of a simulated or UDP robot.",
     )
     parser.add_argument("file", help="policy file written by bmaml-export")
-    parser.add_argument("--robot", required=True, choices=("sim", "udp"),
-                        help="sim: the MuJoCo robot of the file's task (needs bmaml-robot); udp: a robot over UDP")
+    link = parser.add_mutually_exclusive_group(required=True)
+    link.add_argument("--link", choices=LINKS, default=None,
+                      help="how the controller reaches the robot: sim, the MuJoCo robot of the file's task in this "
+                           "process (needs bmaml-robot); udp, a robot over UDP")
+    link.add_argument("--robot", choices=LINKS, default=None, action=_DeprecatedRobotOption, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=1000, help="control steps to run (default 1000; 0 with --episodes: no limit)")
     parser.add_argument("--episodes", type=int, default=None, help="stop after this many episodes ended")
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
@@ -41,12 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--safe-action", default=None,
                         help="action for non-finite observations and the watchdog, comma-separated act_dim numbers (default zeros)")
     parser.add_argument("--expected-robot", default=None, help="refuse a file for another robot, e.g. HalfCheetah")
-    sim = parser.add_argument_group("sim robot")
+    sim = parser.add_argument_group("--link sim")
     sim.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
     sim.add_argument("--max-episode-steps", type=int, default=None,
                      help="episode time limit in steps (default: the file's training horizon, bmaml.horizon; "
                           "1000 for a file without one)")
-    udp = parser.add_argument_group("udp robot")
+    udp = parser.add_argument_group("--link udp")
     udp.add_argument("--udp-bind", default=DEFAULT_UDP_BIND, help=f"local HOST:PORT for observations (default {DEFAULT_UDP_BIND})")
     udp.add_argument("--udp-robot", default=None,
                      help="robot HOST:PORT for actions; only its packets are accepted "
@@ -79,26 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     robot = None
     try:
-        if args.steps < 0:
-            raise ValueError(f"--steps: expected an integer >= 0, got {args.steps}")
-        if args.episodes is not None and args.episodes < 1:
-            raise ValueError(f"--episodes: expected an integer >= 1, got {args.episodes}")
+        check_int(args.steps, "--steps", minimum=0)
+        if args.episodes is not None:
+            check_int(args.episodes, "--episodes", minimum=1)
         if args.steps == 0 and args.episodes is None:
             raise ValueError("--steps: 0 (no limit) needs --episodes")
-        if args.max_episode_steps is not None and args.max_episode_steps < 1:
-            raise ValueError(f"--max-episode-steps: expected an integer >= 1, got {args.max_episode_steps}")
-        if args.rate_hz is not None and not (math.isfinite(args.rate_hz) and args.rate_hz > 0):
-            raise ValueError(f"--rate-hz: expected a number > 0, got {args.rate_hz}")
-        if args.watchdog_timeout is not None and not (math.isfinite(args.watchdog_timeout) and args.watchdog_timeout > 0):
-            raise ValueError(f"--watchdog-timeout: expected seconds > 0, got {args.watchdog_timeout}")
-        if not (math.isfinite(args.wait_for_robot) and args.wait_for_robot >= 0):
-            raise ValueError(f"--wait-for-robot: expected seconds >= 0, got {args.wait_for_robot}")
+        if args.max_episode_steps is not None:
+            check_int(args.max_episode_steps, "--max-episode-steps", minimum=1)
+        if args.rate_hz is not None:
+            check_float(args.rate_hz, "--rate-hz", low=0, low_open=True, what="a number")
+        if args.watchdog_timeout is not None:
+            check_float(args.watchdog_timeout, "--watchdog-timeout", low=0, low_open=True, what="seconds")
+        check_float(args.wait_for_robot, "--wait-for-robot", low=0, what="seconds")
         bind = parse_address(args.udp_bind, "--udp-bind")
         robot_address = None if args.udp_robot is None else parse_address(args.udp_robot, "--udp-robot")
         if robot_address is not None and robot_address[1] == 0:
             raise ValueError(f"--udp-robot: expected HOST:PORT with a port in [1, 65535], got {args.udp_robot!r}")
-        if not 1 <= args.udp_max_sequence_jump < 2**31:
-            raise ValueError(f"--udp-max-sequence-jump: expected an integer in [1, {2**31 - 1}], got {args.udp_max_sequence_jump}")
+        check_int(args.udp_max_sequence_jump, "--udp-max-sequence-jump", minimum=1, maximum=SEQ_MOD // 2 - 1)
         key = cli_key(args.udp_key_file, args.udp_key_env)
         safe_action = _parse_safe_action(args.safe_action)
         try:
@@ -108,12 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if message.startswith("safe_action"):
                 message = "--" + message.replace("_", "-", 1)
             raise ValueError(message) from None
-        if args.robot == "sim":
+        if args.link == "sim":
             from bmaml_robot_deploy.sim import SimulatedRobot
 
             robot = SimulatedRobot.for_policy(controller.metadata, seed=args.seed, max_episode_steps=args.max_episode_steps)
         else:
-            from bmaml_robot_deploy.udp import UdpRobot
+            from bmaml_robot_deploy.udp_link import UdpRobot
 
             options = {} if args.watchdog_timeout is None else {"watchdog_timeout": args.watchdog_timeout}
             robot = UdpRobot.for_controller(controller, bind=bind, robot_address=robot_address, key=key,
@@ -123,10 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         print(controller, file=sys.stderr)
-        if args.robot == "sim":
+        if args.link == "sim":
             print(f"bmaml-control: simulated {controller.metadata.family}, episodes of at most "
                   f"{robot.max_episode_steps} steps", file=sys.stderr)
-        if args.robot == "udp":
+        if args.link == "udp":
             host, port = robot.address
             auth = "authenticated" if robot.authenticated else "unauthenticated"
             print(f"bmaml-control: listening on {host}:{port} ({auth}), waiting for the robot...", file=sys.stderr,
@@ -146,12 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         robot.close()
     if args.json:
         report = stats.to_dict()
-        if args.robot == "udp":
+        if args.link == "udp":
             report["udp"] = robot.counters()
         print(json.dumps(report))
     else:
         print(stats.summary())
-        if args.robot == "udp":
+        if args.link == "udp":
             print("udp: " + ", ".join(f"{k} {v}" for k, v in robot.counters().items()))
     return 130 if stats.interrupted else 0
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bmaml_robot_deploy.checks import check_int
 from bmaml_robot_deploy.metadata import ACTION_OUTPUT, OBS_INPUT, PolicyMetadata, load_session
 
 # Module-level names for the hot path (a global lookup instead of an attribute lookup on np).
@@ -95,10 +96,7 @@ class Controller:
         expected_family: str | None = None,
         batch_size: int = 1,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-            raise TypeError(f"batch_size: expected an integer in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
-        if not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size: expected an integer in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=MAX_BATCH_SIZE, type_error=TypeError)
         self.path = os.fspath(path)
         self._session = load_session(self.path, session_options())
         props = dict(self._session.get_modelmeta().custom_metadata_map)

@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from bmaml_robot_deploy.checks import check_float, check_int, check_seconds
+
 
 @runtime_checkable
 class Robot(Protocol):
@@ -144,23 +146,14 @@ def run_control_loop(
     Returns:
         :class:`LoopStats`. Ctrl-C ends the run early (``interrupted=True``).
     """
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
-        raise ValueError(f"steps: expected an integer >= 0 or None, got {steps!r}")
-    if max_episodes is not None and (
-        isinstance(max_episodes, bool) or not isinstance(max_episodes, (int, np.integer)) or max_episodes < 1
-    ):
-        raise ValueError(f"max_episodes: expected an integer >= 1 or None, got {max_episodes!r}")
-    if steps is None and max_episodes is None:
-        steps_limit = math.inf
-    else:
-        steps_limit = math.inf if steps is None else int(steps)
+    steps = check_int(steps, "steps", minimum=0, allow_none=True)
+    max_episodes = check_int(max_episodes, "max_episodes", minimum=1, allow_none=True)
+    steps_limit = math.inf if steps is None else steps
     if rate_hz is None:
         rate_hz = 1.0 / float(controller.control_dt)
-    if isinstance(rate_hz, bool) or not isinstance(rate_hz, (int, float)) or not math.isfinite(rate_hz) or rate_hz <= 0:
-        raise ValueError(f"rate_hz: expected a finite number > 0, got {rate_hz!r}")
-    if not isinstance(spin_s, (int, float)) or not 0 <= spin_s < math.inf:
-        raise ValueError(f"spin_s: expected seconds >= 0, got {spin_s!r}")
-    period = 1.0 / float(rate_hz)
+    rate_hz = check_float(rate_hz, "rate_hz", low=0, low_open=True)
+    spin_s = check_seconds(spin_s, "spin_s")
+    period = 1.0 / rate_hz
     nonfinite_before = int(controller.nonfinite_count)
     nonfinite_actions_before = int(getattr(controller, "nonfinite_action_count", 0))
     watchdog_before = int(getattr(robot, "watchdog_trips", 0))

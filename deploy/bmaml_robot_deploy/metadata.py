@@ -61,10 +61,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 #: Version of the file contract this runtime reads and writes.
 FORMAT_VERSION = "1"
@@ -209,26 +210,21 @@ class PolicyMetadata:
             raise ValueError(f"task: expected JSON-serialisable finite values, got {self.task!r} ({error})") from None
         set_(self, "task", task)
         for name in ("obs_dim", "act_dim"):
-            set_(self, name, _int(getattr(self, name), name, minimum=1))
-        set_(self, "adapt_steps", _int(self.adapt_steps, "adapt_steps", minimum=0))
+            set_(self, name, check_int(getattr(self, name), name, minimum=1))
+        set_(self, "adapt_steps", check_int(self.adapt_steps, "adapt_steps", minimum=0))
         for name in ("action_low", "action_high"):
             set_(self, name, _floats(getattr(self, name), name, self.act_dim))
         bad = [i for i, (lo, hi) in enumerate(zip(self.action_low, self.action_high)) if not lo <= hi]
         if bad:
             raise ValueError(f"action_low/action_high: expected low <= high everywhere, not at indices {bad}")
-        dt = _float(self.control_dt, "control_dt")
-        if not MIN_CONTROL_DT <= dt <= MAX_CONTROL_DT:
-            raise ValueError(
-                f"control_dt: expected seconds in [{MIN_CONTROL_DT:g}, {MAX_CONTROL_DT:g}], got {self.control_dt!r}"
-            )
-        set_(self, "control_dt", dt)
+        check_float(self.control_dt, "control_dt")  # a finite number first, then in range
+        set_(self, "control_dt", check_float(self.control_dt, "control_dt", low=MIN_CONTROL_DT, high=MAX_CONTROL_DT,
+                                             what="seconds"))
         if self.action_scale is not None:
-            scale = _float(self.action_scale, "action_scale")
-            if not scale > 0:
-                raise ValueError(f"action_scale: expected a number > 0, got {self.action_scale!r}")
-            set_(self, "action_scale", scale)
+            check_float(self.action_scale, "action_scale")
+            set_(self, "action_scale", check_float(self.action_scale, "action_scale", low=0, low_open=True, what="a number"))
         if self.horizon is not None:
-            set_(self, "horizon", _int(self.horizon, "horizon", minimum=1))
+            set_(self, "horizon", check_int(self.horizon, "horizon", minimum=1))
         if self.git_commit is not None:
             commit = self.git_commit
             if not isinstance(commit, str) or not 7 <= len(commit) <= 64 or any(c not in _HEX for c in commit):
@@ -236,8 +232,7 @@ class PolicyMetadata:
         for name in ("provenance", "train_config"):
             if getattr(self, name) is not None:
                 set_(self, name, _json_object(getattr(self, name), name))
-        if self.policy_kind not in POLICY_KINDS:
-            raise ValueError(f"policy_kind: expected one of {list(POLICY_KINDS)}, got {self.policy_kind!r}")
+        check_choice(self.policy_kind, "policy_kind", POLICY_KINDS)
         if not isinstance(self.hidden_shape, (list, tuple)):
             raise ValueError(f"hidden_shape: expected a list [layers, hidden] or [], got {self.hidden_shape!r}")
         if self.policy_kind == "mlp":
@@ -255,7 +250,7 @@ class PolicyMetadata:
                 raise ValueError(
                     f"hidden_shape: a {self.policy_kind} policy has [layers, hidden], got {list(self.hidden_shape)!r}"
                 )
-            set_(self, "hidden_shape", tuple(_int(v, "hidden_shape", minimum=1) for v in self.hidden_shape))
+            set_(self, "hidden_shape", tuple(check_int(v, "hidden_shape", minimum=1) for v in self.hidden_shape))
 
     # -- derived -------------------------------------------------------------------------------
 
@@ -430,15 +425,6 @@ def load_session(path: str | os.PathLike[str], options: Any = None) -> Any:
         raise ValueError(f"{path}: not a loadable ONNX model ({first_line})") from None
 
 
-def _int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    value = int(value.__index__())
-    if value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -451,21 +437,9 @@ def _json_object(value: Any, name: str) -> dict[str, Any]:
         raise ValueError(f"{name}: expected JSON-serialisable finite values, got {value!r} ({error})") from None
 
 
-def _float(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}") from None
-    if not math.isfinite(result):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return result
-
-
 def _floats(values: Any, name: str, length: int) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
         raise ValueError(f"{name}: expected a list of {length} finite numbers, got {values!r}")
     if len(values) != length:
         raise ValueError(f"{name}: expected {length} numbers (act_dim), got {len(values)}")
-    return tuple(_float(v, name) for v in values)
+    return tuple(check_float(v, name) for v in values)

@@ -5,7 +5,7 @@
 
 It simulates the robot and task of a policy file (or ``--family``/``--task``), sends an
 observation packet for every step and applies the action packet that answers it (layout in
-:mod:`bmaml_robot_deploy.udp`), so that ``bmaml-control FILE --robot udp`` can be tried, and is
+:mod:`bmaml_robot_deploy.udp_wire`), so that ``bmaml-control FILE --link udp`` can be tried, and is
 tested, end to end without hardware. Needs the main package (``pip install bmaml-robot``).
 With ``--record out.npz`` it saves what it saw (observations and actions, time first).
 """
@@ -21,9 +21,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bmaml_robot_deploy.checks import check_int
 from bmaml_robot_deploy.metadata import PolicyMetadata
 from bmaml_robot_deploy.sim import DEFAULT_MAX_EPISODE_STEPS, default_episode_steps
-from bmaml_robot_deploy.udp import ServerStats, UdpRobotServer, add_key_arguments, cli_key, parse_address
+from bmaml_robot_deploy.udp_server import ServerStats, UdpRobotServer
+from bmaml_robot_deploy.udp_wire import MAX_U32, add_key_arguments, cli_key, parse_address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,20 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"--task: expected a JSON object, got {args.task!r}")
         if args.max_episode_steps is None:
             args.max_episode_steps = DEFAULT_MAX_EPISODE_STEPS
-        if args.max_episode_steps < 1:
-            raise ValueError(f"--max-episode-steps: expected an integer >= 1, got {args.max_episode_steps}")
+        check_int(args.max_episode_steps, "--max-episode-steps", minimum=1)
         if args.episodes is None and args.steps is None:
             raise ValueError("--episodes/--steps: give at least one limit")
         for name in ("episodes", "steps"):
-            value = getattr(args, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name}: expected an integer >= 1, got {value}")
+            if getattr(args, name) is not None:
+                check_int(getattr(args, name), f"--{name}", minimum=1)
         controller = parse_address(args.controller, "--controller")
         if controller[1] == 0:
             raise ValueError(f"--controller: expected HOST:PORT with a port in [1, 65535], got {args.controller!r}")
         bind = parse_address(args.bind, "--bind")
-        if not 0 <= args.first_sequence < 2**32:
-            raise ValueError(f"--first-sequence: expected an integer in [0, {2**32 - 1}], got {args.first_sequence}")
+        check_int(args.first_sequence, "--first-sequence", minimum=0, maximum=MAX_U32)
         key = cli_key(args.udp_key_file, args.udp_key_env)
         from bmaml_robot_deploy.sim import SimulatedRobot
 

@@ -26,7 +26,7 @@ MISTAKES = {
     "bmaml-render RUN --episodes 0": (
         "from bmaml_robot.cli import render_main; render_main(['x', '--task', '{}', '--out', 'y.gif', '--episodes', '0'])"),
 }
-REFERENCE = "from bmaml_robot_deploy.cli import main; main(['x.onnx', '--robot', 'nope'])"
+REFERENCE = "from bmaml_robot_deploy.cli import main; main(['x.onnx', '--link', 'nope'])"
 
 
 def usage_error(program: str):

@@ -30,7 +30,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import bmaml_robot as bm  # noqa: E402
 from bmaml_robot.config import TrainConfig  # noqa: E402
-from bmaml_robot.evaluate import load_run  # noqa: E402
+from bmaml_robot.run import load_run  # noqa: E402
 from bmaml_robot.envs.families import FAMILIES, get_family  # noqa: E402
 from bmaml_robot.export import (  # noqa: E402
     SUGGESTED_REALTIME_LIMIT_S,
@@ -74,7 +74,7 @@ def robot_action(mean: torch.Tensor, scale: float, low: torch.Tensor, high: torc
 
 def tiny(kind: str, family: str = FAMILY) -> TrainConfig:
     return TrainConfig(family=family, policy=kind, recurrence=RECURRENCE[kind], num_tasks=2, episodes_per_task=2,
-                       horizon=20, num_batches=1, num_threads=1, hidden_size=HIDDEN, hidden_sizes=(HIDDEN, HIDDEN),
+                       horizon=20, num_iterations=1, num_threads=1, hidden_size=HIDDEN, hidden_sizes=(HIDDEN, HIDDEN),
                        init_log_std=-0.5, seed=0)
 
 
@@ -441,7 +441,7 @@ def test_the_suggested_control_command_is_short_for_every_family(family: str, ho
     argv, description = suggested_control_command("policy.onnx", meta)
     assert argv[0] == "bmaml-control"
     args = control_parser().parse_args(argv[1:])
-    assert args.robot == "sim" and args.episodes == 1 and args.steps >= 1
+    assert args.link == "sim" and args.episodes == 1 and args.steps >= 1
     steps = min(args.steps, horizon or 1000)  # the simulator's episode: the horizon, else 1000 steps
     assert f"one {steps}-step episode" in description if steps == (horizon or 1000) else \
         f"the first 1000 steps of a {horizon}-step episode" in description

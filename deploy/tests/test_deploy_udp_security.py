@@ -7,12 +7,13 @@ address), gives the safe action on anything it cannot trust, and counts it.
   ones (also after the watchdog fired) and packets signed with another key are dropped;
 - closing the loop with a robot thread while an attacker injects such packets: the robot only
   ever applies actions computed from its own observations, and each injected packet is counted;
-- ``bmaml-control`` and ``python -m bmaml_robot_deploy.udp_sim`` with ``--udp-key-file``.
+- ``bmaml-control`` and ``python -m bmaml_robot_deploy.udp_sim`` with ``--udp-key-file`` (the
+  two closing the loop with the MuJoCo robot need the main package: in
+  ``tests/integration/test_deploy_loop.py``).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading
@@ -20,12 +21,21 @@ import time
 
 import numpy as np
 import pytest
+from deploy_helpers import (
+    KEY,
+    OTHER_KEY,
+    FakeClock,
+    Peer,
+    RecordingUdpRobot,
+    free_port,
+    settle,
+    toy_robot,
+)
 
 from bmaml_robot_deploy import Controller, UdpRobot, UdpRobotServer, run_control_loop
-from bmaml_robot_deploy.udp import ServerStats
 from bmaml_robot_deploy.cli import main as control_main
-from bmaml_robot_deploy.testing import write_toy_policy
-from bmaml_robot_deploy.udp import (
+from bmaml_robot_deploy.udp_server import ServerStats
+from bmaml_robot_deploy.udp_wire import (
     ACTION_MAGIC,
     FLAG_AUTHENTICATED,
     FLAG_NEW_EPISODE,
@@ -38,84 +48,13 @@ from bmaml_robot_deploy.udp import (
     pack_packet,
     parse_handshake,
     session_key,
-    unpack_packet,
 )
-
-KEY = bytes(range(100, 132))
-OTHER_KEY = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
-def gru_policy(tmp_path_factory: pytest.TempPathFactory) -> str:
+def gru_policy(policies: dict[str, str]) -> str:
     """A toy HalfCheetahDir GRU (obs 17, act 6): forged observations would change its state."""
-    return write_toy_policy(tmp_path_factory.mktemp("udp_security") / "gru.onnx", "gru", hidden_size=32, seed=2)[0]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Peer:
-    """A raw UDP socket on 127.0.0.1: the robot, or an attacker."""
-
-    def __init__(self, key: bytes | None = None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(2.0)
-        self.key = key
-        self.session: bytes | None = None  # the session key, after handshake()
-
-    def handshake(self, robot: UdpRobot) -> bytes:
-        """Authenticated mode: HELLO with a fresh nonce, the controller answers while it reads,
-        WELCOME parsed, session key derived (returned, and used by send_obs from then on)."""
-        nonce = new_nonce()
-        self.sock.sendto(pack_handshake(HELLO_MAGIC, self.key, nonce), robot.address)
-        settle()
-        assert robot.read_observation() is None
-        welcome = self.sock.recvfrom(65536)[0]
-        while welcome[:4] != b"BMSC":  # the controller's watchdog packets may come first
-            welcome = self.sock.recvfrom(65536)[0]
-        nonces = parse_handshake(welcome, WELCOME_MAGIC, self.key)
-        assert nonces is not None and nonces[0] == nonce
-        self.session = session_key(self.key, *nonces)
-        return self.session
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.sock.getsockname()
-
-    def send_obs(self, to: tuple[str, int], sequence: int, obs: np.ndarray, flags: int = 0, key: bytes | None | str = "own") -> bytes:
-        own = self.session if self.key is not None and self.session is not None else self.key
-        packet = pack_packet(OBS_MAGIC, sequence, obs, flags, key=own if key == "own" else key)
-        self.sock.sendto(packet, to)
-        return packet
-
-    def receive_action(self) -> tuple[int, int, np.ndarray]:
-        data, _ = self.sock.recvfrom(65536)
-        parsed = unpack_packet(data, ACTION_MAGIC, 6, key=self.session if self.key is not None else None)
-        assert parsed is not None, data
-        return parsed
-
-    def nothing_received(self) -> bool:
-        self.sock.settimeout(0.05)
-        try:
-            self.sock.recvfrom(65536)
-            return False
-        except TimeoutError:
-            return True
-        finally:
-            self.sock.settimeout(2.0)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def settle() -> None:
-    time.sleep(0.05)  # let datagrams sent on the loopback arrive
+    return policies["gru"]
 
 
 # --- pinning --------------------------------------------------------------------------------------
@@ -270,18 +209,6 @@ def test_a_tampered_packet_is_dropped_and_the_real_one_is_taken():
 # --- closing the loop under attack ----------------------------------------------------------------
 
 
-class RecordingUdpRobot(UdpRobot):
-    """Remembers every action the controller computed and sent (not the watchdog's)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: list[np.ndarray] = []
-
-    def send_action(self, action: np.ndarray) -> None:
-        self.sent.append(np.array(action, np.float32))
-        super().send_action(action)
-
-
 class AttackedServer(UdpRobotServer):
     """The reference robot, with an attacker that, before each real observation but the first
     (before it, a forged sender would be the one pinned, and a jump could not be told from the
@@ -351,17 +278,7 @@ def test_an_attacker_never_moves_the_robot(gru_policy, attack, key, counter):
     controller = Controller(gru_policy)
     robot = RecordingUdpRobot.for_controller(controller, bind=("127.0.0.1", 0), key=key, watchdog_timeout=5,
                                              receive_timeout=2)
-    state = {"obs": np.zeros(17), "t": 0}
-
-    def reset() -> np.ndarray:
-        state["obs"], state["t"] = np.linspace(-1, 1, 17), 0
-        return state["obs"]
-
-    def step(action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
-        state["obs"] = state["obs"] * 0.9 + np.pad(action, (0, 11))
-        state["t"] += 1
-        return state["obs"], float(action.sum()), False, state["t"] == 8
-
+    reset, step = toy_robot(episode_steps=8)
     server = AttackedServer(attack, robot.address, 17, 6, key=key, action_timeout=5)
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("stats", server.run(reset, step, episodes=2)))
@@ -393,45 +310,6 @@ def test_an_attacker_never_moves_the_robot(gru_policy, attack, key, counter):
 # --- the command lines ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_bmaml_control_and_udp_sim_with_a_key_file(gru_policy, tmp_path, capsys):
-    """Both command lines, authenticated end to end: udp_sim (the MuJoCo robot) in a thread,
-    bmaml-control in this one, the key in a file neither prints."""
-    from bmaml_robot_deploy import udp_sim
-
-    key_file = tmp_path / "robot.key"
-    key_file.write_text(KEY.hex() + "\n")
-    key_file.chmod(0o600)
-    port = free_port()
-    record = tmp_path / "robot.npz"
-    codes = {}
-    robot_thread = threading.Thread(target=lambda: codes.setdefault("udp_sim", udp_sim.main([
-        "--policy", gru_policy, "--controller", f"127.0.0.1:{port}", "--steps", "20", "--action-timeout", "0.2",
-        "--udp-key-file", str(key_file), "--record", str(record),
-    ])))
-    robot_thread.start()
-    try:
-        code = control_main([gru_policy, "--robot", "udp", "--udp-bind", f"127.0.0.1:{port}", "--steps", "20",
-                             "--no-realtime", "--udp-key-file", str(key_file), "--wait-for-robot", "20", "--json"])
-    finally:
-        robot_thread.join(30)
-    assert code == 0 and codes == {"udp_sim": 0}
-    captured = capsys.readouterr()
-    report = json.loads(next(line for line in captured.out.splitlines() if line.startswith("{")))
-    assert report["actions"] == 20 and report["udp"]["observations_received"] == 20
-    assert report["udp"]["dropped_unauthenticated"] == report["udp"]["dropped_unknown_sender"] == 0
-    assert "(authenticated)" in captured.err and "(authenticated)" in captured.out
-    assert KEY.hex() not in captured.out + captured.err
-    seen = np.load(record)
-    assert int(seen["steps"]) == 20 and int(seen["dropped_unauthenticated"]) == 0
-    assert np.all(seen["action_flags"] == FLAG_AUTHENTICATED)
-
-
 def test_bmaml_control_with_a_key_in_the_environment_and_a_robot_with_another(gru_policy, tmp_path, monkeypatch, capsys):
     """A robot with the wrong key: the controller never hears it (and says so)."""
     monkeypatch.setenv("BMAML_TEST_UDP_KEY", KEY.hex())
@@ -449,7 +327,7 @@ def test_bmaml_control_with_a_key_in_the_environment_and_a_robot_with_another(gr
     thread = threading.Thread(target=robot)
     thread.start()
     try:
-        code = control_main([gru_policy, "--robot", "udp", "--udp-bind", f"127.0.0.1:{port}", "--udp-key-env",
+        code = control_main([gru_policy, "--link", "udp", "--udp-bind", f"127.0.0.1:{port}", "--udp-key-env",
                              "BMAML_TEST_UDP_KEY", "--wait-for-robot", "0.3"])
     finally:
         stop.set()
@@ -475,7 +353,7 @@ def test_bmaml_control_key_and_address_usage_errors(gru_policy, tmp_path, monkey
     (tmp_path / "short.key").write_text("deadbeef")
     args = [a.format(missing=tmp_path / "missing.key", short=tmp_path / "short.key") for a in args]
     with pytest.raises(SystemExit) as exit_info:
-        control_main([gru_policy, "--robot", "udp", "--udp-bind", "127.0.0.1:0", *args])
+        control_main([gru_policy, "--link", "udp", "--udp-bind", "127.0.0.1:0", *args])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: bmaml-control") and re.search(message, err), err
@@ -504,20 +382,6 @@ def test_udp_sim_key_and_address_usage_errors(gru_policy, tmp_path, capsys, args
 
 
 # --- sessions: a fresh one per start of either side -------------------------------------------------
-
-
-def toy_robot():
-    state = {"obs": np.zeros(17)}
-
-    def reset() -> np.ndarray:
-        state["obs"] = np.linspace(-1, 1, 17)
-        return state["obs"]
-
-    def step(action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
-        state["obs"] = state["obs"] * 0.9 + np.pad(action, (0, 11))
-        return state["obs"], 0.0, False, False
-
-    return reset, step
 
 
 def serve(robot: UdpRobot, actions: int, until: threading.Thread | None = None, timeout: float = 5.0) -> None:

@@ -10,8 +10,8 @@
 - ``Controller.act``: the action is always finite and inside the bounds; non-finite observations
   give the safe action and are counted.
 
-Bounded by the "default" profile of tests/conftest.py (40 examples each); the long campaign:
-``pytest --hypothesis-profile=long tests/unit/test_deploy_properties.py``.
+Bounded by the "default" profile of deploy/tests/conftest.py (40 examples each); the long
+campaign: ``pytest --hypothesis-profile=long deploy/tests/test_deploy_properties.py``.
 """
 
 from __future__ import annotations
@@ -26,18 +26,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("hypothesis")
+from deploy_helpers import ACT_DIM, KEY, OBS_DIM, open_session  # noqa: E402
 from hypothesis import event, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from bmaml_robot_deploy import Controller, UdpRobot  # noqa: E402
 from bmaml_robot_deploy.testing import save_model, toy_metadata, toy_policy  # noqa: E402
-from bmaml_robot_deploy.udp import (  # noqa: E402
-    HELLO_MAGIC,
-    WELCOME_MAGIC,
-    pack_handshake,
-    parse_handshake,
-    session_key,
+from bmaml_robot_deploy.udp_wire import (  # noqa: E402
     ACTION_MAGIC,
     FLAG_AUTHENTICATED,
     HEADER,
@@ -49,8 +45,6 @@ from bmaml_robot_deploy.udp import (  # noqa: E402
     unpack_packet,
 )
 
-KEY = bytes(range(7, 39))
-OBS_DIM, ACT_DIM = 17, 6
 LOW = np.array([-0.1, -0.2, -0.3, 0.0, -1.0, -0.5], np.float32)
 HIGH = np.array([0.1, 0.2, 0.3, 0.4, 1.0, -0.25], np.float32)
 SAFE = np.array([0.05, 0.0, 0.0, 0.2, 0.0, -0.3], np.float32)
@@ -194,12 +188,7 @@ class Fuzzer:
         self.last = 0  # sequence of the last accepted observation, as far as the test knows
         self.session = None
         if key is not None:  # authenticated: observations are tagged under the session's key
-            nonce = bytes(16)
-            self.sock.sendto(pack_handshake(HELLO_MAGIC, key, nonce), self.robot.address)
-            self.sock.settimeout(2.0)
-            while self.robot.handshakes_answered == 0:
-                self.robot.read_observation()
-            self.session = session_key(key, *parse_handshake(self.sock.recv(65536), WELCOME_MAGIC, key))
+            self.session = open_session(self.sock, self.robot, key)
 
     def counted(self) -> int:
         c = self.robot.counters()

@@ -3,7 +3,7 @@ authenticated packets (HMAC-SHA256 tag) rejected when tampered with or signed wi
 addresses and keys checked where they are given.
 
 The bridge on sockets (pinning, replays, sequence jumps, a robot thread) is tested in
-``tests/integration/test_deploy_udp_security.py``.
+``test_deploy_udp_security.py``; the compatibility module ``bmaml_robot_deploy.udp`` at the end.
 """
 
 from __future__ import annotations
@@ -14,33 +14,37 @@ import socket
 
 import numpy as np
 import pytest
+from deploy_helpers import KEY, OTHER_KEY
 
 from bmaml_robot_deploy import UdpRobot, UdpRobotServer
-from bmaml_robot_deploy.udp import (
-    HELLO_MAGIC,
-    WELCOME_MAGIC,
-    pack_handshake,
-    parse_handshake,
-    session_key,
+from bmaml_robot_deploy.udp_server import ServerStats
+from bmaml_robot_deploy.udp_wire import (
     ACTION_MAGIC,
     FLAG_AUTHENTICATED,
     FLAG_NEW_EPISODE,
+    FLAG_TERMINATED,
+    FLAG_WATCHDOG,
     HEADER_SIZE,
+    HELLO_MAGIC,
     OBS_MAGIC,
     TAG_SIZE,
+    WELCOME_MAGIC,
+    ActionFlag,
+    ObservationFlag,
     PacketError,
-    ServerStats,
     check_address,
     key_from_env,
+    pack_handshake,
     pack_packet,
     packet_size,
+    parse_handshake,
     parse_packet,
+    read_header,
     read_key_file,
+    session_key,
     unpack_packet,
 )
 
-KEY = bytes(range(32))
-OTHER_KEY = bytes(range(1, 33))
 OBS = np.linspace(-1, 1, 17, dtype=np.float32)
 
 
@@ -305,3 +309,47 @@ def test_the_handshake_layout_is_the_documented_one():
     assert parse_handshake(packet, WELCOME_MAGIC, KEY) == (nr, nc)
     assert parse_handshake(packet, HELLO_MAGIC, KEY) is None and parse_handshake(packet, WELCOME_MAGIC, bytes(32)) is None
     assert session_key(KEY, nr, nc) == hmac.new(KEY, b"bmaml-udp session v2" + nr + nc, hashlib.sha256).digest()
+
+
+# --- flags: one namespace per packet kind ----------------------------------------------------------
+
+
+def test_flags_have_one_namespace_per_direction_and_the_first_versions_bits():
+    """NEW_EPISODE (observations, robot -> controller) and WATCHDOG (actions, controller -> robot)
+    are both bit 0: the magic says which kind a packet is, so they never meet. The bits are those
+    of the first version: an old packet decodes the same."""
+    assert ObservationFlag.NEW_EPISODE == FLAG_NEW_EPISODE == 1 and ObservationFlag.TERMINATED == FLAG_TERMINATED == 2
+    assert ActionFlag.WATCHDOG == FLAG_WATCHDOG == 1
+    assert ObservationFlag.AUTHENTICATED == ActionFlag.AUTHENTICATED == FLAG_AUTHENTICATED == 0x8000
+    assert all(type(flag) is int for flag in (FLAG_NEW_EPISODE, FLAG_TERMINATED, FLAG_WATCHDOG, FLAG_AUTHENTICATED))
+    assert not hasattr(ActionFlag, "NEW_EPISODE") and not hasattr(ObservationFlag, "WATCHDOG")
+    # An observation packet of the first version (bytes written out), and an action packet.
+    old_obs = b"BMOB" + (7).to_bytes(4, "little") + (17).to_bytes(2, "little") + b"\x03\x00" + OBS.astype("<f4").tobytes()
+    sequence, flags, values = parse_packet(old_obs, OBS_MAGIC, 17)
+    assert (sequence, flags) == (7, 3) and ObservationFlag(flags) == ObservationFlag.NEW_EPISODE | ObservationFlag.TERMINATED
+    old_action = b"BMAC" + (7).to_bytes(4, "little") + (6).to_bytes(2, "little") + b"\x01\x00" + bytes(24)
+    assert parse_packet(old_action, ACTION_MAGIC, 6)[1] == ActionFlag.WATCHDOG
+    # The same bit in the other kind is not accepted as that kind: the magic decides.
+    assert unpack_packet(old_action, OBS_MAGIC, 6) is None and unpack_packet(old_obs, ACTION_MAGIC, 17) is None
+    assert pack_packet(OBS_MAGIC, 7, OBS, ObservationFlag.NEW_EPISODE | ObservationFlag.TERMINATED) == old_obs
+
+
+def test_the_header_is_read_once_and_passed_on():
+    packet = pack_packet(OBS_MAGIC, 9, OBS, FLAG_NEW_EPISODE, key=KEY)
+    header = read_header(packet, len(packet))
+    assert header == (OBS_MAGIC, 9, 17, FLAG_NEW_EPISODE | FLAG_AUTHENTICATED)
+    assert (header.magic, header.sequence, header.dim, header.flags) == tuple(header)
+    assert read_header(packet, HEADER_SIZE - 1) is None and read_header(b"BMOB", 4) is None
+    hello = pack_handshake(HELLO_MAGIC, KEY, bytes(range(16)))
+    assert parse_handshake(hello, HELLO_MAGIC, KEY, header=read_header(hello, len(hello))) == (bytes(range(16)), bytes(16))
+
+
+def test_the_old_udp_module_still_exports_the_bridge():
+    """``bmaml_robot_deploy.udp`` is the bridge's first module name: its names stay importable."""
+    from bmaml_robot_deploy import udp, udp_link, udp_server, udp_wire
+
+    for name in udp.__all__:
+        assert hasattr(udp, name), name
+    assert udp.UdpRobot is udp_link.UdpRobot and udp.UdpRobotServer is udp_server.UdpRobotServer
+    assert udp.pack_packet is udp_wire.pack_packet and udp.FLAG_WATCHDOG == udp_wire.FLAG_WATCHDOG
+    assert udp.DEFAULT_MAX_SEQUENCE_JUMP == 100 and udp.ServerStats is ServerStats

@@ -23,7 +23,7 @@ from bmaml_robot_deploy import Controller, PolicyMetadata
 from bmaml_robot_deploy.metadata import KEY_OBS_DIM, KEY_ROBOT, KEY_TASK, OPTIONAL_KEYS, REQUIRED_KEYS
 from bmaml_robot_deploy.testing import ReferencePolicy, save_model, toy_metadata, toy_policy
 
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY_DIR = Path(__file__).resolve().parents[1]  # deploy/
 KINDS = ["mlp", "rnn", "gru", "lstm"]
 
 
