@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from bmaml_robot_deploy.checks import check_float, check_int
 
 import bmaml_robot as bm
 from bmaml_robot.config import FIELDS, load_config, parse_override, shipped_configs
@@ -130,40 +132,35 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------- argument types
-# Checked by argparse, so a mistake is reported before torch and MuJoCo's models are loaded.
+# Checked by argparse, so a mistake is reported before torch and MuJoCo's models are loaded. The
+# checks are bmaml_robot_deploy.checks' (name None: argparse names the option); every failure is an
+# ArgumentTypeError, whose message argparse prints as it is.
+def _argument(check: Callable[..., Any], convert: Callable[[str], Any], text: str, **bounds: Any) -> Any:
+    try:
+        value = convert(text)
+    except ValueError:
+        value = text  # not a number at all: the check says so, quoting the text
+    try:
+        return check(value, None, type_error=argparse.ArgumentTypeError, **bounds)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
+        return _argument(check_int, int, text, minimum=low)
 
     parse.__name__ = f"integer >= {low}"
     return parse
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value < MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {text!r}")
-    return value
+    return _argument(check_int, int, text, minimum=0, below=MAX_SEED)
 
 
 def _finite_at_least(low: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a finite number >= {low:g}, got {text!r}") from None
-        if not (math.isfinite(value) and value >= low):
-            raise argparse.ArgumentTypeError(f"expected a finite number >= {low:g}, got {text}")
-        return value
+        return _argument(check_float, float, text, low=low)
 
     parse.__name__ = f"number >= {low:g}"
     return parse

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import reprlib
 import typing
 from collections.abc import Mapping
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 from bmaml_robot.envs.families import FAMILIES
 
@@ -117,58 +118,42 @@ class TrainConfig:
 def _validate(c: TrainConfig) -> None:
     from bmaml_robot.policies import POLICY_KINDS, RECURRENCE_MODES
 
-    def choice(key: str, valid: typing.Iterable[str]) -> None:
-        valid = list(valid)
-        if getattr(c, key) not in valid:
-            raise ValueError(f"{key}: expected one of {valid}, got {getattr(c, key)!r}")
-
     def at_least(key: str, low: float, inclusive: bool = True) -> None:
+        # The float bounds are written as given (">= 0.0", as quoted in tests), not as check_float writes them.
         v = getattr(c, key)
         if not (v >= low if inclusive else v > low):
             raise ValueError(f"{key}: expected a value {'>=' if inclusive else '>'} {low}, got {v!r}")
 
-    def unit_interval(key: str) -> None:
-        v = getattr(c, key)
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{key}: expected a value in [0, 1], got {v!r}")
-
-    choice("family", sorted(FAMILIES))
-    choice("policy", POLICY_KINDS)
-    choice("recurrence", RECURRENCE_MODES)
+    check_choice(c.family, "family", sorted(FAMILIES))
+    check_choice(c.policy, "policy", POLICY_KINDS)
+    check_choice(c.recurrence, "recurrence", RECURRENCE_MODES)
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
     for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "adapt_steps", "cg_iters",
                 "ls_max_steps", "num_iterations", "num_threads", "checkpoint_every", "workers", "threads_per_worker",
                 "eval_adapt_steps", "eval_tasks", "eval_episodes"):
-        at_least(key, 1)
-    at_least("eval_every", 0)
-    choice("sampler", ("local", "ray"))
+        check_int(getattr(c, key), key, minimum=1, what="a value")
+    check_int(c.eval_every, "eval_every", minimum=0, what="a value")
+    check_choice(c.sampler, "sampler", ("local", "ray"))
     if c.sampler == "ray" and c.workers > c.num_tasks:
         raise ValueError(f"workers: expected at most num_tasks={c.num_tasks} Ray workers (one task each at least), "
                          f"got {c.workers}")
-    if not 0 <= c.seed < 2**64:
-        raise ValueError(f"seed: expected an integer in [0, 2**64), got {c.seed!r}")
-    if c.action_scale is not None and not (math.isfinite(c.action_scale) and c.action_scale > 0):
-        raise ValueError(f"action_scale: expected a finite number > 0 (or null: the family's default), "
-                         f"got {c.action_scale!r}")
+    check_int(c.seed, "seed", minimum=0, below=2**64)
+    if c.action_scale is not None:
+        check_float(c.action_scale, "action_scale", low=0, low_open=True, note=" (or null: the family's default)")
     for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "hvp_subsample", "gamma", "gae_lambda",
                 "ls_backtrack"):
-        if not math.isfinite(getattr(c, key)):
-            raise ValueError(f"{key}: expected a finite number, got {getattr(c, key)!r}")
+        check_float(getattr(c, key), key)
     at_least("fast_lr", 0.0)
-    if abs(c.init_log_std) > MAX_ABS_INIT_LOG_STD:
-        # exp(+-10) is already 2e4 or 5e-5 times the action scale; beyond, the Gaussian overflows
-        # or collapses and every log-probability is inf or NaN.
-        raise ValueError(f"init_log_std: expected a value in [-{MAX_ABS_INIT_LOG_STD:g}, {MAX_ABS_INIT_LOG_STD:g}], "
-                         f"got {c.init_log_std!r}")
+    # exp(+-10) is already 2e4 or 5e-5 times the action scale; beyond, the Gaussian overflows
+    # or collapses and every log-probability is inf or NaN.
+    check_float(c.init_log_std, "init_log_std", low=-MAX_ABS_INIT_LOG_STD, high=MAX_ABS_INIT_LOG_STD, what="a value")
     at_least("max_kl", 0.0, inclusive=False)
     at_least("cg_damping", 0.0)
     for key in ("gamma", "gae_lambda"):
-        unit_interval(key)
-    if not 0.0 < c.hvp_subsample <= 1.0:
-        raise ValueError(f"hvp_subsample: expected a value in (0, 1], got {c.hvp_subsample!r}")
-    if not 0.0 < c.ls_backtrack < 1.0:
-        raise ValueError(f"ls_backtrack: expected a value in (0, 1), got {c.ls_backtrack!r}")
+        check_float(getattr(c, key), key, low=0, high=1, what="a value")
+    check_float(c.hvp_subsample, "hvp_subsample", low=0, high=1, low_open=True, what="a value")
+    check_float(c.ls_backtrack, "ls_backtrack", low=0, high=1, low_open=True, high_open=True, what="a value")
 
 
 MAX_ABS_INIT_LOG_STD = 10.0

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from bmaml_robot_deploy.checks import check_float, check_int
+
 from bmaml_robot.checkpoint import write_text_atomic
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.factory import build_learner
@@ -162,13 +164,9 @@ def check_settings(adapt_steps: int, num_tasks: int, episodes: int, fast_lr: flo
     """ValueError naming the first bad argument."""
     for name, value, low in (("adapt_steps", adapt_steps, 0), ("tasks", num_tasks, 1), ("episodes", episodes, 1),
                              ("num_threads", num_threads, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    if fast_lr is not None and (isinstance(fast_lr, bool) or not isinstance(fast_lr, (int, float))
-                                or not math.isfinite(fast_lr) or fast_lr < 0):
-        raise ValueError(f"fast_lr: expected a finite number >= 0, got {fast_lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
-        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
+        check_int(value, name, minimum=low)
+    check_float(fast_lr, "fast_lr", low=0, allow_none=True)
+    check_int(seed, "seed", minimum=0, below=MAX_SEED)
 
 
 def evaluate(

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bmaml_robot_deploy.checks import check_float, check_int
 from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 from bmaml_robot.checkpoint import write_bytes_atomic
@@ -179,19 +180,6 @@ class Adaptation:
         )
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high is not None and value >= high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high})"
-        raise ValueError(f"{name}: expected an integer {bound}, got {value!r}")
-    return int(value)
-
-
-def _check_fast_lr(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def adapt_run(
     run: str | Path | LoadedRun,
     task: Mapping[str, Any],
@@ -226,11 +214,11 @@ def adapt_run(
     config = loaded.config
     family = get_family(config.family)
     canonical = check_task(family, task)
-    adapt_steps = _check_int("adapt_steps", adapt_steps, 0)
-    episodes = _check_int("episodes", config.episodes_per_task if episodes is None else episodes, 1)
-    fast_lr = _check_fast_lr("fast_lr", config.fast_lr if fast_lr is None else fast_lr)
-    seed = _check_int("seed", seed, 0, MAX_SEED)
-    num_threads = _check_int("num_threads", config.num_threads if num_threads is None else num_threads, 1)
+    adapt_steps = check_int(adapt_steps, "adapt_steps", minimum=0)
+    episodes = check_int(config.episodes_per_task if episodes is None else episodes, "episodes", minimum=1)
+    fast_lr = check_float(config.fast_lr if fast_lr is None else fast_lr, "fast_lr", low=0)
+    seed = check_int(seed, "seed", minimum=0, below=MAX_SEED)
+    num_threads = check_int(config.num_threads if num_threads is None else num_threads, "num_threads", minimum=1)
     outside = out_of_distribution(family, canonical)
     if outside is not None:
         warnings.warn(outside, TaskDistributionWarning, stacklevel=2)

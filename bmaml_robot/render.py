@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +41,8 @@ from typing import Any
 import mujoco
 import numpy as np
 import torch
+
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int, describe_range
 
 from bmaml_robot.checkpoint import atomic_path
 from bmaml_robot.envs.assets import asset_path
@@ -305,22 +306,16 @@ def check_render_settings(out: Path, adapt_steps: int, layout: str, width: int, 
         raise ValueError(f"out: expected a file name ending in {' or '.join(VIDEO_SUFFIXES)}, got {str(out)!r}")
     if out.exists() and out.is_dir():
         raise ValueError(f"out: expected a file name, got the directory {out}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout: expected one of {list(LAYOUTS)}, got {layout!r}")
-    for name, value, low in (("adapt_steps", adapt_steps, 0), ("episodes", episodes, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    check_choice(layout, "layout", LAYOUTS)
+    check_int(adapt_steps, "adapt_steps", minimum=0)
+    check_int(episodes, "episodes", minimum=1)
+    what, note = "an even integer", " (video encoders need even sizes)"
     for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 16 <= value <= _MAX_SIZE \
-                or value % 2:
-            raise ValueError(f"{name}: expected an even integer in [16, {_MAX_SIZE}] (video encoders need even "
-                             f"sizes), got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
-        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed!r}")
-    if fast_lr is not None and not (math.isfinite(fast_lr) and fast_lr >= 0):
-        raise ValueError(f"fast_lr: expected a finite number >= 0, got {fast_lr!r}")
-    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 240):
-        raise ValueError(f"fps: expected a number in (0, 240], got {fps!r}")
+        if check_int(value, name, minimum=16, maximum=_MAX_SIZE, what=what, note=note) % 2:
+            raise ValueError(f"{name}: expected {what}{describe_range(16, _MAX_SIZE)}{note}, got {value!r}")
+    check_int(seed, "seed", minimum=0, below=MAX_SEED)
+    check_float(fast_lr, "fast_lr", low=0, allow_none=True)
+    check_float(fps, "fps", low=0, high=240, low_open=True, allow_none=True, what="a number")
 
 
 def render(

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from bmaml_robot_deploy.checks import check_int
+
 from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_text_atomic
 from bmaml_robot.config import TrainConfig, dump_config, read_yaml, run_config
 from bmaml_robot.factory import build_policy, robot_dims
@@ -216,9 +218,7 @@ class RunDir:
     def _final_iterations(self, state: Any) -> int:
         config = _config_of(state, self.final_path)
         count = state.get("iterations", config.num_iterations)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"{self.final_path}: iterations: expected an integer >= 0, got {count!r}")
-        return count
+        return check_int(count, f"{self.final_path}: iterations", minimum=0)
 
 
 def load_run(run_dir: str | Path | LoadedRun, *, initial: bool = False) -> LoadedRun:
@@ -240,9 +240,7 @@ def check_checkpoint(state: dict[str, Any], path: Path, config: TrainConfig) -> 
     if missing:
         raise ValueError(f"{path}: missing keys {missing} (a checkpoint holds {list(_CHECKPOINT_KEYS)})")
     for key in ("next_iteration", "env_steps"):
-        value = state[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{path}: {key}: expected an integer >= 0, got {value!r}")
+        check_int(state[key], f"{path}: {key}", minimum=0)
     params = state["policy"]
     if not isinstance(params, Mapping) or not all(isinstance(v, torch.Tensor) for v in params.values()):
         raise ValueError(f"{path}: policy: expected a state dict of tensors, got {type(params).__name__}")

@@ -34,6 +34,8 @@ import numpy as np
 from scipy import special
 from scipy import stats as _scipy_stats
 
+from bmaml_robot_deploy.checks import check_float, check_int
+
 ArrayLike = Sequence[float] | np.ndarray
 
 
@@ -53,9 +55,7 @@ def as_sample(values: ArrayLike, name: str = "values", min_size: int = 1) -> np.
 
 
 def _check_confidence(confidence: float) -> float:
-    if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
-    return float(confidence)
+    return check_float(confidence, "confidence", low=0, high=1, low_open=True, high_open=True, what="a number")
 
 
 # ----------------------------------------------------------------------------- one sample
@@ -203,10 +203,8 @@ def bootstrap_difference(
     """
     confidence = _check_confidence(confidence)
     x, y = as_sample(a, "a", 1), as_sample(b, "b", 1)
-    if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)) or num_resamples < 100:
-        raise ValueError(f"num_resamples: expected an integer >= 100, got {num_resamples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+    check_int(num_resamples, "num_resamples", minimum=100)
+    check_int(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
     means_a = x[rng.integers(0, x.size, size=(num_resamples, x.size))].mean(axis=1)
     means_b = y[rng.integers(0, y.size, size=(num_resamples, y.size))].mean(axis=1)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from bmaml_robot_deploy.checks import check_int
 
 from bmaml_robot.checkpoint import write_text_atomic
 from bmaml_robot.compare.analysis import Comparison, analyse, held_out_evaluation
@@ -44,7 +44,9 @@ def compare(
     report.md, the PNGs and comparison.json go (nothing is written when None).
     """
     keys = check_group_by(group_by)
-    _check_counts(last=last, smooth_window=smooth_window, min_iterations=min_iterations)
+    check_int(last, "last", minimum=1)
+    check_int(smooth_window, "smooth_window", minimum=1)
+    check_int(min_iterations, "min_iterations", minimum=1)
     loaded = [load_run_metrics(p) for p in _distinct_paths(run_dirs)]
     check_comparable(loaded, keys)
     runs, left_out = _long_enough(loaded, min_iterations)
@@ -59,13 +61,6 @@ def compare(
     if out is not None:
         write_outputs(comparison, out)
     return comparison
-
-
-def _check_counts(**values: int) -> None:
-    """ValueError naming the first value that is not an integer >= 1."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
 
 
 def _distinct_paths(run_dirs: Sequence[str | Path]) -> list[Path]:

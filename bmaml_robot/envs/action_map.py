@@ -19,10 +19,11 @@ the Gymnasium envs keep the robot's own action space.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
+
+from bmaml_robot_deploy.checks import check_float
 
 #: The normalised scale of the MuJoCo robots (pytorch-maml-rl, garage).
 MUJOCO_ACTION_SCALE = 10.0
@@ -40,17 +41,13 @@ class ActionMap:
     """float64 ``[act_dim]``: the robot's upper bounds."""
 
     def __post_init__(self) -> None:
-        scale = self.scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)) or not (
-            math.isfinite(scale) and scale > 0
-        ):
-            raise ValueError(f"action_scale: expected a finite number > 0, got {scale!r}")
+        scale = check_float(self.scale, "action_scale", low=0, low_open=True)
         low, high = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
         if low.ndim != 1 or low.shape != high.shape or not (
             np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high >= low)
         ):
             raise ValueError(f"action bounds: expected finite low <= high, each [act_dim], got {low!r} and {high!r}")
-        object.__setattr__(self, "scale", float(scale))
+        object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 

@@ -7,11 +7,12 @@ Rewards are computed in C++ (``csrc/objective.h`` documents the formulas).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
+
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 Task = dict[str, Any]
 
@@ -53,11 +54,10 @@ class TaskFamily:
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw ``num_tasks`` tasks from the family's distribution with ``rng``."""
-        if not isinstance(num_tasks, (int, np.integer)) or isinstance(num_tasks, bool) or num_tasks < 1:
-            raise ValueError(f"num_tasks: expected an integer >= 1, got {num_tasks!r}")
+        num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-        return self._sample(int(num_tasks), rng)
+        return self._sample(num_tasks, rng)
 
     def in_distribution(self, task: Mapping[str, Any]) -> bool:
         """Whether ``task`` (checked as ``encode`` does) is one the family's distribution can draw
@@ -81,7 +81,9 @@ class TaskFamily:
         key = self.task_keys[0]
         limit = TASK_LIMITS[key]
         if self.objective in ("direction", "velocity"):
-            params[0] = _finite_float(task[key], f"{where}[{key!r}]")
+            # Not a number: TypeError ("expected a number"); not finite: ValueError.
+            check_float(task[key], f"{where}[{key!r}]", finite=False, type_error=TypeError)
+            params[0] = check_float(task[key], f"{where}[{key!r}]")
         else:
             goal = _real_array(task["goal"])
             if goal is None:
@@ -114,18 +116,6 @@ def _real_array(value: Any) -> np.ndarray | None:
     if array.dtype.kind not in "iuf":
         return None
     return array.astype(np.float64)
-
-
-def _finite_float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: expected a number, got {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond float's range
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{where}: expected a finite number, got {value!r}")
-    return number
 
 
 def _in_box(low: float, high: float, count: int) -> Callable[[np.ndarray], bool]:
@@ -186,8 +176,7 @@ def get_family(name: str) -> TaskFamily:
     """The family called ``name``; a ValueError lists the valid names otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"family: expected a family name, one of {sorted(FAMILIES)}, got {type(name).__name__} {name!r}")
-    if name not in FAMILIES:
-        raise ValueError(f"family: expected one of {sorted(FAMILIES)}, got {name!r}")
+    check_choice(name, "family", sorted(FAMILIES))
     return FAMILIES[name]
 
 

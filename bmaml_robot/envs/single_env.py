@@ -11,6 +11,8 @@ import gymnasium
 import mujoco
 import numpy as np
 
+from bmaml_robot_deploy.checks import check_int
+
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.rendering import OffscreenRenderer, draw_navigation
 from bmaml_robot.envs.families import get_family
@@ -64,8 +66,7 @@ class RobotTaskEnv(gymnasium.Env):
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode: expected None or one of {list(RENDER_MODES)}, got {render_mode!r}")
         for name, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= _MAX_SIZE:
-                raise ValueError(f"{name}: expected an integer in [1, {_MAX_SIZE}] (pixels), got {value!r}")
+            check_int(value, name, minimum=1, maximum=_MAX_SIZE, note=" (pixels)")
         if max_episode_steps is None:
             max_episode_steps = _MAX_COUNT  # no limit of its own: TimeLimit's is the one
         if task is not None:  # before any resource is made; errors name `task`, not the batch's `tasks[0]`

@@ -16,6 +16,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from bmaml_robot_deploy.checks import check_int
+
 from bmaml_robot import _core
 from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.assets import asset_path
@@ -94,12 +96,11 @@ class BatchedRobotEnv(VectorEnv):
     ) -> None:
         self.family = family if isinstance(family, TaskFamily) else get_family(family)
         for name, value in (("num_envs", num_envs), ("max_episode_steps", max_episode_steps)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= _MAX_COUNT:
-                raise ValueError(f"{name}: expected an integer in [1, 2**30], got {value!r}")
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or not 1 <= num_threads <= MAX_THREADS:
-            raise ValueError(f"num_threads: expected an integer in [1, {MAX_THREADS}] (at most {MAX_THREADS} threads, and "
-                             f"at most num_envs of them are started; results do not depend on num_threads), got {num_threads!r}")
-        _check_seed(seed, "seed")
+            check_int(value, name, minimum=1, maximum=_MAX_COUNT)
+        check_int(num_threads, "num_threads", minimum=1, maximum=MAX_THREADS,
+                  note=f" (at most {MAX_THREADS} threads, and at most num_envs of them are started; results do not "
+                       f"depend on num_threads)")
+        check_int(seed, "seed", minimum=0, below=2**64)
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self._next_step = self.autoreset_mode is AutoresetMode.NEXT_STEP
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}  # per instance
@@ -162,7 +163,7 @@ class BatchedRobotEnv(VectorEnv):
             obs = core.reset_streams(seeds, np.zeros(self.num_envs, dtype=np.uint64))
         else:
             if seed is not None:
-                _check_seed(seed, "seed")
+                check_int(seed, "seed", minimum=0, below=2**64)
             obs = core.reset(seed)
         self._started_episodes()
         return obs, {}
@@ -278,13 +279,8 @@ def _seed_list(seed: Any, num_envs: int) -> np.ndarray:
     if len(seeds) != num_envs:
         raise ValueError(f"seed: expected a list of num_envs={num_envs} integers (one per env), got {len(seeds)}")
     for i, value in enumerate(seeds):
-        _check_seed(value, f"seed[{i}]")
+        check_int(value, f"seed[{i}]", minimum=0, below=2**64)
     return np.array([int(value) for value in seeds], dtype=np.uint64)
-
-
-def _check_seed(seed: Any, name: str) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise ValueError(f"{name}: expected an integer in [0, 2**64), got {seed!r}")
 
 
 def _uint64_array(value: Any, name: str, length: int) -> np.ndarray:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bmaml_robot_deploy.checks import check_float
+
 from .baseline import (
     baseline_features,
     episode_features,
@@ -90,10 +92,8 @@ def compute_advantages(
     import bmaml_robot  # lazily: the C++ core is only needed once advantages are computed
 
     episodes.validate()
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma: expected in [0, 1], got {gamma}")
-    if not 0.0 <= gae_lambda <= 1.0:
-        raise ValueError(f"gae_lambda: expected in [0, 1], got {gae_lambda}")
+    check_float(gamma, "gamma", low=0, high=1)
+    check_float(gae_lambda, "gae_lambda", low=0, high=1)
     T, K, B = episodes.mask.shape
     valid = episodes.mask > 0
 

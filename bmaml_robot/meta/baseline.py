@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bmaml_robot_deploy.checks import check_float
+
 TIME_SCALE = 100.0
 """Steps are divided by this before entering the polynomial time features (as in rllab)."""
 OBS_CLIP = 10.0
@@ -72,8 +74,7 @@ def fit_linear_baseline(
             f"targets, mask: expected shape {tuple(features.shape[:3])}, "
             f"got {tuple(targets.shape)} and {tuple(mask.shape)}"
         )
-    if reg_coeff <= 0:
-        raise ValueError(f"reg_coeff: expected > 0, got {reg_coeff}")
+    check_float(reg_coeff, "reg_coeff", low=0, low_open=True)
     valid = (mask > 0).unsqueeze(-1)
     X = torch.where(valid, features.to(torch.float64), 0.0)  # [T, K, B, F]
     y = torch.where(valid, targets.to(torch.float64).unsqueeze(-1), 0.0)  # [T, K, B, 1]

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from bmaml_robot_deploy.checks import check_int
+
 
 class Episodes(NamedTuple):
     """One batch of ``K`` tasks x ``B`` episodes per task, ``T`` steps each.
@@ -64,8 +66,7 @@ class Episodes(NamedTuple):
 
         Episodes of a task are independent draws, so the first ``count`` are a random subsample.
         """
-        if not 1 <= count <= self.episodes_per_task:
-            raise ValueError(f"count: expected an integer in [1, {self.episodes_per_task}], got {count!r}")
+        check_int(count, "count", minimum=1, maximum=self.episodes_per_task)
         return self._select(slice(None), slice(0, count))
 
     def _select(self, tasks: slice, episodes: slice) -> "Episodes":

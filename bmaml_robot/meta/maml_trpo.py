@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence, TypeVar
 import torch
 from torch import Tensor
 
+from bmaml_robot_deploy.checks import check_float, check_int
+
 from .adaptation import Params, PolicyLike, adapt
 from .advantages import compute_advantages
 from .episodes import Episodes, ProcessedEpisodes, require_processed, task_mean, zero_masked
@@ -87,26 +89,16 @@ class MetaLearner:
         gae_lambda: float = 1.0,
         num_threads: int = 1,
     ) -> None:
-        if fast_lr < 0:
-            raise ValueError(f"fast_lr: expected >= 0, got {fast_lr}")
-        if max_kl <= 0:
-            raise ValueError(f"max_kl: expected > 0, got {max_kl}")
-        if cg_iters < 1:
-            raise ValueError(f"cg_iters: expected >= 1, got {cg_iters}")
-        if cg_damping < 0:
-            raise ValueError(f"cg_damping: expected >= 0, got {cg_damping}")
-        if not 0.0 < hvp_subsample <= 1.0:
-            raise ValueError(f"hvp_subsample: expected a share in (0, 1], got {hvp_subsample}")
-        if ls_max_steps < 1:
-            raise ValueError(f"ls_max_steps: expected >= 1, got {ls_max_steps}")
-        if not 0.0 < ls_backtrack < 1.0:
-            raise ValueError(f"ls_backtrack: expected in (0, 1), got {ls_backtrack}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma: expected in [0, 1], got {gamma}")
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gae_lambda: expected in [0, 1], got {gae_lambda}")
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads: expected an integer >= 1, got {num_threads!r}")
+        check_float(fast_lr, "fast_lr", low=0)
+        check_float(max_kl, "max_kl", low=0, low_open=True)
+        check_int(cg_iters, "cg_iters", minimum=1)
+        check_float(cg_damping, "cg_damping", low=0)
+        check_float(hvp_subsample, "hvp_subsample", low=0, high=1, low_open=True, what="a share")
+        check_int(ls_max_steps, "ls_max_steps", minimum=1)
+        check_float(ls_backtrack, "ls_backtrack", low=0, high=1, low_open=True, high_open=True)
+        check_float(gamma, "gamma", low=0, high=1)
+        check_float(gae_lambda, "gae_lambda", low=0, high=1)
+        check_int(num_threads, "num_threads", minimum=1)
         self.policy = policy
         self.fast_lr = fast_lr
         self.first_order = first_order

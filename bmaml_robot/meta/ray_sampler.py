@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bmaml_robot_deploy.checks import check_int
+
 from bmaml_robot.meta.episodes import Episodes
 
 logger = logging.getLogger(__name__)
@@ -155,10 +157,10 @@ class RaySampler:
         start_timeout_s: float = 300.0,
     ) -> None:
         for name, value in (("num_tasks", num_tasks), ("episodes_per_task", episodes_per_task), ("horizon", horizon),
-                            ("num_workers", num_workers), ("threads_per_worker", threads_per_worker),
-                            ("max_replacements", max_replacements)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "max_replacements" else 1):
+                            ("num_workers", num_workers), ("threads_per_worker", threads_per_worker)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        check_int(max_replacements, "max_replacements", minimum=0)
         if num_workers > num_tasks:
             raise ValueError(f"num_workers: expected at most num_tasks={num_tasks} workers, got {num_workers}")
         if isinstance(start_timeout_s, bool) or not isinstance(start_timeout_s, (int, float)) or not start_timeout_s > 0:

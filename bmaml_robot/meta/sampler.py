@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from bmaml_robot_deploy.checks import check_int
+
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.meta.episodes import Episodes
 from bmaml_robot.torch_threads import one_torch_thread
@@ -42,8 +44,8 @@ def task_seeds(seed: int, first_task: int, num_tasks: int) -> tuple[np.ndarray, 
     Returns:
         ``(reset_seeds, noise_seeds)``, each uint64 ``[num_tasks]``.
     """
-    _check_index("seed", seed, 2**64)
-    _check_index("first_task", first_task, 2**63)
+    check_int(seed, "seed", minimum=0, below=2**64)
+    check_int(first_task, "first_task", minimum=0, below=2**63)
     words = np.stack([
         np.random.SeedSequence(int(seed), spawn_key=(first_task + k,)).generate_state(2, np.uint64)
         for k in range(num_tasks)
@@ -254,8 +256,3 @@ def _per_task_params(
             value = torch.cat([value, value[:1].expand(run_tasks - num_tasks, *value.shape[1:])])
         padded[name] = value
     return padded
-
-
-def _check_index(name: str, value: Any, bound: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < bound:
-        raise ValueError(f"{name}: expected an integer in [0, {'2**64' if bound == 2**64 else '2**63'}), got {value!r}")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .base import POLICY_KINDS, RECURRENCE_MODES, Params, Policy, State, check_choice, linear
+from bmaml_robot_deploy.checks import check_choice
+
+from .base import POLICY_KINDS, RECURRENCE_MODES, Params, Policy, State, linear
 from .mlp import GaussianMLPPolicy
 from .recurrent import RecurrentGaussianPolicy
 
@@ -51,9 +53,9 @@ def make_policy(
     Raises:
         ValueError: naming the bad argument, what was expected and what came.
     """
-    check_choice("kind", kind, POLICY_KINDS)
+    check_choice(kind, "kind", POLICY_KINDS)
     # Checked for every kind: a typo in a config is an error even where the value is unused.
-    check_choice("recurrence", recurrence, RECURRENCE_MODES)
+    check_choice(recurrence, "recurrence", RECURRENCE_MODES)
     if kind == "mlp":
         return GaussianMLPPolicy(obs_dim, act_dim, hidden_sizes=hidden_sizes, init_log_std=init_log_std, seed=seed)
     return RecurrentGaussianPolicy(

@@ -13,12 +13,13 @@ as second-order MAML needs.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from bmaml_robot_deploy.checks import check_int
 
 #: A recurrent state: ``None`` (mlp), ``Tensor [*batch, hidden]`` (rnn, gru) or ``(h, c)`` (lstm).
 State = Union[None, Tensor, Tuple[Tensor, Tensor]]
@@ -56,8 +57,8 @@ class Policy(torch.nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, kind: str, recurrence: Optional[str]) -> None:
         super().__init__()
-        self.obs_dim = check_positive_int("obs_dim", obs_dim)
-        self.act_dim = check_positive_int("act_dim", act_dim)
+        self.obs_dim = check_int(obs_dim, "obs_dim", minimum=1)
+        self.act_dim = check_int(act_dim, "act_dim", minimum=1)
         self.kind = kind
         self.recurrence = recurrence
         self.is_recurrent = False
@@ -123,7 +124,7 @@ class Policy(torch.nn.Module):
 
         Gradients taken through the expanded tensors flow back to the meta-parameters.
         """
-        check_positive_int("num_tasks", num_tasks)
+        num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
         return {name: p.expand(num_tasks, *p.shape) for name, p in self.named_parameters()}
 
     def _resolve_params(self, params: Params | None) -> Tuple[dict[str, Tensor], Optional[int]]:
@@ -257,31 +258,9 @@ def stack_steps(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return torch.stack(tensors, dim)
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """Returns ``value`` if it is a positive int, else raises ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Returns ``value`` if it is one of ``choices``, else raises ``ValueError`` listing them."""
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def check_finite_float(name: str, value: object) -> float:
-    """Returns ``value`` as a float if it is a finite real number, else raises ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return float(value)
-
-
 def make_generator(seed: Optional[int]) -> Optional[torch.Generator]:
     """A CPU generator seeded with ``seed`` (deterministic init), or ``None`` (global RNG)."""
+    seed = check_int(seed, "seed", allow_none=True)
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an int or None, got {seed!r}")
     return torch.Generator().manual_seed(seed)

@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils import skip_init
 
-from .base import Params, Policy, State, check_finite_float, check_positive_int, linear, make_generator
+from bmaml_robot_deploy.checks import check_float, check_int
+
+from .base import Params, Policy, State, linear, make_generator
 
 
 class GaussianMLPPolicy(Policy):
@@ -31,8 +33,7 @@ class GaussianMLPPolicy(Policy):
         hidden_sizes = tuple(hidden_sizes)
         if len(hidden_sizes) == 0:
             raise ValueError("hidden_sizes: expected at least one hidden layer size, got ()")
-        for i, size in enumerate(hidden_sizes):
-            check_positive_int(f"hidden_sizes[{i}]", size)
+        hidden_sizes = tuple(check_int(size, f"hidden_sizes[{i}]", minimum=1) for i, size in enumerate(hidden_sizes))
         self.hidden_sizes: Tuple[int, ...] = hidden_sizes
 
         generator = make_generator(seed)
@@ -42,7 +43,7 @@ class GaussianMLPPolicy(Policy):
             skip_init(torch.nn.Linear, n_in, n_out, dtype=torch.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
         self.mean = skip_init(torch.nn.Linear, sizes[-1], self.act_dim, dtype=torch.float32)
-        log_std = check_finite_float("init_log_std", init_log_std)
+        log_std = check_float(init_log_std, "init_log_std")
         self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), log_std, dtype=torch.float32))
         # Xavier-uniform weights and zero biases everywhere, as the reference MAML implementations
         # (rllab's maml_rl, pytorch-maml-rl) do, so results compare with published numbers.

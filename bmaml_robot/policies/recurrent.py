@@ -15,18 +15,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils import skip_init
 
-from .base import (
-    RECURRENCE_MODES,
-    Params,
-    Policy,
-    State,
-    check_choice,
-    check_finite_float,
-    check_positive_int,
-    linear,
-    make_generator,
-    stack_steps,
-)
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int
+
+from .base import RECURRENCE_MODES, Params, Policy, State, linear, make_generator, stack_steps
 
 #: Gates per cell kind: the rows of ``weight_ih``/``weight_hh`` are ``num_gates * hidden_size``.
 NUM_GATES: dict[str, int] = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -84,10 +75,10 @@ class RecurrentGaussianPolicy(Policy):
         init_log_std: float = 0.0,
         seed: Optional[int] = None,
     ) -> None:
-        check_choice("kind", kind, tuple(NUM_GATES))
-        check_choice("recurrence", recurrence, RECURRENCE_MODES)
+        check_choice(kind, "kind", tuple(NUM_GATES))
+        check_choice(recurrence, "recurrence", RECURRENCE_MODES)
         super().__init__(obs_dim, act_dim, kind=kind, recurrence=recurrence)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.hidden_size = check_int(hidden_size, "hidden_size", minimum=1)
         self.is_recurrent = True
         self.hidden_shape = (1, self.hidden_size)  # [num_layers, hidden_size]
         self.num_gates = NUM_GATES[kind]
@@ -95,7 +86,7 @@ class RecurrentGaussianPolicy(Policy):
         self.cell = RecurrentCell(kind, self.obs_dim, self.hidden_size)
         # skip_init: nn.Linear's own init would draw from (and move) the global RNG.
         self.mean = skip_init(torch.nn.Linear, self.hidden_size, self.act_dim, dtype=torch.float32)
-        log_std = check_finite_float("init_log_std", init_log_std)
+        log_std = check_float(init_log_std, "init_log_std")
         self.log_std = torch.nn.Parameter(torch.full((self.act_dim,), log_std, dtype=torch.float32))
         self._init_weights(make_generator(seed))
         if recurrence == "frozen":
