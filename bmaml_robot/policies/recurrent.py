@@ -221,6 +221,19 @@ class RecurrentGaussianPolicy(Policy):
 
         Backpropagates through time: the state runs from ``initial_state`` through all T steps.
         """
+        h_all, p, num_tasks = self._hidden(obs, params)
+        mean = linear(h_all, p["mean.weight"], p["mean.bias"], task_dim=0)
+        mean = mean.movedim(0, 1) if num_tasks is not None else mean  # -> [T, K, B, act_dim]
+        return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=1)
+
+    def hidden_sequence(self, obs: Tensor) -> Tensor:
+        """The hidden states of ``sequence`` with the module's own parameters:
+        ``obs [T, *batch, obs_dim] -> h [T, *batch, H]`` (what other heads read, e.g. RL^2's value)."""
+        return self._hidden(obs, None)[0]
+
+    def _hidden(self, obs: Tensor, params: Params | None) -> Tuple[Tensor, dict[str, Tensor], Optional[int]]:
+        """``(h_all, parameters, num_tasks)``: h_all ``[T, *batch, H]`` (shared parameters) or
+        ``[K, T, B, H]`` (per task: task-first, as the head's batched matmul wants it)."""
         p, num_tasks = self._resolve_params(params)
         self._check_obs(obs, num_tasks, time_first=True)
         if num_tasks is None:
@@ -244,6 +257,4 @@ class RecurrentGaussianPolicy(Policy):
             h_all = stack_steps(hs, dim=time_dim)  # torch.stack, but O(T) under double backward
         else:
             h_all = x.new_zeros(*x.shape[:-1], self.hidden_size)
-        mean = linear(h_all, p["mean.weight"], p["mean.bias"], task_dim=0)
-        mean = mean.movedim(0, 1) if num_tasks is not None else mean  # -> [T, K, B, act_dim]
-        return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=1)
+        return h_all, p, num_tasks

@@ -26,6 +26,7 @@ ALLOWED = {
     "config": _LOW, "checkpoint": set(), "seeds": set(), "torch_threads": set(), "provenance": set(),
     "stats": set(), "plots": {"checkpoint"},
     "meta": {"meta", "envs", "policies", "torch_threads", "gae", "bmaml_robot"},
+    "rl2": {"meta", "envs", "policies", "torch_threads", "gae", "config", "seeds", "bmaml_robot"},
     "factory": _RUNS, "run": _RUNS, "run_log": _RUNS,
     "train": _COMMANDS, "evaluate": _COMMANDS, "render": _COMMANDS, "export": _COMMANDS, "compare": _COMMANDS,
     "cli": _COMMANDS | {"cli"},
