@@ -8,7 +8,7 @@
 import mujoco as _mujoco
 
 try:
-    from bmaml_robot import _core
+    from bmaml_robot import _core  # noqa: F401 (loaded here so that a broken build fails with help)
 except ImportError as error:
     from bmaml_robot._import_help import core_import_error
 
@@ -19,4 +19,14 @@ from bmaml_robot.gae import gae
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "MAX_THREADS", "REWARD_TERMS", "BatchedRobotEnv", "TaskFamily", "gae", "get_family", "make_vec", "__version__"]
+__all__ = [
+    "FAMILIES",
+    "MAX_THREADS",
+    "REWARD_TERMS",
+    "BatchedRobotEnv",
+    "TaskFamily",
+    "gae",
+    "get_family",
+    "make_vec",
+    "__version__",
+]

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from bmaml_robot_deploy.checks import check_float, check_int
-
 import bmaml_robot as bm
 from bmaml_robot.config import FIELDS, load_config, parse_override, shipped_configs
 from bmaml_robot.seeds import MAX_SEED
+from bmaml_robot_deploy.checks import check_float, check_int
 
 DEFAULT_CONFIG = "demo"
 
@@ -33,19 +32,37 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="meta-iterations (--num-batches: its old name)")
     p.add_argument("--num-threads", type=int, help="threads stepping the robots")
     p.add_argument("--seed", type=int, help="seed of the run")
-    p.add_argument("--eval-every", type=int, metavar="N",
-                   help="held-out evaluation every N meta-iterations, logged with the metrics (eval_adapt_steps, eval_tasks, "
-                        "eval_episodes: --set); 0: never (default)")
-    p.add_argument("--sampler", choices=["local", "ray"],
-                   help="where episodes are sampled: local (default) or ray (Ray actors, same results)")
-    p.add_argument("--ray-address", metavar="ADDRESS",
-                   help="with --sampler ray: an existing Ray cluster (auto, HOST:PORT, ray://HOST:10001); "
-                        "default: start Ray on this machine")
-    p.add_argument("--workers", type=int, metavar="W", help="with --sampler ray: Ray actors, each sampling a slice of the tasks")
-    p.add_argument("--threads-per-worker", type=int, metavar="K", help="with --sampler ray: threads stepping each worker's robots")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: a new runs/<config>-<policy>-seed<seed>[-N])")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="held-out evaluation every N meta-iterations, logged with the metrics (eval_adapt_steps, eval_tasks, "
+        "eval_episodes: --set); 0: never (default)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["local", "ray"],
+        help="where episodes are sampled: local (default) or ray (Ray actors, same results)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="with --sampler ray: an existing Ray cluster (auto, HOST:PORT, ray://HOST:10001); "
+        "default: start Ray on this machine",
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="W", help="with --sampler ray: Ray actors, each sampling a slice of the tasks"
+    )
+    p.add_argument(
+        "--threads-per-worker", type=int, metavar="K", help="with --sampler ray: threads stepping each worker's robots"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="run directory (default: a new runs/<config>-<policy>-seed<seed>[-N])"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key (repeatable)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
@@ -67,8 +84,18 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_override(text) for text in args.set)
-        for key in ("policy", "recurrence", "num_iterations", "num_threads", "seed", "eval_every",
-                    "sampler", "ray_address", "workers", "threads_per_worker"):
+        for key in (
+            "policy",
+            "recurrence",
+            "num_iterations",
+            "num_threads",
+            "seed",
+            "eval_every",
+            "sampler",
+            "ray_address",
+            "workers",
+            "threads_per_worker",
+        ):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         if args.resume:
@@ -88,19 +115,27 @@ def train_main(argv: list[str] | None = None) -> int:
         if config.sampler != "ray":
             for flag in ("ray_address", "workers", "threads_per_worker"):
                 if getattr(args, flag) is not None:
-                    raise ValueError(f"--{flag.replace('_', '-')}: only used with --sampler ray "
-                                     f"(this run samples with sampler={config.sampler!r})")
+                    raise ValueError(
+                        f"--{flag.replace('_', '-')}: only used with --sampler ray "
+                        f"(this run samples with sampler={config.sampler!r})"
+                    )
         name = Path(args.config or DEFAULT_CONFIG).stem
         out = args.out or _fresh_run_dir(Path("runs") / f"{name}-{config.policy}-seed{config.seed}")
         if not args.quiet:
-            print(f"bmaml-train: {config.family}, {config.policy} policy"
-                  + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
-                  + f", {config.num_iterations} meta-iteration{'s' if config.num_iterations != 1 else ''} of "
-                  f"{config.num_tasks} tasks x "
-                  f"{config.episodes_per_task} episodes x {config.horizon} steps"
-                  + (f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
-                     f" on {config.ray_address or 'a local Ray'}" if config.sampler == "ray" else "")
-                  + f" -> {out}")
+            print(
+                f"bmaml-train: {config.family}, {config.policy} policy"
+                + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
+                + f", {config.num_iterations} meta-iteration{'s' if config.num_iterations != 1 else ''} of "
+                f"{config.num_tasks} tasks x "
+                f"{config.episodes_per_task} episodes x {config.horizon} steps"
+                + (
+                    f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
+                    f" on {config.ray_address or 'a local Ray'}"
+                    if config.sampler == "ray"
+                    else ""
+                )
+                + f" -> {out}"
+            )
         from bmaml_robot.train import check_run_dir
 
         check_run_dir(config, run if args.resume else out, args.resume)
@@ -117,16 +152,22 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"bmaml-train: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # e.g. a full disk: the last checkpoint is intact
-        print(f"bmaml-train: {error}; the run's last checkpoint is intact: continue with --resume "
-              f"--out {out}", file=sys.stderr)
+        print(
+            f"bmaml-train: {error}; the run's last checkpoint is intact: continue with --resume --out {out}",
+            file=sys.stderr,
+        )
         return 1
     if not args.quiet and result.metrics:
         first, last = result.metrics[0], result.metrics[-1]
         if first is not last:
-            print(f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} before adaptation, "
-                  f"{first['return_after']:.2f} after")
-        print(f"meta-iteration {last['iteration']}: return {last['return_before']:.2f} before adaptation, "
-              f"{last['return_after']:.2f} after (gain {last['return_after'] - last['return_before']:+.2f})")
+            print(
+                f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} before adaptation, "
+                f"{first['return_after']:.2f} after"
+            )
+        print(
+            f"meta-iteration {last['iteration']}: return {last['return_before']:.2f} before adaptation, "
+            f"{last['return_after']:.2f} after (gain {last['return_after'] - last['return_before']:+.2f})"
+        )
         print(f"run directory: {result.run_dir}")
     return 0
 
@@ -171,23 +212,46 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bmaml-eval",
         description="Evaluate a meta-trained run on held-out tasks: mean return after 0..K adaptation steps, "
-                    "with 95%% confidence intervals over tasks. Writes eval.json and eval.png.",
+        "with 95%% confidence intervals over tasks. Writes eval.json and eval.png.",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)")
-    p.add_argument("--adapt-steps", "--steps", dest="adapt_steps", type=_int_at_least(0), default=3,
-                   help="adaptation steps K (default 3): returns after 0..K steps (--steps: its old name)")
-    p.add_argument("--tasks", type=_int_at_least(1), default=20,
-                   help="held-out tasks (default 20; confidence intervals need 2 or more)")
+    p.add_argument(
+        "run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory (finished or in progress)"
+    )
+    p.add_argument(
+        "--adapt-steps",
+        "--steps",
+        dest="adapt_steps",
+        type=_int_at_least(0),
+        default=3,
+        help="adaptation steps K (default 3): returns after 0..K steps (--steps: its old name)",
+    )
+    p.add_argument(
+        "--tasks",
+        type=_int_at_least(1),
+        default=20,
+        help="held-out tasks (default 20; confidence intervals need 2 or more)",
+    )
     p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per task and step (default 10)")
-    p.add_argument("--fast-lr", type=_finite_at_least(0.0), default=None, help="inner step size (default: the run's fast_lr)")
-    p.add_argument("--seed", type=_seed, default=0, help="evaluation seed: tasks and noise, the same for every run (default 0)")
+    p.add_argument(
+        "--fast-lr", type=_finite_at_least(0.0), default=None, help="inner step size (default: the run's fast_lr)"
+    )
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="evaluation seed: tasks and noise, the same for every run (default 0)"
+    )
     p.add_argument("--num-threads", type=_int_at_least(1), default=1, help="threads stepping the robots (default 1)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="directory for eval.json and eval.png (default: RUN_DIR, or RUN_DIR/initial with --initial); "
-                        "an eval.json already there is replaced (the command says so)")
-    p.add_argument("--initial", action="store_true",
-                   help="evaluate the run's policy at initialisation (its architecture and seed, before any "
-                        "meta-training): the baseline a meta-trained policy must beat")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for eval.json and eval.png (default: RUN_DIR, or RUN_DIR/initial with --initial); "
+        "an eval.json already there is replaced (the command says so)",
+    )
+    p.add_argument(
+        "--initial",
+        action="store_true",
+        help="evaluate the run's policy at initialisation (its architecture and seed, before any "
+        "meta-training): the baseline a meta-trained policy must beat",
+    )
     return p
 
 
@@ -204,9 +268,17 @@ def eval_main(argv: list[str] | None = None) -> int:
         run = load_run(args.run_dir, initial=args.initial)  # loadable before any work starts
     except (ValueError, TypeError) as error:
         parser.error(str(error))
-    result = evaluation.evaluate(run, adapt_steps=args.adapt_steps, num_tasks=args.tasks, episodes=args.episodes,
-                                 fast_lr=args.fast_lr, seed=args.seed, num_threads=args.num_threads, out=args.out,
-                                 initial=args.initial)
+    result = evaluation.evaluate(
+        run,
+        adapt_steps=args.adapt_steps,
+        num_tasks=args.tasks,
+        episodes=args.episodes,
+        fast_lr=args.fast_lr,
+        seed=args.seed,
+        num_threads=args.num_threads,
+        out=args.out,
+        initial=args.initial,
+    )
     print(evaluation.format_table(result))
     if args.tasks == 1:
         print("note: one held-out task: no confidence interval over tasks (use --tasks 2 or more)")
@@ -219,20 +291,36 @@ def _compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bmaml-compare",
         description="Compare meta-training variants across seeds: learning curves with confidence bands, "
-                    "final performance, Welch/bootstrap tests with effect sizes, variance tests. Writes "
-                    "report.md, curves.png, gain.png, final.png and comparison.json.",
+        "final performance, Welch/bootstrap tests with effect sizes, variance tests. Writes "
+        "report.md, curves.png, gain.png, final.png and comparison.json.",
     )
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="bmaml-train run directories")
-    p.add_argument("--group-by", default="policy,recurrence",
-                   help="comma-separated config keys that define a variant (default: policy,recurrence)")
-    p.add_argument("--last", type=_int_at_least(1), default=10,
-                   help="final window: the last N common meta-iterations (default 10)")
-    p.add_argument("--smooth", type=_int_at_least(1), default=5,
-                   help="trailing moving average of the plotted curves, in iterations (default 5; 1: none)")
-    p.add_argument("--min-iterations", type=_int_at_least(1), default=1,
-                   help="leave out runs with fewer meta-iterations (default 1: use every run)")
-    p.add_argument("--eval-dir", type=Path, default=None,
-                   help="bmaml-eval results as EVAL_DIR/<run name>/eval.json (default: RUN_DIR/eval.json where present)")
+    p.add_argument(
+        "--group-by",
+        default="policy,recurrence",
+        help="comma-separated config keys that define a variant (default: policy,recurrence)",
+    )
+    p.add_argument(
+        "--last", type=_int_at_least(1), default=10, help="final window: the last N common meta-iterations (default 10)"
+    )
+    p.add_argument(
+        "--smooth",
+        type=_int_at_least(1),
+        default=5,
+        help="trailing moving average of the plotted curves, in iterations (default 5; 1: none)",
+    )
+    p.add_argument(
+        "--min-iterations",
+        type=_int_at_least(1),
+        default=1,
+        help="leave out runs with fewer meta-iterations (default 1: use every run)",
+    )
+    p.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=None,
+        help="bmaml-eval results as EVAL_DIR/<run name>/eval.json (default: RUN_DIR/eval.json where present)",
+    )
     p.add_argument("--out", type=Path, default=Path("comparison"), help="output directory (default: ./comparison)")
     return p
 
@@ -247,9 +335,16 @@ def compare_main(argv: list[str] | None = None) -> int:
 
     command = "bmaml-compare " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        comparison = comparing.compare(args.run_dirs, group_by=args.group_by.split(","), last=args.last,
-                                       smooth_window=args.smooth, min_iterations=args.min_iterations,
-                                       eval_dir=args.eval_dir, out=None, command=command)
+        comparison = comparing.compare(
+            args.run_dirs,
+            group_by=args.group_by.split(","),
+            last=args.last,
+            smooth_window=args.smooth,
+            min_iterations=args.min_iterations,
+            eval_dir=args.eval_dir,
+            out=None,
+            command=command,
+        )
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     comparing.write_outputs(comparison, args.out)
@@ -265,21 +360,51 @@ def _export_parser() -> argparse.ArgumentParser:
         description="Adapt a meta-trained policy to one task (sampling episodes with the batched robots, "
         "training's inner loop) and export the adapted policy as one self-contained ONNX file for "
         "bmaml-robot-deploy.",
-        epilog='example: bmaml-export runs/cheetah --task \'{"direction": -1.0}\' --adapt-steps 1 --out cheetah_back.onnx',
+        epilog="example: bmaml-export runs/cheetah --task '{\"direction\": -1.0}' --adapt-steps 1 "
+        "--out cheetah_back.onnx",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="run directory made by bmaml-train (policy.pt, else checkpoint.pt)")
-    p.add_argument("--task", required=True, metavar="JSON",
-                   help='the task, a JSON object of the run\'s family, e.g. \'{"direction": -1.0}\' or \'{"goal": [0.2, -0.1]}\'')
-    p.add_argument("--adapt-steps", required=True, type=_int_at_least(0), metavar="K",
-                   help="inner adaptation steps (0: the meta-policy itself)")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        type=Path,
+        help="run directory made by bmaml-train (policy.pt, else checkpoint.pt)",
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        metavar="JSON",
+        help="the task, a JSON object of the run's family, e.g. '{\"direction\": -1.0}' or '{\"goal\": [0.2, -0.1]}'",
+    )
+    p.add_argument(
+        "--adapt-steps",
+        required=True,
+        type=_int_at_least(0),
+        metavar="K",
+        help="inner adaptation steps (0: the meta-policy itself)",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="ONNX file to write (e.g. policy.onnx)")
-    p.add_argument("--episodes", type=_int_at_least(1), default=None, metavar="E",
-                   help="episodes sampled per step (default: the run's episodes_per_task)")
-    p.add_argument("--fast-lr", type=_finite_at_least(0.0), default=None, metavar="X",
-                   help="inner step size (default: the run's fast_lr)")
+    p.add_argument(
+        "--episodes",
+        type=_int_at_least(1),
+        default=None,
+        metavar="E",
+        help="episodes sampled per step (default: the run's episodes_per_task)",
+    )
+    p.add_argument(
+        "--fast-lr",
+        type=_finite_at_least(0.0),
+        default=None,
+        metavar="X",
+        help="inner step size (default: the run's fast_lr)",
+    )
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the sampled episodes (default: 0)")
-    p.add_argument("--num-threads", type=_int_at_least(1), default=None, metavar="N",
-                   help="threads stepping the robots (default: the run's)")
+    p.add_argument(
+        "--num-threads",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="threads stepping the robots (default: the run's)",
+    )
     return p
 
 
@@ -309,21 +434,38 @@ def _render_parser() -> argparse.ArgumentParser:
         description="Render a run's policy on one task before and after adaptation, headless, to MP4 or GIF.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bmaml-train run directory")
-    p.add_argument("--task", required=True, help='the task as JSON, e.g. \'{"direction": -1}\' or \'{"goal": [0.3, -0.2]}\'')
+    p.add_argument(
+        "--task", required=True, help="the task as JSON, e.g. '{\"direction\": -1}' or '{\"goal\": [0.3, -0.2]}'"
+    )
     p.add_argument("--out", type=Path, required=True, help="output file, .mp4 or .gif")
-    p.add_argument("--adapt-steps", type=_int_at_least(0), default=1,
-                   help="adaptation steps before the 'after' episode (default 1)")
-    p.add_argument("--layout", choices=("side-by-side", "sequential"), default="side-by-side",
-                   help="panels side by side (default) or one after the other")
+    p.add_argument(
+        "--adapt-steps",
+        type=_int_at_least(0),
+        default=1,
+        help="adaptation steps before the 'after' episode (default 1)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("side-by-side", "sequential"),
+        default="side-by-side",
+        help="panels side by side (default) or one after the other",
+    )
     p.add_argument("--width", type=_int_at_least(16), default=480, help="panel width in pixels (even, default 480)")
     p.add_argument("--height", type=_int_at_least(16), default=360, help="panel height in pixels (even, default 360)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the adaptation episodes and the recorded ones (default 0)")
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the adaptation episodes and the recorded ones (default 0)"
+    )
     p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per adaptation step (default 10)")
     p.add_argument("--fast-lr", type=_finite_at_least(0.0), default=None, help="inner step size (default: the run's)")
-    p.add_argument("--stochastic", action="store_true",
-                   help="sample actions from the policy (default: its mean action, deterministic)")
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample actions from the policy (default: its mean action, deterministic)",
+    )
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: real time)")
-    p.add_argument("--num-threads", type=_int_at_least(1), default=1, help="threads stepping the robots during adaptation")
+    p.add_argument(
+        "--num-threads", type=_int_at_least(1), default=1, help="threads stepping the robots during adaptation"
+    )
     return p
 
 
@@ -341,20 +483,27 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bmaml-demo",
         description="Step a batch of robots with uniformly random actions (in the robot's own units) and report the "
-                    "C++ core's throughput (env-steps per second) and the random-action return. No training.",
+        "C++ core's throughput (env-steps per second) and the random-action return. No training.",
     )
-    parser.add_argument("--family", default="HalfCheetahDir", choices=sorted(bm.FAMILIES),
-                        help="task family (default HalfCheetahDir)")
+    parser.add_argument(
+        "--family", default="HalfCheetahDir", choices=sorted(bm.FAMILIES), help="task family (default HalfCheetahDir)"
+    )
     parser.add_argument("--num-envs", type=_int_at_least(1), default=256, help="robots stepped together (default 256)")
-    parser.add_argument("--num-threads", type=_int_at_least(1), default=2,
-                        help=f"threads stepping them (default 2; at most {bm.MAX_THREADS})")
-    parser.add_argument("--steps", type=_int_at_least(1), default=200,
-                        help="control steps, also each episode's length (default 200)")
+    parser.add_argument(
+        "--num-threads",
+        type=_int_at_least(1),
+        default=2,
+        help=f"threads stepping them (default 2; at most {bm.MAX_THREADS})",
+    )
+    parser.add_argument(
+        "--steps", type=_int_at_least(1), default=200, help="control steps, also each episode's length (default 200)"
+    )
     parser.add_argument("--seed", type=_seed, default=0, help="seed of tasks, resets and actions (default 0)")
     args = parser.parse_args(argv)
     try:
-        env = bm.make_vec(args.family, args.num_envs, num_threads=args.num_threads, seed=args.seed,
-                          max_episode_steps=args.steps)
+        env = bm.make_vec(
+            args.family, args.num_envs, num_threads=args.num_threads, seed=args.seed, max_episode_steps=args.steps
+        )
     except (ValueError, RuntimeError) as error:
         parser.error(str(error).replace("num_threads", "--num-threads").replace("num_envs", "--num-envs"))
     try:
@@ -370,9 +519,11 @@ def demo_main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
     finally:
         env.close()
-    print(f"{args.family}: {args.num_envs} envs x {args.steps} steps on {env.num_threads} threads in {elapsed:.2f} s "
-          f"({args.num_envs * args.steps / elapsed:,.0f} env-steps/s); random-action return {returns.mean():.2f} "
-          f"+- {returns.std():.2f}")
+    print(
+        f"{args.family}: {args.num_envs} envs x {args.steps} steps on {env.num_threads} threads in {elapsed:.2f} s "
+        f"({args.num_envs * args.steps / elapsed:,.0f} env-steps/s); random-action return {returns.mean():.2f} "
+        f"+- {returns.std():.2f}"
+    )
     return 0
 
 

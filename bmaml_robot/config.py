@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from bmaml_robot_deploy.checks import check_choice, check_float, check_int
-
 from bmaml_robot.envs.families import FAMILIES
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -32,7 +31,8 @@ class TrainConfig:
     policy: str = "mlp"
     """Policy kind: ``mlp`` (classic MAML), ``rnn`` (tanh), ``gru`` or ``lstm``."""
     recurrence: str = "frozen"
-    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted), ``all``; ignored by mlp."""
+    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted), ``all``;
+    ignored by mlp."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the MLP policy."""
     hidden_size: int = 100
@@ -40,7 +40,8 @@ class TrainConfig:
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy (in the normalised action space; |value| <= 10)."""
     action_scale: float | None = None
-    """The policy acts in [-action_scale, action_scale], mapped onto the robot's bounds; null: the family's (10 MuJoCo, 0.1 Navigation2D)."""
+    """The policy acts in [-action_scale, action_scale], mapped onto the robot's bounds; null: the family's
+    (10 MuJoCo, 0.1 Navigation2D)."""
     num_tasks: int = 40
     """Tasks per meta-batch (meta_batch_size in the MAML papers)."""
     episodes_per_task: int = 20
@@ -64,7 +65,8 @@ class TrainConfig:
     cg_damping: float = 1e-5
     """Damping added to the KL Hessian in conjugate gradient."""
     hvp_subsample: float = 1.0
-    """Share of each task's episodes in CG's KL-Hessian products (subsampled curvature; 1: all; gradient, line search: all)."""
+    """Share of each task's episodes in CG's KL-Hessian products (subsampled curvature; 1: all; gradient,
+    line search: all)."""
     ls_max_steps: int = 15
     """Backtracking line-search trials."""
     ls_backtrack: float = 0.8
@@ -86,7 +88,8 @@ class TrainConfig:
     checkpoint_every: int = 1
     """Write a checkpoint every this many meta-iterations (and always at the end)."""
     eval_every: int = 0
-    """Held-out evaluation every this many meta-iterations (bmaml-eval's tasks and noise), logged with the metrics; 0: never."""
+    """Held-out evaluation every this many meta-iterations (bmaml-eval's tasks and noise), logged with the
+    metrics; 0: never."""
     eval_adapt_steps: int = 1
     """Evaluation during training: adaptation steps (returns after 0..eval_adapt_steps steps)."""
     eval_tasks: int = 20
@@ -102,10 +105,10 @@ class TrainConfig:
         d["hidden_sizes"] = list(self.hidden_sizes)
         return d
 
-    def replace(self, **overrides: Any) -> "TrainConfig":
+    def replace(self, **overrides: Any) -> TrainConfig:
         return from_dict({**self.to_dict(), **overrides})
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """This config with ``action_scale`` set (the family's default when it is None): what a
         run records in its files, so that it keeps its convention whatever the defaults become."""
         if self.action_scale is not None:
@@ -129,20 +132,43 @@ def _validate(c: TrainConfig) -> None:
     check_choice(c.recurrence, "recurrence", RECURRENCE_MODES)
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
-    for key in ("hidden_size", "num_tasks", "episodes_per_task", "horizon", "adapt_steps", "cg_iters",
-                "ls_max_steps", "num_iterations", "num_threads", "checkpoint_every", "workers", "threads_per_worker",
-                "eval_adapt_steps", "eval_tasks", "eval_episodes"):
+    for key in (
+        "hidden_size",
+        "num_tasks",
+        "episodes_per_task",
+        "horizon",
+        "adapt_steps",
+        "cg_iters",
+        "ls_max_steps",
+        "num_iterations",
+        "num_threads",
+        "checkpoint_every",
+        "workers",
+        "threads_per_worker",
+        "eval_adapt_steps",
+        "eval_tasks",
+        "eval_episodes",
+    ):
         check_int(getattr(c, key), key, minimum=1, what="a value")
     check_int(c.eval_every, "eval_every", minimum=0, what="a value")
     check_choice(c.sampler, "sampler", ("local", "ray"))
     if c.sampler == "ray" and c.workers > c.num_tasks:
-        raise ValueError(f"workers: expected at most num_tasks={c.num_tasks} Ray workers (one task each at least), "
-                         f"got {c.workers}")
+        raise ValueError(
+            f"workers: expected at most num_tasks={c.num_tasks} Ray workers (one task each at least), got {c.workers}"
+        )
     check_int(c.seed, "seed", minimum=0, below=2**64)
     if c.action_scale is not None:
         check_float(c.action_scale, "action_scale", low=0, low_open=True, note=" (or null: the family's default)")
-    for key in ("init_log_std", "fast_lr", "max_kl", "cg_damping", "hvp_subsample", "gamma", "gae_lambda",
-                "ls_backtrack"):
+    for key in (
+        "init_log_std",
+        "fast_lr",
+        "max_kl",
+        "cg_damping",
+        "hvp_subsample",
+        "gamma",
+        "gae_lambda",
+        "ls_backtrack",
+    ):
         check_float(getattr(c, key), key)
     at_least("fast_lr", 0.0)
     # exp(+-10) is already 2e4 or 5e-5 times the action scale; beyond, the Gaussian overflows
@@ -161,12 +187,23 @@ MAX_ABS_INIT_LOG_STD = 10.0
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 #: Keys added after runs were already being made, with the value that reproduces what a run made
 #: before the key existed computed (``action_scale`` is the robot's own bound: see ``run_config``).
-ADDED_LATER: dict[str, Any] = {"hvp_subsample": 1.0, "sampler": "local", "ray_address": "", "workers": 2,
-                               "threads_per_worker": 1, "eval_every": 0, "eval_adapt_steps": 1, "eval_tasks": 20,
-                               "eval_episodes": 10}
+ADDED_LATER: dict[str, Any] = {
+    "hvp_subsample": 1.0,
+    "sampler": "local",
+    "ray_address": "",
+    "workers": 2,
+    "threads_per_worker": 1,
+    "eval_every": 0,
+    "eval_adapt_steps": 1,
+    "eval_tasks": 20,
+    "eval_episodes": 10,
+}
 #: Keys by their old names: configs, runs and ``--set`` overrides written with them still load.
-RENAMED: dict[str, str] = {"num_steps": "adapt_steps", "num_batches": "num_iterations",
-                           "eval_steps": "eval_adapt_steps"}
+RENAMED: dict[str, str] = {
+    "num_steps": "adapt_steps",
+    "num_batches": "num_iterations",
+    "eval_steps": "eval_adapt_steps",
+}
 
 
 def current_keys(values: Mapping[Any, Any], source: str) -> dict[Any, Any]:
@@ -179,6 +216,8 @@ def current_keys(values: Mapping[Any, Any], source: str) -> dict[Any, Any]:
                 raise ValueError(f"{source}: {old!r} is the old name of {new!r}; give one of them, not both")
             out[new] = out.pop(old)
     return out
+
+
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
@@ -199,7 +238,7 @@ def _coerce(key: str, value: Any) -> Any:
             except ValueError:
                 pass
     elif hint in (float, float | None):
-        if value is None and hint != float:
+        if value is None and hint is not float:
             return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -216,14 +255,20 @@ def _coerce(key: str, value: Any) -> Any:
             try:
                 value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
             except (yaml.YAMLError, ValueError, RecursionError) as error:
-                raise ValueError(f"{key}: expected a list of integers, got {reprlib.repr(value)} "
-                                 f"({_first_line(error)})") from None
+                raise ValueError(
+                    f"{key}: expected a list of integers, got {reprlib.repr(value)} ({_first_line(error)})"
+                ) from None
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]  # `--set hidden_sizes=64`: one hidden layer
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
-    expected = {bool: "true or false", int: "an integer", float: "a number", float | None: "a number or null",
-                str: "a string"}.get(hint, "a list of integers")
+    expected = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        float | None: "a number or null",
+        str: "a string",
+    }.get(hint, "a list of integers")
     raise ValueError(f"{key}: expected {expected}, got {reprlib.repr(value)}")
 
 
@@ -253,13 +298,17 @@ def run_config(values: Mapping[str, Any], source: str) -> TrainConfig:
     the log.
     """
     if not isinstance(values, Mapping) or not values:
-        raise ValueError(f"{source}: expected the config bmaml-train recorded (a mapping of every key), "
-                         f"got {'an empty file' if not values else type(values).__name__}")
+        raise ValueError(
+            f"{source}: expected the config bmaml-train recorded (a mapping of every key), "
+            f"got {'an empty file' if not values else type(values).__name__}"
+        )
     values = current_keys(values, source)
     missing = sorted(set(FIELDS) - set(values) - set(ADDED_LATER) - {"action_scale"})
     if missing:
-        raise ValueError(f"{source}: incomplete run config, missing keys {missing} (a run's config is never "
-                         "filled in with defaults: that would be another run)")
+        raise ValueError(
+            f"{source}: incomplete run config, missing keys {missing} (a run's config is never "
+            "filled in with defaults: that would be another run)"
+        )
     values = {**{k: v for k, v in ADDED_LATER.items() if k not in values}, **values}
     if "action_scale" not in values:
         family = values.get("family", FIELDS["family"].default)
@@ -269,7 +318,10 @@ def run_config(values: Mapping[str, Any], source: str) -> TrainConfig:
             scale = legacy_action_scale(family)
             logging.getLogger("bmaml_robot").warning(
                 "%s: no action_scale (a run made before the action convention): its policy acts in the "
-                "robot's own units, action_scale %g", source, scale)
+                "robot's own units, action_scale %g",
+                source,
+                scale,
+            )
             values = {**values, "action_scale": scale}
     return from_dict(values, source=source).resolved()
 
@@ -314,8 +366,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
     except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: an int past Python's digit limit
-        raise ValueError(f"--set {key}: {raw[:40]!r}{'...' if len(raw) > 40 else ''} is not a valid YAML value "
-                         f"({_first_line(error)})") from None
+        raise ValueError(
+            f"--set {key}: {raw[:40]!r}{'...' if len(raw) > 40 else ''} is not a valid YAML value "
+            f"({_first_line(error)})"
+        ) from None
     return key, _coerce(key, value)
 
 
@@ -332,8 +386,10 @@ def dump_config(config: TrainConfig, path: Path) -> None:
     lines = []
     for key, value in config.to_dict().items():
         doc = FIELD_DOCS.get(key, "")
-        lines.append(f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                     + (f"  # {doc}" if doc else ""))
+        lines.append(
+            f"{key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            + (f"  # {doc}" if doc else "")
+        )
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -346,7 +402,11 @@ def _field_docs() -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             docs[node.target.id] = " ".join(str(following.value.value).split())  # type: ignore[attr-defined]
     return docs
 

@@ -37,8 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from bmaml_robot_deploy.checks import check_float, check_int
-
 from bmaml_robot.checkpoint import write_text_atomic
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.factory import build_learner
@@ -49,6 +47,7 @@ from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed, held_out_tasks
 from bmaml_robot.stats import mean_ci
 from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot_deploy.checks import check_float, check_int
 
 EVAL_JSON = "eval.json"
 EVAL_PNG = "eval.png"

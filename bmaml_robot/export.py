@@ -47,16 +47,13 @@ import math
 import shlex
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-
-from bmaml_robot_deploy.checks import check_float, check_int
-from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 from bmaml_robot.checkpoint import write_bytes_atomic
 from bmaml_robot.config import TrainConfig
@@ -70,6 +67,8 @@ from bmaml_robot.provenance import provenance
 from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed
 from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot_deploy.checks import check_float, check_int
+from bmaml_robot_deploy.metadata import NO_RECURRENCE, OBS_INPUT, PolicyMetadata
 
 #: ONNX opset of exported files: the lowest the exporter emits, so older onnxruntime builds on
 #: robot computers can load them.
@@ -311,7 +310,9 @@ class ExportedPolicy(torch.nn.Module):
         return action, next_state.unsqueeze(0)
 
 
-def _check_export_args(policy: Policy, params: Mapping[str, Tensor] | None, metadata: PolicyMetadata) -> dict[str, Tensor]:
+def _check_export_args(
+    policy: Policy, params: Mapping[str, Tensor] | None, metadata: PolicyMetadata
+) -> dict[str, Tensor]:
     if not isinstance(policy, Policy):
         raise TypeError(f"policy: expected a bmaml_robot Policy, got {type(policy).__name__}")
     if not isinstance(metadata, PolicyMetadata):
@@ -335,8 +336,11 @@ def _check_export_args(policy: Policy, params: Mapping[str, Tensor] | None, meta
         if not torch.isfinite(value).all():
             raise ValueError(f"params[{name!r}]: expected finite values, got NaN or inf")
     expected = {
-        "obs_dim": policy.obs_dim, "act_dim": policy.act_dim, "policy_kind": policy.kind,
-        "recurrence": policy.recurrence or NO_RECURRENCE, "hidden_shape": tuple(policy.hidden_shape),
+        "obs_dim": policy.obs_dim,
+        "act_dim": policy.act_dim,
+        "policy_kind": policy.kind,
+        "recurrence": policy.recurrence or NO_RECURRENCE,
+        "hidden_shape": tuple(policy.hidden_shape),
     }
     for field, value in expected.items():
         if getattr(metadata, field) != value:
@@ -347,8 +351,10 @@ def _check_export_args(policy: Policy, params: Mapping[str, Tensor] | None, meta
 def _action_map(metadata: PolicyMetadata) -> ActionMap:
     """The map the graph ends in: ``metadata.action_scale`` onto ``metadata``'s bounds."""
     if metadata.action_scale is None:
-        raise ValueError("metadata.action_scale: expected the scale of the policy's normalised actions "
-                         "(Adaptation.metadata() sets the run's), got None")
+        raise ValueError(
+            "metadata.action_scale: expected the scale of the policy's normalised actions "
+            "(Adaptation.metadata() sets the run's), got None"
+        )
     return ActionMap(metadata.action_scale, np.array(metadata.action_low), np.array(metadata.action_high))
 
 
@@ -493,24 +499,36 @@ def command(args: argparse.Namespace, task: dict[str, Any], parser: argparse.Arg
     with warnings.catch_warnings():  # said just above
         warnings.simplefilter("ignore", TaskDistributionWarning)
         adaptation = adapt_run(
-            loaded, task, args.adapt_steps, episodes=args.episodes, fast_lr=args.fast_lr, seed=args.seed,
+            loaded,
+            task,
+            args.adapt_steps,
+            episodes=args.episodes,
+            fast_lr=args.fast_lr,
+            seed=args.seed,
             num_threads=args.num_threads,
         )
     metadata = adaptation.metadata()
     path = export_onnx(adaptation.policy, adaptation.params, args.out, metadata)
     config = loaded.config
     kind = config.policy + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
-    print(f"bmaml-export: {path} ({_size(path.stat().st_size)}): {kind} policy of {Path(loaded.run_dir) / loaded.source}, "
-          f"{metadata.family} task {json.dumps(metadata.task)}")
+    print(
+        f"bmaml-export: {path} ({_size(path.stat().st_size)}): {kind} policy of "
+        f"{Path(loaded.run_dir) / loaded.source}, "
+        f"{metadata.family} task {json.dumps(metadata.task)}"
+    )
     returns = adaptation.returns
     if adaptation.adapt_steps == 0:
         print(f"  meta-policy (no adaptation): return {returns[0]:.2f} on {adaptation.episodes} episodes")
     else:
-        print(f"  {adaptation.adapt_steps} adaptation step(s), fast_lr {adaptation.fast_lr:g}, "
-              f"{adaptation.episodes} episodes per step: return {returns[0]:.2f} before adaptation, "
-              f"{returns[-1]:.2f} after ({returns[-1] - returns[0]:+.2f})")
-    print(f"  inputs {list(metadata.input_names)}, outputs {list(metadata.output_names)}, control rate "
-          f"{metadata.control_rate_hz:g} Hz, training horizon {metadata.horizon} steps")
+        print(
+            f"  {adaptation.adapt_steps} adaptation step(s), fast_lr {adaptation.fast_lr:g}, "
+            f"{adaptation.episodes} episodes per step: return {returns[0]:.2f} before adaptation, "
+            f"{returns[-1]:.2f} after ({returns[-1] - returns[0]:+.2f})"
+        )
+    print(
+        f"  inputs {list(metadata.input_names)}, outputs {list(metadata.output_names)}, control rate "
+        f"{metadata.control_rate_hz:g} Hz, training horizon {metadata.horizon} steps"
+    )
     argv, description = suggested_control_command(path, metadata)
     print(f"  try it in the simulator ({description}):\n    {shlex.join(argv)}")
     return 0

@@ -42,8 +42,6 @@ import mujoco
 import numpy as np
 import torch
 
-from bmaml_robot_deploy.checks import check_choice, check_float, check_int, describe_range
-
 from bmaml_robot.checkpoint import atomic_path
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import get_family
@@ -59,17 +57,18 @@ from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.factory import build_learner
 from bmaml_robot.meta import adapt_to_tasks
+from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed
-from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot_deploy.checks import check_choice, check_float, check_int, describe_range
 
 LAYOUTS = ("side-by-side", "sequential")
 VIDEO_SUFFIXES = (".mp4", ".gif")
 _MAX_SIZE = 4096
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gl_backend() -> str:
     """The headless OpenGL backend to render with (``envs.rendering.choose_gl_backend``, probing
     with this module's ``probe_gl_backend``); GLUnavailableError if none."""
@@ -289,7 +288,9 @@ def parse_task(family: str, task: str | Mapping[str, Any]) -> dict[str, Any]:
         try:
             task = json.loads(task)
         except json.JSONDecodeError as error:
-            raise ValueError(f"task: expected a JSON object such as {_example(family)}, got {task!r} ({error})") from error
+            raise ValueError(
+                f"task: expected a JSON object such as {_example(family)}, got {task!r} ({error})"
+            ) from error
     if not isinstance(task, Mapping):
         raise ValueError(f"task: expected a JSON object such as {_example(family)}, got {task!r}")
     get_family(family).encode(task, "task")
@@ -300,8 +301,17 @@ def _example(family: str) -> str:
     return json.dumps(get_family(family).sample_tasks(1, np.random.default_rng(0))[0])
 
 
-def check_render_settings(out: Path, adapt_steps: int, layout: str, width: int, height: int, seed: int,
-                          episodes: int, fast_lr: float | None, fps: float | None) -> None:
+def check_render_settings(
+    out: Path,
+    adapt_steps: int,
+    layout: str,
+    width: int,
+    height: int,
+    seed: int,
+    episodes: int,
+    fast_lr: float | None,
+    fps: float | None,
+) -> None:
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"out: expected a file name ending in {' or '.join(VIDEO_SUFFIXES)}, got {str(out)!r}")
     if out.exists() and out.is_dir():
@@ -348,8 +358,16 @@ def render(
         backend = None
     with one_torch_thread():
         params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
-        recording = record_episodes(run.policy, family.name, task, params, run.config.horizon,
-                                    evaluation_seed(seed, 0), stochastic, run.config.action_scale)
+        recording = record_episodes(
+            run.policy,
+            family.name,
+            task,
+            params,
+            run.config.horizon,
+            evaluation_seed(seed, 0),
+            stochastic,
+            run.config.action_scale,
+        )
     if family.robot == "Navigation2D":
         frames = navigation_frames(task, recording, width, height)
         default_fps = 10.0
@@ -359,9 +377,14 @@ def render(
     video = compose(frames, recording, layout, adapt_steps)
     write_video(out, video, fps or default_fps)
     returns = recording.rewards.sum(axis=0)
-    return RenderResult(out, int(video.shape[0]), (int(video.shape[1]), int(video.shape[2])),
-                        (float(returns[0]), float(returns[1])),
-                        (int(recording.lengths[0]), int(recording.lengths[1])), backend)
+    return RenderResult(
+        out,
+        int(video.shape[0]),
+        (int(video.shape[1]), int(video.shape[2])),
+        (float(returns[0]), float(returns[1])),
+        (int(recording.lengths[0]), int(recording.lengths[1])),
+        backend,
+    )
 
 
 def _control_dt(family: str) -> float:
@@ -377,8 +400,17 @@ def command(args: Any, parser: Any) -> int:
     """``bmaml-render`` after its arguments were parsed (``bmaml_robot.cli.render_main``): check the
     settings, the run, the task and OpenGL (usage errors), then render."""
     try:
-        check_render_settings(args.out, args.adapt_steps, args.layout, args.width, args.height, args.seed,
-                              args.episodes, args.fast_lr, args.fps)
+        check_render_settings(
+            args.out,
+            args.adapt_steps,
+            args.layout,
+            args.width,
+            args.height,
+            args.seed,
+            args.episodes,
+            args.fast_lr,
+            args.fps,
+        )
         run = load_run(args.run_dir)
         family = get_family(run.config.family)
         task = parse_task(family.name, args.task)
@@ -387,14 +419,31 @@ def command(args: Any, parser: Any) -> int:
     except (ValueError, TypeError, GLUnavailableError) as error:
         parser.error(str(error))
     if not family.in_distribution(task):
-        print(f"bmaml-render: warning: task {json.dumps(task)} is outside {family.name}'s training distribution "
-              f"({family.task_distribution})", file=sys.stderr)
-    result = render(run, task, args.out, adapt_steps=args.adapt_steps, layout=args.layout,
-                    width=args.width, height=args.height, seed=args.seed, episodes=args.episodes,
-                    fast_lr=args.fast_lr, stochastic=args.stochastic, fps=args.fps, num_threads=args.num_threads)
-    print(f"wrote {result.path}: {result.num_frames} frames of {result.frame_shape[1]}x{result.frame_shape[0]}"
-          f"{f' (OpenGL: {result.gl_backend})' if result.gl_backend else ''}; return before adaptation "
-          f"{result.returns[0]:.2f}, after {args.adapt_steps} step(s) {result.returns[1]:.2f}")
+        print(
+            f"bmaml-render: warning: task {json.dumps(task)} is outside {family.name}'s training distribution "
+            f"({family.task_distribution})",
+            file=sys.stderr,
+        )
+    result = render(
+        run,
+        task,
+        args.out,
+        adapt_steps=args.adapt_steps,
+        layout=args.layout,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+        episodes=args.episodes,
+        fast_lr=args.fast_lr,
+        stochastic=args.stochastic,
+        fps=args.fps,
+        num_threads=args.num_threads,
+    )
+    print(
+        f"wrote {result.path}: {result.num_frames} frames of {result.frame_shape[1]}x{result.frame_shape[0]}"
+        f"{f' (OpenGL: {result.gl_backend})' if result.gl_backend else ''}; return before adaptation "
+        f"{result.returns[0]:.2f}, after {args.adapt_steps} step(s) {result.returns[1]:.2f}"
+    )
     return 0
 
 

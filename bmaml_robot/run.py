@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 
-from bmaml_robot_deploy.checks import check_int
-
 from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint, write_text_atomic
 from bmaml_robot.config import TrainConfig, dump_config, read_yaml, run_config
 from bmaml_robot.factory import build_policy, robot_dims
 from bmaml_robot.policies import Policy
+from bmaml_robot_deploy.checks import check_int
 
 CHECKPOINT = "checkpoint.pt"
 FINAL_POLICY = "policy.pt"
@@ -35,8 +34,20 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 #: Config keys a resumed run may change: they decide how long it runs and where it samples,
 #: never what it computes.
-RESUME_MAY_CHANGE = frozenset({"num_iterations", "num_threads", "sampler", "ray_address", "workers", "threads_per_worker",
-                               "eval_every", "eval_adapt_steps", "eval_tasks", "eval_episodes"})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "num_iterations",
+        "num_threads",
+        "sampler",
+        "ray_address",
+        "workers",
+        "threads_per_worker",
+        "eval_every",
+        "eval_adapt_steps",
+        "eval_tasks",
+        "eval_episodes",
+    }
+)
 #: Keys of a checkpoint.
 _CHECKPOINT_KEYS = ("config", "policy", "next_iteration", "env_steps")
 #: ``LoadedRun.source`` of a run's policy at initialisation.
@@ -97,11 +108,15 @@ class RunDir:
         records = read_jsonl(path)
         for line, record in enumerate(records[:next_iteration], start=1):
             if record.get("iteration") != line - 1:
-                raise ValueError(f"{path}, line {line}: expected iteration {line - 1}, got {record.get('iteration')!r}; "
-                                 "the file is damaged (lines lost or out of order)")
+                raise ValueError(
+                    f"{path}, line {line}: expected iteration {line - 1}, got {record.get('iteration')!r}; "
+                    "the file is damaged (lines lost or out of order)"
+                )
         if len(records) < next_iteration:
-            raise ValueError(f"{path}: holds iterations 0..{len(records) - 1} but {CHECKPOINT} is at iteration "
-                             f"{next_iteration}: lines were lost")
+            raise ValueError(
+                f"{path}: holds iterations 0..{len(records) - 1} but {CHECKPOINT} is at iteration "
+                f"{next_iteration}: lines were lost"
+            )
         return records[:next_iteration]
 
     # -- starting and resuming -------------------------------------------------------------
@@ -127,15 +142,18 @@ class RunDir:
                     config = config.replace(action_scale=saved.action_scale)
                 changed = {k for k, v in config.to_dict().items() if saved.to_dict()[k] != v} - RESUME_MAY_CHANGE
                 if changed:
-                    raise ValueError(f"resume: the run was started with other values of {sorted(changed)}; "
-                                     f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
+                    raise ValueError(
+                        f"resume: the run was started with other values of {sorted(changed)}; "
+                        f"only {', '.join(sorted(RESUME_MAY_CHANGE))} may change"
+                    )
             if state is not None:
                 check_checkpoint(state, self.checkpoint_path, config)
                 self.metrics(state["next_iteration"])
             read_provenance(self.path)  # a damaged one is a usage error now, not after the sampler is built
         elif any(p.exists() for p in (self.checkpoint_path, self.metrics_path, self.config_path)):
-            raise ValueError(f"out: {self.path} already holds a run; pass resume=True (--resume) or choose "
-                             "another directory")
+            raise ValueError(
+                f"out: {self.path} already holds a run; pass resume=True (--resume) or choose another directory"
+            )
         return config.resolved(), state
 
     def _check_writable(self) -> None:
@@ -164,13 +182,21 @@ class RunDir:
         append_jsonl(self.metrics_path, record)
 
     def save_checkpoint(self, config: TrainConfig, policy: Policy, next_iteration: int, env_steps: int) -> None:
-        save_checkpoint(self.checkpoint_path, {"config": config.to_dict(), "policy": policy.state_dict(),
-                                               "next_iteration": next_iteration, "env_steps": env_steps})
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "config": config.to_dict(),
+                "policy": policy.state_dict(),
+                "next_iteration": next_iteration,
+                "env_steps": env_steps,
+            },
+        )
 
     def save_final(self, config: TrainConfig, policy: Policy, iterations: int) -> None:
         """policy.pt: the meta-policy after ``iterations`` meta-iterations."""
-        save_checkpoint(self.final_path, {"config": config.to_dict(), "policy": policy.state_dict(),
-                                          "iterations": iterations})
+        save_checkpoint(
+            self.final_path, {"config": config.to_dict(), "policy": policy.state_dict(), "iterations": iterations}
+        )
 
     # -- reading the policy ----------------------------------------------------------------
     def load(self, *, initial: bool = False) -> LoadedRun:
@@ -244,9 +270,12 @@ def check_checkpoint(state: dict[str, Any], path: Path, config: TrainConfig) -> 
     params = state["policy"]
     if not isinstance(params, Mapping) or not all(isinstance(v, torch.Tensor) for v in params.values()):
         raise ValueError(f"{path}: policy: expected a state dict of tensors, got {type(params).__name__}")
-    expected = {name: tuple(p.shape) for name, p in build_policy(config, *robot_dims(config.family)).state_dict().items()}
+    expected = {
+        name: tuple(p.shape) for name, p in build_policy(config, *robot_dims(config.family)).state_dict().items()
+    }
     got = {name: tuple(v.shape) for name, v in params.items()}
     if got != expected:
         wrong = sorted(set(expected) ^ set(got)) or [n for n in expected if expected[n] != got[n]]
-        raise ValueError(f"{path}: policy: its parameters do not match the config's {config.policy} policy "
-                         f"(differing: {wrong[:4]})")
+        raise ValueError(
+            f"{path}: policy: its parameters do not match the config's {config.policy} policy (differing: {wrong[:4]})"
+        )

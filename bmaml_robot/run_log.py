@@ -100,7 +100,7 @@ def record_provenance(run_dir: Path, start_iteration: int) -> None:
     path = Path(run_dir) / PROVENANCE
     sessions = read_provenance(run_dir)
     sessions.append({
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "start_iteration": start_iteration,
         **provenance(),
     })

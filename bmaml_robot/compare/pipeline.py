@@ -7,8 +7,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from bmaml_robot_deploy.checks import check_int
-
 from bmaml_robot.checkpoint import write_text_atomic
 from bmaml_robot.compare.analysis import Comparison, analyse, held_out_evaluation
 from bmaml_robot.compare.report import findings, report_markdown
@@ -20,6 +18,7 @@ from bmaml_robot.compare.runs import (
     group_runs,
     load_run_metrics,
 )
+from bmaml_robot_deploy.checks import check_int
 
 
 def compare(

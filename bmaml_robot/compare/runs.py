@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from bmaml_robot.policies import POLICY_KINDS, RECURRENCE_MODES
 from bmaml_robot.run import CONFIG, METRICS, RunDir
 
 #: A run's config: a ``TrainConfig`` or any mapping of config keys to values.
-Config = Union[TrainConfig, Mapping[str, Any]]
+Config = TrainConfig | Mapping[str, Any]
 
 DEFAULT_GROUP_BY = ("policy", "recurrence")
 #: Keys every run of one comparison must share (returns are not comparable otherwise).

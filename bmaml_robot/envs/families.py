@@ -7,8 +7,8 @@ Rewards are computed in C++ (``csrc/objective.h`` documents the formulas).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,11 @@ TASK_PARAMS = 2
 #: distribution (to test generalisation) yet where rewards stay finite: a goal at 1e308 would
 #: make every reward -inf.
 TASK_LIMITS = {"direction": 1.0, "velocity": 100.0, "goal": 1000.0}
-TASK_LIMIT_UNITS = {"direction": "a signed unit: +1 forward, -1 backward", "velocity": "m/s", "goal": "m per coordinate"}
+TASK_LIMIT_UNITS = {
+    "direction": "a signed unit: +1 forward, -1 backward",
+    "velocity": "m/s",
+    "goal": "m per coordinate",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +96,10 @@ class TaskFamily:
                 raise ValueError(f"{where}['goal']: expected two finite numbers [x, y], got {task['goal']!r}")
             params[:] = goal
         if np.any(np.abs(params) > limit):
-            raise ValueError(f"{where}[{key!r}]: expected values in [-{limit:g}, {limit:g}] ({TASK_LIMIT_UNITS[key]}), "
-                             f"got {task[key]!r}")
+            raise ValueError(
+                f"{where}[{key!r}]: expected values in [-{limit:g}, {limit:g}] ({TASK_LIMIT_UNITS[key]}), "
+                f"got {task[key]!r}"
+            )
         return params
 
 
@@ -148,25 +154,58 @@ _ANT_CTRL = "0.005 |a|^2"
 FAMILIES: dict[str, TaskFamily] = {
     f.name: f
     for f in [
-        TaskFamily("HalfCheetahDir", "HalfCheetah", "direction", _DIR, "direction in {-1, +1}", _directions,
-                   _unit_direction),
-        TaskFamily("HalfCheetahVel", "HalfCheetah", "velocity", _VEL, "velocity ~ U[0, 2]", _velocities(2.0),
-                   _in_box(0.0, 2.0, 1)),
-        TaskFamily("AntDir", "Ant", "direction", "direction * v_x - " + _ANT_CTRL + _ANT, "direction in {-1, +1}",
-                   _directions, _unit_direction),
-        TaskFamily("AntVel", "Ant", "velocity", "-|v_x - velocity| + 1 - " + _ANT_CTRL + _ANT, "velocity ~ U[0, 3]",
-                   _velocities(3.0), _in_box(0.0, 3.0, 1)),
         TaskFamily(
-            "AntGoal", "Ant", "goal", "-(|x - goal_x| + |y - goal_y|) + 4 - " + _ANT_CTRL + _ANT,
-            "goal ~ U[-3, 3]^2", _square_goals(3.0), _in_box(-3.0, 3.0, 2),
+            "HalfCheetahDir", "HalfCheetah", "direction", _DIR, "direction in {-1, +1}", _directions, _unit_direction
+        ),
+        TaskFamily(
+            "HalfCheetahVel",
+            "HalfCheetah",
+            "velocity",
+            _VEL,
+            "velocity ~ U[0, 2]",
+            _velocities(2.0),
+            _in_box(0.0, 2.0, 1),
+        ),
+        TaskFamily(
+            "AntDir",
+            "Ant",
+            "direction",
+            "direction * v_x - " + _ANT_CTRL + _ANT,
+            "direction in {-1, +1}",
+            _directions,
+            _unit_direction,
+        ),
+        TaskFamily(
+            "AntVel",
+            "Ant",
+            "velocity",
+            "-|v_x - velocity| + 1 - " + _ANT_CTRL + _ANT,
+            "velocity ~ U[0, 3]",
+            _velocities(3.0),
+            _in_box(0.0, 3.0, 1),
+        ),
+        TaskFamily(
+            "AntGoal",
+            "Ant",
+            "goal",
+            "-(|x - goal_x| + |y - goal_y|) + 4 - " + _ANT_CTRL + _ANT,
+            "goal ~ U[-3, 3]^2",
+            _square_goals(3.0),
+            _in_box(-3.0, 3.0, 2),
         ),
         TaskFamily("SwimmerDir", "Swimmer", "direction", _DIR, "direction in {-1, +1}", _directions, _unit_direction),
-        TaskFamily("SwimmerVel", "Swimmer", "velocity", _VEL, "velocity ~ U[0, 0.5]", _velocities(0.5),
-                   _in_box(0.0, 0.5, 1)),
         TaskFamily(
-            "Navigation2D", "Navigation2D", "navigation",
-            "-||position - goal||_2; ends within 0.01 of the goal", "goal ~ U[-0.5, 0.5]^2", _square_goals(0.5),
-            _in_box(-0.5, 0.5, 2), action_scale=0.1,
+            "SwimmerVel", "Swimmer", "velocity", _VEL, "velocity ~ U[0, 0.5]", _velocities(0.5), _in_box(0.0, 0.5, 1)
+        ),
+        TaskFamily(
+            "Navigation2D",
+            "Navigation2D",
+            "navigation",
+            "-||position - goal||_2; ends within 0.01 of the goal",
+            "goal ~ U[-0.5, 0.5]^2",
+            _square_goals(0.5),
+            _in_box(-0.5, 0.5, 2),
+            action_scale=0.1,
         ),
     ]
 }
@@ -175,7 +214,9 @@ FAMILIES: dict[str, TaskFamily] = {
 def get_family(name: str) -> TaskFamily:
     """The family called ``name``; a ValueError lists the valid names otherwise."""
     if not isinstance(name, str):
-        raise TypeError(f"family: expected a family name, one of {sorted(FAMILIES)}, got {type(name).__name__} {name!r}")
+        raise TypeError(
+            f"family: expected a family name, one of {sorted(FAMILIES)}, got {type(name).__name__} {name!r}"
+        )
     check_choice(name, "family", sorted(FAMILIES))
     return FAMILIES[name]
 

@@ -83,7 +83,7 @@ def choose_gl_backend(probe: Callable[[str], str | None]) -> str:
     raise GLUnavailableError(gl_unavailable_message(failures))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gl_backend() -> str:
     """The headless OpenGL backend to render with, probed once per process; GLUnavailableError
     (naming the packages to install) if none works."""
@@ -179,7 +179,7 @@ class OffscreenRenderer:
             self._context.free()
             self._context = None
 
-    def __enter__(self) -> "OffscreenRenderer":
+    def __enter__(self) -> OffscreenRenderer:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,12 +11,11 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from bmaml_robot_deploy.checks import check_int
-
 from bmaml_robot.envs.assets import asset_path
-from bmaml_robot.envs.rendering import OffscreenRenderer, draw_navigation
 from bmaml_robot.envs.families import get_family
+from bmaml_robot.envs.rendering import OffscreenRenderer, draw_navigation
 from bmaml_robot.envs.vector_env import _MAX_COUNT, BatchedRobotEnv
+from bmaml_robot_deploy.checks import check_int
 
 RENDER_MODES = ("human", "rgb_array")
 #: Navigation2D's frames per second (its step is a move, not a time): as ``bmaml-render``'s default.

@@ -16,12 +16,11 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from bmaml_robot_deploy.checks import check_int
-
 from bmaml_robot import _core
 from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import Task, TaskFamily, encode_tasks, get_family
+from bmaml_robot_deploy.checks import check_int
 
 REWARD_TERMS: tuple[str, ...] = tuple(_core.REWARD_TERMS)
 

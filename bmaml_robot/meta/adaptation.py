@@ -22,7 +22,8 @@ can be taken many times without adapting again (the outer step's conjugate gradi
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -30,7 +31,6 @@ from torch import Tensor
 from bmaml_robot.policies.base import Params
 
 from .episodes import Episodes, ProcessedEpisodes, require_processed, task_mean, zero_masked
-
 
 
 class PolicyLike(Protocol):

@@ -26,7 +26,8 @@ An inner (REINFORCE) loss ``L = -sum_n c_n log pi_n`` (c = mask * advantage / va
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor

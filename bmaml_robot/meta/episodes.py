@@ -57,11 +57,11 @@ class Episodes(NamedTuple):
         """B, the number of episodes per task."""
         return self.observations.shape[2]
 
-    def select_tasks(self, start: int, stop: int) -> "Episodes":
+    def select_tasks(self, start: int, stop: int) -> Episodes:
         """The episodes of tasks ``start:stop`` (views, no copy): every field sliced on its K dim."""
         return self._select(slice(start, stop), slice(None))
 
-    def select_episodes(self, count: int) -> "Episodes":
+    def select_episodes(self, count: int) -> Episodes:
         """The first ``count`` episodes of every task (views, no copy): every field sliced on its B dim.
 
         Episodes of a task are independent draws, so the first ``count`` are a random subsample.
@@ -69,7 +69,7 @@ class Episodes(NamedTuple):
         check_int(count, "count", minimum=1, maximum=self.episodes_per_task)
         return self._select(slice(None), slice(0, count))
 
-    def _select(self, tasks: slice, episodes: slice) -> "Episodes":
+    def _select(self, tasks: slice, episodes: slice) -> Episodes:
         """Every field sliced on its K and B dims (``last_observations`` is [K, B, ...], the rest
         [T, K, B, ...])."""
         fields = {}
@@ -132,7 +132,7 @@ class ProcessedEpisodes(Episodes):
     ``compute_advantages``: baseline, GAE, per-task normalised advantages): the only kind that
     enters inner adaptation and the outer update. ``advantages`` and ``returns`` are never None."""
 
-    def __new__(cls, *args: object, **kwargs: object) -> "ProcessedEpisodes":
+    def __new__(cls, *args: object, **kwargs: object) -> ProcessedEpisodes:
         self = super().__new__(cls, *args, **kwargs)  # type: ignore[arg-type]
         if self.advantages is None or self.returns is None:
             raise ValueError("ProcessedEpisodes: advantages and returns are required "
@@ -140,7 +140,7 @@ class ProcessedEpisodes(Episodes):
         return self
 
     @classmethod
-    def _make(cls, iterable: object) -> "ProcessedEpisodes":  # type: ignore[override]
+    def _make(cls, iterable: object) -> ProcessedEpisodes:  # type: ignore[override]
         # (``_replace`` builds through ``_make``: keep the check there too)
         return cls(*iterable)  # type: ignore[misc]
 

@@ -16,9 +16,9 @@ step, nothing.
 from __future__ import annotations
 
 import math
-
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor

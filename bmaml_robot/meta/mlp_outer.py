@@ -10,7 +10,7 @@ pass once more (tanh' = 1 - h^2 gives the ``-2 g h R{h}`` term).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

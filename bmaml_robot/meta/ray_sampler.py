@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bmaml_robot_deploy.checks import check_int
-
 from bmaml_robot.meta.episodes import Episodes
+from bmaml_robot_deploy.checks import check_int
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,9 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError as error:
-        raise ImportError(f"the Ray sampler needs Ray, which is not installed; install it with: {INSTALL_HINT}") from error
+        raise ImportError(
+            f"the Ray sampler needs Ray, which is not installed; install it with: {INSTALL_HINT}"
+        ) from error
     return ray
 
 
@@ -76,15 +77,22 @@ class _SamplerWorker:
     """One Ray actor: a ``MetaSampler`` for tasks ``first_task .. first_task + num_tasks - 1``."""
 
     def __init__(
-        self, family: str, first_task: int, num_tasks: int, episodes_per_task: int, horizon: int,
-        num_threads: int, action_scale: float | None = None,
+        self,
+        family: str,
+        first_task: int,
+        num_tasks: int,
+        episodes_per_task: int,
+        horizon: int,
+        num_threads: int,
+        action_scale: float | None = None,
     ) -> None:
         from bmaml_robot.meta.sampler import MetaSampler
 
         torch.set_num_threads(1)  # what the local trainer uses; MetaSampler enforces it anyway
         self.first_task = first_task
-        self.sampler = MetaSampler(family, num_tasks, episodes_per_task, horizon, num_threads=num_threads,
-                                   action_scale=action_scale)
+        self.sampler = MetaSampler(
+            family, num_tasks, episodes_per_task, horizon, num_threads=num_threads, action_scale=action_scale
+        )
         self.policies: dict[str, Any] = {}  # policy structure by object id (see RaySampler._policy_ref)
 
     def ready(self) -> dict[str, int]:
@@ -156,14 +164,23 @@ class RaySampler:
         max_replacements: int = 3,
         start_timeout_s: float = 300.0,
     ) -> None:
-        for name, value in (("num_tasks", num_tasks), ("episodes_per_task", episodes_per_task), ("horizon", horizon),
-                            ("num_workers", num_workers), ("threads_per_worker", threads_per_worker)):
+        for name, value in (
+            ("num_tasks", num_tasks),
+            ("episodes_per_task", episodes_per_task),
+            ("horizon", horizon),
+            ("num_workers", num_workers),
+            ("threads_per_worker", threads_per_worker),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         check_int(max_replacements, "max_replacements", minimum=0)
         if num_workers > num_tasks:
             raise ValueError(f"num_workers: expected at most num_tasks={num_tasks} workers, got {num_workers}")
-        if isinstance(start_timeout_s, bool) or not isinstance(start_timeout_s, (int, float)) or not start_timeout_s > 0:
+        if (
+            isinstance(start_timeout_s, bool)
+            or not isinstance(start_timeout_s, (int, float))
+            or not start_timeout_s > 0
+        ):
             raise ValueError(f"start_timeout_s: expected a positive number of seconds, got {start_timeout_s!r}")
         if address is not None and not isinstance(address, str):
             raise ValueError(f"address: expected a Ray address string or None, got {address!r}")
@@ -193,9 +210,15 @@ class RaySampler:
             self._owns_ray = True
         needed, available = num_workers * threads_per_worker, ray.cluster_resources().get("CPU", 0)
         if available < needed:
-            logger.warning("Ray sampler: %d workers x %d threads need %d CPUs, the cluster has %g now; "
-                           "workers wait for free CPUs (up to %g s)", num_workers, threads_per_worker, needed,
-                           available, self.start_timeout_s)
+            logger.warning(
+                "Ray sampler: %d workers x %d threads need %d CPUs, the cluster has %g now; "
+                "workers wait for free CPUs (up to %g s)",
+                num_workers,
+                threads_per_worker,
+                needed,
+                available,
+                self.start_timeout_s,
+            )
         self._actor_class = ray.remote(_SamplerWorker)
         try:
             self._workers = [self._start_worker(w) for w in range(num_workers)]
@@ -211,7 +234,12 @@ class RaySampler:
     def _start_worker(self, w: int) -> Any:
         start, stop = self.slices[w]
         return self._actor_class.options(num_cpus=self.threads_per_worker, scheduling_strategy="SPREAD").remote(
-            self.family, start, stop - start, self.episodes_per_task, self.horizon, self.threads_per_worker,
+            self.family,
+            start,
+            stop - start,
+            self.episodes_per_task,
+            self.horizon,
+            self.threads_per_worker,
             self.action_scale,
         )
 
@@ -236,8 +264,14 @@ class RaySampler:
     def _replace_worker(self, w: int, error: BaseException) -> None:
         start, stop = self.slices[w]
         self.workers_restarted += 1
-        logger.warning("Ray sampler: worker %d (tasks %d..%d) died (%s); replacing it and sampling its tasks "
-                       "again with the same seeds", w, start, stop - 1, type(error).__name__)
+        logger.warning(
+            "Ray sampler: worker %d (tasks %d..%d) died (%s); replacing it and sampling its tasks "
+            "again with the same seeds",
+            w,
+            start,
+            stop - 1,
+            type(error).__name__,
+        )
         try:
             self.ray.kill(self._workers[w], no_restart=True)
         except Exception:  # already gone
@@ -265,8 +299,10 @@ class RaySampler:
             params_np = {name: np.ascontiguousarray(value.detach().cpu().numpy()) for name, value in params.items()}
             for name, value in params_np.items():
                 if value.ndim == 0 or value.shape[0] != self.num_tasks:
-                    raise ValueError(f"params[{name!r}]: expected a leading task dimension of {self.num_tasks}, "
-                                     f"got shape {list(value.shape)}")
+                    raise ValueError(
+                        f"params[{name!r}]: expected a leading task dimension of {self.num_tasks}, "
+                        f"got shape {list(value.shape)}"
+                    )
         payload = ray.put({"state": state, "params": params_np})  # once, shared by every worker
         self.bytes_to_workers += payload_bytes(state, params_np)
         if policy is not self._policy:
@@ -282,8 +318,9 @@ class RaySampler:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_LOG_S)
             if not ready:  # e.g. a replacement waiting for free CPUs
-                logger.warning("Ray sampler: still waiting for workers %s after %g s",
-                               sorted(pending.values()), WAIT_LOG_S)
+                logger.warning(
+                    "Ray sampler: still waiting for workers %s after %g s", sorted(pending.values()), WAIT_LOG_S
+                )
                 continue
             w = pending.pop(ready[0])
             try:
@@ -291,8 +328,9 @@ class RaySampler:
             except ray.exceptions.RayActorError as error:
                 replacements[w] += 1
                 if replacements[w] > self.max_replacements:
-                    raise RuntimeError(f"Ray sampler: worker {w} died {replacements[w]} times in one sample; "
-                                       "giving up") from error
+                    raise RuntimeError(
+                        f"Ray sampler: worker {w} died {replacements[w]} times in one sample; giving up"
+                    ) from error
                 self._replace_worker(w, error)
                 pending[submit(w)] = w
         return self._gather([r for r in results if r is not None])
@@ -322,7 +360,7 @@ class RaySampler:
             ray.shutdown()
         self._owns_ray = False
 
-    def __enter__(self) -> "RaySampler":
+    def __enter__(self) -> RaySampler:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -372,8 +410,13 @@ def start_ray(address: str | None, num_cpus: int) -> None:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, **_local_runtime_env())
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                **_local_runtime_env(),
+            )
 
 
 __all__ = ["EPISODE_FIELDS", "INSTALL_HINT", "RaySampler", "import_ray", "payload_bytes", "start_ray", "task_slices"]

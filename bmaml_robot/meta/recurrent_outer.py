@@ -18,7 +18,7 @@ steps. Frozen recurrent weights (not trainable) get no tangent and no gradient.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -26,11 +26,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from bmaml_robot_deploy.checks import check_int
-
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.meta.episodes import Episodes
 from bmaml_robot.torch_threads import one_torch_thread
+from bmaml_robot_deploy.checks import check_int
 
 
 def task_seeds(seed: int, first_task: int, num_tasks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +180,8 @@ class MetaSampler:
                 log_probs[t] = policy.distribution(mean, log_std).log_prob(action_run)[:K, :B]
                 mask[t] = torch.from_numpy(alive).view(K, B)
 
-                obs_np, reward, term, trunc, info = env.step(self.action_map.to_robot(actions[t].view(N, act_dim).numpy()))
+                robot_actions = self.action_map.to_robot(actions[t].view(N, act_dim).numpy())
+                obs_np, reward, term, trunc, info = env.step(robot_actions)
                 rewards[t] = torch.from_numpy(np.where(alive, reward, 0.0)).view(K, B)
                 ended = alive & (term | trunc)
                 terminated[t] = torch.from_numpy(alive & term).view(K, B)

@@ -14,7 +14,8 @@ search then shrinks d until the true surrogate improves and the true KL is withi
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor

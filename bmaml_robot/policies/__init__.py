@@ -5,7 +5,7 @@ Use ``make_policy(kind, obs_dim, act_dim, ...)``; see ``Policy`` for the interfa
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from bmaml_robot_deploy.checks import check_choice
 
@@ -35,7 +35,7 @@ def make_policy(
     hidden_size: int = 100,
     recurrence: str = "frozen",
     init_log_std: float = 0.0,
-    seed: Optional[int] = None,
+    seed: int | None = None,
 ) -> Policy:
     """Builds a policy of ``kind`` (one of ``POLICY_KINDS``).
 

@@ -13,7 +13,7 @@ as second-order MAML needs.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +22,13 @@ from torch import Tensor
 from bmaml_robot_deploy.checks import check_int
 
 #: A recurrent state: ``None`` (mlp), ``Tensor [*batch, hidden]`` (rnn, gru) or ``(h, c)`` (lstm).
-State = Union[None, Tensor, Tuple[Tensor, Tensor]]
+State = Tensor | tuple[Tensor, Tensor] | None
 #: Per-task parameters ``{name: Tensor [K, *p.shape]}`` (one slice per task); a forward pass takes
 #: ``Params | None`` (None: the module's own parameters). The one parameter type of the package.
 Params = Mapping[str, Tensor]
 
-POLICY_KINDS: Tuple[str, ...] = ("mlp", "rnn", "gru", "lstm")
-RECURRENCE_MODES: Tuple[str, ...] = ("frozen", "outer", "all")
+POLICY_KINDS: tuple[str, ...] = ("mlp", "rnn", "gru", "lstm")
+RECURRENCE_MODES: tuple[str, ...] = ("frozen", "outer", "all")
 
 
 class Policy(torch.nn.Module):
@@ -51,11 +51,11 @@ class Policy(torch.nn.Module):
     act_dim: int
     log_std: torch.nn.Parameter  # [act_dim], every kind has one
     kind: str
-    recurrence: Optional[str]
+    recurrence: str | None
     is_recurrent: bool
-    hidden_shape: Tuple[int, ...]
+    hidden_shape: tuple[int, ...]
 
-    def __init__(self, obs_dim: int, act_dim: int, kind: str, recurrence: Optional[str]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, kind: str, recurrence: str | None) -> None:
         super().__init__()
         self.obs_dim = check_int(obs_dim, "obs_dim", minimum=1)
         self.act_dim = check_int(act_dim, "act_dim", minimum=1)
@@ -78,11 +78,11 @@ class Policy(torch.nn.Module):
         return []
 
     # ------------------------------------------------------------------ forward interface
-    def initial_state(self, batch_shape: Tuple[int, ...]) -> State:
+    def initial_state(self, batch_shape: tuple[int, ...]) -> State:
         """Zero state for ``batch_shape`` (e.g. ``(K, B)``); ``None`` for a feed-forward policy."""
         raise NotImplementedError
 
-    def step(self, obs: Tensor, state: State, params: Params | None = None) -> Tuple[Tensor, Tensor, State]:
+    def step(self, obs: Tensor, state: State, params: Params | None = None) -> tuple[Tensor, Tensor, State]:
         """One control step.
 
         Args:
@@ -96,7 +96,7 @@ class Policy(torch.nn.Module):
         """
         raise NotImplementedError
 
-    def sequence(self, obs: Tensor, params: Params | None = None) -> Tuple[Tensor, Tensor]:
+    def sequence(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
         """Whole episodes, all starting at ``t=0`` from ``initial_state``.
 
         Args:
@@ -110,7 +110,7 @@ class Policy(torch.nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, obs: Tensor, state: State = None) -> Tuple[Tensor, Tensor, State]:
+    def forward(self, obs: Tensor, state: State = None) -> tuple[Tensor, Tensor, State]:
         """``step`` with the module's own parameters (what ``torch.func.functional_call`` runs)."""
         return self.step(obs, state)
 
@@ -127,7 +127,7 @@ class Policy(torch.nn.Module):
         num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
         return {name: p.expand(num_tasks, *p.shape) for name, p in self.named_parameters()}
 
-    def _resolve_params(self, params: Params | None) -> Tuple[dict[str, Tensor], Optional[int]]:
+    def _resolve_params(self, params: Params | None) -> tuple[dict[str, Tensor], int | None]:
         """The parameters to run with and the number of tasks (``None`` when shared).
 
         Checks that a ``params`` dict names exactly this policy's parameters, each shaped
@@ -143,7 +143,7 @@ class Policy(torch.nn.Module):
                 f"params: expected exactly the parameter names {sorted(own)}, "
                 f"got missing {missing} and unknown {extra}"
             )
-        num_tasks: Optional[int] = None
+        num_tasks: int | None = None
         for name, p in own.items():
             value = params[name]
             if value.dim() != p.dim() + 1 or tuple(value.shape[1:]) != tuple(p.shape):
@@ -160,7 +160,7 @@ class Policy(torch.nn.Module):
                 )
         return dict(params), num_tasks
 
-    def _check_obs(self, obs: Tensor, num_tasks: Optional[int], time_first: bool) -> None:
+    def _check_obs(self, obs: Tensor, num_tasks: int | None, time_first: bool) -> None:
         """Validates ``obs``: ``[(T,) K, B, obs_dim]`` with per-task params, else ``[(T,) *batch, obs_dim]``."""
         name = "obs"
         lead = 1 if time_first else 0
@@ -179,7 +179,7 @@ class Policy(torch.nn.Module):
             )
 
     @staticmethod
-    def _log_std_for(log_std: Tensor, mean: Tensor, num_tasks: Optional[int], task_dim: int) -> Tensor:
+    def _log_std_for(log_std: Tensor, mean: Tensor, num_tasks: int | None, task_dim: int) -> Tensor:
         """``log_std`` (``[act]`` shared or ``[K, act]`` per task) shaped to broadcast to ``mean``."""
         if num_tasks is None:
             return log_std
@@ -189,7 +189,7 @@ class Policy(torch.nn.Module):
         return log_std.reshape(num_tasks, *([1] * singletons), log_std.shape[-1])
 
 
-def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, task_dim: int = 0) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, task_dim: int = 0) -> Tensor:
     """Affine map with shared or per-task weights.
 
     Args:
@@ -258,7 +258,7 @@ def stack_steps(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return torch.stack(tensors, dim)
 
 
-def make_generator(seed: Optional[int]) -> Optional[torch.Generator]:
+def make_generator(seed: int | None) -> torch.Generator | None:
     """A CPU generator seeded with ``seed`` (deterministic init), or ``None`` (global RNG)."""
     seed = check_int(seed, "seed", allow_none=True)
     if seed is None:

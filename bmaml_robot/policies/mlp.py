@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -27,14 +27,14 @@ class GaussianMLPPolicy(Policy):
         act_dim: int,
         hidden_sizes: Sequence[int] = (64, 64),
         init_log_std: float = 0.0,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(obs_dim, act_dim, kind="mlp", recurrence=None)
         hidden_sizes = tuple(hidden_sizes)
         if len(hidden_sizes) == 0:
             raise ValueError("hidden_sizes: expected at least one hidden layer size, got ()")
         hidden_sizes = tuple(check_int(size, f"hidden_sizes[{i}]", minimum=1) for i, size in enumerate(hidden_sizes))
-        self.hidden_sizes: Tuple[int, ...] = hidden_sizes
+        self.hidden_sizes: tuple[int, ...] = hidden_sizes
 
         generator = make_generator(seed)
         sizes = (self.obs_dim,) + hidden_sizes
@@ -55,7 +55,7 @@ class GaussianMLPPolicy(Policy):
     def adaptable_names(self) -> list[str]:
         return [name for name, _ in self.named_parameters()]
 
-    def initial_state(self, batch_shape: Tuple[int, ...]) -> State:
+    def initial_state(self, batch_shape: tuple[int, ...]) -> State:
         return None
 
     def _mean(self, obs: Tensor, params: dict[str, Tensor], task_dim: int) -> Tensor:
@@ -65,7 +65,7 @@ class GaussianMLPPolicy(Policy):
             x = torch.tanh(linear(x, params[f"hidden.{i}.weight"], params[f"hidden.{i}.bias"], task_dim))
         return linear(x, params["mean.weight"], params["mean.bias"], task_dim)
 
-    def step(self, obs: Tensor, state: State = None, params: Params | None = None) -> Tuple[Tensor, Tensor, State]:
+    def step(self, obs: Tensor, state: State = None, params: Params | None = None) -> tuple[Tensor, Tensor, State]:
         """``obs [K, B, obs_dim] -> (mean [K, B, act_dim], log_std, None)``; see ``Policy.step``."""
         if state is not None:
             raise ValueError(f"state: expected None for an mlp policy, got {type(state).__name__}")
@@ -74,7 +74,7 @@ class GaussianMLPPolicy(Policy):
         mean = self._mean(obs, p, task_dim=0)
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=0), None
 
-    def sequence(self, obs: Tensor, params: Params | None = None) -> Tuple[Tensor, Tensor]:
+    def sequence(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
         """``obs [T, K, B, obs_dim] -> (mean [T, K, B, act_dim], log_std)``; see ``Policy.sequence``."""
         p, num_tasks = self._resolve_params(params)
         self._check_obs(obs, num_tasks, time_first=True)

@@ -9,8 +9,6 @@ parameter layout, so weights copy one to one.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from torch import Tensor
 from torch.nn.utils import skip_init
@@ -73,7 +71,7 @@ class RecurrentGaussianPolicy(Policy):
         hidden_size: int = 100,
         recurrence: str = "frozen",
         init_log_std: float = 0.0,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         check_choice(kind, "kind", tuple(NUM_GATES))
         check_choice(recurrence, "recurrence", RECURRENCE_MODES)
@@ -93,7 +91,7 @@ class RecurrentGaussianPolicy(Policy):
             for name in self.recurrent_names():
                 self.get_parameter(name).requires_grad_(False)
 
-    def _init_weights(self, generator: Optional[torch.Generator]) -> None:
+    def _init_weights(self, generator: torch.Generator | None) -> None:
         H = self.hidden_size
         with torch.no_grad():
             for gate in range(self.num_gates):
@@ -135,7 +133,7 @@ class RecurrentGaussianPolicy(Policy):
         return super().trainable_names()
 
     # ------------------------------------------------------------------ forward
-    def initial_state(self, batch_shape: Tuple[int, ...]) -> State:
+    def initial_state(self, batch_shape: tuple[int, ...]) -> State:
         """Zeros ``[*batch_shape, H]`` (rnn, gru) or a pair of them ``(h, c)`` (lstm)."""
         w = self.cell.weight_hh
         h = torch.zeros(*batch_shape, self.hidden_size, dtype=w.dtype, device=w.device)
@@ -158,7 +156,7 @@ class RecurrentGaussianPolicy(Policy):
         H = self.hidden_size
         return torch.cat([bias_hh[..., : 2 * H], torch.zeros_like(bias_hh[..., 2 * H :])], dim=-1)
 
-    def _update(self, x_gates: Tensor, state: State, p: dict[str, Tensor]) -> Tuple[Tensor, State]:
+    def _update(self, x_gates: Tensor, state: State, p: dict[str, Tensor]) -> tuple[Tensor, State]:
         """One cell update.
 
         Args:
@@ -192,7 +190,7 @@ class RecurrentGaussianPolicy(Policy):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
 
-    def _check_state(self, state: State, batch_shape: Tuple[int, ...]) -> None:
+    def _check_state(self, state: State, batch_shape: tuple[int, ...]) -> None:
         expected = (*batch_shape, self.hidden_size)
         parts = state if isinstance(state, tuple) else (state,)
         ok = (len(parts) == 2) if self.kind == "lstm" else not isinstance(state, tuple)
@@ -201,7 +199,7 @@ class RecurrentGaussianPolicy(Policy):
             got = [list(s.shape) if isinstance(s, Tensor) else type(s).__name__ for s in parts]
             raise ValueError(f"state: expected {layout} of shape {list(expected)}, got {got}")
 
-    def step(self, obs: Tensor, state: State, params: Params | None = None) -> Tuple[Tensor, Tensor, State]:
+    def step(self, obs: Tensor, state: State, params: Params | None = None) -> tuple[Tensor, Tensor, State]:
         """``obs [K, B, obs_dim]``, state -> ``(mean [K, B, act_dim], log_std, next_state)``.
 
         ``state=None`` means ``initial_state``. See ``Policy.step``.
@@ -216,7 +214,7 @@ class RecurrentGaussianPolicy(Policy):
         mean = linear(h, p["mean.weight"], p["mean.bias"])
         return mean, self._log_std_for(p["log_std"], mean, num_tasks, task_dim=0), next_state
 
-    def sequence(self, obs: Tensor, params: Params | None = None) -> Tuple[Tensor, Tensor]:
+    def sequence(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]:
         """``obs [T, K, B, obs_dim] -> (mean [T, K, B, act_dim], log_std)``; see ``Policy.sequence``.
 
         Backpropagates through time: the state runs from ``initial_state`` through all T steps.
@@ -231,7 +229,7 @@ class RecurrentGaussianPolicy(Policy):
         ``obs [T, *batch, obs_dim] -> h [T, *batch, H]`` (what other heads read, e.g. RL^2's value)."""
         return self._hidden(obs, None)[0]
 
-    def _hidden(self, obs: Tensor, params: Params | None) -> Tuple[Tensor, dict[str, Tensor], Optional[int]]:
+    def _hidden(self, obs: Tensor, params: Params | None) -> tuple[Tensor, dict[str, Tensor], int | None]:
         """``(h_all, parameters, num_tasks)``: h_all ``[T, *batch, H]`` (shared parameters) or
         ``[K, T, B, H]`` (per task: task-first, as the head's batched matmul wants it)."""
         p, num_tasks = self._resolve_params(params)

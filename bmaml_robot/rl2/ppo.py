@@ -91,7 +91,7 @@ class PPOLearner:
         size = -(-K // min(self.minibatches, K))
         generator = torch.Generator().manual_seed(int(seed))
         figures: dict[str, list[float]] = {}
-        for epoch in range(self.epochs):
+        for _ in range(self.epochs):
             order = torch.randperm(K, generator=generator)
             figures = {}
             for start in range(0, K, size):

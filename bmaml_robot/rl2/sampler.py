@@ -65,9 +65,14 @@ class Trials(NamedTuple):
 
 
 def make_trial_env(family: str, num_envs: int, horizon: int, num_threads: int = 1) -> Any:
-    """The batched env of ``family``: MuJoCo robots (``BatchedRobotEnv``, episodes of at most
-    ``horizon`` steps). (The discrete tasks of the PFC paper, issue 15, will add their env here:
-    anything with ``num_actions`` is sampled with a categorical policy.)"""
+    """The batched env of ``family``, episodes of at most ``horizon`` steps: the discrete tasks of
+    the PFC paper (``BatchedDiscreteEnv`` for a name in ``DISCRETE_FAMILIES``: bandits, two-step;
+    anything with ``num_actions`` is sampled with a categorical policy) or MuJoCo robots
+    (``BatchedRobotEnv``)."""
+    from bmaml_robot.envs.discrete import DISCRETE_FAMILIES, BatchedDiscreteEnv
+
+    if isinstance(family, str) and family in DISCRETE_FAMILIES:
+        return BatchedDiscreteEnv(family, num_envs, max_episode_steps=horizon, num_threads=num_threads)
     return BatchedRobotEnv(family, num_envs, num_threads=num_threads, max_episode_steps=horizon)
 
 

@@ -56,32 +56,63 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how the controller reaches the robot: sim, the MuJoCo robot of the file's task in this "
                            "process (needs bmaml-robot); udp, a robot over UDP")
     link.add_argument("--robot", choices=LINKS, default=None, action=_DeprecatedRobotOption, help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=1000, help="control steps to run (default 1000; 0 with --episodes: no limit)")
+    parser.add_argument(
+        "--steps", type=int, default=1000, help="control steps to run (default 1000; 0 with --episodes: no limit)"
+    )
     parser.add_argument("--episodes", type=int, default=None, help="stop after this many episodes ended")
-    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
-                        help="pace the loop at the control rate (default); --no-realtime runs steps back to back")
+    parser.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pace the loop at the control rate (default); --no-realtime runs steps back to back",
+    )
     parser.add_argument("--rate-hz", type=float, default=None, help="control rate (default: 1 / the file's control_dt)")
-    parser.add_argument("--safe-action", default=None,
-                        help="action for non-finite observations and the watchdog, comma-separated act_dim numbers (default zeros)")
+    parser.add_argument(
+        "--safe-action",
+        default=None,
+        help="action for non-finite observations and the watchdog, comma-separated act_dim numbers (default zeros)",
+    )
     parser.add_argument("--expected-robot", default=None, help="refuse a file for another robot, e.g. HalfCheetah")
     sim = parser.add_argument_group("--link sim")
     sim.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
-    sim.add_argument("--max-episode-steps", type=int, default=None,
-                     help="episode time limit in steps (default: the file's training horizon, bmaml.horizon; "
-                          "1000 for a file without one)")
+    sim.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=None,
+        help="episode time limit in steps (default: the file's training horizon, bmaml.horizon; "
+        "1000 for a file without one)",
+    )
     udp = parser.add_argument_group("--link udp")
-    udp.add_argument("--udp-bind", default=DEFAULT_UDP_BIND, help=f"local HOST:PORT for observations (default {DEFAULT_UDP_BIND})")
-    udp.add_argument("--udp-robot", default=None,
-                     help="robot HOST:PORT for actions; only its packets are accepted "
-                          "(default: the sender of the first valid observation, pinned for the session)")
+    udp.add_argument(
+        "--udp-bind", default=DEFAULT_UDP_BIND, help=f"local HOST:PORT for observations (default {DEFAULT_UDP_BIND})"
+    )
+    udp.add_argument(
+        "--udp-robot",
+        default=None,
+        help="robot HOST:PORT for actions; only its packets are accepted "
+        "(default: the sender of the first valid observation, pinned for the session)",
+    )
     add_key_arguments(udp, "the robot")
-    udp.add_argument("--udp-max-sequence-jump", type=int, default=DEFAULT_MAX_SEQUENCE_JUMP, metavar="N",
-                     help="drop observations whose sequence is more than N past the last accepted one "
-                          f"(default {DEFAULT_MAX_SEQUENCE_JUMP})")
-    udp.add_argument("--watchdog-timeout", type=float, default=None,
-                     help="seconds without observations before the safe action is sent (default two control periods)")
-    udp.add_argument("--wait-for-robot", type=float, default=30.0,
-                     help="seconds to wait for the robot's first observation before starting (default 30)")
+    udp.add_argument(
+        "--udp-max-sequence-jump",
+        type=int,
+        default=DEFAULT_MAX_SEQUENCE_JUMP,
+        metavar="N",
+        help="drop observations whose sequence is more than N past the last accepted one "
+        f"(default {DEFAULT_MAX_SEQUENCE_JUMP})",
+    )
+    udp.add_argument(
+        "--watchdog-timeout",
+        type=float,
+        default=None,
+        help="seconds without observations before the safe action is sent (default two control periods)",
+    )
+    udp.add_argument(
+        "--wait-for-robot",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the robot's first observation before starting (default 30)",
+    )
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -131,26 +162,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.link == "sim":
             from bmaml_robot_deploy.sim import SimulatedRobot
 
-            robot = SimulatedRobot.for_policy(controller.metadata, seed=args.seed, max_episode_steps=args.max_episode_steps)
+            robot = SimulatedRobot.for_policy(
+                controller.metadata, seed=args.seed, max_episode_steps=args.max_episode_steps
+            )
         else:
             from bmaml_robot_deploy.udp_link import UdpRobot
 
             options = {} if args.watchdog_timeout is None else {"watchdog_timeout": args.watchdog_timeout}
-            robot = UdpRobot.for_controller(controller, bind=bind, robot_address=robot_address, key=key,
-                                            max_sequence_jump=args.udp_max_sequence_jump, **options)
+            robot = UdpRobot.for_controller(
+                controller,
+                bind=bind,
+                robot_address=robot_address,
+                key=key,
+                max_sequence_jump=args.udp_max_sequence_jump,
+                **options,
+            )
     except (ValueError, TypeError, ImportError) as error:
         parser.error(str(error))
 
     try:
         print(controller, file=sys.stderr)
         if args.link == "sim":
-            print(f"bmaml-control: simulated {controller.metadata.family}, episodes of at most "
-                  f"{robot.max_episode_steps} steps", file=sys.stderr)
+            print(
+                f"bmaml-control: simulated {controller.metadata.family}, episodes of at most "
+                f"{robot.max_episode_steps} steps",
+                file=sys.stderr,
+            )
         if args.link == "udp":
             host, port = robot.address
             auth = "authenticated" if robot.authenticated else "unauthenticated"
-            print(f"bmaml-control: listening on {host}:{port} ({auth}), waiting for the robot...", file=sys.stderr,
-                  flush=True)
+            print(
+                f"bmaml-control: listening on {host}:{port} ({auth}), waiting for the robot...",
+                file=sys.stderr,
+                flush=True,
+            )
             if not robot.wait_for_robot(args.wait_for_robot):
                 print(f"bmaml-control: no observation from the robot within {args.wait_for_robot} s", file=sys.stderr)
                 return 1

@@ -331,11 +331,14 @@ class Controller:
             message = str(error).strip()
             first_line = message.splitlines()[0] if message else type(error).__name__
             shapes = [f"{self.metadata.input_names[0]} {list(self._obs.shape)}"]
-            shapes += [f"{name} {list(part.shape)}" for (name, _), part in zip(self.metadata.state_names, self._states[0])]
+            shapes += [
+                f"{name} {list(part.shape)}" for (name, _), part in zip(self.metadata.state_names, self._states[0])
+            ]
             raise ValueError(
                 f"{self.path}: the graph does not run on inputs of the shapes its metadata implies "
                 f"({', '.join(shapes)}; obs_dim {self.obs_dim}, act_dim {self.act_dim}, hidden_shape "
-                f"{list(self.metadata.hidden_shape)}): the metadata does not match the graph (onnxruntime: {first_line})"
+                f"{list(self.metadata.hidden_shape)}): the metadata does not match the graph "
+                f"(onnxruntime: {first_line})"
             ) from None
         for _ in range(3):
             for binding in self._bindings:
@@ -383,7 +386,9 @@ def check_graph_io(session: Any, meta: PolicyMetadata, source: str, batch_size: 
             if arg.type != _FLOAT_TENSOR:
                 raise ValueError(f"{source}: graph {what} {arg.name!r}: expected type {_FLOAT_TENSOR}, got {arg.type}")
             if shape is None or len(shape) != len(dims):
-                raise ValueError(f"{source}: graph {what} {arg.name!r}: expected rank {len(dims)} {list(dims)}, got {shape}")
+                raise ValueError(
+                    f"{source}: graph {what} {arg.name!r}: expected rank {len(dims)} {list(dims)}, got {shape}"
+                )
             for dim, want in zip(shape, dims):
                 if not isinstance(dim, int):
                     continue  # symbolic or unknown: checked by onnxruntime when it runs

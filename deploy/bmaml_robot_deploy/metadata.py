@@ -222,7 +222,8 @@ class PolicyMetadata:
                                              what="seconds"))
         if self.action_scale is not None:
             check_float(self.action_scale, "action_scale")
-            set_(self, "action_scale", check_float(self.action_scale, "action_scale", low=0, low_open=True, what="a number"))
+            scale = check_float(self.action_scale, "action_scale", low=0, low_open=True, what="a number")
+            set_(self, "action_scale", scale)
         if self.horizon is not None:
             set_(self, "horizon", check_int(self.horizon, "horizon", minimum=1))
         if self.git_commit is not None:
@@ -244,7 +245,8 @@ class PolicyMetadata:
         else:
             if self.recurrence not in RECURRENCE_MODES:
                 raise ValueError(
-                    f"recurrence: a {self.policy_kind} policy has one of {list(RECURRENCE_MODES)}, got {self.recurrence!r}"
+                    f"recurrence: a {self.policy_kind} policy has one of {list(RECURRENCE_MODES)}, "
+                    f"got {self.recurrence!r}"
                 )
             if len(self.hidden_shape) != 2:
                 raise ValueError(
@@ -324,9 +326,7 @@ class PolicyMetadata:
         """
         missing = [key for key in REQUIRED_KEYS if key not in props]
         if missing:
-            raise ValueError(
-                f"{source}: not a bmaml policy file or an incomplete one: missing metadata keys {missing}"
-            )
+            raise ValueError(f"{source}: not a bmaml policy file or an incomplete one: missing metadata keys {missing}")
         if props[KEY_FORMAT_VERSION] != FORMAT_VERSION:
             raise ValueError(
                 f"{source}: metadata {KEY_FORMAT_VERSION} is {props[KEY_FORMAT_VERSION]!r}; this runtime reads "
@@ -365,16 +365,21 @@ class PolicyMetadata:
             "package_version": parse(KEY_PACKAGE_VERSION, "str"),
             "source_run": parse(KEY_SOURCE_RUN, "str"),
         }
-        for key, kind in ((KEY_ACTION_SCALE, "float"), (KEY_HORIZON, "int"), (KEY_GIT_COMMIT, "str"),
-                          (KEY_PROVENANCE, "json"), (KEY_TRAIN_CONFIG, "json")):
+        for key, kind in (
+            (KEY_ACTION_SCALE, "float"),
+            (KEY_HORIZON, "int"),
+            (KEY_GIT_COMMIT, "str"),
+            (KEY_PROVENANCE, "json"),
+            (KEY_TRAIN_CONFIG, "json"),
+        ):
             if key in props:
-                fields[key[len(PREFIX):]] = parse(key, kind)
+                fields[key[len(PREFIX) :]] = parse(key, kind)
         try:
             return cls(**fields)
         except ValueError as error:
             field = str(error).split(":", 1)[0]
             key = PREFIX + field if PREFIX + field in (*REQUIRED_KEYS, *OPTIONAL_KEYS) else field
-            raise ValueError(f"{source}: metadata {key}{str(error)[len(field):]}") from None
+            raise ValueError(f"{source}: metadata {key}{str(error)[len(field) :]}") from None
 
     @classmethod
     def from_onnx(cls, model_or_path: Any) -> PolicyMetadata:

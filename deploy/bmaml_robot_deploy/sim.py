@@ -96,7 +96,9 @@ class SimulatedRobot:
         self.steps = 0
 
     @classmethod
-    def for_policy(cls, metadata: PolicyMetadata, *, max_episode_steps: int | None = None, **kwargs: Any) -> SimulatedRobot:
+    def for_policy(
+        cls, metadata: PolicyMetadata, *, max_episode_steps: int | None = None, **kwargs: Any
+    ) -> SimulatedRobot:
         """The robot and task a policy file was exported for (its metadata's ``family`` and
         ``task``); checks that robot, observation and action sizes agree with the metadata.
 

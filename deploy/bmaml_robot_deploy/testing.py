@@ -102,7 +102,13 @@ class ReferencePolicy:
 
 
 def random_weights(
-    kind: str, obs_dim: int, act_dim: int, *, hidden_sizes: Sequence[int] = (64, 64), hidden_size: int = 100, seed: int = 0
+    kind: str,
+    obs_dim: int,
+    act_dim: int,
+    *,
+    hidden_sizes: Sequence[int] = (64, 64),
+    hidden_size: int = 100,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Random float32 weights (uniform, Xavier-like scale, small random biases) in the layouts of
     the module docstring."""
@@ -254,17 +260,24 @@ def toy_policy(
         features = "features"
     nodes.append(
         helper.make_node(
-            "Gemm", [features, constant("Wmean", w["mean.weight"]), constant("bmean", w["mean.bias"])], ["mean"], transB=1
+            "Gemm",
+            [features, constant("Wmean", w["mean.weight"]), constant("bmean", w["mean.bias"])],
+            ["mean"],
+            transB=1,
         )
     )
     nodes.append(helper.make_node("Max", ["mean", "action_low"], ["mean_low"]))
     nodes.append(helper.make_node("Min", ["mean_low", "action_high"], [ACTION_OUTPUT]))
     graph = helper.make_graph(nodes, f"toy_{kind}_policy", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bmaml_robot_deploy.testing")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bmaml_robot_deploy.testing"
+    )
     model.ir_version = IR_VERSION
     helper.set_model_props(model, dict(metadata.to_props() if props is None else props))
     onnx.checker.check_model(model)
-    reference = ReferencePolicy(kind, {k: v.copy() for k, v in w.items()}, low.astype(np.float64), high.astype(np.float64))
+    reference = ReferencePolicy(
+        kind, {k: v.copy() for k, v in w.items()}, low.astype(np.float64), high.astype(np.float64)
+    )
     return model, reference
 
 

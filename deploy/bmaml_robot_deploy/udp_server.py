@@ -130,7 +130,8 @@ class UdpRobotServer:
         """Send one observation packet; returns it (to re-send)."""
         if self._key is not None and self._session is None:
             raise RuntimeError("send_observation: no session yet (call handshake() first)")
-        packet = pack_packet(OBS_MAGIC, sequence, np.asarray(obs, np.float32).reshape(self.obs_dim), flags, key=self._session)
+        values = np.asarray(obs, np.float32).reshape(self.obs_dim)
+        packet = pack_packet(OBS_MAGIC, sequence, values, flags, key=self._session)
         self._socket.sendto(packet, self.controller_address)
         return packet
 
@@ -222,7 +223,9 @@ class UdpRobotServer:
             assert header is not None  # a valid packet has one
             return header.sequence, header.flags, packet_values(self._buffer, self.act_dim).astype(np.float32)
 
-    def receive_action(self, sequence: int, timeout: float, stats: ServerStats | None = None) -> tuple[np.ndarray, int] | None:
+    def receive_action(
+        self, sequence: int, timeout: float, stats: ServerStats | None = None
+    ) -> tuple[np.ndarray, int] | None:
         """Wait up to ``timeout`` for the action packet answering ``sequence``;
         ``(action float32 [act_dim], flags)`` or None. Other packets (answering another
         observation: stale or replayed; malformed, unauthenticated, from another sender) are

@@ -41,16 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind", default="127.0.0.1:0", help="local HOST:PORT (default 127.0.0.1:0, any port)")
     parser.add_argument("--episodes", type=int, default=None, help="stop after this many episodes")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps")
-    parser.add_argument("--max-episode-steps", type=int, default=None,
-                        help="episode time limit in steps (default: the --policy file's training horizon; 1000 without one)")
+    parser.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=None,
+        help="episode time limit in steps (default: the --policy file's training horizon; 1000 without one)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="reset-noise seed (default 0)")
     parser.add_argument("--action-timeout", type=float, default=0.5, help="seconds before re-sending an observation")
-    parser.add_argument("--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step")
+    parser.add_argument(
+        "--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step"
+    )
     parser.add_argument("--record", help="save observations, actions and returns to this .npz file")
     add_key_arguments(parser, "the controller")
-    parser.add_argument("--first-sequence", type=int, default=1,
-                        help="sequence of the first observation (default 1; with a key, counted within a session "
-                             "(each start is a new session: any value works))")
+    parser.add_argument(
+        "--first-sequence",
+        type=int,
+        default=1,
+        help="sequence of the first observation (default 1; with a key, counted within a session "
+        "(each start is a new session: any value works))",
+    )
     return parser
 
 
@@ -103,19 +113,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return robot.read_observation(), robot.last_reward, robot.last_terminated, robot.last_truncated
 
     try:
-        with UdpRobotServer(controller, robot.obs_dim, robot.act_dim, bind=bind, key=key,
-                            first_sequence=args.first_sequence, action_timeout=args.action_timeout) as server:
+        with UdpRobotServer(
+            controller,
+            robot.obs_dim,
+            robot.act_dim,
+            bind=bind,
+            key=key,
+            first_sequence=args.first_sequence,
+            action_timeout=args.action_timeout,
+        ) as server:
             auth = "authenticated" if key is not None else "unauthenticated"
-            print(f"udp_sim: {family} {task} on {server.address[0]}:{server.address[1]} -> {controller[0]}:{controller[1]} "
-                  f"({auth})", flush=True)
-            stats = server.run(reset, step, steps=args.steps, episodes=args.episodes, linger_s=args.linger,
-                               record=args.record is not None)
+            print(
+                f"udp_sim: {family} {task} on {server.address[0]}:{server.address[1]} -> "
+                f"{controller[0]}:{controller[1]} "
+                f"({auth})",
+                flush=True,
+            )
+            stats = server.run(
+                reset,
+                step,
+                steps=args.steps,
+                episodes=args.episodes,
+                linger_s=args.linger,
+                record=args.record is not None,
+            )
     finally:
         robot.close()
-    print(f"udp_sim: steps {stats.steps}, episodes {stats.episodes}, returns {stats.episode_returns}, "
-          f"resends {stats.resends}, dropped {stats.dropped} (unauthenticated {stats.dropped_unauthenticated}, "
-          f"unknown sender {stats.dropped_unknown_sender}), watchdog packets after stop "
-          f"{stats.watchdog_actions_after_stop}", flush=True)
+    print(
+        f"udp_sim: steps {stats.steps}, episodes {stats.episodes}, returns {stats.episode_returns}, "
+        f"resends {stats.resends}, dropped {stats.dropped} (unauthenticated {stats.dropped_unauthenticated}, "
+        f"unknown sender {stats.dropped_unknown_sender}), watchdog packets after stop "
+        f"{stats.watchdog_actions_after_stop}",
+        flush=True,
+    )
     if args.record is not None:
         save_record(args.record, stats)
     return 0

@@ -310,7 +310,9 @@ def parse_packet(
     header = read_header(data, size)
     reason, _ = check_packet(data, size, header, magic, dim, None if key is None else (key,))
     if reason is not None:
-        raise PacketError(reason, f"not a valid packet (magic {magic:#010x}, dim {dim}, {size} bytes): {_REASONS[reason]}")
+        raise PacketError(
+            reason, f"not a valid packet (magic {magic:#010x}, dim {dim}, {size} bytes): {_REASONS[reason]}"
+        )
     assert header is not None
     return header.sequence, header.flags, packet_values(data, dim).astype(np.float32)
 
@@ -491,11 +493,19 @@ def add_key_arguments(parser: Any, peer: str) -> None:
     """``--udp-key-file`` / ``--udp-key-env`` (one or the other) on an argparse parser or group;
     ``peer`` names the side that must hold the same key (read back with ``cli_key``)."""
     keys = parser.add_mutually_exclusive_group()
-    keys.add_argument("--udp-key-file", default=None, metavar="PATH",
-                      help="authenticate packets (HMAC-SHA256) with the key in this file: hex digits, >= 16 bytes, "
-                           f"e.g. `openssl rand -hex 32 > robot.key`; {peer} needs the same key")
-    keys.add_argument("--udp-key-env", default=None, metavar="VAR",
-                      help="as --udp-key-file, the key (hex) in environment variable VAR")
+    keys.add_argument(
+        "--udp-key-file",
+        default=None,
+        metavar="PATH",
+        help="authenticate packets (HMAC-SHA256) with the key in this file: hex digits, >= 16 bytes, "
+        f"e.g. `openssl rand -hex 32 > robot.key`; {peer} needs the same key",
+    )
+    keys.add_argument(
+        "--udp-key-env",
+        default=None,
+        metavar="VAR",
+        help="as --udp-key-file, the key (hex) in environment variable VAR",
+    )
 
 
 def cli_key(key_file: str | os.PathLike[str] | None, key_env: str | None) -> bytes | None:
@@ -517,5 +527,7 @@ def _key_from_hex(text: bytes, where: str) -> bytes:
             "characters that are not an even number of hex digits"
         ) from None
     if len(key) < MIN_KEY_SIZE:
-        raise ValueError(f"{where}: expected at least {MIN_KEY_SIZE} bytes ({2 * MIN_KEY_SIZE} hex digits), got {len(key)}")
+        raise ValueError(
+            f"{where}: expected at least {MIN_KEY_SIZE} bytes ({2 * MIN_KEY_SIZE} hex digits), got {len(key)}"
+        )
     return key

@@ -22,7 +22,6 @@ from bmaml_robot_deploy.cli import main as control_main
 from bmaml_robot_deploy.sim import SimulatedRobot
 from bmaml_robot_deploy.udp_wire import ACTION_MAGIC, FLAG_NEW_EPISODE, FLAG_WATCHDOG, OBS_MAGIC, pack_packet
 
-
 # --- the loop's timing ------------------------------------------------------------------------
 
 

@@ -69,7 +69,7 @@ def test_a_batch_matches_the_reference_row_by_row(files, kind):
     controller = Controller(path, batch_size=3)
     rng = np.random.default_rng(1)
     state = reference.initial_state(3)
-    for t in range(30):
+    for _ in range(30):
         obs = rng.normal(size=(3, 17)).astype(np.float32)
         action = controller.act(obs)
         expected, state = reference.step(obs, state)

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-
 ORDER = ["halfcheetah-dir", "halfcheetah-vel", "ant-dir", "ant-vel", "ant-goal", "swimmer-dir", "swimmer-vel",
          "2d-navigation"]
 LAST = 10

@@ -59,7 +59,7 @@ def gae_numpy(
     return adv, adv + values
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batch(T: int, dtype: str) -> dict[str, np.ndarray]:
     """A realistic batch: episodes cut every EPISODE_LENGTH steps, random terminations."""
     rng = np.random.default_rng(T)

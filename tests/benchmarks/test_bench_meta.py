@@ -45,8 +45,8 @@ from mujoco import rollout as mj_rollout
 
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.envs.assets import asset_path
-from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.factory import build_learner, build_policy
+from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.train import meta_iteration
 
 

@@ -23,11 +23,11 @@ from bmaml_robot.evaluate import (
     evaluate,
     main,
 )
-from bmaml_robot.meta.sampler import MetaSampler
-from bmaml_robot.stats import mean_ci
 from bmaml_robot.factory import build_policy
+from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.run import load_run
 from bmaml_robot.seeds import evaluation_seed, held_out_tasks, iteration_seed
+from bmaml_robot.stats import mean_ci
 from bmaml_robot.train import meta_tasks, train
 
 TINY = dict(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=10, num_iterations=2, num_threads=1,

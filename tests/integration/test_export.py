@@ -30,7 +30,6 @@ ort = pytest.importorskip("onnxruntime")
 
 import bmaml_robot as bm  # noqa: E402
 from bmaml_robot.config import TrainConfig  # noqa: E402
-from bmaml_robot.run import load_run  # noqa: E402
 from bmaml_robot.envs.families import FAMILIES, get_family  # noqa: E402
 from bmaml_robot.export import (  # noqa: E402
     SUGGESTED_REALTIME_LIMIT_S,
@@ -45,6 +44,7 @@ from bmaml_robot.export import (  # noqa: E402
     suggested_control_command,
 )
 from bmaml_robot.provenance import provenance  # noqa: E402
+from bmaml_robot.run import load_run  # noqa: E402
 from bmaml_robot.train import train  # noqa: E402
 from bmaml_robot_deploy import Controller, SimulatedRobot, run_control_loop  # noqa: E402
 from bmaml_robot_deploy.cli import build_parser as control_parser  # noqa: E402

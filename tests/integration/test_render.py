@@ -16,8 +16,8 @@ import torch
 
 import bmaml_robot.render as render_module
 from bmaml_robot.config import TrainConfig
-from bmaml_robot.run import load_run
 from bmaml_robot.render import GLUnavailableError, gl_backend, main, record_episodes, render
+from bmaml_robot.run import load_run
 from bmaml_robot.train import train
 
 HORIZON = 8

@@ -21,10 +21,10 @@ import bmaml_robot.train as train_module
 from bmaml_robot.checkpoint import load_checkpoint, read_jsonl, save_checkpoint
 from bmaml_robot.config import TrainConfig, load_config
 from bmaml_robot.envs.families import get_family
+from bmaml_robot.factory import build_policy
 from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Policy
-from bmaml_robot.factory import build_policy
 from bmaml_robot.train import meta_tasks, train
 
 TRPO_FIGURES = ("loss_before", "loss_after", "kl_before", "kl_after", "ls_steps", "step_accepted",

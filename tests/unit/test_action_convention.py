@@ -18,8 +18,8 @@ import bmaml_robot as bm
 from bmaml_robot.config import TrainConfig, from_dict, load_config, run_config, shipped_configs
 from bmaml_robot.envs.action_map import ActionMap, legacy_action_scale
 from bmaml_robot.envs.families import get_family
-from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.factory import build_policy
+from bmaml_robot.meta.sampler import MetaSampler
 
 MUJOCO_FAMILIES = [name for name, f in bm.FAMILIES.items() if f.robot != "Navigation2D"]
 

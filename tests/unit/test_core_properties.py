@@ -15,7 +15,6 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import bmaml_robot as bm  # noqa: E402
-from bmaml_robot import _core  # noqa: E402
 
 NUM_ENVS = 3
 FLOATS = [np.float16, np.float32, np.float64, np.longdouble, np.dtype(">f8"), np.dtype(">f4"),

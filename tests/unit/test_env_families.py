@@ -168,7 +168,7 @@ def test_navigation_reaches_its_goal_with_greedy_steps():
     env = bm.make_vec("Navigation2D", 1, seed=0)
     env.set_tasks([{"goal": list(goal)}])
     obs, _ = env.reset(seed=0)
-    for step in range(1, 10):
+    for step in range(1, 10):  # noqa: B007 (the count is checked after the loop)
         obs, reward, terminated, _, _ = env.step(goal - obs)  # clipped to steps of 0.1 per axis
         if terminated[0]:
             break

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from meta_helpers import TinyPolicy, meta_batch, snapshot, synthetic_episodes
 
 from bmaml_robot.meta import (
     Episodes,
-    ProcessedEpisodes,
     MetaLearner,
+    ProcessedEpisodes,
     adapt,
     compute_advantages,
     conjugate_gradient,
@@ -26,8 +27,6 @@ from bmaml_robot.meta import (
 )
 from bmaml_robot.meta.baseline import baseline_features
 from bmaml_robot.policies import make_policy
-from meta_helpers import TinyPolicy, meta_batch, snapshot, synthetic_episodes
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -413,7 +412,10 @@ def test_maml_trpo_learns_to_adapt_on_a_bandit_family(first_order, fast_lr):
         stats = iteration(True)
         assert math.isfinite(stats["loss_after"])
     end = [iteration(False) for _ in range(5)]
-    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))
+
+    def mean(rows: list[dict], key: str) -> float:
+        return float(np.mean([r[key] for r in rows]))
+
     # After meta-training: adaptation helps, and the adapted return beats the untrained one.
     assert mean(end, "return_after") > mean(end, "return_before") + 0.05
     assert mean(end, "return_after") > mean(start, "return_after") + 0.5

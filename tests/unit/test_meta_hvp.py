@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from meta_helpers import TinyPolicy, meta_batch, snapshot
 
 from bmaml_robot.meta import (
     Episodes,
@@ -20,19 +21,18 @@ from bmaml_robot.meta import (
     adapt,
     backtracking_line_search,
     conjugate_gradient,
+    maml_trpo,
     mean_kl,
     surrogate_loss,
     trust_region_step,
     zero_masked,
 )
-from bmaml_robot.meta import maml_trpo
-from bmaml_robot.meta.outer import AutogradOuterProblem, exact_kl_hvp, make_outer_problem
 from bmaml_robot.meta.mlp_outer import MLPOuterProblem
+from bmaml_robot.meta.outer import AutogradOuterProblem, exact_kl_hvp, make_outer_problem
 from bmaml_robot.meta.recurrent_outer import RecurrentOuterProblem
 from bmaml_robot.meta.trpo import conjugate_gradient_with_product, flat_grad
 from bmaml_robot.policies import linear, make_policy
 from bmaml_robot.policies.base import stack_steps
-from meta_helpers import TinyPolicy, meta_batch, snapshot
 
 
 # ----------------------------------------------------------------------------- helpers
