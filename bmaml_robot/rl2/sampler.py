@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bmaml_robot.envs.discrete import DISCRETE_FAMILIES, BatchedDiscreteEnv
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.meta.sampler import _per_task_params, _run_shape, task_seeds
 from bmaml_robot.rl2.policy import RL2Policy
@@ -69,8 +70,6 @@ def make_trial_env(family: str, num_envs: int, horizon: int, num_threads: int = 
     the PFC paper (``BatchedDiscreteEnv`` for a name in ``DISCRETE_FAMILIES``: bandits, two-step;
     anything with ``num_actions`` is sampled with a categorical policy) or MuJoCo robots
     (``BatchedRobotEnv``)."""
-    from bmaml_robot.envs.discrete import DISCRETE_FAMILIES, BatchedDiscreteEnv
-
     if isinstance(family, str) and family in DISCRETE_FAMILIES:
         return BatchedDiscreteEnv(family, num_envs, max_episode_steps=horizon, num_threads=num_threads)
     return BatchedRobotEnv(family, num_envs, num_threads=num_threads, max_episode_steps=horizon)
