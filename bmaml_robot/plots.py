@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -41,7 +42,7 @@ def save_png(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
 
 def figure_rgb(figure: Figure) -> np.ndarray:
     """The figure as an image, uint8 ``[height, width, 3]``."""
-    canvas = figure.canvas
+    canvas = cast(FigureCanvasAgg, figure.canvas)  # as new_figure attaches (Figure types it as the base canvas)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 

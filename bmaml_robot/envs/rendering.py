@@ -162,6 +162,7 @@ class OffscreenRenderer:
         self.data.qpos[:] = qpos
         self.data.qvel[:] = qvel
         mujoco.mj_forward(self.model, self.data)
+        assert self._context is not None, "render() after close()"
         self._context.make_current()
         mujoco.mjv_updateScene(self.model, self.data, self._option, self._perturb, self.camera,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
@@ -197,8 +198,8 @@ def draw_navigation(position: Sequence[float], goal: Sequence[float], path: np.n
     """Navigation2D's frame, uint8 ``[height, width, 3]``, drawn with numpy (no OpenGL): the square
     of goals ``[-0.5, 0.5]^2`` (grey), the path so far (``[T, 2]``, blue line), the goal (red
     disc) and the robot (blue disc) on white, centred on the origin, x right and y up."""
-    position, goal = np.asarray(position, float), np.asarray(goal, float)
-    points = [position, goal] + ([] if path is None else list(np.asarray(path, float).reshape(-1, 2)))
+    robot, target = np.asarray(position, float), np.asarray(goal, float)
+    points = [robot, target] + ([] if path is None else list(np.asarray(path, float).reshape(-1, 2)))
     half = max(0.6, 1.1 * float(np.abs(np.vstack(points)).max()))  # the view grows with the robot
     scale = (min(width, height) / 2 - 3) / half
 
@@ -211,11 +212,11 @@ def draw_navigation(position: Sequence[float], goal: Sequence[float], path: np.n
         _segment(image, pixel(np.array(a)), pixel(np.array(b)), _SQUARE_COLOUR, 0.6)
     if path is not None and len(points) > 3:
         trail = points[2:]
-        for a, b in zip(trail[:-1], trail[1:]):
-            _segment(image, pixel(a), pixel(b), _ROBOT_COLOUR, 1.0)
+        for start, end in zip(trail[:-1], trail[1:]):
+            _segment(image, pixel(start), pixel(end), _ROBOT_COLOUR, 1.0)
     radius = max(2.0, min(width, height) / 40)
-    _disc(image, pixel(goal), radius * 1.4, _GOAL_COLOUR)
-    _disc(image, pixel(position), radius, _ROBOT_COLOUR)
+    _disc(image, pixel(target), radius * 1.4, _GOAL_COLOUR)
+    _disc(image, pixel(robot), radius, _ROBOT_COLOUR)
     return image
 
 

@@ -115,6 +115,7 @@ class RobotTaskEnv(gymnasium.Env):
         self._path = [obs.copy()]
         if self.render_mode == "human":
             self.render()
+        assert self.task is not None  # the fixed task, or the one drawn above
         return obs, {"task": dict(self.task)}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:

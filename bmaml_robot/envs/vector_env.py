@@ -115,8 +115,10 @@ class BatchedRobotEnv(VectorEnv):
         self.obs_dim: int = self._core.obs_dim
         self.act_dim: int = self._core.act_dim
         self.dt: float = self._core.dt
-        self.single_observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float64)
-        self.single_action_space = gymnasium.spaces.Box(
+        self.single_observation_space: gymnasium.spaces.Box = gymnasium.spaces.Box(
+            -np.inf, np.inf, (self.obs_dim,), np.float64
+        )
+        self.single_action_space: gymnasium.spaces.Box = gymnasium.spaces.Box(
             np.array(self._core.action_low, np.float32), np.array(self._core.action_high, np.float32), dtype=np.float32
         )
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

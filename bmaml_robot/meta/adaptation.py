@@ -22,7 +22,7 @@ can be taken many times without adapting again (the outer step's conjugate gradi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import torch
@@ -36,6 +36,7 @@ from .episodes import Episodes, ProcessedEpisodes, require_processed, task_mean,
 class PolicyLike(Protocol):
     """The part of ``bmaml_robot.policies.Policy`` the meta-learner relies on."""
 
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]: ...
     def adaptable_names(self) -> list[str]: ...
     def trainable_names(self) -> list[str]: ...
     def sequence(self, obs: Tensor, params: Params | None = None) -> tuple[Tensor, Tensor]: ...
@@ -133,7 +134,7 @@ class TaskTangents:
     tasks, so ``join`` sums the task slices (a missing name is a zero tangent).
     """
 
-    def __init__(self, named: dict[str, Tensor], names: Sequence[str], num_tasks: int) -> None:
+    def __init__(self, named: Mapping[str, Tensor], names: Sequence[str], num_tasks: int) -> None:
         self.names = list(names)
         self.shapes = [named[n].shape for n in self.names]
         self.num_tasks = num_tasks
@@ -149,11 +150,12 @@ class TaskTangents:
             raise ValueError(f"vector: expected {offset} elements, got {flat.numel()}")
         return out
 
-    def join(self, per_task: dict[str, Tensor]) -> Tensor:
+    def join(self, per_task: Mapping[str, Tensor]) -> Tensor:
         parts = []
         for name, shape in zip(self.names, self.shapes):
             value = per_task.get(name)
             if value is None:
+                assert self._like is not None  # set when names is not empty
                 parts.append(self._like.new_zeros(shape.numel()))
             else:
                 parts.append(value.sum(dim=0).reshape(-1))

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import torch
 from torch import Tensor
 
-from .adaptation import Params, TaskTangents
-from .episodes import Episodes, ProcessedEpisodes, step_weights, zero_masked
+from .adaptation import Params, PolicyLike, TaskTangents
+from .episodes import ProcessedEpisodes, step_weights, zero_masked
 
 
 def task_first(x: Tensor) -> Tensor:
@@ -61,33 +61,37 @@ class GaussianHead:
         )  # [K, N]
 
 
-class NetworkPass(Protocol):
+#: What a pass's ``r_forward`` hands to its ``r_backward`` (each pass has its own).
+RState = TypeVar("RState")
+
+
+class NetworkPass(Protocol[RState]):
     """One batch through the policy at per-task parameters ``{name: [K, *shape]}``."""
 
     head: GaussianHead
 
-    def backward(self, grad_mean: Tensor, names: Sequence[str], keep: bool = False) -> Params:
+    def backward(self, grad_mean: Tensor, names: Sequence[str], keep: bool = False) -> dict[str, Tensor]:
         """Gradients of ``sum(grad_mean * mean)`` ([K, N, m]) w.r.t. ``names`` (not ``log_std``);
         ``keep``: remember what ``r_backward`` needs."""
         ...
 
-    def r_forward(self, v: Params) -> tuple[object, Tensor]:
+    def r_forward(self, v: Params) -> tuple[RState, Tensor]:
         """Forward mode in direction v (missing names: zero): (state for r_backward, R{mean})."""
         ...
 
-    def r_backward(self, v: Params, state: object, r_grad_mean: Tensor, names: Sequence[str]) -> Params:
+    def r_backward(self, v: Params, state: RState, r_grad_mean: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
         """``R{backward(grad_mean)}`` in direction v, for the last kept ``backward``."""
         ...
 
 
-class _InnerStep:
+class _InnerStep(Generic[RState]):
     """One inner step: the REINFORCE loss of its episodes at its starting parameters.
 
     Holds the forward/backward caches, so ``grad`` is free and ``hessian_product`` is one
     R-forward and one R-backward pass.
     """
 
-    def __init__(self, net: NetworkPass, episodes: Episodes, adaptable: Sequence[str]) -> None:
+    def __init__(self, net: NetworkPass[RState], episodes: ProcessedEpisodes, adaptable: Sequence[str]) -> None:
         mask = episodes.mask
         advantages = torch.where(mask > 0, episodes.advantages, 0.0)
         weight = step_weights(mask)
@@ -99,7 +103,7 @@ class _InnerStep:
         if "log_std" in adaptable:
             self.grad["log_std"] = row_sum(self.c * (1.0 - head.z.square()))
 
-    def hessian_product(self, v: Params, names: Sequence[str]) -> Params:
+    def hessian_product(self, v: Params, names: Sequence[str]) -> dict[str, Tensor]:
         """``H v`` per task for ``names``, H the Hessian of this step's inner loss; v:
         ``{name: [K, *shape]}`` (a missing name is a zero direction)."""
         head = self.net.head
@@ -113,7 +117,7 @@ class _InnerStep:
         return out
 
 
-class AnalyticOuterProblem:
+class AnalyticOuterProblem(Generic[RState]):
     """An ``outer.OuterProblem`` with hand-derived products; subclasses say which policies and build passes.
 
     Same values as ``AutogradOuterProblem`` (up to float rounding): ``loss``, ``log_probs`` [T, K, B],
@@ -125,13 +129,13 @@ class AnalyticOuterProblem:
     def supports(policy: object) -> bool:
         raise NotImplementedError
 
-    def make_pass(self, params: Params, x: Tensor, actions: Tensor, horizon: int) -> NetworkPass:
+    def make_pass(self, params: Params, x: Tensor, actions: Tensor, horizon: int) -> NetworkPass[RState]:
         """The pass of one batch: x [K, T * B, obs_dim], actions [K, T * B, act_dim]."""
         raise NotImplementedError
 
     def __init__(
         self,
-        policy: torch.nn.Module,
+        policy: PolicyLike,
         train_episodes: Sequence[ProcessedEpisodes],
         valid_episodes: ProcessedEpisodes,
         fast_lr: float,
@@ -143,8 +147,8 @@ class AnalyticOuterProblem:
         self.fast_lr = fast_lr
         self.first_order = first_order
         named = dict(policy.named_parameters())
-        self.names = list(policy.trainable_names())  # type: ignore[operator]
-        adaptable = set(policy.adaptable_names())  # type: ignore[operator]
+        self.names = list(policy.trainable_names())
+        adaptable = set(policy.adaptable_names())
         self.adaptable = [n for n in named if n in adaptable]
         self.tangents = TaskTangents(named, self.names, valid_episodes.num_tasks)
         valid = valid_episodes
@@ -152,7 +156,7 @@ class AnalyticOuterProblem:
 
         with torch.no_grad():
             params = {n: p.detach().expand(K, *p.shape) for n, p in named.items()}
-            self.steps: list[_InnerStep] = []
+            self.steps: list[_InnerStep[RState]] = []
             for episodes in train_episodes:
                 net = self.make_pass(params, task_first(zero_masked(episodes.observations, episodes.mask)),
                                      task_first(zero_masked(episodes.actions, episodes.mask)), episodes.horizon)
@@ -180,7 +184,7 @@ class AnalyticOuterProblem:
             self._fisher_weight = task_first(weight.unsqueeze(-1))  # [K, N, 1]
             self._fisher_mean_weight = self._fisher_weight * head.inv_std.square()  # KL Hessian of the mean
             mean = head.mean.view(K, T, B, -1).movedim(0, 1)
-            self.old_dist = policy.distribution(mean, head.log_std.view(K, 1, -1))  # type: ignore[operator]
+            self.old_dist = policy.distribution(mean, head.log_std.view(K, 1, -1))
         self._net_names = [n for n in self.names if n != "log_std"]
 
     # -- products -------------------------------------------------------------------------------
@@ -210,7 +214,7 @@ class AnalyticOuterProblem:
                 grads["log_std"] = self._loss_grad_log_std
             return self.tangents.join(self._vjp(grads))
 
-    def fisher_product(self, u: Params) -> Params:
+    def fisher_product(self, u: Params) -> dict[str, Tensor]:
         """``F u`` per task: KL Hessian of the validation policy at the adapted parameters."""
         _, r_mean = self.net.r_forward(u)
         product = self.net.backward(self._fisher_mean_weight * r_mean, self._net_names)

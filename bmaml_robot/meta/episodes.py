@@ -8,7 +8,8 @@ and its value is bootstrapped from ``last_observations``; one that terminated do
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import torch
 from torch import Tensor
@@ -57,11 +58,11 @@ class Episodes(NamedTuple):
         """B, the number of episodes per task."""
         return self.observations.shape[2]
 
-    def select_tasks(self, start: int, stop: int) -> Episodes:
+    def select_tasks(self, start: int, stop: int) -> Self:
         """The episodes of tasks ``start:stop`` (views, no copy): every field sliced on its K dim."""
         return self._select(slice(start, stop), slice(None))
 
-    def select_episodes(self, count: int) -> Episodes:
+    def select_episodes(self, count: int) -> Self:
         """The first ``count`` episodes of every task (views, no copy): every field sliced on its B dim.
 
         Episodes of a task are independent draws, so the first ``count`` are a random subsample.
@@ -69,10 +70,10 @@ class Episodes(NamedTuple):
         check_int(count, "count", minimum=1, maximum=self.episodes_per_task)
         return self._select(slice(None), slice(0, count))
 
-    def _select(self, tasks: slice, episodes: slice) -> Episodes:
+    def _select(self, tasks: slice, episodes: slice) -> Self:
         """Every field sliced on its K and B dims (``last_observations`` is [K, B, ...], the rest
         [T, K, B, ...])."""
-        fields = {}
+        fields: dict[str, Any] = {}  # Tensor, or None for an unfilled optional field
         for name, value in self._asdict().items():
             if value is None:
                 fields[name] = None
@@ -132,17 +133,25 @@ class ProcessedEpisodes(Episodes):
     ``compute_advantages``: baseline, GAE, per-task normalised advantages): the only kind that
     enters inner adaptation and the outer update. ``advantages`` and ``returns`` are never None."""
 
-    def __new__(cls, *args: object, **kwargs: object) -> ProcessedEpisodes:
-        self = super().__new__(cls, *args, **kwargs)  # type: ignore[arg-type]
+    if TYPE_CHECKING:  # the fields, typed as __new__ guarantees (at run time they stay tuple fields)
+
+        @property
+        def advantages(self) -> Tensor: ...
+
+        @property
+        def returns(self) -> Tensor: ...
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        self = super().__new__(cls, *args, **kwargs)
         if self.advantages is None or self.returns is None:
             raise ValueError("ProcessedEpisodes: advantages and returns are required "
                              "(made by compute_advantages / MetaLearner.process)")
         return self
 
     @classmethod
-    def _make(cls, iterable: object) -> ProcessedEpisodes:  # type: ignore[override]
+    def _make(cls, iterable: Iterable[Any]) -> Self:  # type: ignore[override]  # mypy types NamedTuple._make generic in _cls
         # (``_replace`` builds through ``_make``: keep the check there too)
-        return cls(*iterable)  # type: ignore[misc]
+        return cls(*iterable)
 
 
 def require_processed(episodes: object, name: str) -> ProcessedEpisodes:

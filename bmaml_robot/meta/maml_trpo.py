@@ -118,7 +118,7 @@ class MetaLearner:
 
     def _trainable_params(self) -> list[Tensor]:
         """The module parameters named by ``policy.trainable_names()`` (checked), in that order."""
-        named = dict(self.policy.named_parameters())  # type: ignore[attr-defined]
+        named = dict(self.policy.named_parameters())
         names = list(self.policy.trainable_names())
         for name in names:
             if name not in named or not named[name].requires_grad:
@@ -283,7 +283,7 @@ def _figures(result: LineSearchResult | None, loss_before: float, kl_before: flo
         "loss_after": result.loss if result is not None else loss_before,
         "kl_before": kl_before,
         "kl_after": result.kl if result is not None else 0.0,
-        "ls_steps": result.trial if result is not None else 0,
+        "ls_steps": result.step if result is not None else 0,
         "step_accepted": result is not None and result.accepted,
         "step_fraction": fraction,
         "grad_norm": float(grad.norm()),

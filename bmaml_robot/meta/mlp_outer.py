@@ -11,6 +11,7 @@ pass once more (tanh' = 1 - h^2 gives the ``-2 g h R{h}`` term).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -41,7 +42,7 @@ class _MLPPass:
         mean = torch.baddbmm(params["mean.bias"].unsqueeze(1), self.hidden[-1], self.out_weight.mT)
         self.head = GaussianHead(mean, params["log_std"], actions)
 
-    def backward(self, grad_mean: Tensor, names: Sequence[str] = (), keep: bool = False) -> Params:
+    def backward(self, grad_mean: Tensor, names: Sequence[str] = (), keep: bool = False) -> dict[str, Tensor]:
         """Gradients of ``sum(grad_mean * mean)`` w.r.t. every parameter but ``log_std``."""
         grads = {"mean.weight": grad_mean.mT @ self.hidden[-1], "mean.bias": row_sum(grad_mean)}
         grad_h = grad_mean @ self.out_weight
@@ -75,7 +76,9 @@ class _MLPPass:
         r_mean = torch.baddbmm(r_mean, r_hidden[-1], self.out_weight.mT)
         return r_hidden, r_mean
 
-    def r_backward(self, v: Params, r_hidden: list[Tensor], r_grad_mean: Tensor, names: Sequence[str] = ()) -> Params:
+    def r_backward(
+        self, v: Params, r_hidden: list[Tensor], r_grad_mean: Tensor, names: Sequence[str] = ()
+    ) -> dict[str, Tensor]:
         """``R{backward(grad_mean)}`` in direction v for the kept ``backward``."""
         out = {
             "mean.weight": r_grad_mean.mT @ self.hidden[-1] + self._grad_mean.mT @ r_hidden[-1],
@@ -93,7 +96,7 @@ class _MLPPass:
         return out
 
 
-class MLPOuterProblem(AnalyticOuterProblem):
+class MLPOuterProblem(AnalyticOuterProblem[list[Tensor]]):
     """The ``OuterProblem`` for a ``GaussianMLPPolicy`` (every parameter adaptable and trainable)."""
 
     @staticmethod
@@ -105,4 +108,5 @@ class MLPOuterProblem(AnalyticOuterProblem):
         return set(policy.adaptable_names()) == names == set(policy.trainable_names())
 
     def make_pass(self, params: Params, x: Tensor, actions: Tensor, horizon: int) -> _MLPPass:
-        return _MLPPass(params, len(self.policy.hidden), x, actions)  # type: ignore[arg-type]
+        policy = cast(GaussianMLPPolicy, self.policy)  # the only kind supports() admits
+        return _MLPPass(params, len(policy.hidden), x, actions)

@@ -75,7 +75,7 @@ def make_outer_problem(
     hand-derived products for the tanh MLP, RNN and GRU (same values), autograd otherwise."""
     for implementation in (MLPOuterProblem, RecurrentOuterProblem):
         if implementation.supports(policy):
-            return implementation(policy, train_episodes, valid_episodes, fast_lr, first_order, damping)  # type: ignore[arg-type]
+            return implementation(policy, train_episodes, valid_episodes, fast_lr, first_order, damping)
     return AutogradOuterProblem(policy, train_episodes, valid_episodes, fast_lr, first_order, damping)
 
 
@@ -113,7 +113,7 @@ def exact_kl_hvp(
     (second order: create_graph), KL to the detached adapted policy, Pearlmutter's trick on the
     trainable parameters. Episodes must carry advantages. Slow; for tests and checks.
     """
-    named = dict(policy.named_parameters())  # type: ignore[attr-defined]
+    named = dict(policy.named_parameters())
     params = [named[n] for n in policy.trainable_names()]
     observations = zero_masked(valid_episodes.observations, valid_episodes.mask)
     with torch.enable_grad():
@@ -160,7 +160,7 @@ class AutogradOuterProblem:
     ) -> None:
         self.policy = policy
         self.damping = damping
-        named = dict(policy.named_parameters())  # type: ignore[attr-defined]
+        named = dict(policy.named_parameters())
         self.names = list(policy.trainable_names())
         self.tangents = TaskTangents(named, self.names, valid_episodes.num_tasks)
         self._train = list(train_episodes)
@@ -239,18 +239,19 @@ class AutogradOuterProblem:
                     allow_unused=True,
                 )
             self._vjp_graph = (dummies, dict(zip(self.tangent_names, grads)))
-        dummies, grads = self._vjp_graph
+        dummies, grads_by_name = self._vjp_graph
         live = [d for d in dummies if d is not None]
-        outputs, directions = [], []
+        leaf_grads: list[Tensor] = []
+        directions: list[Tensor] = []
         for name, u in tangent.items():
-            g = grads.get(name)
+            g = grads_by_name.get(name)
             if g is not None and g.requires_grad:
-                outputs.append(g)
+                leaf_grads.append(g)
                 directions.append(u)
-        if not outputs or not live:
+        if not leaf_grads or not live:
             return [None, None]
         results = iter(
-            torch.autograd.grad(outputs, live, grad_outputs=directions, retain_graph=True, allow_unused=True)
+            torch.autograd.grad(leaf_grads, live, grad_outputs=directions, retain_graph=True, allow_unused=True)
         )
         return [None if d is None else next(results) for d in dummies]
 

@@ -288,7 +288,8 @@ class RaySampler:
     @torch.no_grad()
     def sample(self, policy: Any, params: Mapping[str, torch.Tensor] | None, seed: int) -> Episodes:
         """One episode per env, as ``MetaSampler.sample`` (bit-identical results)."""
-        if self._tasks is None:
+        tasks = self._tasks
+        if tasks is None:
             raise RuntimeError("sample: call set_tasks first")
         if not self._workers:
             raise RuntimeError("sample: this sampler is closed")
@@ -310,7 +311,7 @@ class RaySampler:
 
         def submit(w: int) -> Any:
             start, stop = self.slices[w]
-            return self._workers[w].sample.remote(payload, [self._policy_ref], self._tasks[start:stop], int(seed))
+            return self._workers[w].sample.remote(payload, [self._policy_ref], tasks[start:stop], int(seed))
 
         pending = {submit(w): w for w in range(self.num_workers)}
         results: list[dict[str, Any] | None] = [None] * self.num_workers

@@ -19,6 +19,7 @@ steps. Frozen recurrent weights (not trainable) get no tangent and no gradient.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -123,7 +124,7 @@ class _RecurrentPass:
         return grads
 
     # -- backward -------------------------------------------------------------------------------
-    def backward(self, grad_mean: Tensor, names: Sequence[str], keep: bool = False) -> Params:
+    def backward(self, grad_mean: Tensor, names: Sequence[str], keep: bool = False) -> dict[str, Tensor]:
         """Gradients of ``sum(grad_mean * mean)`` ([K, T * B, m]) w.r.t. ``names``."""
         K, T, B = self.shape
         H = self.hidden_size
@@ -142,6 +143,7 @@ class _RecurrentPass:
                 delta = torch.mul(g, self.slope[:, t], out=d_x[:, t])
                 carry = torch.bmm(delta, w_hh)
                 continue
+            assert d_an is not None  # made for a GRU
             dx = d_x[:, t]
             d_xn = torch.mul(g, self.c_n[:, t], out=dx[..., 2 * H :])
             torch.mul(d_xn, self.c_r[:, t], out=dx[..., :H])
@@ -153,6 +155,7 @@ class _RecurrentPass:
         d_a = self._join_a(d_x, d_an) if trainable_hh or keep else None
         grads.update(self._weight_grads(d_x, d_a, self.h_prev.view(K, T * B, H), names))
         if keep:
+            assert d_a is not None  # computed when keep
             self._grad_mean, self._total, self._d_x, self._d_a = grad_mean, total, d_x, d_a
         return {n: v for n, v in grads.items() if n in names}
 
@@ -160,6 +163,7 @@ class _RecurrentPass:
         """d loss / d a_t from d loss / d x_t: the same but for the GRU candidate's part."""
         if self.kind == "rnn":
             return d_x
+        assert d_an is not None  # a GRU has it
         return torch.cat([d_x[..., : 2 * self.hidden_size], d_an], dim=-1)
 
     # -- forward mode ---------------------------------------------------------------------------
@@ -209,13 +213,14 @@ class _RecurrentPass:
         return state, r_mean
 
     def r_backward(self, v: Params, state: dict[str, Tensor | None], r_grad_mean: Tensor,
-                   names: Sequence[str]) -> Params:
+                   names: Sequence[str]) -> dict[str, Tensor]:
         """``R{backward(grad_mean)}`` in direction v for the kept ``backward``."""
         K, T, B = self.shape
         H = self.hidden_size
         p = self.params
         w_hh, v_hh = p[_W_HH], v.get(_W_HH)
         r_h_all = state["h"]
+        assert r_h_all is not None  # r_forward always sets it
         grad_mean = self._grad_mean
         r_h_rows = r_h_all.view(K, T * B, H)
         out = {"mean.weight": r_grad_mean.mT @ self.h_rows + grad_mean.mT @ r_h_rows, "mean.bias": row_sum(r_grad_mean)}
@@ -240,6 +245,7 @@ class _RecurrentPass:
                 if v_hh is not None:
                     r_carry = torch.baddbmm(r_carry, self._d_x[:, t], v_hh)
                 continue
+            assert r_rz is not None and r_n is not None and r_an is not None  # a GRU's r_forward sets them
             r_r, r_z = r_rz[:, t, :, :H], r_rz[:, t, :, H:]
             d_xn = self._d_x[:, t, :, 2 * H :]
             rdx = r_dx[:, t]
@@ -269,7 +275,7 @@ class _RecurrentPass:
         return {n: val for n, val in out.items() if n in names}
 
 
-class RecurrentOuterProblem(AnalyticOuterProblem):
+class RecurrentOuterProblem(AnalyticOuterProblem[dict[str, Tensor | None]]):
     """The ``OuterProblem`` for ``rnn`` and ``gru`` policies, any recurrence mode."""
 
     @staticmethod
@@ -280,4 +286,5 @@ class RecurrentOuterProblem(AnalyticOuterProblem):
         return policy.kind in ("rnn", "gru") and "log_std" in policy.trainable_names()
 
     def make_pass(self, params: Params, x: Tensor, actions: Tensor, horizon: int) -> _RecurrentPass:
-        return _RecurrentPass(self.policy.kind, params, x, actions, horizon)  # type: ignore[arg-type]
+        policy = cast(RecurrentGaussianPolicy, self.policy)  # the only kind supports() admits
+        return _RecurrentPass(policy.kind, params, x, actions, horizon)

@@ -127,8 +127,8 @@ def write_flat(params: Sequence[Tensor], flat: Tensor) -> None:
 class LineSearchResult(NamedTuple):
     accepted: bool
     """Whether a step was accepted (params now hold it) or not (params restored exactly)."""
-    trial: int
-    """1-based index of the accepted trial step, 0 if rejected."""
+    step: int
+    """1-based index of the accepted line-search step, 0 if rejected (metrics' ``ls_steps``)."""
     step_fraction: float
     """Fraction of the full step that was accepted, 0.0 if rejected."""
     loss: float
@@ -149,9 +149,9 @@ def backtracking_line_search(
     """Try ``theta_old - backtrack^i * full_step`` for i = 0, 1, ...; keep the first that improves.
 
     params: the tensors to update in place (trainable parameters only). full_step: flat [n].
-    evaluate: returns (surrogate, kl) at the params as currently written. A trial is accepted
+    evaluate: returns (surrogate, kl) at the params as currently written. A step is accepted
     iff ``surrogate < loss_before`` and ``kl <= max_kl`` (both finite). If none is, the params
-    are restored bit-identically from a copy taken before the first trial.
+    are restored bit-identically from a copy taken before the first step.
     """
     params = list(params)
     saved = [p.detach().clone() for p in params]

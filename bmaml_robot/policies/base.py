@@ -133,7 +133,7 @@ class Policy(torch.nn.Module):
         Checks that a ``params`` dict names exactly this policy's parameters, each shaped
         ``[K, *p.shape]`` with one common ``K``.
         """
-        own = dict(self.named_parameters())
+        own: dict[str, Tensor] = dict(self.named_parameters())
         if params is None:
             return own, None
         missing = sorted(set(own) - set(params))
@@ -228,25 +228,25 @@ class _StackSteps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(dim: int, *tensors: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(dim: int, *tensors: Tensor) -> Tensor:
         return torch.stack(tensors, dim)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+    def setup_context(ctx, inputs, output) -> None:
         ctx.dim = inputs[0]
         ctx.like = [(t.shape, t.dtype, t.device) for t in inputs[1:]]
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         return (None, *grad.unbind(ctx.dim))
 
     @staticmethod
-    def jvp(ctx, _dim_tangent, *tangents):  # type: ignore[override]
-        tangents = [
+    def jvp(ctx, _dim_tangent, *tangents):
+        filled = [
             torch.zeros(shape, dtype=dtype, device=device) if t is None else t
             for t, (shape, dtype, device) in zip(tangents, ctx.like)
         ]
-        return torch.stack(tangents, ctx.dim)
+        return torch.stack(filled, ctx.dim)
 
 
 def stack_steps(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:

@@ -17,6 +17,9 @@ from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 from .base import RECURRENCE_MODES, Params, Policy, State, linear, make_generator, stack_steps
 
+#: The state of a recurrent policy (a ``State`` that is never None): h, or ``(h, c)`` for the LSTM.
+CellState = Tensor | tuple[Tensor, Tensor]
+
 #: Gates per cell kind: the rows of ``weight_ih``/``weight_hh`` are ``num_gates * hidden_size``.
 NUM_GATES: dict[str, int] = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -133,7 +136,7 @@ class RecurrentGaussianPolicy(Policy):
         return super().trainable_names()
 
     # ------------------------------------------------------------------ forward
-    def initial_state(self, batch_shape: tuple[int, ...]) -> State:
+    def initial_state(self, batch_shape: tuple[int, ...]) -> CellState:
         """Zeros ``[*batch_shape, H]`` (rnn, gru) or a pair of them ``(h, c)`` (lstm)."""
         w = self.cell.weight_hh
         h = torch.zeros(*batch_shape, self.hidden_size, dtype=w.dtype, device=w.device)
@@ -156,7 +159,7 @@ class RecurrentGaussianPolicy(Policy):
         H = self.hidden_size
         return torch.cat([bias_hh[..., : 2 * H], torch.zeros_like(bias_hh[..., 2 * H :])], dim=-1)
 
-    def _update(self, x_gates: Tensor, state: State, p: dict[str, Tensor]) -> tuple[Tensor, State]:
+    def _update(self, x_gates: Tensor, state: CellState, p: dict[str, Tensor]) -> tuple[Tensor, CellState]:
         """One cell update.
 
         Args:

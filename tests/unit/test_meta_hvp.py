@@ -265,7 +265,7 @@ def test_step_accepts_the_same_parameters_as_the_direct_step(kind, recurrence, a
     policy.load_state_dict(start)
     stats = learner.update(train, valid)
     assert stats["step_accepted"] and result.accepted
-    assert stats["ls_steps"] == result.trial
+    assert stats["ls_steps"] == result.step
     assert math.isclose(stats["grad_norm"], grad_norm, rel_tol=10 * rtol)
     assert math.isclose(stats["loss_after"], result.loss, rel_tol=10 * rtol, abs_tol=1e-7)
     assert math.isclose(stats["kl_after"], result.kl, rel_tol=100 * rtol, abs_tol=1e-8)
