@@ -22,10 +22,13 @@ DEFAULT_CONFIG = "demo"
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bmaml-train",
-        description="Meta-train a policy with MAML-TRPO. Without arguments: a one-minute 2D-navigation demo.",
+        description="Meta-train a policy with MAML-TRPO or RL^2 (--algorithm). Without arguments: a one-minute "
+        "2D-navigation demo.",
         epilog=f"shipped configs: {', '.join(shipped_configs())}. Config keys for --set: {', '.join(FIELDS)}",
     )
     p.add_argument("--config", default=None, help=f"shipped config name or YAML path (default: {DEFAULT_CONFIG})")
+    p.add_argument("--algorithm", choices=["maml", "rl2"],
+                   help="meta-learner: maml (adapts by gradient steps; default) or rl2 (adapts in its activations)")
     p.add_argument("--policy", choices=["mlp", "rnn", "gru", "lstm"], help="policy kind")
     p.add_argument("--recurrence", choices=["frozen", "outer", "all"], help="which recurrent weights learn")
     p.add_argument("--num-iterations", "--num-batches", dest="num_iterations", type=int,
@@ -85,6 +88,7 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         overrides = dict(parse_override(text) for text in args.set)
         for key in (
+            "algorithm",
             "policy",
             "recurrence",
             "num_iterations",
@@ -126,8 +130,9 @@ def train_main(argv: list[str] | None = None) -> int:
                 f"bmaml-train: {config.family}, {config.policy} policy"
                 + (f" ({config.recurrence} recurrence)" if config.policy != "mlp" else "")
                 + f", {config.num_iterations} meta-iteration{'s' if config.num_iterations != 1 else ''} of "
-                f"{config.num_tasks} tasks x "
-                f"{config.episodes_per_task} episodes x {config.horizon} steps"
+                + (f"RL^2: {config.num_tasks} trials of {config.episodes_per_trial} episodes x {config.horizon} steps"
+                   if config.algorithm == "rl2"
+                   else f"{config.num_tasks} tasks x {config.episodes_per_task} episodes x {config.horizon} steps")
                 + (
                     f", sampled by {config.workers} Ray workers x {config.threads_per_worker} threads"
                     f" on {config.ray_address or 'a local Ray'}"
@@ -159,14 +164,16 @@ def train_main(argv: list[str] | None = None) -> int:
         return 1
     if not args.quiet and result.metrics:
         first, last = result.metrics[0], result.metrics[-1]
+        # RL^2's "before"/"after" are a trial's first and last episodes.
+        before, after = (("first episode", "last") if config.algorithm == "rl2" else ("before adaptation", "after"))
         if first is not last:
             print(
-                f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} before adaptation, "
-                f"{first['return_after']:.2f} after"
+                f"meta-iteration {first['iteration']}: return {first['return_before']:.2f} {before}, "
+                f"{first['return_after']:.2f} {after}"
             )
         print(
-            f"meta-iteration {last['iteration']}: return {last['return_before']:.2f} before adaptation, "
-            f"{last['return_after']:.2f} after (gain {last['return_after'] - last['return_before']:+.2f})"
+            f"meta-iteration {last['iteration']}: return {last['return_before']:.2f} {before}, "
+            f"{last['return_after']:.2f} {after} (gain {last['return_after'] - last['return_before']:+.2f})"
         )
         print(f"run directory: {result.run_dir}")
     return 0
@@ -231,7 +238,10 @@ def _eval_parser() -> argparse.ArgumentParser:
         default=20,
         help="held-out tasks (default 20; confidence intervals need 2 or more)",
     )
-    p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per task and step (default 10)")
+    p.add_argument("--episodes", type=_int_at_least(1), default=10,
+                   help="episodes per task and step (default 10); RL^2 runs: trials per task")
+    p.add_argument("--episodes-per-trial", type=_int_at_least(1), default=None,
+                   help="RL^2 runs: episodes per trial, the state carried across them (default: the run's)")
     p.add_argument(
         "--fast-lr", type=_finite_at_least(0.0), default=None, help="inner step size (default: the run's fast_lr)"
     )
@@ -278,6 +288,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         num_threads=args.num_threads,
         out=args.out,
         initial=args.initial,
+        episodes_per_trial=args.episodes_per_trial,
     )
     print(evaluation.format_table(result))
     if args.tasks == 1:

@@ -24,15 +24,22 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a meta-training run (defaults: the MAML benchmark settings)."""
+    """Everything that defines a meta-training run (defaults: the MAML benchmark settings).
 
+    ``algorithm`` picks the meta-learner: ``maml`` (MAML-TRPO: the keys from ``episodes_per_task``
+    to ``ls_backtrack`` and the ``eval_*`` keys) or ``rl2`` (RL^2 with PPO: ``episodes_per_trial``
+    and the ``ppo_*`` keys; ``num_tasks`` trials per iteration, one per task). The other keys are
+    shared; each algorithm ignores the other's."""
+
+    algorithm: str = "maml"
+    """Meta-learner: ``maml`` (adapts by gradient steps) or ``rl2`` (adapts in its activations)."""
     family: str = "HalfCheetahDir"
-    """Task family (see ``bmaml_robot.FAMILIES``)."""
+    """Task family (see ``bmaml_robot.FAMILIES``; with rl2 also the discrete tasks, ``DISCRETE_FAMILIES``)."""
     policy: str = "mlp"
-    """Policy kind: ``mlp`` (classic MAML), ``rnn`` (tanh), ``gru`` or ``lstm``."""
+    """Policy kind: ``mlp`` (classic MAML), ``rnn`` (tanh), ``gru`` or ``lstm`` (rl2: a recurrent one)."""
     recurrence: str = "frozen"
-    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted), ``all``;
-    ignored by mlp."""
+    """Recurrent weights: ``frozen`` (never change), ``outer`` (meta-trained, never adapted; maml only),
+    ``all``; ignored by mlp."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the MLP policy."""
     hidden_size: int = 100
@@ -96,6 +103,22 @@ class TrainConfig:
     """Evaluation during training: held-out tasks."""
     eval_episodes: int = 10
     """Evaluation during training: episodes per task and adaptation step."""
+    episodes_per_trial: int = 2
+    """rl2: episodes of one task per trial, the policy's state carried across them."""
+    learning_rate: float = 1e-3
+    """rl2: Adam's step size."""
+    ppo_epochs: int = 5
+    """rl2: PPO passes over each iteration's trials."""
+    ppo_minibatches: int = 4
+    """rl2: minibatches (of whole trials) per PPO pass."""
+    ppo_clip: float = 0.2
+    """rl2: PPO's ratio clip epsilon."""
+    value_coef: float = 0.5
+    """rl2: weight of the value loss."""
+    entropy_coef: float = 0.01
+    """rl2: weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """rl2: gradient-norm clip of each PPO step."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -127,9 +150,19 @@ def _validate(c: TrainConfig) -> None:
         if not (v >= low if inclusive else v > low):
             raise ValueError(f"{key}: expected a value {'>=' if inclusive else '>'} {low}, got {v!r}")
 
-    check_choice(c.family, "family", sorted(FAMILIES))
-    check_choice(c.policy, "policy", POLICY_KINDS)
-    check_choice(c.recurrence, "recurrence", RECURRENCE_MODES)
+    from bmaml_robot.envs.discrete import DISCRETE_FAMILIES
+
+    check_choice(c.algorithm, "algorithm", ALGORITHMS)
+    rl2 = c.algorithm == "rl2"
+    check_choice(c.family, "family", sorted(FAMILIES) + (sorted(DISCRETE_FAMILIES) if rl2 else []))
+    check_choice(c.policy, "policy", [kind for kind in POLICY_KINDS if kind != "mlp"] if rl2 else POLICY_KINDS)
+    check_choice(c.recurrence, "recurrence", [mode for mode in RECURRENCE_MODES if mode != "outer"]
+                 if rl2 else RECURRENCE_MODES)
+    if rl2 and c.sampler != "local":
+        raise ValueError(f"sampler: algorithm rl2 samples locally (sampler 'local'), got {c.sampler!r}")
+    if rl2 and c.eval_every:
+        raise ValueError(f"eval_every: algorithm rl2 is evaluated with bmaml-eval, not during training (0), "
+                         f"got {c.eval_every}")
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
     for key in (
@@ -148,6 +181,9 @@ def _validate(c: TrainConfig) -> None:
         "eval_adapt_steps",
         "eval_tasks",
         "eval_episodes",
+        "episodes_per_trial",
+        "ppo_epochs",
+        "ppo_minibatches",
     ):
         check_int(getattr(c, key), key, minimum=1, what="a value")
     check_int(c.eval_every, "eval_every", minimum=0, what="a value")
@@ -168,8 +204,17 @@ def _validate(c: TrainConfig) -> None:
         "gamma",
         "gae_lambda",
         "ls_backtrack",
+        "learning_rate",
+        "ppo_clip",
+        "value_coef",
+        "entropy_coef",
+        "max_grad_norm",
     ):
         check_float(getattr(c, key), key)
+    for key in ("learning_rate", "ppo_clip", "max_grad_norm"):
+        check_float(getattr(c, key), key, low=0, low_open=True, what="a value")
+    for key in ("value_coef", "entropy_coef"):
+        check_float(getattr(c, key), key, low=0, what="a value")
     at_least("fast_lr", 0.0)
     # exp(+-10) is already 2e4 or 5e-5 times the action scale; beyond, the Gaussian overflows
     # or collapses and every log-probability is inf or NaN.
@@ -183,6 +228,8 @@ def _validate(c: TrainConfig) -> None:
 
 
 MAX_ABS_INIT_LOG_STD = 10.0
+#: The meta-learners ``algorithm`` names.
+ALGORITHMS: tuple[str, ...] = ("maml", "rl2")
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 #: Keys added after runs were already being made, with the value that reproduces what a run made
@@ -197,6 +244,16 @@ ADDED_LATER: dict[str, Any] = {
     "eval_adapt_steps": 1,
     "eval_tasks": 20,
     "eval_episodes": 10,
+    # RL^2 (issue 15): every run before it was MAML.
+    "algorithm": "maml",
+    "episodes_per_trial": 2,
+    "learning_rate": 1e-3,
+    "ppo_epochs": 5,
+    "ppo_minibatches": 4,
+    "ppo_clip": 0.2,
+    "value_coef": 0.5,
+    "entropy_coef": 0.01,
+    "max_grad_norm": 0.5,
 }
 #: Keys by their old names: configs, runs and ``--set`` overrides written with them still load.
 RENAMED: dict[str, str] = {
@@ -404,10 +461,11 @@ def _field_docs() -> dict[str, str]:
     for node, following in zip(body, body[1:]):
         if (
             isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
             and isinstance(following, ast.Expr)
             and isinstance(following.value, ast.Constant)
         ):
-            docs[node.target.id] = " ".join(str(following.value.value).split())  # type: ignore[attr-defined]
+            docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs
 
 

@@ -39,10 +39,14 @@ import numpy as np
 
 from bmaml_robot.checkpoint import write_text_atomic
 from bmaml_robot.config import TrainConfig
+from bmaml_robot.envs.discrete import DISCRETE_FAMILIES
+from bmaml_robot.envs.discrete_agents import BANDIT_AGENTS
 from bmaml_robot.factory import build_learner
 from bmaml_robot.meta import MetaLearner, adapt_to_tasks
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.policies import Policy
+from bmaml_robot.rl2 import RL2Policy
+from bmaml_robot.rl2.evaluation import bandit_comparison, evaluate_trials, two_step_stays
 from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed, held_out_tasks
 from bmaml_robot.stats import mean_ci
@@ -75,7 +79,9 @@ class HeldOutEvaluation:
                                    num_threads=config.num_threads, action_scale=config.action_scale)
         try:
             self.sampler.set_tasks(held_out_tasks(config.family, config.eval_tasks, 0))
-            self.learner = build_learner(config, policy)
+            learner = build_learner(config, policy)
+            assert isinstance(learner, MetaLearner)  # a MAML config (rl2 has no evaluation during training)
+            self.learner = learner
         except BaseException:
             self.sampler.close()
             raise
@@ -180,6 +186,7 @@ def evaluate(
     out: str | Path | None = None,
     write: bool = True,
     initial: bool = False,
+    episodes_per_trial: int | None = None,
 ) -> EvalResult:
     """Evaluate the run in ``run_dir`` on ``num_tasks`` held-out tasks, ``episodes`` episodes per
     task and adaptation step, after 0..``adapt_steps`` inner steps (module docstring).
@@ -190,25 +197,37 @@ def evaluate(
     ``run_dir/initial`` with ``initial``); nothing is written with ``write=False``. initial: evaluate
     the run's policy at initialisation instead (``load_run``). ``run_dir`` may be a ``LoadedRun``
     (loaded with ``initial`` already as wanted).
+
+    An RL^2 run (``algorithm: rl2``) adapts within a trial: ``episodes`` trials of
+    ``episodes_per_trial`` episodes (default: the run's) per task, and the result's "steps" are the
+    episodes of the trial (``adapt_steps`` and ``fast_lr`` are MAML's).
     """
     check_settings(adapt_steps, num_tasks, episodes, fast_lr, seed, num_threads)
+    check_int(episodes_per_trial, "episodes_per_trial", minimum=1, allow_none=True)
     run = load_run(run_dir, initial=initial)
     config = run.config
-    lr = config.fast_lr if fast_lr is None else float(fast_lr)
     tasks = held_out_tasks(config.family, num_tasks, seed)
-    with one_torch_thread():  # as train()
-        sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads,
-                              action_scale=config.action_scale)
-        try:
-            sampler.set_tasks(tasks)
-            learner = build_learner(config.replace(fast_lr=lr), run.policy)
-            returns = adaptation_returns(learner, sampler, adapt_steps, seed)
-        finally:
-            sampler.close()
-    # (eval.json keeps the key "steps": the number of adaptation steps, K)
-    settings = {"steps": adapt_steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
-                "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
-    result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
+    if isinstance(run.policy, RL2Policy):
+        if fast_lr is not None:
+            raise ValueError(f"fast_lr: an RL^2 run adapts in its activations, without gradient steps; got {fast_lr}")
+        result = _evaluate_trials(run, tasks, episodes, episodes_per_trial or config.episodes_per_trial, seed,
+                                  num_threads)
+    else:
+        lr = config.fast_lr if fast_lr is None else float(fast_lr)
+        with one_torch_thread():  # as train()
+            sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads,
+                                  action_scale=config.action_scale)
+            try:
+                sampler.set_tasks(tasks)
+                learner = build_learner(config.replace(fast_lr=lr), run.policy)
+                assert isinstance(learner, MetaLearner)
+                returns = adaptation_returns(learner, sampler, adapt_steps, seed)
+            finally:
+                sampler.close()
+        # (eval.json keeps the key "steps": the number of adaptation steps, K)
+        settings = {"steps": adapt_steps, "num_tasks": num_tasks, "episodes_per_task": episodes, "fast_lr": lr,
+                    "seed": seed, "num_threads": num_threads, "horizon": config.horizon}
+        result = EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
     if write:
         out_dir = Path(out) if out is not None else run.run_dir / (INITIAL_DIR if initial else "")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +236,32 @@ def evaluate(
         write_text_atomic(result.json_path, json.dumps(_finite(result.to_dict()), indent=1) + "\n")
         result.png_path = plot_evaluation(result, out_dir / EVAL_PNG)
     return result
+
+
+def _evaluate_trials(run: LoadedRun, tasks: list[dict[str, Any]], trials_per_task: int, episodes_per_trial: int,
+                     seed: int, num_threads: int) -> EvalResult:
+    """An RL^2 run: ``trials_per_task`` trials of ``episodes_per_trial`` episodes per held-out task
+    (``rl2.evaluation``); the "steps" of the result are the episodes of a trial. Bandit families
+    add the reference agents on the same draws, two-step families the stay probabilities."""
+    config = run.config
+    assert isinstance(run.policy, RL2Policy)
+    sample_seed = evaluation_seed(seed, 1)
+    with one_torch_thread():  # as train()
+        trials = evaluate_trials(run.policy, config.family, tasks, episodes_per_trial=episodes_per_trial,
+                                 horizon=config.horizon, trials_per_task=trials_per_task, seed=sample_seed,
+                                 num_threads=num_threads, action_scale=config.action_scale)
+    settings: dict[str, Any] = {
+        "algorithm": "rl2", "steps": episodes_per_trial - 1, "episodes_per_trial": episodes_per_trial,
+        "num_tasks": len(tasks), "episodes_per_task": trials_per_task, "seed": seed, "num_threads": num_threads,
+        "horizon": config.horizon,
+    }
+    family = DISCRETE_FAMILIES.get(config.family)
+    if family is not None and family.kind == "bandit":
+        settings["bandit"] = bandit_comparison(trials, config.family, config.horizon, sample_seed)
+    elif family is not None:
+        settings["two_step"] = two_step_stays(trials, family.obs_dim)
+    returns = trials.episode_returns
+    return EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
 
 
 def _finite(value: Any) -> Any:
@@ -251,12 +296,10 @@ def plot_evaluation(result: EvalResult, path: Path) -> Path:
     axes.fill_between(steps, low, high, color="C0", alpha=0.25, label="95% CI over tasks")
     axes.plot(steps, mean, "o-", color="C0", linewidth=2, label="mean over tasks")
     axes.set_xticks(steps)
-    axes.set_xlabel("adaptation steps")
+    axes.set_xlabel(_axis(result)[1])
     axes.set_ylabel("mean return per episode")
-    settings = result.settings
     axes.set_title(f"{run_label(result.run.config)}: {result.run.run_dir.name}\n"
-                   f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes, "
-                   f"fast_lr {settings['fast_lr']:g}, {result.run.iterations} meta-iterations", fontsize=9)
+                   f"{_batch(result)}, {result.run.iterations} meta-iterations", fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return save_png(figure, path)
@@ -265,11 +308,12 @@ def plot_evaluation(result: EvalResult, path: Path) -> Path:
 def format_table(result: EvalResult) -> str:
     """The short table ``bmaml-eval`` prints."""
     run, settings = result.run, result.settings
+    name = _axis(result)[0]
+    width = len(name)
     lines = [
         f"{run.run_dir}: {run_label(run.config)}, {run.source} after {run.iterations} meta-iterations",
-        f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes x "
-        f"{settings['horizon']} steps, fast_lr {settings['fast_lr']:g}, evaluation seed {settings['seed']}",
-        f"{'step':>4}  {'mean return':>11}  {'95% CI (tasks)':>20}  {'gain vs step 0':>15}  {'95% CI':>20}",
+        f"{_batch(result)} of {settings['horizon']} steps, evaluation seed {settings['seed']}",
+        f"{name:>{width}}  {'mean return':>11}  {'95% CI (tasks)':>20}  {f'gain vs {name} 0':>15}  {'95% CI':>20}",
     ]
     for row in result.summary:
         ci = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]" if math.isfinite(row["ci_low"]) else "n/a (1 task)"
@@ -279,8 +323,39 @@ def format_table(result: EvalResult) -> str:
             gain = f"{row['gain_mean']:+.2f}"
             gain_ci = (f"[{row['gain_ci_low']:+.2f}, {row['gain_ci_high']:+.2f}]"
                        if math.isfinite(row["gain_ci_low"]) else "n/a (1 task)")
-        lines.append(f"{row['step']:>4}  {row['mean']:>11.2f}  {ci:>20}  {gain:>15}  {gain_ci:>20}")
+        lines.append(f"{row['step']:>{width}}  {row['mean']:>11.2f}  {ci:>20}  {gain:>15}  {gain_ci:>20}")
+    bandit = settings.get("bandit")
+    if bandit is not None:
+        lines.append(f"cumulative reward over {bandit['pulls']} pulls (same draws, {bandit['trials']} trials):")
+        for name in ("rl2", *BANDIT_AGENTS):
+            row = bandit[name]
+            lines.append(f"  {name:>8}  {row['cumulative_reward']:8.2f} +- {row['cumulative_reward_se']:.2f}   "
+                         f"expected regret {row['expected_regret']:6.2f} +- {row['expected_regret_se']:.2f}")
+    two_step = settings.get("two_step")
+    if two_step is not None:
+        stay = two_step["stay_probability"]
+        lines.append(f"stay probability ({two_step['episodes']} episodes per trial): rewarded common "
+                     f"{stay['rewarded']['common']:.3f}, rare {stay['rewarded']['rare']:.3f}; unrewarded common "
+                     f"{stay['unrewarded']['common']:.3f}, rare {stay['unrewarded']['rare']:.3f} "
+                     f"(interaction {two_step['interaction']:+.3f}: > 0 is model-based)")
     return "\n".join(lines)
+
+
+def _axis(result: EvalResult) -> tuple[str, str]:
+    """The table's column name and the plot's axis label of the result's "steps"."""
+    if result.settings.get("algorithm") == "rl2":
+        return "episode", "episode of the trial (RL^2 adapts in its activations)"
+    return "step", "adaptation steps"
+
+
+def _batch(result: EvalResult) -> str:
+    """What was sampled, in words."""
+    settings = result.settings
+    if settings.get("algorithm") == "rl2":
+        return (f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} trials of "
+                f"{settings['episodes_per_trial']} episodes")
+    return (f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes, "
+            f"fast_lr {settings['fast_lr']:g}")
 
 
 # ----------------------------------------------------------------------------- CLI

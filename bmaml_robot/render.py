@@ -56,7 +56,7 @@ from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot
 )
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.factory import build_learner
-from bmaml_robot.meta import adapt_to_tasks
+from bmaml_robot.meta import MetaLearner, adapt_to_tasks
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed
@@ -141,7 +141,7 @@ def record_episodes(
 
 
 def adapt_to_task(run: LoadedRun, task: Mapping[str, Any], adapt_steps: int, episodes: int, fast_lr: float | None,
-                  seed: int, num_threads: int = 1) -> dict[str, torch.Tensor]:
+                  seed: int, num_threads: int = 1) -> Mapping[str, torch.Tensor]:
     """Parameters ``{name: [1, ...]}`` after ``adapt_steps`` inner steps on ``task`` (as training,
     on the evaluation streams of ``seed``)."""
     config = run.config
@@ -149,14 +149,16 @@ def adapt_to_task(run: LoadedRun, task: Mapping[str, Any], adapt_steps: int, epi
                           action_scale=config.action_scale)
     try:
         sampler.set_tasks([dict(task)])
+        policy = run.maml_policy("bmaml-render")
         learner = build_learner(config.replace(fast_lr=config.fast_lr if fast_lr is None else fast_lr,
-                                               num_threads=1), run.policy)
+                                               num_threads=1), policy)
+        assert isinstance(learner, MetaLearner)  # a run's Policy (not RL^2's) gets MAML's learner
         loop = adapt_to_tasks(learner, sampler, adapt_steps, lambda step: evaluation_seed(seed, 1 + step),
                               sample_adapted=False)
     finally:
         sampler.close()
     if loop.params is None:
-        return {name: value.detach() for name, value in run.policy.batched_params(1).items()}
+        return {name: value.detach() for name, value in policy.batched_params(1).items()}
     return loop.params
 
 
@@ -172,7 +174,7 @@ def _label(image: np.ndarray, lines: list[str]) -> np.ndarray:
         font = ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
-    y = 3
+    y: float = 3  # Pillow's boxes may be floats
     for line in lines:
         box = draw.textbbox((4, y), line, font=font)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(20, 20, 20))
@@ -193,6 +195,7 @@ def mujoco_frames(robot: str, recording: Recording, width: int, height: int) -> 
             for t in range(steps):
                 if t < recording.lengths[episode]:
                     last = renderer.render(recording.qpos[t, episode], recording.qvel[t, episode])
+                assert last is not None  # every recorded episode has its first step
                 frames[t, episode] = last
     return frames
 
@@ -350,6 +353,7 @@ def render(
     out = Path(out)
     check_render_settings(out, adapt_steps, layout, width, height, seed, episodes, fast_lr, fps)
     run = load_run(run_dir)
+    run.maml_policy("bmaml-render")  # before any work
     family = get_family(run.config.family)
     task = parse_task(family.name, task)
     if family.robot != "Navigation2D":
@@ -412,6 +416,7 @@ def command(args: Any, parser: Any) -> int:
             args.fps,
         )
         run = load_run(args.run_dir)
+        run.maml_policy("bmaml-render")  # a usage error before any work
         family = get_family(run.config.family)
         task = parse_task(family.name, args.task)
         if family.robot != "Navigation2D":

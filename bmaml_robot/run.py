@@ -6,7 +6,8 @@ metrics, checkpoints, the final policy), ``bmaml-eval``, ``bmaml-render``, ``bma
 
     config.yaml       the resolved config (written at every start and resume)
     metrics.jsonl     one line per meta-iteration, appended before the checkpoint that covers it
-    checkpoint.pt     {"config", "policy", "next_iteration", "env_steps"}, atomic, every few iterations
+    checkpoint.pt     {"config", "policy", "next_iteration", "env_steps"[, "learner"]}, atomic, every few
+                      iterations ("learner": RL^2's optimiser state, for an exact resume)
     policy.pt         {"config", "policy", "iterations"}: the final meta-policy (atomic)
     provenance.json   package/library versions per start and resume (``run_log.py``)
 """
@@ -26,6 +27,7 @@ from bmaml_robot.checkpoint import append_jsonl, load_checkpoint, read_jsonl, sa
 from bmaml_robot.config import TrainConfig, dump_config, read_yaml, run_config
 from bmaml_robot.factory import build_policy, robot_dims
 from bmaml_robot.policies import Policy
+from bmaml_robot.rl2 import RL2Policy
 from bmaml_robot_deploy.checks import check_int
 
 CHECKPOINT = "checkpoint.pt"
@@ -60,12 +62,20 @@ class LoadedRun:
 
     run_dir: Path
     config: TrainConfig
-    policy: Policy
+    policy: Policy | RL2Policy
     source: str
     """The file the policy came from: ``policy.pt`` or ``checkpoint.pt``; ``initialisation`` for
     the run's policy before meta-training (``RunDir.load(initial=True)``)."""
     iterations: int
     """Meta-iterations behind this policy."""
+
+    def maml_policy(self, command: str) -> Policy:
+        """The policy of a MAML run; ValueError naming ``command`` for an RL^2 run (which adapts
+        in its activations: nothing to adapt by gradient steps)."""
+        if isinstance(self.policy, RL2Policy):
+            raise ValueError(f"{command}: {self.run_dir} is an RL^2 run (algorithm rl2); {command} works on MAML "
+                             f"runs (evaluate RL^2 runs with bmaml-eval)")
+        return self.policy
 
 
 class RunDir:
@@ -181,18 +191,22 @@ class RunDir:
     def append_metrics(self, record: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, record)
 
-    def save_checkpoint(self, config: TrainConfig, policy: Policy, next_iteration: int, env_steps: int) -> None:
-        save_checkpoint(
-            self.checkpoint_path,
-            {
-                "config": config.to_dict(),
-                "policy": policy.state_dict(),
-                "next_iteration": next_iteration,
-                "env_steps": env_steps,
-            },
-        )
+    def save_checkpoint(
+        self, config: TrainConfig, policy: torch.nn.Module, next_iteration: int, env_steps: int,
+        learner: dict[str, Any] | None = None,
+    ) -> None:
+        """checkpoint.pt; ``learner``: the learner's own state where it has one (RL^2's optimiser)."""
+        state = {
+            "config": config.to_dict(),
+            "policy": policy.state_dict(),
+            "next_iteration": next_iteration,
+            "env_steps": env_steps,
+        }
+        if learner is not None:
+            state["learner"] = learner
+        save_checkpoint(self.checkpoint_path, state)
 
-    def save_final(self, config: TrainConfig, policy: Policy, iterations: int) -> None:
+    def save_final(self, config: TrainConfig, policy: torch.nn.Module, iterations: int) -> None:
         """policy.pt: the meta-policy after ``iterations`` meta-iterations."""
         save_checkpoint(
             self.final_path, {"config": config.to_dict(), "policy": policy.state_dict(), "iterations": iterations}
@@ -262,9 +276,10 @@ def check_checkpoint(state: dict[str, Any], path: Path, config: TrainConfig) -> 
     """ValueError naming ``path`` and the key when the checkpoint cannot be what bmaml-train wrote:
     missing keys, a counter that is not a non-negative integer, parameters whose names or shapes
     are not those of ``config``'s policy."""
-    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    required = _CHECKPOINT_KEYS + (("learner",) if config.algorithm == "rl2" else ())
+    missing = [key for key in required if key not in state]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing} (a checkpoint holds {list(_CHECKPOINT_KEYS)})")
+        raise ValueError(f"{path}: missing keys {missing} (a checkpoint holds {list(required)})")
     for key in ("next_iteration", "env_steps"):
         check_int(state[key], f"{path}: {key}", minimum=0)
     params = state["policy"]

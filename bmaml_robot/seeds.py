@@ -42,7 +42,7 @@ def evaluation_seed(eval_seed: int, stream: int) -> int:
 
 def held_out_tasks(family: str, num_tasks: int, eval_seed: int = 0) -> list[dict[str, Any]]:
     """``num_tasks`` tasks of ``family`` from the evaluation stream (the same for every run)."""
-    from bmaml_robot.envs.families import get_family
+    from bmaml_robot.envs.discrete import get_task_family
 
     rng = np.random.default_rng(evaluation_seed(eval_seed, 0))
-    return get_family(family).sample_tasks(num_tasks, rng)
+    return get_task_family(family).sample_tasks(num_tasks, rng)

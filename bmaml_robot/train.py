@@ -1,4 +1,4 @@
-"""Meta-training: MAML-TRPO on batched robots, one meta-iteration at a time.
+"""Meta-training: MAML-TRPO or RL^2 (``config.algorithm``) on batched robots, one meta-iteration at a time.
 
     from bmaml_robot.train import train
     from bmaml_robot.config import TrainConfig
@@ -6,7 +6,8 @@
 
 A meta-iteration: draw ``num_tasks`` tasks -> for each inner step, sample episodes with the
 parameters adapted so far and adapt -> sample validation episodes with the adapted parameters ->
-TRPO step of the meta-parameters. All randomness of iteration ``i`` comes from ``(seed, i)``, so a
+TRPO step of the meta-parameters. RL^2 (``rl2/iteration.py``): draw tasks -> one trial per task ->
+PPO update. All randomness of iteration ``i`` comes from ``(seed, i)``, so a
 resumed run repeats an uninterrupted one exactly, whatever the thread count.
 """
 
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from bmaml_robot.config import TrainConfig
-from bmaml_robot.envs.families import get_family
+from bmaml_robot.envs.discrete import get_task_family
 from bmaml_robot.factory import build_learner, build_policy, build_sampler, check_sampler, robot_dims
 from bmaml_robot.meta import MetaLearner, adapt_to_tasks
 from bmaml_robot.meta.sampler import Sampler
 from bmaml_robot.policies import Policy
+from bmaml_robot.rl2 import PPOLearner, RL2Policy, TrialSampler, rl2_iteration
 from bmaml_robot.run import RunDir
 from bmaml_robot.run_log import TensorBoardLog, record_provenance
 from bmaml_robot.seeds import iteration_seed
@@ -35,20 +37,24 @@ from bmaml_robot.torch_threads import one_torch_thread
 @dataclasses.dataclass
 class TrainResult:
     run_dir: Path
-    policy: Policy
+    policy: Policy | RL2Policy
     metrics: list[dict[str, Any]]
 
 
 def meta_tasks(config: TrainConfig, iteration: int) -> list[dict[str, Any]]:
     """The tasks of meta-iteration ``iteration`` (training's own stream of tasks)."""
     rng = np.random.default_rng(iteration_seed(config.seed, iteration, 0))
-    return get_family(config.family).sample_tasks(config.num_tasks, rng)
+    return get_task_family(config.family).sample_tasks(config.num_tasks, rng)
 
 
 def meta_iteration(
-    config: TrainConfig, iteration: int, sampler: Sampler, learner: MetaLearner
+    config: TrainConfig, iteration: int, sampler: Sampler | TrialSampler, learner: MetaLearner | PPOLearner
 ) -> dict[str, Any]:
-    """One MAML-TRPO meta-iteration; returns its metrics."""
+    """One meta-iteration (MAML-TRPO, or RL^2: ``rl2_iteration``); returns its metrics."""
+    if isinstance(learner, PPOLearner):
+        assert isinstance(sampler, TrialSampler)  # build_sampler's for an rl2 config
+        return rl2_iteration(config, iteration, sampler, learner, meta_tasks(config, iteration))
+    assert not isinstance(sampler, TrialSampler)
     start = time.perf_counter()
     sampler.set_tasks(meta_tasks(config, iteration))
     steps_before, restarts_before = sampler.env_steps, sampler.workers_restarted
@@ -98,17 +104,22 @@ def check_memory(config: TrainConfig) -> None:
     machine's memory (an estimate: the episodes of every inner step and the validation batch,
     and the learner's intermediates), with the estimate and the memory."""
     obs_dim, act_dim = robot_dims(config.family)
-    steps = config.horizon * config.num_tasks * config.episodes_per_task
     hidden = config.hidden_size if config.policy != "mlp" else sum(config.hidden_sizes)
     # float32 per step: observations, actions, 6 per-step scalars; the learner keeps a few
     # activations per hidden unit for each step of every batch (backpropagation).
     per_step = 4 * (obs_dim + act_dim + 6 + 4 * hidden)
-    need = (config.adapt_steps + 1) * steps * per_step
+    if config.algorithm == "rl2":  # one batch of trials (and its inputs: previous action, reward)
+        per_step += 4 * (act_dim + 2)
+        batch, batches, what = config.episodes_per_trial, 1, "episodes_per_trial"
+    else:
+        batch, batches, what = config.episodes_per_task, config.adapt_steps + 1, "episodes_per_task"
+    steps = config.horizon * config.num_tasks * batch
+    need = batches * steps * per_step
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > 0.8 * total:
         raise ValueError(
-            f"horizon x num_tasks x episodes_per_task = {config.horizon} x {config.num_tasks} x "
-            f"{config.episodes_per_task} steps per batch need about {need / 2**30:.1f} GiB for one "
+            f"horizon x num_tasks x {what} = {config.horizon} x {config.num_tasks} x "
+            f"{batch} steps per batch need about {need / 2**30:.1f} GiB for one "
             f"meta-iteration; this machine has {total / 2**30:.1f} GiB")
 
 
@@ -153,9 +164,12 @@ def train(
                 policy.load_state_dict(state["policy"])
                 sampler.env_steps = state["env_steps"]
             learner = build_learner(config, policy)
+            if state is not None and isinstance(learner, PPOLearner):
+                learner.load_state_dict(state["learner"])
             if config.eval_every:
                 from bmaml_robot.evaluate import HeldOutEvaluation  # (evaluate imports this module)
 
+                assert not isinstance(policy, RL2Policy)  # (config: rl2 takes no eval_every)
                 evaluation = HeldOutEvaluation(config, policy)
             if progress:
                 from tqdm.auto import tqdm
@@ -170,10 +184,11 @@ def train(
                 tensorboard.write(record, sampler.env_steps)
                 metrics.append(record)
                 if iteration + 1 == config.num_iterations or (iteration + 1) % config.checkpoint_every == 0:
-                    run.save_checkpoint(config, policy, iteration + 1, sampler.env_steps)
+                    run.save_checkpoint(config, policy, iteration + 1, sampler.env_steps,
+                                        learner.state_dict() if isinstance(learner, PPOLearner) else None)
                 if bar is not None:
                     bar.set_postfix(before=f"{record['return_before']:.2f}", after=f"{record['return_after']:.2f}",
-                                    kl=f"{record.get('kl_after', 0.0):.4f}")
+                                    kl=f"{record.get('kl_after', record.get('approx_kl', 0.0)):.4f}")
                     bar.update(1)
         finally:
             if bar is not None:

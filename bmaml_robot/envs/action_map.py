@@ -80,9 +80,13 @@ class ActionMap:
 
 
 def default_action_scale(family: str) -> float:
-    """The scale a new run of ``family`` uses unless told otherwise (``TaskFamily.action_scale``)."""
+    """The scale a new run of ``family`` uses unless told otherwise (``TaskFamily.action_scale``;
+    1 for the discrete tasks, where it means nothing)."""
+    from bmaml_robot.envs.discrete import DISCRETE_FAMILIES
     from bmaml_robot.envs.families import get_family
 
+    if family in DISCRETE_FAMILIES:
+        return 1.0
     return get_family(family).action_scale
 
 

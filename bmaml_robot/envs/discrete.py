@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from bmaml_robot.envs.families import FAMILIES, TaskFamily, get_family
 from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 Task = dict[str, Any]
@@ -205,6 +206,16 @@ DISCRETE_FAMILIES: dict[str, DiscreteTaskFamily] = {
 }
 
 
+def get_task_family(name: str) -> TaskFamily | DiscreteTaskFamily:
+    """Any family called ``name``: a robot family (``FAMILIES``) or a discrete task
+    (``DISCRETE_FAMILIES``); a ValueError lists the valid names otherwise."""
+    if isinstance(name, str) and name in DISCRETE_FAMILIES:
+        return DISCRETE_FAMILIES[name]
+    if not isinstance(name, str) or name not in FAMILIES:
+        check_choice(name, "family", sorted(FAMILIES) + sorted(DISCRETE_FAMILIES))
+    return get_family(name)
+
+
 def get_discrete_family(name: str) -> DiscreteTaskFamily:
     """The discrete family called ``name``; a ValueError lists the valid names otherwise."""
     if not isinstance(name, str):
@@ -225,7 +236,8 @@ def uniforms(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
     [0, 1), for uint64 ``keys`` and ``counters`` ``[n]``. Array arithmetic in uint64 wraps modulo
     2**64 (as SplitMix64's), silently."""
     index = counters[:, None] * np.uint64(NUM_DRAWS) + np.arange(1, NUM_DRAWS + 1, dtype=np.uint64)
-    z = keys[:, None] + index * _GAMMA
+    # (numpy's stubs type uint64 * uint64 arrays as float64 ones; the values are uint64)
+    z = cast("np.ndarray[Any, np.dtype[np.uint64]]", keys[:, None] + index * _GAMMA)
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     z = z ^ (z >> np.uint64(31))
@@ -543,7 +555,7 @@ class DiscreteTaskEnv(gymnasium.Env):
             seed = int(self.np_random.integers(2**63))
         obs = self._vec.reset(seed=None if seed is None else [seed])[0][0]
         self._seeded = True
-        return obs, {"task": dict(self.task)}
+        return obs, {"task": dict(self.task or {})}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         index = action_indices(action, (), self.family.num_actions, "action")

@@ -6,9 +6,17 @@ normalised over the batch, then ``epochs`` passes over minibatches of whole tria
 backpropagation through time from the trial's zero state, with the clipped surrogate
 (Schulman et al. 2017), a value loss and an entropy bonus, Adam and gradient-norm clipping.
 
+The value head learns normalised returns: the robots' discounted returns are around -100 per
+step while a zero-initialised linear head on a tanh state moves by Adam's step size, so with raw
+targets the critic never catches up (explained variance ~0, measured on HalfCheetahVel) and its
+gradient, clipped together with the policy's, drowns the policy's. ``ReturnScale`` keeps the
+running mean and standard deviation of the returns seen (all batches so far); the head predicts
+``(R - mean) / std`` and GAE uses ``mean + std * v`` (value normalisation, as PopArt without the
+output-preserving rescale: the statistics settle within a few iterations).
+
 Minibatches are drawn from a generator seeded by the caller (the iteration's seed), so an update
-depends only on the trials and that seed; the optimiser's state is part of the learner's
-``state_dict`` (a resumed run repeats an uninterrupted one).
+depends only on the trials and that seed; the optimiser's state and the return statistics are the
+learner's ``state_dict`` (a resumed run repeats an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -24,6 +32,33 @@ from bmaml_robot.rl2.policy import RL2Policy
 from bmaml_robot.rl2.sampler import Trials
 
 
+class ReturnScale:
+    """Running mean and variance of returns (float64; Chan et al.'s parallel update, batch by batch)."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 0.0
+
+    def update(self, returns: Tensor) -> None:
+        """Add the returns ``[n]`` of one batch."""
+        batch = returns.double()
+        n, mean, var = float(batch.numel()), float(batch.mean()), float(batch.var(unbiased=False))
+        total = self.count + n
+        delta = mean - self.mean
+        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total
+        self.mean += delta * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return max(self.var, 1e-8) ** 0.5
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
+
+
 class PPOLearner:
     """Clipped-surrogate PPO over whole trials.
 
@@ -33,7 +68,7 @@ class PPOLearner:
         clip: the ratio clip ``epsilon``.
         epochs: passes over the batch per update.
         minibatches: minibatches (of whole trials) per pass.
-        value_coef: weight of the value loss ``0.5 (V - R)^2``.
+        value_coef: weight of the value loss ``0.5 (v - (R - mean) / std)^2`` (normalised returns).
         entropy_coef: weight of the entropy bonus.
         max_grad_norm: gradient-norm clip per minibatch step.
         gamma, gae_lambda: GAE's discount and lambda.
@@ -54,22 +89,24 @@ class PPOLearner:
         self.gamma = gamma
         self.gae_lambda = gae_lambda
         self.optimizer = torch.optim.Adam(policy.trainable_parameters(), lr=learning_rate)
+        self.return_scale = ReturnScale()
 
     def state_dict(self) -> dict[str, Any]:
-        """The optimiser's state (moments, step counts)."""
-        return self.optimizer.state_dict()
+        """The optimiser's state (moments, step counts) and the return statistics."""
+        return {"optimizer": self.optimizer.state_dict(), "return_scale": self.return_scale.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.return_scale.load_state_dict(state["return_scale"])
 
     @torch.no_grad()
     def advantages(self, trials: Trials) -> tuple[Tensor, Tensor, Tensor]:
         """``(advantages, returns, values)``, each float32 ``[L, K]`` (zeros on masked steps):
-        GAE over each trial with the current value head; advantages normalised over the batch's
-        steps."""
-        _, _, values = self.policy.evaluate(trials.inputs)
+        GAE over each trial with the current value head (in return units); advantages normalised
+        over the batch's steps."""
+        _, _, normalised = self.policy.evaluate(trials.inputs)
         mask = trials.mask
-        values = values * mask
+        values = (self.return_scale.mean + self.return_scale.std * normalised) * mask
         valid = mask.bool()
         # The trial's last step is its end: no bootstrap (a trial is finite by design).
         last = valid & ~torch.cat([valid[1:], torch.zeros_like(valid[:1])])
@@ -87,6 +124,8 @@ class PPOLearner:
         minibatches; ``approx_kl`` and ``clip_fraction`` of the last pass; the explained variance of
         the values before the update)."""
         advantages, returns, values_before = self.advantages(trials)
+        self.return_scale.update(returns[trials.mask.bool()])
+        targets = (returns - self.return_scale.mean) / self.return_scale.std  # what the value head learns
         K = trials.num_tasks
         size = -(-K // min(self.minibatches, K))
         generator = torch.Generator().manual_seed(int(seed))
@@ -97,7 +136,7 @@ class PPOLearner:
             for start in range(0, K, size):
                 index = order[start : start + size]
                 batch = trials.select_tasks(index)
-                step = self._minibatch_step(batch, advantages.index_select(1, index), returns.index_select(1, index))
+                step = self._minibatch_step(batch, advantages.index_select(1, index), targets.index_select(1, index))
                 for key, value in step.items():
                     figures.setdefault(key, []).append(value)
         mask = trials.mask.bool()
@@ -105,7 +144,8 @@ class PPOLearner:
         explained = 1.0 - float(residual.var() / returns[mask].var().clamp_min(1e-12))
         return {**{key: float(np.mean(values)) for key, values in figures.items()}, "explained_variance": explained}
 
-    def _minibatch_step(self, batch: Trials, advantages: Tensor, returns: Tensor) -> dict[str, float]:
+    def _minibatch_step(self, batch: Trials, advantages: Tensor, targets: Tensor) -> dict[str, float]:
+        """One Adam step on a minibatch of whole trials; ``targets``: normalised returns ``[L, k]``."""
         out, log_std, values = self.policy.evaluate(batch.inputs)
         log_probs = self.policy.log_prob(out, log_std, batch.actions)
         mask = batch.mask
@@ -118,7 +158,7 @@ class PPOLearner:
         ratio = log_ratio.exp()
         surrogate = torch.min(ratio * advantages, ratio.clamp(1 - self.clip, 1 + self.clip) * advantages)
         policy_loss = -mean(surrogate)
-        value_loss = 0.5 * mean((values - returns) ** 2)
+        value_loss = 0.5 * mean((values - targets) ** 2)
         entropy = mean(self.policy.entropy(out, log_std))
         loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
         self.optimizer.zero_grad(set_to_none=True)

@@ -196,6 +196,6 @@ class TrialSampler:
 
     def _to_env(self, action: Tensor) -> np.ndarray:
         """The policy's actions ``[K, act_dim]`` (indices ``[K, 1]``) -> the env's."""
-        if self.discrete:
+        if self.action_map is None:  # discrete
             return action[:, 0].to(torch.int64).numpy()
         return self.action_map.to_robot(action.numpy())

@@ -225,3 +225,73 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if unsure:
             tr.write_line(f"targets not shown on this machine (never enforced): {len(unsure)}: " + "; ".join(unsure))
         tr.write_line("paired: median over interleaved rounds of the per-round ratio; best: best round / best round")
+
+
+FRAME_SKIP = 5  # HalfCheetah-v5's, and ours
+
+
+def halfcheetah_rollout_s(nbatch: int, horizon: int, *, repeats: int = 1, threads: int = 1) -> float:
+    """Best-of-3 time of ``mujoco.rollout`` (open loop, a persistent pool of ``threads``) stepping
+    ``nbatch`` HalfCheetahs for ``horizon`` control steps of ``FRAME_SKIP`` substeps, ``repeats``
+    times: what the physics of that many env-steps alone costs."""
+    import mujoco
+    import numpy as np
+    from mujoco import rollout as mj_rollout
+
+    from bmaml_robot.envs.assets import asset_path
+
+    model = mujoco.MjModel.from_xml_path(asset_path("HalfCheetah"))
+    nstep = FRAME_SKIP * horizon
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    rng = np.random.default_rng(0)
+    data = mujoco.MjData(model)
+    initial_state = np.empty((nbatch, mujoco.mj_stateSize(model, spec)))
+    for i in range(nbatch):  # HalfCheetah-v5's reset distribution
+        mujoco.mj_resetData(model, data)
+        data.qpos[:] = model.qpos0 + rng.uniform(-0.1, 0.1, model.nq)
+        data.qvel[:] = 0.1 * rng.standard_normal(model.nv)
+        mujoco.mj_getState(model, data, initial_state[i], spec)
+    actions = rng.uniform(-0.3, 0.3, (nbatch, horizon, model.nu))
+    control = np.ascontiguousarray(np.repeat(actions, FRAME_SKIP, axis=1))
+    state = np.empty((nbatch, nstep, initial_state.shape[1]))
+    sensordata = np.empty((nbatch, nstep, model.nsensordata))
+    pool_threads = 0 if threads == 1 else threads  # 0: the calling thread, as ours with 1 thread
+    datas = [mujoco.MjData(model) for _ in range(max(1, pool_threads))]
+    times = []
+    with mj_rollout.Rollout(nthread=pool_threads) as pool:
+        for round_ in range(4):  # the first is a warm-up
+            start = time.perf_counter()
+            for _ in range(repeats):
+                pool.rollout(model, datas, initial_state, control, nstep=nstep, state=state, sensordata=sensordata)
+            if round_ > 0:
+                times.append(time.perf_counter() - start)
+    assert np.isfinite(state[:, -1]).all()
+    return min(times)
+
+
+class TimedStep:
+    """Wraps ``env.step`` and accumulates the time spent inside it."""
+
+    def __init__(self, env: Any) -> None:
+        self.inner = env.step
+        self.seconds = 0.0
+        env.step = self
+
+    def __call__(self, actions: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner(actions)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+@pytest.fixture(scope="session")
+def rollout_physics() -> Callable[..., float]:
+    """``halfcheetah_rollout_s``: the physics reference of a meta-iteration's env-steps."""
+    return halfcheetah_rollout_s
+
+
+@pytest.fixture(scope="session")
+def timed_step() -> type[TimedStep]:
+    """``TimedStep``: wrap an env's ``step`` to time what happens inside it."""
+    return TimedStep

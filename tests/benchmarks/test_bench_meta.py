@@ -35,16 +35,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-import mujoco
 import numpy as np
 import pytest
 import torch
-from mujoco import rollout as mj_rollout
 
 from bmaml_robot.config import TrainConfig
-from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.factory import build_learner, build_policy
 from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.train import meta_iteration
@@ -63,7 +61,6 @@ NUM_TASKS, EPISODES_PER_TASK = _size()
 HORIZON = 100
 THREADS = int(os.environ.get("BMAML_BENCH_META_THREADS", "2"))
 ROUNDS = int(os.environ.get("BMAML_BENCH_META_ROUNDS", "3"))
-FRAME_SKIP = 5  # HalfCheetah-v5's, and ours
 NONPHYSICS_TARGET = 0.5  # non-physics time <= 0.5 x reference physics time
 RECURRENT_TARGET = 2.0  # recurrent iteration <= 2 x MLP iteration (an aim)
 SUBSAMPLE = 0.2  # hvp_subsample of the third case
@@ -88,65 +85,22 @@ def env_steps_per_iteration(config: TrainConfig) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference_physics_s() -> float:
+def reference_physics_s(rollout_physics: Callable[..., float]) -> float:
     """Best-of-3 time of ``mujoco.rollout`` for one iteration's env-steps (open loop, same threads)."""
     config = _config("mlp")
-    model = mujoco.MjModel.from_xml_path(asset_path("HalfCheetah"))
-    nbatch = config.num_tasks * config.episodes_per_task
-    repeats = config.adapt_steps + 1  # one rollout of all envs per sampled batch
-    nstep = FRAME_SKIP * config.horizon
-    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    rng = np.random.default_rng(0)
-    data = mujoco.MjData(model)
-    initial_state = np.empty((nbatch, mujoco.mj_stateSize(model, spec)))
-    for i in range(nbatch):  # HalfCheetah-v5's reset distribution
-        mujoco.mj_resetData(model, data)
-        data.qpos[:] = model.qpos0 + rng.uniform(-0.1, 0.1, model.nq)
-        data.qvel[:] = 0.1 * rng.standard_normal(model.nv)
-        mujoco.mj_getState(model, data, initial_state[i], spec)
-    actions = rng.uniform(-0.3, 0.3, (nbatch, config.horizon, model.nu))
-    control = np.ascontiguousarray(np.repeat(actions, FRAME_SKIP, axis=1))
-    state = np.empty((nbatch, nstep, initial_state.shape[1]))
-    sensordata = np.empty((nbatch, nstep, model.nsensordata))
-    pool_threads = 0 if THREADS == 1 else THREADS  # 0: the calling thread, as ours with 1 thread
-    datas = [mujoco.MjData(model) for _ in range(max(1, pool_threads))]
-    times = []
-    with mj_rollout.Rollout(nthread=pool_threads) as pool:
-        for round_ in range(4):  # the first is a warm-up
-            start = time.perf_counter()
-            for _ in range(repeats):
-                pool.rollout(model, datas, initial_state, control, nstep=nstep, state=state, sensordata=sensordata)
-            if round_ > 0:
-                times.append(time.perf_counter() - start)
-    assert np.isfinite(state[:, -1]).all()
-    return min(times)
-
-
-class TimedStep:
-    """Wraps ``env.step`` and accumulates the time spent inside it."""
-
-    def __init__(self, env: Any) -> None:
-        self.inner = env.step
-        self.seconds = 0.0
-        env.step = self
-
-    def __call__(self, actions: np.ndarray):
-        start = time.perf_counter()
-        try:
-            return self.inner(actions)
-        finally:
-            self.seconds += time.perf_counter() - start
+    return rollout_physics(config.num_tasks * config.episodes_per_task, config.horizon,
+                                 repeats=config.adapt_steps + 1, threads=THREADS)
 
 
 def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.CaptureFixture[str],
-         hvp_subsample: float = 1.0) -> dict[str, float]:
+         timed_step: type, hvp_subsample: float = 1.0) -> dict[str, float]:
     config = _config(policy, hvp_subsample)
     label = policy if hvp_subsample == 1.0 else f"{policy} hvp_subsample={hvp_subsample}"
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train() does (robots on config.num_threads, torch on one)
     sampler = MetaSampler(config.family, config.num_tasks, config.episodes_per_task, config.horizon,
                           num_threads=config.num_threads)
-    timer = TimedStep(sampler.env)
+    timer = timed_step(sampler.env)
     policy_module = build_policy(config, sampler.env.obs_dim, sampler.env.act_dim)
     learner = build_learner(config, policy_module)
     rounds: list[dict[str, float]] = []
@@ -207,9 +161,10 @@ def _run(benchmark: Any, policy: str, reference_s: float, capsys: pytest.Capture
     return result
 
 
-def test_meta_iteration_mlp(benchmark: Any, reference_physics_s: float, capsys: pytest.CaptureFixture[str]) -> None:
+def test_meta_iteration_mlp(benchmark: Any, reference_physics_s: float, capsys: pytest.CaptureFixture[str],
+                            timed_step: type) -> None:
     benchmark.group = "meta-iteration"
-    _run(benchmark, "mlp", reference_physics_s, capsys)
+    _run(benchmark, "mlp", reference_physics_s, capsys, timed_step)
     ratio = _RESULTS["mlp"]["non-physics / reference physics"]
     if enforce_targets():
         assert ratio <= NONPHYSICS_TARGET, f"non-physics work is {ratio:.2f} x the physics time (target <= 0.5)"
@@ -217,11 +172,11 @@ def test_meta_iteration_mlp(benchmark: Any, reference_physics_s: float, capsys: 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru"])
 def test_meta_iteration_recurrent(benchmark: Any, reference_physics_s: float, capsys: pytest.CaptureFixture[str],
-                                  kind: str) -> None:
+                                  timed_step: type, kind: str) -> None:
     """Recurrent policies (hidden 100, frozen recurrence): the same split, and the iteration time
     against the MLP's (aim <= 2). The GRU's recurrent matrix is 3x the RNN's (300 x 100)."""
     benchmark.group = "meta-iteration"
-    result = _run(benchmark, kind, reference_physics_s, capsys)
+    result = _run(benchmark, kind, reference_physics_s, capsys, timed_step)
     mlp = _RESULTS.get("mlp")
     versus_mlp = None if mlp is None else result["iteration_s"] / mlp["iteration_s"]
     benchmark.extra_info[f"ratio {kind} iteration / mlp iteration"] = None if versus_mlp is None else round(versus_mlp, 3)
@@ -237,12 +192,12 @@ def test_meta_iteration_recurrent(benchmark: Any, reference_physics_s: float, ca
 
 
 def test_meta_iteration_mlp_subsampled_curvature(benchmark: Any, reference_physics_s: float,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                 capsys: pytest.CaptureFixture[str], timed_step: type) -> None:
     """The same iteration with ``hvp_subsample=0.2`` (TRPO's subsampled Fisher): CG's products,
     ~60% of the learner at full batch, on 4 of the 20 episodes per task. Not the default: it
     changes the step direction (the gradient and the line search still use every episode)."""
     benchmark.group = "meta-iteration"
-    _run(benchmark, "mlp", reference_physics_s, capsys, hvp_subsample=SUBSAMPLE)
+    _run(benchmark, "mlp", reference_physics_s, capsys, timed_step, hvp_subsample=SUBSAMPLE)
     ratio = _RESULTS[f"mlp hvp_subsample={SUBSAMPLE}"]["non-physics / reference physics"]
     if enforce_targets():
         assert ratio <= NONPHYSICS_TARGET, f"non-physics work is {ratio:.2f} x the physics time (target <= 0.5)"

@@ -16,7 +16,7 @@ _BASE = {"bmaml_robot", "gae", "_import_help"}  # the package itself: the compil
 _ENVS = _BASE | {"envs"}
 _LOW = _ENVS | {"policies", "config", "checkpoint", "seeds", "torch_threads", "provenance", "stats", "plots"}
 _META = _LOW | {"meta"}
-_RUNS = _META | {"factory", "run", "run_log"}
+_RUNS = _META | {"rl2", "factory", "run", "run_log"}
 _COMMANDS = _RUNS | {"compare"}
 
 #: room (first name under bmaml_robot) -> rooms it may import at module level.
