@@ -53,7 +53,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from bmaml_robot.envs.families import FAMILIES, TaskFamily, get_family
+from bmaml_robot.envs.families import FAMILIES, TaskFamily, get_family, sample_checked
+from bmaml_robot.envs.seed_args import seed_list, uint64_array
 from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 Task = dict[str, Any]
@@ -112,10 +113,7 @@ class DiscreteTaskFamily:
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw ``num_tasks`` tasks from the family's distribution with ``rng``."""
-        num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-        return self._sample(num_tasks, rng)
+        return sample_checked(self._sample, num_tasks, rng)
 
     def in_distribution(self, task: Mapping[str, Any]) -> bool:
         """Whether ``task`` (checked as ``encode`` does) is one the family's distribution can draw;
@@ -356,7 +354,7 @@ class BatchedDiscreteEnv(VectorEnv):
             seeds = np.full(self.num_envs, int(seed), dtype=np.uint64)
             streams = np.arange(self.num_envs, dtype=np.uint64)
         else:
-            seeds, streams = _seed_list(seed, self.num_envs), np.zeros(self.num_envs, dtype=np.uint64)
+            seeds, streams = seed_list(seed, self.num_envs), np.zeros(self.num_envs, dtype=np.uint64)
         return self._restart_streams(seeds, streams), {}
 
     def reset_streams(self, seeds: Any, streams: Any) -> np.ndarray:
@@ -366,7 +364,7 @@ class BatchedDiscreteEnv(VectorEnv):
         seeds, streams: integers in [0, 2**64), ``[num_envs]``. Returns obs float64
         ``[num_envs, obs_dim]``."""
         self._live("reset_streams")
-        arrays = [_uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
+        arrays = [uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
         self._check_tasks("reset_streams")
         return self._restart_streams(*arrays)
 
@@ -476,30 +474,6 @@ def action_indices(actions: Any, shape: tuple[int, ...], num_actions: int, name:
         where = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name}: expected {expected}, got {array.flat[where].item()!r} at index {where}")
     return array.astype(np.int64)
-
-
-def _seed_list(seed: Any, num_envs: int) -> np.ndarray:
-    """``reset(seed=[...])``: one integer in [0, 2**64) per env, as uint64 ``[num_envs]``."""
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
-        raise ValueError(f"seed: expected None, an integer in [0, 2**64) or a list of {num_envs} such integers "
-                         f"(one per env), got {seed!r}")
-    seeds = list(seed)
-    if len(seeds) != num_envs:
-        raise ValueError(f"seed: expected a list of num_envs={num_envs} integers (one per env), got {len(seeds)}")
-    for i, value in enumerate(seeds):
-        check_int(value, f"seed[{i}]", minimum=0, below=2**64)
-    return np.array([int(value) for value in seeds], dtype=np.uint64)
-
-
-def _uint64_array(value: Any, name: str, length: int) -> np.ndarray:
-    """``value`` as a uint64 array ``[length]``, or a ValueError naming ``name``."""
-    array = np.asarray(value)
-    if array.shape != (length,):
-        raise ValueError(f"{name}: expected {length} integers (shape [{length}]), got shape {list(array.shape)}")
-    if array.dtype.kind not in "iu" or (array.dtype.kind == "i" and (array < 0).any()):
-        raise ValueError(f"{name}: expected integers in [0, 2**64), got dtype {array.dtype}"
-                         + (" with negative values" if array.dtype.kind == "i" else ""))
-    return np.ascontiguousarray(array, dtype=np.uint64)
 
 
 class DiscreteTaskEnv(gymnasium.Env):

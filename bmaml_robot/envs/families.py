@@ -58,10 +58,7 @@ class TaskFamily:
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw ``num_tasks`` tasks from the family's distribution with ``rng``."""
-        num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-        return self._sample(num_tasks, rng)
+        return sample_checked(self._sample, num_tasks, rng)
 
     def in_distribution(self, task: Mapping[str, Any]) -> bool:
         """Whether ``task`` (checked as ``encode`` does) is one the family's distribution can draw
@@ -101,6 +98,16 @@ class TaskFamily:
                 f"got {task[key]!r}"
             )
         return params
+
+
+def sample_checked(
+    sample: Callable[[int, np.random.Generator], list[Task]], num_tasks: int, rng: np.random.Generator
+) -> list[Task]:
+    """``sample(num_tasks, rng)`` once both are checked (a count >= 1, a numpy Generator)."""
+    num_tasks = check_int(num_tasks, "num_tasks", minimum=1)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    return sample(num_tasks, rng)
 
 
 _TASK_KEYS = {

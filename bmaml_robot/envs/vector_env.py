@@ -20,6 +20,7 @@ from bmaml_robot import _core
 from bmaml_robot.envs.action_map import ActionMap
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import Task, TaskFamily, encode_tasks, get_family
+from bmaml_robot.envs.seed_args import seed_list, uint64_array
 from bmaml_robot_deploy.checks import check_int
 
 REWARD_TERMS: tuple[str, ...] = tuple(_core.REWARD_TERMS)
@@ -160,7 +161,7 @@ class BatchedRobotEnv(VectorEnv):
         if isinstance(seed, (list, tuple)) and all(value is None for value in seed) and len(seed) == self.num_envs:
             seed = None  # SyncVectorEnv's spelling of "no seed"
         if seed is not None and not isinstance(seed, (int, np.integer)):
-            seeds = _seed_list(seed, self.num_envs)
+            seeds = seed_list(seed, self.num_envs)
             obs = core.reset_streams(seeds, np.zeros(self.num_envs, dtype=np.uint64))
         else:
             if seed is not None:
@@ -175,7 +176,7 @@ class BatchedRobotEnv(VectorEnv):
         ``seed=seeds[i]``. seeds, streams: integers in [0, 2**64), ``[num_envs]``.
         Returns obs float64 ``[num_envs, obs_dim]``."""
         core = self._live("reset_streams")
-        arrays = [_uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
+        arrays = [uint64_array(value, name, self.num_envs) for value, name in ((seeds, "seeds"), (streams, "streams"))]
         obs = core.reset_streams(*arrays)
         self._started_episodes()
         return obs
@@ -269,30 +270,6 @@ def _autoreset_mode(mode: Any) -> AutoresetMode:
         raise ValueError(f"autoreset_mode: expected AutoresetMode.SAME_STEP or AutoresetMode.NEXT_STEP "
                          f"(or {[m.value for m in supported]}), got {mode!r}")
     return mode
-
-
-def _seed_list(seed: Any, num_envs: int) -> np.ndarray:
-    """``reset(seed=[...])``: one integer in [0, 2**64) per env, as uint64 ``[num_envs]``."""
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
-        raise ValueError(f"seed: expected None, an integer in [0, 2**64) or a list of {num_envs} such integers "
-                         f"(one per env), got {seed!r}")
-    seeds = list(seed)
-    if len(seeds) != num_envs:
-        raise ValueError(f"seed: expected a list of num_envs={num_envs} integers (one per env), got {len(seeds)}")
-    for i, value in enumerate(seeds):
-        check_int(value, f"seed[{i}]", minimum=0, below=2**64)
-    return np.array([int(value) for value in seeds], dtype=np.uint64)
-
-
-def _uint64_array(value: Any, name: str, length: int) -> np.ndarray:
-    """``value`` as a uint64 array ``[length]``, or a ValueError naming ``name``."""
-    array = np.asarray(value)
-    if array.shape != (length,):
-        raise ValueError(f"{name}: expected {length} integers (shape [{length}]), got shape {list(array.shape)}")
-    if array.dtype.kind not in "iu" or (array.dtype.kind == "i" and (array < 0).any()):
-        raise ValueError(f"{name}: expected integers in [0, 2**64), got dtype {array.dtype}"
-                         + (" with negative values" if array.dtype.kind == "i" else ""))
-    return np.ascontiguousarray(array, dtype=np.uint64)
 
 
 def make_vec(
