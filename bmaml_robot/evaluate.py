@@ -40,7 +40,7 @@ import numpy as np
 from bmaml_robot.checkpoint import write_text_atomic
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.envs.discrete import DISCRETE_FAMILIES
-from bmaml_robot.envs.discrete_agents import BANDIT_AGENTS
+from bmaml_robot.envs.discrete_agents import BANDIT_AGENTS, TWO_STEP_AGENTS
 from bmaml_robot.factory import build_learner
 from bmaml_robot.meta import MetaLearner, adapt_to_tasks
 from bmaml_robot.meta.sampler import MetaSampler
@@ -259,7 +259,7 @@ def _evaluate_trials(run: LoadedRun, tasks: list[dict[str, Any]], trials_per_tas
     if family is not None and family.kind == "bandit":
         settings["bandit"] = bandit_comparison(trials, config.family, config.horizon, sample_seed)
     elif family is not None:
-        settings["two_step"] = two_step_stays(trials, family.obs_dim)
+        settings["two_step"] = two_step_stays(trials, config.family, sample_seed)
     returns = trials.episode_returns
     return EvalResult(run, settings, tasks, returns, summarize(returns.mean(axis=2)))
 
@@ -333,11 +333,14 @@ def format_table(result: EvalResult) -> str:
                          f"expected regret {row['expected_regret']:6.2f} +- {row['expected_regret_se']:.2f}")
     two_step = settings.get("two_step")
     if two_step is not None:
-        stay = two_step["stay_probability"]
-        lines.append(f"stay probability ({two_step['episodes']} episodes per trial): rewarded common "
-                     f"{stay['rewarded']['common']:.3f}, rare {stay['rewarded']['rare']:.3f}; unrewarded common "
-                     f"{stay['unrewarded']['common']:.3f}, rare {stay['unrewarded']['rare']:.3f} "
-                     f"(interaction {two_step['interaction']:+.3f}: > 0 is model-based)")
+        lines.append(f"stay probability ({two_step['episodes']} episodes per trial, same draws): rewarded "
+                     f"common/rare, unrewarded common/rare; reward x transition interaction (> 0: model-based)")
+        for name in ("rl2", *TWO_STEP_AGENTS):
+            row = two_step[name]
+            stay = row["stay_probability"]
+            lines.append(f"  {name:>11}  {stay['rewarded']['common']:.3f} {stay['rewarded']['rare']:.3f}  "
+                         f"{stay['unrewarded']['common']:.3f} {stay['unrewarded']['rare']:.3f}   interaction "
+                         f"{row['interaction']:+.3f}   reward per episode {row['reward_per_episode']:.3f}")
     return "\n".join(lines)
 
 

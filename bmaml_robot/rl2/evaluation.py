@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from bmaml_robot.envs.discrete import DISCRETE_FAMILIES, BatchedDiscreteEnv
-from bmaml_robot.envs.discrete_agents import BANDIT_AGENTS, cumulative_regret, run_bandit_agent, stay_probabilities
+from bmaml_robot.envs.discrete_agents import (
+    BANDIT_AGENTS,
+    TWO_STEP_AGENTS,
+    cumulative_regret,
+    run_bandit_agent,
+    run_two_step_agent,
+    stay_probabilities,
+)
 from bmaml_robot.meta.sampler import task_seeds
 from bmaml_robot.rl2.policy import RL2Policy
 from bmaml_robot.rl2.sampler import Trials, TrialSampler
@@ -85,22 +92,41 @@ def bandit_comparison(evaluation: TrialEvaluation, family: str, horizon: int, se
     return out
 
 
-def two_step_stays(evaluation: TrialEvaluation, obs_dim: int) -> dict[str, Any]:
-    """Stay probabilities of the policy on a two-step family (``envs.discrete_agents.stay_probabilities``):
-    rows rewarded/unrewarded, columns common/rare transition, read off the trials (an episode is a
-    first-stage step in S0 and a second-stage step in S1 or S2)."""
+def two_step_stays(evaluation: TrialEvaluation, family: str, seed: int) -> dict[str, Any]:
+    """Stay probabilities (``envs.discrete_agents.stay_probabilities``: rows rewarded/unrewarded,
+    columns common/rare transition) of the policy, read off its trials (an episode is a
+    first-stage step in S0 and a second-stage step in S1 or S2), and of the model-free and
+    model-based reference agents on the same draws; with each one's mean reward per episode."""
     trials = evaluation.trials
+    obs_dim = DISCRETE_FAMILIES[family].obs_dim
     inputs = trials.inputs.numpy()  # [L, K, input_dim]: the observation is the state's one-hot
     episodes = int(torch.min(trials.mask.sum(0)).item()) // 2
     first_actions = trials.actions[0 : 2 * episodes : 2, :, 0].numpy().T.astype(np.int64)  # [K, E]
     second_state = inputs[1 : 2 * episodes : 2, :, 1:obs_dim].argmax(-1).T  # [K, E]: 0 for S1, 1 for S2
     rewarded = trials.rewards[1 : 2 * episodes : 2].numpy().T > 0
     common = first_actions == second_state  # action 0 commonly leads to S1, action 1 to S2
+    out: dict[str, Any] = {"episodes": episodes, "rl2": _stay_summary(first_actions, common, rewarded)}
+    reset_seeds, _ = task_seeds(seed, 0, len(evaluation.tasks))
+    env = BatchedDiscreteEnv(family, len(evaluation.tasks), max_episode_steps=2)
+    try:
+        env.set_tasks(evaluation.tasks)
+        for agent in TWO_STEP_AGENTS:
+            run = run_two_step_agent(agent, env, reset_seeds, np.zeros(len(evaluation.tasks), np.uint64), episodes,
+                                     seed)
+            out[agent] = _stay_summary(run.first_actions, run.common, run.rewards > 0)
+    finally:
+        env.close()
+    return out
+
+
+def _stay_summary(first_actions: np.ndarray, common: np.ndarray, rewarded: np.ndarray) -> dict[str, Any]:
+    """Stay probabilities ``[num_envs, E]`` -> their table, the reward main effect, the
+    reward x transition interaction (> 0: model-based) and the mean reward per episode."""
     stays = stay_probabilities(first_actions, common, rewarded)
     return {
         "stay_probability": {"rewarded": {"common": float(stays[0, 0]), "rare": float(stays[0, 1])},
                              "unrewarded": {"common": float(stays[1, 0]), "rare": float(stays[1, 1])}},
         "reward_effect": float(np.nanmean(stays[0]) - np.nanmean(stays[1])),
         "interaction": float((stays[0, 0] - stays[0, 1]) - (stays[1, 0] - stays[1, 1])),
-        "episodes": episodes,
+        "reward_per_episode": float(np.mean(rewarded)),
     }

@@ -97,3 +97,26 @@ def test_bad_rl2_settings_name_the_key(overrides: dict[str, Any], message: str) 
 def test_discrete_tasks_need_rl2() -> None:
     with pytest.raises(ValueError, match=r"family: expected one of \[.*\], got 'BanditCorrelated'"):
         TrainConfig(family="BanditCorrelated")
+
+
+def test_evaluation_of_discrete_tasks_brings_the_reference_agents(tmp_path: Path) -> None:
+    from bmaml_robot.evaluate import evaluate, format_table
+
+    train(rl2(family="TwoStep", horizon=2, episodes_per_trial=20, num_iterations=1), tmp_path / "two-step")
+    result = evaluate(tmp_path / "two-step", num_tasks=4, episodes=2, write=False)
+    assert result.episode_returns.shape == (20, 4, 2) and result.settings["algorithm"] == "rl2"
+    stays = result.settings["two_step"]
+    assert set(stays) == {"episodes", "rl2", "model_free", "model_based"} and stays["episodes"] == 20
+    for name in ("rl2", "model_free", "model_based"):
+        assert 0.0 <= stays[name]["reward_per_episode"] <= 1.0
+    assert "interaction" in format_table(result)
+
+    train(rl2(family="BanditIndependent", horizon=10, episodes_per_trial=2, num_iterations=1), tmp_path / "bandit")
+    result = evaluate(tmp_path / "bandit", num_tasks=4, episodes=2, write=False)
+    bandit = result.settings["bandit"]
+    assert bandit["pulls"] == 20 and bandit["trials"] == 8
+    assert bandit["oracle"]["expected_regret"] == 0.0
+    # The policy's summed rewards are its episodes' returns: the comparison reads the same trials.
+    assert abs(bandit["rl2"]["cumulative_reward"] - result.episode_returns.sum(axis=0).mean()) < 1e-9
+    with pytest.raises(ValueError, match="fast_lr: an RL\\^2 run adapts in its activations"):
+        evaluate(tmp_path / "bandit", num_tasks=2, episodes=1, fast_lr=0.1, write=False)
