@@ -139,6 +139,10 @@ class Comparison:
     """Runs shorter than ``min_iterations``, not compared."""
     held_out: HeldOut | None = None
     """Held-out evaluation of the runs (when their eval.json files were found)."""
+    x_axis: str = "iteration"
+    """What the curves are aligned on: ``iteration`` or ``env_steps`` (``runs.X_AXES``)."""
+    env_step_grid: np.ndarray | None = None
+    """With ``env_steps``: float64 [length], the environment steps of each compared point."""
     out_dir: Path | None = None
     files: list[Path] = dataclasses.field(default_factory=list)
 
@@ -151,6 +155,8 @@ class Comparison:
         return _finite({
             "family": self.family,
             "group_by": list(self.group_by),
+            "x_axis": self.x_axis,
+            "env_step_grid": None if self.env_step_grid is None else [float(x) for x in self.env_step_grid],
             "aligned_iterations": self.length,
             "final_window": list(self.window),
             "smoothing_window": self.smooth_window,

@@ -12,8 +12,9 @@ from bmaml_robot.compare.report import fmt_ci
 
 def format_summary(c: Comparison) -> str:
     """The table ``bmaml-compare`` prints."""
-    lines = [f"{c.family}: {len(c.variants)} variants, iterations 0-{c.length - 1} compared, "
-             f"final window {c.window[0]}-{c.window[1] - 1}",
+    aligned = (f"{c.length} points of equal environment steps (up to {c.env_step_grid[-1]:,.0f}) compared"
+               if c.env_step_grid is not None else f"iterations 0-{c.length - 1} compared")
+    lines = [f"{c.family}: {len(c.variants)} variants, {aligned}, final window {c.window[0]}-{c.window[1] - 1}",
              f"{'variant':<16} {'seeds':>5}  {'return after [95% CI]':>26}  {'gain [95% CI]':>26}"]
     for s in c.summaries:
         lines.append(f"{s.label:<16} {len(s.seeds):>5}  {fmt_ci(s.ci['return_after']):>26}  "

@@ -107,7 +107,10 @@ def _decorate(axes: Any, c: Comparison, title: str) -> None:
     """Final window (grey), common length (dashed), labels and grid."""
     axes.axvspan(c.window[0] - 0.5, c.window[1] - 0.5, color="0.85", alpha=0.6, linewidth=0, zorder=0)
     axes.axvline(c.length - 0.5, color="0.4", linestyle="--", linewidth=0.8)
-    axes.set_xlabel("meta-iteration")
+    if c.env_step_grid is not None:  # point k: after (k + 1) x grid[0] environment steps
+        axes.set_xlabel(f"environment steps (point k: (k + 1) x {c.env_step_grid[0]:,.0f})")
+    else:
+        axes.set_xlabel("meta-iteration")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
 

@@ -12,13 +12,15 @@ from bmaml_robot.compare.analysis import Comparison, analyse, held_out_evaluatio
 from bmaml_robot.compare.report import findings, report_markdown
 from bmaml_robot.compare.runs import (
     DEFAULT_GROUP_BY,
+    X_AXES,
     Run,
     check_comparable,
     check_group_by,
     group_runs,
     load_run_metrics,
+    on_env_step_grid,
 )
-from bmaml_robot_deploy.checks import check_int
+from bmaml_robot_deploy.checks import check_choice, check_int
 
 
 def compare(
@@ -31,6 +33,7 @@ def compare(
     eval_dir: str | Path | None = None,
     out: str | Path | None = None,
     command: str = "",
+    x_axis: str = "iteration",
 ) -> Comparison:
     """Compare the runs in ``run_dirs`` grouped by ``group_by`` (``bmaml_robot.compare``).
 
@@ -40,20 +43,28 @@ def compare(
     a run that has barely started does not shorten the common length of all. eval_dir: where
     the runs' ``bmaml-eval`` results are (``eval_dir/<run name>/eval.json``; default: each run's
     own ``eval.json`` if there is one); they add a held-out section. out: where
-    report.md, the PNGs and comparison.json go (nothing is written when None).
+    report.md, the PNGs and comparison.json go (nothing is written when None). x_axis:
+    ``iteration`` (runs of one batch, curves per meta-iteration) or ``env_steps`` (runs at equal
+    environment steps, their batches and algorithms may differ: MAML against RL^2; ``last`` and
+    the curves then count points of the env-step grid, ``runs.on_env_step_grid``).
     """
+    check_choice(x_axis, "x_axis", X_AXES)
     keys = check_group_by(group_by)
     check_int(last, "last", minimum=1)
     check_int(smooth_window, "smooth_window", minimum=1)
     check_int(min_iterations, "min_iterations", minimum=1)
     loaded = [load_run_metrics(p) for p in _distinct_paths(run_dirs)]
-    check_comparable(loaded, keys)
+    check_comparable(loaded, keys, x_axis)
     runs, left_out = _long_enough(loaded, min_iterations)
+    grid = None
+    if x_axis == "env_steps":
+        runs, grid = on_env_step_grid(runs)
     variants = group_runs(runs, keys)
     if eval_dir is not None and not Path(eval_dir).is_dir():
         raise ValueError(f"eval_dir: expected a directory of bmaml-eval results, got {str(eval_dir)!r}")
     comparison = analyse(variants, keys, int(last), int(smooth_window))
     comparison.command = command
+    comparison.x_axis, comparison.env_step_grid = x_axis, grid
     comparison.left_out = left_out
     comparison.held_out = held_out_evaluation(variants, None if eval_dir is None else Path(eval_dir))
     comparison.findings = findings(comparison)

@@ -231,6 +231,16 @@ def _runs_section(c: Comparison) -> list[str]:
 def _alignment_section(c: Comparison) -> list[str]:
     start, stop = c.window
     lengths = sorted({r.iterations for v in c.variants for r in v.runs})
+    if c.env_step_grid is not None:
+        step = c.env_step_grid[0]
+        alignment = (
+            f"**Alignment: equal environment steps.** Every run is compared at {c.length} points of a grid of "
+            f"{step:,.0f} environment steps up to {c.env_step_grid[-1]:,.0f} (the run with the fewest steps): "
+            f"point k holds the returns of the meta-iteration during which the run reached (k + 1) x {step:,.0f} "
+            f"steps. The final performance of a run is its mean over points {start}-{stop - 1}. Returns "
+            "after adaptation are MAML's validation episodes and RL^2's last episode of each trial."
+        )
+        return ["", alignment, "", "![learning curves](curves.png)", "", "![adaptation gain](gain.png)", ""]
     return [
         "",
         "**Alignment.** "

@@ -26,8 +26,15 @@ Config = TrainConfig | Mapping[str, Any]
 DEFAULT_GROUP_BY = ("policy", "recurrence")
 #: Keys every run of one comparison must share (returns are not comparable otherwise).
 SAME_KEYS = ("family", "horizon", "num_tasks", "episodes_per_task")
+#: Compared at equal environment steps (``x_axis="env_steps"``), runs may differ in their batch.
+SAME_KEYS_AT_EQUAL_STEPS = ("family", "horizon")
 #: Keys that must be shared unless they are grouping keys.
-SAME_UNLESS_GROUPED = ("adapt_steps", "action_scale")
+SAME_UNLESS_GROUPED = ("algorithm", "adapt_steps", "action_scale")
+#: What a comparison's curves are aligned on: meta-iterations, or environment steps (runs of
+#: different batches or algorithms, e.g. MAML against RL^2, at equal sample budgets).
+X_AXES = ("iteration", "env_steps")
+#: Points of the env-step grid (at most; fewer when the runs have fewer iterations).
+ENV_STEP_POINTS = 100
 #: Keys expected to differ between runs of one variant (not reported as differences).
 RUN_KEYS = ("seed", "num_iterations", "num_threads", "checkpoint_every")
 #: Per-iteration values every line of ``metrics.jsonl`` must have.
@@ -55,6 +62,7 @@ KEY_STYLES: dict[str, KeyStyle] = {
     "policy": KeyStyle(bare=True, order=tuple(POLICY_KINDS)),
     "recurrence": KeyStyle(bare=True, order=tuple(RECURRENCE_MODES), unused_when=(("policy", "mlp"),)),
     "family": KeyStyle(bare=True),
+    "algorithm": KeyStyle(bare=True, order=("maml", "rl2")),
 }
 
 
@@ -68,7 +76,9 @@ class Run:
     return_before: np.ndarray
     """float64 [iterations]: mean return of the meta-batch before adaptation, per meta-iteration."""
     return_after: np.ndarray
-    """float64 [iterations]: after adaptation (the validation episodes)."""
+    """float64 [iterations]: after adaptation (the validation episodes; RL^2: a trial's last episode)."""
+    env_steps: np.ndarray
+    """float64 [iterations]: environment steps taken by the end of each meta-iteration (cumulative)."""
     finished: bool
     """``policy.pt`` is there and every planned iteration is in the metrics."""
 
@@ -93,7 +103,28 @@ def load_run_metrics(run_dir: str | Path) -> Run:
     if not (np.all(np.isfinite(before)) and np.all(np.isfinite(after))):
         raise ValueError(f"run {path}: {METRICS} has non-finite returns")
     finished = files.final_path.is_file() and len(records) >= config.num_iterations
-    return Run(path, config, before, after, finished)
+    steps = np.cumsum([float(r.get("env_steps", np.nan)) for r in records])
+    return Run(path, config, before, after, steps, finished)
+
+
+def on_env_step_grid(runs: Sequence[Run]) -> tuple[list[Run], np.ndarray]:
+    """The runs resampled at equal environment steps: point ``k`` of every run is the iteration
+    during which it reached ``grid[k]`` steps (its returns then), on a common grid of up to
+    ``ENV_STEP_POINTS`` points up to the shortest run's total. Returns the resampled runs (their
+    "iterations" are grid points) and the grid, float64 [points]."""
+    missing = [run.name for run in runs if not np.all(np.isfinite(run.env_steps))]
+    if missing:
+        raise ValueError(f"runs: {', '.join(missing)} record no env_steps in {METRICS}: they cannot be compared "
+                         "at equal environment steps")
+    total = min(float(run.env_steps[-1]) for run in runs)
+    points = min(ENV_STEP_POINTS, min(run.iterations for run in runs))
+    grid = total * np.arange(1, points + 1) / points
+    resampled = []
+    for run in runs:
+        index = np.minimum(np.searchsorted(run.env_steps, grid, side="left"), run.iterations - 1)
+        resampled.append(dataclasses.replace(run, return_before=run.return_before[index],
+                                             return_after=run.return_after[index], env_steps=grid.copy()))
+    return resampled, grid
 
 
 def _read_config(files: RunDir) -> TrainConfig:
@@ -164,9 +195,11 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     return keys
 
 
-def check_comparable(runs: Sequence[Run], group_by: Sequence[str]) -> None:
-    """ValueError naming the runs and the differing keys when ``runs`` cannot be compared."""
-    keys = list(SAME_KEYS) + [k for k in SAME_UNLESS_GROUPED if k not in group_by]
+def check_comparable(runs: Sequence[Run], group_by: Sequence[str], x_axis: str = "iteration") -> None:
+    """ValueError naming the runs and the differing keys when ``runs`` cannot be compared (at
+    equal environment steps, ``x_axis="env_steps"``, their batches may differ)."""
+    same = SAME_KEYS_AT_EQUAL_STEPS if x_axis == "env_steps" else SAME_KEYS
+    keys = list(same) + [k for k in SAME_UNLESS_GROUPED if k not in group_by]
     problems = [listed for listed in (_values_by_run(runs, key) for key in keys) if listed]
     if problems:
         raise ValueError("runs: cannot compare runs that differ in " + " | ".join(problems)

@@ -47,15 +47,15 @@ def designed_curve(final: float, length: int, planned: int | None = None) -> np.
 
 
 def write_run(path: Path, *, after: np.ndarray, gain: float | np.ndarray, finished: bool = True,
-              planned: int | None = None, **config: Any) -> Path:
+              planned: int | None = None, env_steps: int = 1000, **config: Any) -> Path:
     values = dict(family="Navigation2D", num_tasks=20, episodes_per_task=10, horizon=100,
                   num_iterations=planned or len(after))
     values.update(config)
     path.mkdir(parents=True)
     dump_config(TrainConfig(**values), path / "config.yaml")
     before = after - gain
-    lines = [json.dumps({"iteration": i, "time_s": 1.0, "return_before": float(b), "return_after": float(a),
-                         "kl_after": 0.005}) for i, (b, a) in enumerate(zip(before, after))]
+    lines = [json.dumps({"iteration": i, "time_s": 1.0, "env_steps": env_steps, "return_before": float(b),
+                         "return_after": float(a), "kl_after": 0.005}) for i, (b, a) in enumerate(zip(before, after))]
     (path / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     if finished:
         (path / "policy.pt").write_bytes(b"")
@@ -328,18 +328,18 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 # ----------------------------------------------------------------------------- package structure
 def test_variant_labels_and_order_come_from_the_config_through_key_styles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A new config key (here a future ``algorithm``) is labelled ``key=value`` without any code,
+    """A new config key (here a future ``curriculum``) is labelled ``key=value`` without any code,
     and bare and ordered by adding one ``KeyStyle``; keys a config lacks are harmless."""
     from bmaml_robot.compare import KEY_STYLES, KeyStyle, variant_label, variant_sort_key
 
-    rl2 = {"algorithm": "rl2", "policy": "gru", "recurrence": "outer", "fast_lr": 0.05}
-    maml = {"algorithm": "maml", "policy": "mlp", "recurrence": "all", "fast_lr": 0.1}
-    assert variant_label(rl2, ["algorithm", "policy", "fast_lr"]) == "algorithm=rl2-gru-fast_lr=0.05"
-    monkeypatch.setitem(KEY_STYLES, "algorithm", KeyStyle(bare=True, order=("rl2", "maml")))
-    group_by = ["algorithm", "policy", "recurrence"]
-    assert variant_label(rl2, group_by) == "rl2-gru-outer"
-    assert variant_label(maml, group_by) == "maml-mlp"  # recurrence means nothing to an MLP
-    assert sorted([maml, rl2], key=lambda c: variant_sort_key(c, group_by)) == [rl2, maml]
+    hard = {"curriculum": "hard", "policy": "gru", "recurrence": "outer", "fast_lr": 0.05}
+    easy = {"curriculum": "easy", "policy": "mlp", "recurrence": "all", "fast_lr": 0.1}
+    assert variant_label(hard, ["curriculum", "policy", "fast_lr"]) == "curriculum=hard-gru-fast_lr=0.05"
+    monkeypatch.setitem(KEY_STYLES, "curriculum", KeyStyle(bare=True, order=("hard", "easy")))
+    group_by = ["curriculum", "policy", "recurrence"]
+    assert variant_label(hard, group_by) == "hard-gru-outer"
+    assert variant_label(easy, group_by) == "easy-mlp"  # recurrence means nothing to an MLP
+    assert sorted([easy, hard], key=lambda c: variant_sort_key(c, group_by)) == [hard, easy]
     assert isinstance(variant_label({"policy": "mlp"}, group_by), str)
     assert variant_label(TrainConfig(policy="lstm", recurrence="all"), ["policy", "recurrence"]) == "lstm-all"
 
@@ -356,3 +356,33 @@ def test_welch_tables_share_one_row_formatter(tmp_path: Path) -> None:
     assert all(welch_row(t) in report for t in c.pair_tests)
     assert all(welch_row(t, with_t=False) in report for t in c.held_out.tests)
     assert sum(line.startswith("| a | b | a - b |") for line in report) == 3 + 2  # 3 metrics, 2 held-out
+
+
+def test_maml_and_rl2_are_compared_at_equal_environment_steps(tmp_path: Path) -> None:
+    """MAML runs of 40,000 env-steps per iteration against RL^2 runs of 4,000: point k of the grid
+    is MAML's iteration k and RL^2's iteration 10k + 9 (both after 40,000 (k + 1) steps)."""
+    rl2 = dict(algorithm="rl2", policy="gru", recurrence="all", num_tasks=10, episodes_per_trial=4)
+    runs = []
+    for seed in range(2):
+        runs.append(write_run(tmp_path / f"maml-{seed}", after=np.arange(30.0) + seed, gain=1.0, env_steps=40_000,
+                              seed=seed, policy="gru", recurrence="all"))
+        runs.append(write_run(tmp_path / f"rl2-{seed}", after=np.arange(400.0) + seed, gain=0.0, env_steps=4_000,
+                              seed=seed, **rl2))
+    with pytest.raises(ValueError, match=r"differ in .*num_tasks"):
+        compare(runs, group_by=["algorithm", "policy"])  # per iteration, their batches differ
+    with pytest.raises(ValueError, match=r"differ in algorithm=.*add them to|share family, horizon, algorithm"):
+        compare(runs, group_by=["policy"], x_axis="env_steps")  # two algorithms in one variant
+    c = compare(runs, group_by=["algorithm", "policy"], x_axis="env_steps", last=5, out=tmp_path / "report")
+    assert [v.label for v in c.variants] == ["maml-gru", "rl2-gru"]
+    assert c.length == 30 and np.array_equal(c.env_step_grid, 40_000.0 * np.arange(1, 31))
+    maml, rl2_variant = c.variants
+    assert np.array_equal(maml.runs[0].return_after, np.arange(30.0))
+    assert np.array_equal(rl2_variant.runs[1].return_after, 10.0 * np.arange(30) + 9 + 1)
+    # Final window: the last 5 points; RL^2 has seen as many steps, and its curve is higher there.
+    assert c.window == (25, 30)
+    assert c.summaries[1].final["return_after"].mean() > c.summaries[0].final["return_after"].mean()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "equal environment steps" in report and "(k + 1) x 40,000" in report
+    assert json.loads((tmp_path / "report" / "comparison.json").read_text())["x_axis"] == "env_steps"
+    with pytest.raises(ValueError, match=r"x_axis: expected one of \['iteration', 'env_steps'\]"):
+        compare(runs, group_by=["algorithm"], x_axis="steps")
