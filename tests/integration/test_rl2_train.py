@@ -120,3 +120,11 @@ def test_evaluation_of_discrete_tasks_brings_the_reference_agents(tmp_path: Path
     assert abs(bandit["rl2"]["cumulative_reward"] - result.episode_returns.sum(axis=0).mean()) < 1e-9
     with pytest.raises(ValueError, match="fast_lr: an RL\\^2 run adapts in its activations"):
         evaluate(tmp_path / "bandit", num_tasks=2, episodes=1, fast_lr=0.1, write=False)
+
+
+def test_a_run_does_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    one = train(rl2(num_iterations=2, num_threads=1), tmp_path / "one")
+    two = train(rl2(num_iterations=2, num_threads=2), tmp_path / "two")
+    assert without_time(one.metrics) == without_time(two.metrics)
+    for a, b in zip(one.policy.state_dict().values(), two.policy.state_dict().values()):
+        assert torch.equal(a, b)
