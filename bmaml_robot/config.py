@@ -96,7 +96,7 @@ class TrainConfig:
     """Write a checkpoint every this many meta-iterations (and always at the end)."""
     eval_every: int = 0
     """Held-out evaluation every this many meta-iterations (bmaml-eval's tasks and noise), logged with the
-    metrics; 0: never."""
+    metrics; 0: never. RL^2: ``eval_episodes`` trials per task, the return of each episode of the trial."""
     eval_adapt_steps: int = 1
     """Evaluation during training: adaptation steps (returns after 0..eval_adapt_steps steps)."""
     eval_tasks: int = 20
@@ -160,9 +160,6 @@ def _validate(c: TrainConfig) -> None:
                  if rl2 else RECURRENCE_MODES)
     if rl2 and c.sampler != "local":
         raise ValueError(f"sampler: algorithm rl2 samples locally (sampler 'local'), got {c.sampler!r}")
-    if rl2 and c.eval_every:
-        raise ValueError(f"eval_every: algorithm rl2 is evaluated with bmaml-eval, not during training (0), "
-                         f"got {c.eval_every}")
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
     for key in (

@@ -80,7 +80,7 @@ class HeldOutEvaluation:
         try:
             self.sampler.set_tasks(held_out_tasks(config.family, config.eval_tasks, 0))
             learner = build_learner(config, policy)
-            assert isinstance(learner, MetaLearner)  # a MAML config (rl2 has no evaluation during training)
+            assert isinstance(learner, MetaLearner)  # a MAML config (RL^2: HeldOutTrials)
             self.learner = learner
         except BaseException:
             self.sampler.close()
@@ -92,6 +92,36 @@ class HeldOutEvaluation:
 
     def close(self) -> None:
         self.sampler.close()
+
+
+class HeldOutTrials:
+    """RL^2's counterpart of ``HeldOutEvaluation``: ``eval_tasks`` held-out tasks x ``eval_episodes``
+    trials of the run's ``episodes_per_trial`` episodes, the same tasks and noise every time
+    (``bmaml-eval``'s, evaluation seed 0); ``__call__`` gives ``{"eval_return_episode0": ..., ...}``
+    (mean return of each episode of the trial). Never touches training's random streams."""
+
+    def __init__(self, config: TrainConfig, policy: RL2Policy) -> None:
+        self.config = config
+        self.policy = policy
+        self.tasks = held_out_tasks(config.family, config.eval_tasks, 0)
+
+    def __call__(self) -> dict[str, float]:
+        c = self.config
+        trials = evaluate_trials(self.policy, c.family, self.tasks, episodes_per_trial=c.episodes_per_trial,
+                                 horizon=c.horizon, trials_per_task=c.eval_episodes, seed=evaluation_seed(0, 1),
+                                 num_threads=c.num_threads, action_scale=c.action_scale)
+        means = trials.episode_returns.mean(axis=(1, 2))
+        return {f"eval_return_episode{e}": float(value) for e, value in enumerate(means)}
+
+    def close(self) -> None:
+        pass
+
+
+def held_out_during_training(config: TrainConfig, policy: Policy | RL2Policy) -> HeldOutEvaluation | HeldOutTrials:
+    """The evaluation ``train`` runs every ``eval_every`` iterations, by the policy's algorithm."""
+    if isinstance(policy, RL2Policy):
+        return HeldOutTrials(config, policy)
+    return HeldOutEvaluation(config, policy)
 
 
 # ----------------------------------------------------------------------------- result

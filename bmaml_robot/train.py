@@ -167,10 +167,9 @@ def train(
             if state is not None and isinstance(learner, PPOLearner):
                 learner.load_state_dict(state["learner"])
             if config.eval_every:
-                from bmaml_robot.evaluate import HeldOutEvaluation  # (evaluate imports this module)
+                from bmaml_robot.evaluate import held_out_during_training  # (evaluate imports this module)
 
-                assert not isinstance(policy, RL2Policy)  # (config: rl2 takes no eval_every)
-                evaluation = HeldOutEvaluation(config, policy)
+                evaluation = held_out_during_training(config, policy)
             if progress:
                 from tqdm.auto import tqdm
 

@@ -81,7 +81,6 @@ def test_a_run_made_before_rl2_loads_as_maml() -> None:
         ({"policy": "mlp"}, r"policy: expected one of \['rnn', 'gru', 'lstm'\], got 'mlp'"),
         ({"recurrence": "outer"}, r"recurrence: expected one of \['frozen', 'all'\], got 'outer'"),
         ({"sampler": "ray"}, r"sampler: algorithm rl2 samples locally"),
-        ({"eval_every": 5}, r"eval_every: algorithm rl2 is evaluated with bmaml-eval"),
         ({"episodes_per_trial": 0}, r"episodes_per_trial: expected a value >= 1, got 0"),
         ({"ppo_clip": 0.0}, r"ppo_clip: expected a value in \(0, inf\)|ppo_clip: expected a value > 0"),
         ({"entropy_coef": -0.1}, r"entropy_coef: expected a value"),
@@ -128,3 +127,18 @@ def test_a_run_does_not_depend_on_the_thread_count(tmp_path: Path) -> None:
     assert without_time(one.metrics) == without_time(two.metrics)
     for a, b in zip(one.policy.state_dict().values(), two.policy.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_evaluation_during_training_logs_each_episode_and_changes_nothing_else(tmp_path: Path) -> None:
+    plain = train(rl2(num_iterations=2), tmp_path / "plain")
+    evaluated = train(rl2(num_iterations=2, eval_every=1, eval_tasks=3, eval_episodes=2), tmp_path / "evaluated")
+    for a, b in zip(plain.metrics, evaluated.metrics):
+        extra = {k: v for k, v in b.items() if k not in a}
+        assert set(extra) == {"eval_return_episode0", "eval_return_episode1"}
+        assert {k: v for k, v in b.items() if k in a and not k.endswith("time_s")} == {
+            k: v for k, v in a.items() if not k.endswith("time_s")}
+    # The same held-out trials as bmaml-eval's (its tasks and noise, evaluation seed 0).
+    from bmaml_robot.evaluate import evaluate
+
+    result = evaluate(tmp_path / "evaluated", num_tasks=3, episodes=2, write=False)
+    assert abs(result.summary[1]["mean"] - evaluated.metrics[-1]["eval_return_episode1"]) < 1e-4
