@@ -43,7 +43,9 @@ def plot_curves(c: Comparison, path: Path) -> Path:
         for axes, (label, curves) in ((axes_before, before), (axes_after, after)):
             ranges.append(mean_band(axes, curves, color(index), label))
     set_y_range(axes_before, ranges)
-    for axes, title in ((axes_before, "before adaptation"), (axes_after, "after adaptation")):
+    rl2 = all(run.config.algorithm == "rl2" for variant in c.variants for run in variant.runs)
+    titles = ("first episode of the trial", "last episode") if rl2 else ("before adaptation", "after adaptation")
+    for axes, title in zip((axes_before, axes_after), titles):
         _decorate(axes, c, title)
     axes_before.set_ylabel("mean return per episode (meta-batch)")
     axes_after.legend(fontsize=8, loc="best")
