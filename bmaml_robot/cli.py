@@ -321,6 +321,13 @@ def _compare_parser() -> argparse.ArgumentParser:
         help="trailing moving average of the plotted curves, in iterations (default 5; 1: none)",
     )
     p.add_argument(
+        "--x-axis",
+        choices=["iteration", "env-steps"],
+        default="iteration",
+        help="align the runs per meta-iteration (default) or at equal environment steps (runs of different "
+        "batches or algorithms, e.g. --group-by algorithm,policy for MAML against RL^2)",
+    )
+    p.add_argument(
         "--min-iterations",
         type=_int_at_least(1),
         default=1,
@@ -353,6 +360,7 @@ def compare_main(argv: list[str] | None = None) -> int:
             smooth_window=args.smooth,
             min_iterations=args.min_iterations,
             eval_dir=args.eval_dir,
+            x_axis=args.x_axis.replace("-", "_"),
             out=None,
             command=command,
         )
@@ -370,9 +378,10 @@ def _export_parser() -> argparse.ArgumentParser:
         prog="bmaml-export",
         description="Adapt a meta-trained policy to one task (sampling episodes with the batched robots, "
         "training's inner loop) and export the adapted policy as one self-contained ONNX file for "
-        "bmaml-robot-deploy.",
-        epilog="example: bmaml-export runs/cheetah --task '{\"direction\": -1.0}' --adapt-steps 1 "
-        "--out cheetah_back.onnx",
+        "bmaml-robot-deploy. An RL^2 run (robot families) is exported as it is: it adapts in its activations "
+        "while it runs (the graph also takes the previous action, the previous reward and an episode-start flag).",
+        epilog="examples: bmaml-export runs/cheetah --task '{\"direction\": -1.0}' --adapt-steps 1 "
+        "--out cheetah_back.onnx; bmaml-export runs/hcvel-rl2 --task '{\"velocity\": 1.5}' --out hcvel.onnx",
     )
     p.add_argument(
         "run_dir",
@@ -384,14 +393,15 @@ def _export_parser() -> argparse.ArgumentParser:
         "--task",
         required=True,
         metavar="JSON",
-        help="the task, a JSON object of the run's family, e.g. '{\"direction\": -1.0}' or '{\"goal\": [0.2, -0.1]}'",
+        help="the task, a JSON object of the run's family, e.g. '{\"direction\": -1.0}' or '{\"goal\": [0.2, -0.1]}' "
+        "(RL^2: the simulator's task, which the policy discovers)",
     )
     p.add_argument(
         "--adapt-steps",
-        required=True,
+        default=None,
         type=_int_at_least(0),
         metavar="K",
-        help="inner adaptation steps (0: the meta-policy itself)",
+        help="inner adaptation steps (0: the meta-policy itself); required for MAML runs; RL^2 runs: 0 or omitted",
     )
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="ONNX file to write (e.g. policy.onnx)")
     p.add_argument(
@@ -399,14 +409,15 @@ def _export_parser() -> argparse.ArgumentParser:
         type=_int_at_least(1),
         default=None,
         metavar="E",
-        help="episodes sampled per step (default: the run's episodes_per_task)",
+        help="episodes sampled per step (default: the run's episodes_per_task); RL^2 runs: trials sampled on the "
+        "task for the reported returns (default 4)",
     )
     p.add_argument(
         "--fast-lr",
         type=_finite_at_least(0.0),
         default=None,
         metavar="X",
-        help="inner step size (default: the run's fast_lr)",
+        help="inner step size (default: the run's fast_lr; MAML runs only)",
     )
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="seed of the sampled episodes (default: 0)")
     p.add_argument(

@@ -13,7 +13,7 @@ Needs only numpy and onnxruntime::
 """
 
 from bmaml_robot_deploy.controller import Controller, session_options
-from bmaml_robot_deploy.loop import LoopStats, Robot, run_control_loop
+from bmaml_robot_deploy.loop import LoopStats, RewardRobot, Robot, run_control_loop
 from bmaml_robot_deploy.metadata import FORMAT_VERSION, OPTIONAL_KEYS, REQUIRED_KEYS, PolicyMetadata
 from bmaml_robot_deploy.udp_link import UdpRobot
 from bmaml_robot_deploy.udp_server import UdpRobotServer
@@ -36,6 +36,7 @@ __all__ = [
     "Controller",
     "LoopStats",
     "PolicyMetadata",
+    "RewardRobot",
     "Robot",
     "SimulatedRobot",
     "UdpRobot",

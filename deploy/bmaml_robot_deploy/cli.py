@@ -11,6 +11,11 @@ deprecated old name of ``--link``: it still works, with a note on stderr.
 
 Prints the loop's statistics (``--json``: as one JSON object). Every argument is checked, and
 the policy file loaded and checked, before the loop starts; problems are usage errors (exit 2).
+
+An RL^2 file runs one trial (``--episodes``: its ``bmaml.episodes_per_trial`` to run one as in
+training): the state is carried across episodes and the policy reads the robot's reward at every
+step (``--link udp``: the robot must send version-2 observation packets; a version-1 packet ends
+the run with exit 1 before it is acted on).
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bmaml_robot_deploy import __version__
 from bmaml_robot_deploy.checks import check_float, check_int
 from bmaml_robot_deploy.controller import Controller
-from bmaml_robot_deploy.loop import run_control_loop
+from bmaml_robot_deploy.loop import Robot, run_control_loop
 from bmaml_robot_deploy.udp_link import DEFAULT_MAX_SEQUENCE_JUMP
 from bmaml_robot_deploy.udp_wire import SEQ_MOD, add_key_arguments, cli_key, parse_address
+
+if TYPE_CHECKING:  # imported where used: the simulator needs MuJoCo
+    from bmaml_robot_deploy.sim import SimulatedRobot
+    from bmaml_robot_deploy.udp_link import UdpRobot
 
 DEFAULT_UDP_BIND = "0.0.0.0:9870"
 
@@ -131,7 +140,10 @@ def _parse_safe_action(text: str | None) -> list[float] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    robot = None
+    # The robot, and the same object under its link's type (None for the other link).
+    robot: Robot
+    sim_robot: SimulatedRobot | None = None
+    udp_robot: UdpRobot | None = None
     try:
         check_int(args.steps, "--steps", minimum=0)
         if args.episodes is not None:
@@ -162,14 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.link == "sim":
             from bmaml_robot_deploy.sim import SimulatedRobot
 
-            robot = SimulatedRobot.for_policy(
+            robot = sim_robot = SimulatedRobot.for_policy(
                 controller.metadata, seed=args.seed, max_episode_steps=args.max_episode_steps
             )
         else:
             from bmaml_robot_deploy.udp_link import UdpRobot
 
             options = {} if args.watchdog_timeout is None else {"watchdog_timeout": args.watchdog_timeout}
-            robot = UdpRobot.for_controller(
+            robot = udp_robot = UdpRobot.for_controller(
                 controller,
                 bind=bind,
                 robot_address=robot_address,
@@ -182,42 +194,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         print(controller, file=sys.stderr)
-        if args.link == "sim":
+        if controller.rl2:
             print(
-                f"bmaml-control: simulated {controller.metadata.family}, episodes of at most "
-                f"{robot.max_episode_steps} steps",
+                f"bmaml-control: RL^2 policy: the run is one trial, the state carried across episodes "
+                f"(trained on trials of {controller.metadata.episodes_per_trial} episodes: --episodes "
+                f"{controller.metadata.episodes_per_trial} runs one)",
                 file=sys.stderr,
             )
-        if args.link == "udp":
-            host, port = robot.address
-            auth = "authenticated" if robot.authenticated else "unauthenticated"
+        if sim_robot is not None:  # --link sim
+            print(
+                f"bmaml-control: simulated {controller.metadata.family}, episodes of at most "
+                f"{sim_robot.max_episode_steps} steps",
+                file=sys.stderr,
+            )
+        if udp_robot is not None:  # --link udp
+            host, port = udp_robot.address
+            auth = "authenticated" if udp_robot.authenticated else "unauthenticated"
             print(
                 f"bmaml-control: listening on {host}:{port} ({auth}), waiting for the robot...",
                 file=sys.stderr,
                 flush=True,
             )
-            if not robot.wait_for_robot(args.wait_for_robot):
+            if not udp_robot.wait_for_robot(args.wait_for_robot):
                 print(f"bmaml-control: no observation from the robot within {args.wait_for_robot} s", file=sys.stderr)
                 return 1
-        stats = run_control_loop(
-            controller,
-            robot,
-            rate_hz=args.rate_hz,
-            steps=None if args.steps == 0 else args.steps,
-            max_episodes=args.episodes,
-            realtime=args.realtime,
-        )
+        try:
+            stats = run_control_loop(
+                controller,
+                robot,
+                rate_hz=args.rate_hz,
+                steps=None if args.steps == 0 else args.steps,
+                max_episodes=args.episodes,
+                realtime=args.realtime,
+            )
+        except ValueError as error:  # an RL^2 policy and a robot that does not report rewards
+            print(f"bmaml-control: {error}", file=sys.stderr)
+            return 1
     finally:
         robot.close()
     if args.json:
         report = stats.to_dict()
-        if args.link == "udp":
-            report["udp"] = robot.counters()
+        if udp_robot is not None:
+            report["udp"] = udp_robot.counters()
         print(json.dumps(report))
     else:
         print(stats.summary())
-        if args.link == "udp":
-            print("udp: " + ", ".join(f"{k} {v}" for k, v in robot.counters().items()))
+        if udp_robot is not None:
+            print("udp: " + ", ".join(f"{k} {v}" for k, v in udp_robot.counters().items()))
     return 130 if stats.interrupted else 0
 
 

@@ -8,6 +8,12 @@ whose work (read + act + send) ends after the next tick's release is a *deadline
 slots that passed entirely during an overrun are skipped (counted), and the loop goes on at the
 next slot. Sleeping is ``time.sleep`` until shortly before the release, then a short spin
 (``spin_s``) for precision.
+
+RL^2 controllers (``controller.needs_reward``) adapt in their activations: the run is one trial
+(``new_trial``: it starts with ``controller.reset()``), the state is carried across episodes, and
+at every tick the controller gets the robot's reward of the last step (``robot.last_reward``: the
+robot must report it, see :class:`RewardRobot`) and whether the observation starts an episode
+(``robot.new_episode``). MAML controllers are reset at every new episode, as before.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ class Robot(Protocol):
     ``read_observation`` returns the newest observation ``[obs_dim]`` (any real dtype), or
     ``None`` when none is available this tick (the loop then sends nothing; a robot with a
     watchdog handles its own safe behaviour). After a read, ``new_episode`` is True when that
-    observation is the first of a new episode (the loop then resets the controller's hidden
-    state before acting). ``send_action`` applies (or transmits) an action ``[act_dim]``
-    float32. ``close`` releases the robot's resources.
+    observation is the first of a new episode (the loop then resets a MAML controller's hidden
+    state before acting; an RL^2 controller gets it as its episode-start flag). ``send_action``
+    applies (or transmits) an action ``[act_dim]`` float32. ``close`` releases the robot's
+    resources. RL^2 policies also need the reward: see :class:`RewardRobot`.
     """
 
     new_episode: bool
@@ -42,6 +49,20 @@ class Robot(Protocol):
     def send_action(self, action: np.ndarray) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RewardRobot(Robot, Protocol):
+    """A :class:`Robot` that also reports rewards, as RL^2 policies need (MAML policies do not).
+
+    After a read, ``last_reward`` is the reward of the step that led to that observation (the
+    previous episode's last step when ``new_episode``; anything, e.g. 0, before the robot's first
+    step: a trial's first step ignores it), or None when the robot could not say it for this
+    observation (a UDP robot that sent a version-1 packet). ``SimulatedRobot`` and ``UdpRobot``
+    are reward robots; a robot without the attribute still drives MAML policies.
+    """
+
+    last_reward: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +147,7 @@ def run_control_loop(
     max_episodes: int | None = None,
     realtime: bool = True,
     spin_s: float = 0.0002,
+    new_trial: bool = True,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
 ) -> LoopStats:
@@ -133,18 +155,27 @@ def run_control_loop(
 
     Args:
         controller: a :class:`~bmaml_robot_deploy.Controller` (anything with ``act(obs)``,
-            ``reset()``, ``control_dt``, ``nonfinite_count``, ``nonfinite_action_count``).
-        robot: a :class:`Robot`.
+            ``reset()``, ``control_dt``, ``nonfinite_count``, ``nonfinite_action_count``; with
+            ``needs_reward`` True, an RL^2 controller: ``act(obs, reward=, episode_start=)``).
+        robot: a :class:`Robot`; for an RL^2 controller a :class:`RewardRobot`.
         rate_hz: ticks per second; default ``1 / controller.control_dt`` (the file's rate).
         steps: ticks to run (None: until ``max_episodes`` or Ctrl-C).
         max_episodes: stop after this many episodes ended (None: no limit).
         realtime: pace ticks on the grid; False runs them back to back (as fast as the robot
             answers: simulation faster than real time, or lockstep with a UDP robot).
         spin_s: the last part of each wait is spent spinning instead of sleeping (precision).
+        new_trial: RL^2: the run starts a new trial (``controller.reset()`` before the first
+            tick); False continues the controller's trial (e.g. an earlier run's episodes).
+            Ignored for MAML controllers.
         clock, sleep: time sources (for tests); ``clock`` in seconds, monotonic.
 
     Returns:
         :class:`LoopStats`. Ctrl-C ends the run early (``interrupted=True``).
+
+    Raises:
+        ValueError: an RL^2 controller with a robot that reports no rewards (no ``last_reward``:
+            before the first tick), or an observation that came without one (``last_reward``
+            None, e.g. a version-1 UDP packet: before acting on it).
     """
     steps = check_int(steps, "steps", minimum=0, allow_none=True)
     max_episodes = check_int(max_episodes, "max_episodes", minimum=1, allow_none=True)
@@ -154,16 +185,25 @@ def run_control_loop(
     rate_hz = check_float(rate_hz, "rate_hz", low=0, low_open=True)
     spin_s = check_seconds(spin_s, "spin_s")
     period = 1.0 / rate_hz
+    rl2 = bool(getattr(controller, "needs_reward", False))
+    if rl2 and not hasattr(robot, "last_reward"):
+        raise ValueError(
+            f"robot: this RL^2 policy needs the reward of every step, and this {type(robot).__name__} reports none "
+            "(no last_reward attribute: see bmaml_robot_deploy.loop.RewardRobot)"
+        )
+    if rl2 and new_trial:
+        controller.reset()
     nonfinite_before = int(controller.nonfinite_count)
     nonfinite_actions_before = int(getattr(controller, "nonfinite_action_count", 0))
     watchdog_before = int(getattr(robot, "watchdog_trips", 0))
     # A robot that reports its episodes' returns (the simulator) says an episode ended as soon as
     # the action ending it is sent; others only with the next episode's first observation.
     reports_returns = hasattr(robot, "episode_returns")
-    returns_before = len(robot.episode_returns) if reports_returns else 0
+    extras: Any = robot  # its optional attributes beyond Robot (episode_returns, ...), probed with hasattr
+    returns_before = len(extras.episode_returns) if reports_returns else 0
 
     def completed() -> int:
-        return len(robot.episode_returns) - returns_before if reports_returns else episodes
+        return len(extras.episode_returns) - returns_before if reports_returns else episodes
 
     act_latencies: list[float] = []
     tick_latencies: list[float] = []
@@ -180,14 +220,27 @@ def run_control_loop(
             if obs is None:
                 missing += 1
             else:
-                if getattr(robot, "new_episode", False):
-                    controller.reset()
+                new_episode = bool(getattr(robot, "new_episode", False))
+                if new_episode:
+                    if not rl2:
+                        controller.reset()  # RL^2 carries its state across episodes: the flag says it
                     if step > 0:
                         episodes += 1
                         if max_episodes is not None and episodes >= max_episodes:
                             break  # this observation starts an episode we will not run
-                act_start = clock()
-                action = controller.act(obs)
+                if rl2:
+                    reward = extras.last_reward
+                    if reward is None:
+                        raise ValueError(
+                            f"robot: this RL^2 policy needs the reward of every step, and the {type(robot).__name__} "
+                            "gave an observation without one (a UDP robot sending version-1 observation packets? "
+                            "the robot side must send version 2, which carries the reward)"
+                        )
+                    act_start = clock()
+                    action = controller.act(obs, reward=float(reward), episode_start=new_episode)
+                else:
+                    act_start = clock()
+                    action = controller.act(obs)
                 act_latencies.append(clock() - act_start)
                 robot.send_action(action)
                 actions += 1
@@ -204,9 +257,9 @@ def run_control_loop(
     except KeyboardInterrupt:
         interrupted = True
     elapsed = clock() - start
-    returns = tuple(float(r) for r in list(robot.episode_returns)[returns_before:]) if reports_returns else ()
+    returns = tuple(float(r) for r in list(extras.episode_returns)[returns_before:]) if reports_returns else ()
     partial_steps = int(getattr(robot, "episode_length", 0)) if hasattr(robot, "episode_return") else 0
-    partial_return = float(robot.episode_return) if partial_steps > 0 else None
+    partial_return = float(extras.episode_return) if partial_steps > 0 else None
     return LoopStats(
         steps=step,
         actions=actions,

@@ -5,7 +5,7 @@ writes it with :meth:`PolicyMetadata.to_props`) and the deploy runtime (which re
 :meth:`PolicyMetadata.from_onnx`). It needs nothing but the standard library (onnxruntime only
 to read a file's metadata from a path).
 
-Graph contract (``bmaml.format_version`` ``"1"``):
+Graph contract (``bmaml.format_version`` ``"1"``: MAML files, the only format before RL^2):
 
 - inputs: ``obs`` float32 ``[batch, obs_dim]``; recurrent kinds also ``h_in`` float32
   ``[layers, batch, hidden]``; ``lstm`` also ``c_in`` (same shape);
@@ -14,12 +14,28 @@ Graph contract (``bmaml.format_version`` ``"1"``):
   action bounds); recurrent kinds ``h_out`` (and ``c_out``) ``[layers, batch, hidden]``;
 - the batch dimension is dynamic.
 
+RL^2 files (``bmaml.algorithm`` ``"rl2"``, ``bmaml.format_version`` ``"2"``, so that a runtime
+that reads only format ``"1"`` refuses them instead of running them without their inputs): a
+recurrent policy (rnn, gru, lstm) that adapts in its activations, so it needs, besides ``obs`` and
+before the state inputs, in this order (:data:`RL2_INPUTS`, all float32):
+
+- ``prev_action`` ``[batch, act_dim]``: the action sent at the previous step, normalised:
+  ``clip((a - (low + high) / 2) / ((high - low) / 2), -1, 1)`` with the file's action bounds
+  (the policy's own action divided by ``action_scale``, clipped); zeros at a trial's first step;
+- ``prev_reward`` ``[batch, 1]``: the reward of the previous step (the one that led to ``obs``);
+  0 at a trial's first step;
+- ``episode_start`` ``[batch, 1]``: 1.0 when ``obs`` is the first of an episode (the trial's
+  first included), else 0.0.
+
+The state is carried across episode boundaries and set to zeros only at a trial's start (a trial
+is ``bmaml.episodes_per_trial`` episodes in training). ``bmaml.input_names`` lists the inputs.
+
 ``metadata_props`` (every value a string; JSON where structured):
 
 =========================  ===========================================================
 key                        value
 =========================  ===========================================================
-``bmaml.format_version``   ``"1"``
+``bmaml.format_version``   ``"1"`` (MAML files) or ``"2"`` (RL^2 files)
 ``bmaml.robot``            robot, e.g. ``"HalfCheetah"``
 ``bmaml.family``           task family, e.g. ``"HalfCheetahDir"``
 ``bmaml.task``             JSON object, e.g. ``{"direction": -1.0}``
@@ -51,10 +67,17 @@ key                        value
 ``bmaml.train_config``     optional: JSON object, the run's resolved training config
                            (``TrainConfig.to_dict()``; for an mlp without ``recurrence``,
                            which only recurrent policies have)
+``bmaml.algorithm``        RL^2 files: ``"rl2"``; absent (or ``"maml"``): a MAML file
+``bmaml.episodes_per_trial``  RL^2 files: integer >= 1, the episodes of a training trial
+                           (the state was carried across them); absent from MAML files
+``bmaml.input_names``      RL^2 files: JSON list of the graph's input names, in order, e.g.
+                           ``["obs", "prev_action", "prev_reward", "episode_start", "h_in"]``
+                           (must be those the contract implies)
 =========================  ===========================================================
 
 Optional keys are absent from files exported before they existed; such files load with the
-field ``None``. Keys not listed here are ignored.
+field ``None``. Files without ``bmaml.algorithm`` (every file before RL^2) are MAML files, and
+MAML files are written without the RL^2 keys (:data:`RL2_KEYS`). Keys not listed here are ignored.
 """
 
 from __future__ import annotations
@@ -67,8 +90,12 @@ from typing import Any
 
 from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
-#: Version of the file contract this runtime reads and writes.
+#: Version of the file contract of MAML files (every file before RL^2).
 FORMAT_VERSION = "1"
+#: Version of RL^2 files: the contract with ``bmaml.algorithm`` and RL^2's inputs.
+RL2_FORMAT_VERSION = "2"
+#: Every version this runtime reads.
+FORMAT_VERSIONS: tuple[str, ...] = (FORMAT_VERSION, RL2_FORMAT_VERSION)
 
 #: Bounds of ``control_dt`` in seconds: a control rate above 1 MHz or below one step an hour is
 #: not a robot controller but a corrupt file (1e-320 or 1e11 would pass a mere ``> 0``).
@@ -98,6 +125,9 @@ KEY_HORIZON = "bmaml.horizon"
 KEY_GIT_COMMIT = "bmaml.git_commit"
 KEY_PROVENANCE = "bmaml.provenance"
 KEY_TRAIN_CONFIG = "bmaml.train_config"
+KEY_ALGORITHM = "bmaml.algorithm"
+KEY_EPISODES_PER_TRIAL = "bmaml.episodes_per_trial"
+KEY_INPUT_NAMES = "bmaml.input_names"
 
 #: Every key a file must have, in the order they are written.
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -121,6 +151,9 @@ REQUIRED_KEYS: tuple[str, ...] = (
 #: Keys a file may have (older files lack them), in the order they are written.
 OPTIONAL_KEYS: tuple[str, ...] = (KEY_ACTION_SCALE, KEY_HORIZON, KEY_GIT_COMMIT, KEY_PROVENANCE, KEY_TRAIN_CONFIG)
 
+#: Keys of RL^2 files (written after the others; MAML files are written without them).
+RL2_KEYS: tuple[str, ...] = (KEY_ALGORITHM, KEY_EPISODES_PER_TRIAL, KEY_INPUT_NAMES)
+
 #: Graph input and output names.
 OBS_INPUT = "obs"
 H_INPUT = "h_in"
@@ -128,6 +161,23 @@ C_INPUT = "c_in"
 ACTION_OUTPUT = "action"
 H_OUTPUT = "h_out"
 C_OUTPUT = "c_out"
+#: RL^2's inputs between ``obs`` and the state (module docstring).
+PREV_ACTION_INPUT = "prev_action"
+PREV_REWARD_INPUT = "prev_reward"
+EPISODE_START_INPUT = "episode_start"
+RL2_INPUTS: tuple[str, ...] = (PREV_ACTION_INPUT, PREV_REWARD_INPUT, EPISODE_START_INPUT)
+#: What each RL^2 input holds (the graph's input doc strings say the same).
+RL2_INPUT_DOCS: dict[str, str] = {
+    PREV_ACTION_INPUT: "[batch, act_dim] the previous action, normalised: clip((a - (low + high) / 2) / "
+    "((high - low) / 2), -1, 1) with the file's action bounds; zeros at a trial's first step",
+    PREV_REWARD_INPUT: "[batch, 1] the reward of the previous step (the one that led to obs); 0 at a trial's "
+    "first step",
+    EPISODE_START_INPUT: "[batch, 1] 1.0 when obs is the first of an episode (the trial's first included), else 0.0",
+}
+
+#: ``bmaml.algorithm``: MAML (adapted by gradient steps before export) or RL^2 (adapts in its
+#: activations while it runs).
+ALGORITHMS: tuple[str, ...] = ("maml", "rl2")
 
 POLICY_KINDS: tuple[str, ...] = ("mlp", "rnn", "gru", "lstm")
 RECURRENT_KINDS: tuple[str, ...] = ("rnn", "gru", "lstm")
@@ -188,6 +238,11 @@ class PolicyMetadata:
     commit and dirty flag, library versions (None: an older file)."""
     train_config: dict[str, Any] | None = None
     """The run's resolved training config (None: an older file)."""
+    algorithm: str = "maml"
+    """``maml`` (every file before RL^2) or ``rl2`` (a recurrent policy fed its previous action,
+    previous reward and an episode-start flag; ``format_version`` ``"2"``)."""
+    episodes_per_trial: int | None = None
+    """RL^2: the episodes of a training trial, the state carried across them; None for MAML."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -197,9 +252,9 @@ class PolicyMetadata:
         for name in ("robot", "family"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: expected a non-empty string, got ''")
-        if self.format_version != FORMAT_VERSION:
+        if self.format_version not in FORMAT_VERSIONS:
             raise ValueError(
-                f"format_version: this runtime reads format {FORMAT_VERSION!r}, got {self.format_version!r} "
+                f"format_version: this runtime reads formats {list(FORMAT_VERSIONS)}, got {self.format_version!r} "
                 "(export the policy with a matching bmaml-robot, or upgrade bmaml-robot-deploy)"
             )
         if not isinstance(self.task, Mapping) or not all(isinstance(k, str) for k in self.task):
@@ -253,6 +308,36 @@ class PolicyMetadata:
                     f"hidden_shape: a {self.policy_kind} policy has [layers, hidden], got {list(self.hidden_shape)!r}"
                 )
             set_(self, "hidden_shape", tuple(check_int(v, "hidden_shape", minimum=1) for v in self.hidden_shape))
+        check_choice(self.algorithm, "algorithm", ALGORITHMS)
+        if self.algorithm == "rl2":
+            if self.format_version != RL2_FORMAT_VERSION:
+                raise ValueError(
+                    f"format_version: an RL^2 file is format {RL2_FORMAT_VERSION!r} (a runtime reading only format "
+                    f"{FORMAT_VERSION!r} would run it without its inputs), got {self.format_version!r}"
+                )
+            if self.policy_kind not in RECURRENT_KINDS:
+                raise ValueError(
+                    f"policy_kind: an RL^2 policy is recurrent, one of {list(RECURRENT_KINDS)}, "
+                    f"got {self.policy_kind!r}"
+                )
+            if self.episodes_per_trial is None:
+                raise ValueError("episodes_per_trial: an RL^2 file says how many episodes a trial has, got None")
+            set_(self, "episodes_per_trial", check_int(self.episodes_per_trial, "episodes_per_trial", minimum=1))
+            if self.adapt_steps != 0:
+                raise ValueError(
+                    f"adapt_steps: an RL^2 policy adapts in its activations, not by gradient steps (0), "
+                    f"got {self.adapt_steps}"
+                )
+        elif self.format_version == RL2_FORMAT_VERSION:
+            raise ValueError(
+                f"algorithm: a format {RL2_FORMAT_VERSION!r} file is an RL^2 file (algorithm 'rl2'), got "
+                f"{self.algorithm!r}"
+            )
+        elif self.episodes_per_trial is not None:
+            raise ValueError(
+                f"episodes_per_trial: only RL^2 files have trials (algorithm 'rl2'), got {self.episodes_per_trial!r} "
+                "for a MAML file"
+            )
 
     # -- derived -------------------------------------------------------------------------------
 
@@ -272,9 +357,15 @@ class PolicyMetadata:
         return ((H_INPUT, H_OUTPUT),)
 
     @property
+    def rl2(self) -> bool:
+        """True for an RL^2 file (``algorithm == "rl2"``): ``act`` needs the reward."""
+        return self.algorithm == "rl2"
+
+    @property
     def input_names(self) -> tuple[str, ...]:
-        """The graph's input names, in order: ``obs`` then the state inputs."""
-        return (OBS_INPUT,) + tuple(i for i, _ in self.state_names)
+        """The graph's input names, in order: ``obs``, RL^2's inputs (:data:`RL2_INPUTS`, RL^2
+        files only), then the state inputs."""
+        return (OBS_INPUT,) + (RL2_INPUTS if self.rl2 else ()) + tuple(i for i, _ in self.state_names)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -298,6 +389,10 @@ class PolicyMetadata:
             KEY_PROVENANCE: None if self.provenance is None else json.dumps(self.provenance, sort_keys=True),
             KEY_TRAIN_CONFIG: None if self.train_config is None else json.dumps(self.train_config, sort_keys=True),
         }
+        if self.rl2:  # MAML files stay as they were: without these keys
+            optional[KEY_ALGORITHM] = self.algorithm
+            optional[KEY_EPISODES_PER_TRIAL] = str(self.episodes_per_trial)
+            optional[KEY_INPUT_NAMES] = json.dumps(list(self.input_names))
         return {
             KEY_FORMAT_VERSION: self.format_version,
             KEY_ROBOT: self.robot,
@@ -327,10 +422,10 @@ class PolicyMetadata:
         missing = [key for key in REQUIRED_KEYS if key not in props]
         if missing:
             raise ValueError(f"{source}: not a bmaml policy file or an incomplete one: missing metadata keys {missing}")
-        if props[KEY_FORMAT_VERSION] != FORMAT_VERSION:
+        if props[KEY_FORMAT_VERSION] not in FORMAT_VERSIONS:
             raise ValueError(
                 f"{source}: metadata {KEY_FORMAT_VERSION} is {props[KEY_FORMAT_VERSION]!r}; this runtime reads "
-                f"format {FORMAT_VERSION!r} (upgrade bmaml-robot-deploy or re-export the policy)"
+                f"formats {list(FORMAT_VERSIONS)} (upgrade bmaml-robot-deploy or re-export the policy)"
             )
 
         def parse(key: str, kind: str) -> Any:
@@ -371,15 +466,25 @@ class PolicyMetadata:
             (KEY_GIT_COMMIT, "str"),
             (KEY_PROVENANCE, "json"),
             (KEY_TRAIN_CONFIG, "json"),
+            (KEY_ALGORITHM, "str"),
+            (KEY_EPISODES_PER_TRIAL, "int"),
         ):
             if key in props:
                 fields[key[len(PREFIX) :]] = parse(key, kind)
         try:
-            return cls(**fields)
+            metadata = cls(**fields)
         except ValueError as error:
             field = str(error).split(":", 1)[0]
-            key = PREFIX + field if PREFIX + field in (*REQUIRED_KEYS, *OPTIONAL_KEYS) else field
+            key = PREFIX + field if PREFIX + field in (*REQUIRED_KEYS, *OPTIONAL_KEYS, *RL2_KEYS) else field
             raise ValueError(f"{source}: metadata {key}{str(error)[len(field) :]}") from None
+        if KEY_INPUT_NAMES in props:  # what the file says its inputs are must be what the contract says
+            names = parse(KEY_INPUT_NAMES, "json")
+            if names != list(metadata.input_names):
+                raise ValueError(
+                    f"{source}: metadata {KEY_INPUT_NAMES}: expected {list(metadata.input_names)} (a "
+                    f"{metadata.algorithm} {metadata.policy_kind} policy), got {names!r}"
+                )
+        return metadata
 
     @classmethod
     def from_onnx(cls, model_or_path: Any) -> PolicyMetadata:

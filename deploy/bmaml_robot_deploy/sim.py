@@ -48,7 +48,9 @@ class SimulatedRobot:
     for its first observation) and appends the finished episode's return to ``episode_returns``.
     Real-time pacing is the control loop's job (``run_control_loop(..., realtime=True)``).
     After each ``send_action``, ``last_reward``, ``last_terminated`` and ``last_truncated``
-    describe that step.
+    describe that step: ``last_reward`` is the reward of the step that led to the current
+    observation (0 before the first step), what an RL^2 policy reads (a
+    :class:`~bmaml_robot_deploy.loop.RewardRobot`).
 
     Args:
         family: task family, e.g. ``"HalfCheetahDir"``.

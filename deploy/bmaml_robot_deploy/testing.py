@@ -14,6 +14,11 @@ Weights use the parameter names and layouts of ``bmaml_robot.policies`` (PyTorch
 ``cell.bias_hh [G*H]``, ``mean.weight [act_dim, H]``, ``mean.bias``, gates in PyTorch's order.
 So ``toy_policy(..., weights=policy.state_dict())`` (tensors converted with ``.numpy()``) gives
 the ONNX twin of a torch policy. The recurrent cells use ONNX's ``RNN``/``GRU``/``LSTM`` ops.
+
+``toy_policy(kind, rl2=True)`` makes an RL^2 file (a recurrent kind): the graph also takes
+``prev_action``, ``prev_reward`` and ``episode_start`` and concatenates them after ``obs`` into
+the cell's input (``cell.weight_ih [G*H, obs_dim + act_dim + 2]``), as ``bmaml_robot.rl2``'s
+policy does; its metadata says ``algorithm: rl2``.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ from bmaml_robot_deploy.metadata import (
     ACTION_OUTPUT,
     C_INPUT,
     C_OUTPUT,
+    EPISODE_START_INPUT,
     H_INPUT,
     H_OUTPUT,
     OBS_INPUT,
+    PREV_ACTION_INPUT,
+    PREV_REWARD_INPUT,
+    RL2_FORMAT_VERSION,
     PolicyMetadata,
 )
 
@@ -52,12 +61,28 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass
 class ReferencePolicy:
     """Numpy float64 reference of a toy policy: ``step(obs [B, obs_dim], state)`` ->
-    ``(action [B, act_dim], next_state)``; state ``[layers=1, B, H]`` arrays (``(h, c)`` for lstm)."""
+    ``(action [B, act_dim], next_state)``; state ``[layers=1, B, H]`` arrays (``(h, c)`` for lstm).
+    An RL^2 toy's ``obs`` is the whole input ``[obs | prev_action | prev_reward | episode_start]``
+    (:meth:`rl2_input` builds it)."""
 
     kind: str
     weights: dict[str, np.ndarray]
     action_low: np.ndarray
     action_high: np.ndarray
+    rl2: bool = False
+
+    def rl2_input(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray,
+                  episode_start: np.ndarray) -> np.ndarray:
+        """``[B, obs_dim + act_dim + 2]``: the RL^2 input rows (``prev_reward``, ``episode_start`` ``[B]``)."""
+        columns = [np.asarray(obs, np.float64), np.asarray(prev_action, np.float64),
+                   np.asarray(prev_reward, np.float64).reshape(-1, 1),
+                   np.asarray(episode_start, np.float64).reshape(-1, 1)]
+        return np.concatenate(columns, axis=1)
+
+    def normalise(self, action: np.ndarray) -> np.ndarray:
+        """An action in robot units as RL^2's previous-action input: ``clip((a - mid) / half, -1, 1)``."""
+        mid, half = (self.action_low + self.action_high) / 2, (self.action_high - self.action_low) / 2
+        return np.clip((np.asarray(action, np.float64) - mid) / half, -1.0, 1.0)
 
     def initial_state(self, batch: int) -> tuple[np.ndarray, ...]:
         """Zero state: ``()`` for mlp, ``(h,)`` or ``(h, c)``, each ``[1, batch, H]``."""
@@ -70,6 +95,7 @@ class ReferencePolicy:
     def step(self, obs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         w = {k: v.astype(np.float64) for k, v in self.weights.items()}
         x = np.asarray(obs, np.float64)
+        next_state: tuple[np.ndarray, ...]
         if self.kind == "mlp":
             i = 0
             while f"hidden.{i}.weight" in w:
@@ -139,7 +165,10 @@ def random_weights(
 
 def toy_metadata(kind: str, obs_dim: int, act_dim: int, hidden_size: int = 100, **overrides: Any) -> PolicyMetadata:
     """Metadata of a toy policy: HalfCheetahDir, task ``{"direction": 1.0}``, bounds [-1, 1],
-    ``control_dt`` 0.05; ``overrides`` replace any field."""
+    ``control_dt`` 0.05; ``overrides`` replace any field (``algorithm="rl2"``: also format 2,
+    recurrence ``all`` and 2 episodes per trial unless given)."""
+    if overrides.get("algorithm") == "rl2":
+        overrides = {"format_version": RL2_FORMAT_VERSION, "recurrence": "all", "episodes_per_trial": 2, **overrides}
     fields: dict[str, Any] = dict(
         robot="HalfCheetah",
         family="HalfCheetahDir",
@@ -171,34 +200,41 @@ def toy_policy(
     weights: Mapping[str, Any] | None = None,
     metadata: PolicyMetadata | None = None,
     props: Mapping[str, str] | None = None,
+    rl2: bool = False,
 ) -> tuple[Any, ReferencePolicy]:
     """An ONNX ``ModelProto`` of a toy policy and its numpy reference.
 
     Args:
-        kind: ``mlp``, ``rnn``, ``gru`` or ``lstm``.
+        kind: ``mlp``, ``rnn``, ``gru`` or ``lstm`` (rnn, gru or lstm with ``rl2``).
         obs_dim, act_dim: sizes (ignored where ``weights`` are given: read from them).
         hidden_sizes: mlp layer sizes; hidden_size: recurrent state size.
         seed: seed of :func:`random_weights` when ``weights`` is None.
         weights: parameters by name (module docstring), numpy arrays or anything ``np.asarray`` takes.
         metadata: written as ``metadata_props`` (default :func:`toy_metadata`).
         props: written *instead* of ``metadata.to_props()`` when given (to make broken files).
+        rl2: an RL^2 policy (module docstring); ``weights`` then have the cell input
+            ``obs_dim + act_dim + 2``.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if kind not in ("mlp", *_GATES):
         raise ValueError(f"kind: expected one of ['mlp', 'rnn', 'gru', 'lstm'], got {kind!r}")
+    if rl2 and kind == "mlp":
+        raise ValueError("kind: an RL^2 policy is recurrent (rnn, gru or lstm), got 'mlp'")
+    extra = act_dim + 2 if rl2 else 0  # RL^2's inputs after obs
     if weights is None:
-        weights = random_weights(kind, obs_dim, act_dim, hidden_sizes=hidden_sizes, hidden_size=hidden_size, seed=seed)
+        weights = random_weights(kind, obs_dim + extra, act_dim, hidden_sizes=hidden_sizes, hidden_size=hidden_size,
+                                 seed=seed)
     w = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in weights.items()}
     act_dim = w["mean.weight"].shape[0]
     if kind == "mlp":
         obs_dim = w["hidden.0.weight"].shape[1]
     else:
-        obs_dim = w["cell.weight_ih"].shape[1]
+        obs_dim = w["cell.weight_ih"].shape[1] - (act_dim + 2 if rl2 else 0)
         hidden_size = w["cell.weight_hh"].shape[1]
     if metadata is None:
-        metadata = toy_metadata(kind, obs_dim, act_dim, hidden_size)
+        metadata = toy_metadata(kind, obs_dim, act_dim, hidden_size, **({"algorithm": "rl2"} if rl2 else {}))
     low = np.asarray(metadata.action_low, np.float32)
     high = np.asarray(metadata.action_high, np.float32)
 
@@ -234,10 +270,19 @@ def toy_policy(
         def reorder(a: np.ndarray) -> np.ndarray:
             return np.concatenate([a[g * H : (g + 1) * H] for g in blocks], axis=0)
 
-        state_shape = [1, "batch", H]
+        state_shape: list[str | int] = [1, "batch", H]
+        x = OBS_INPUT
+        if rl2:
+            inputs.append(helper.make_tensor_value_info(PREV_ACTION_INPUT, TensorProto.FLOAT, ["batch", act_dim]))
+            inputs.append(helper.make_tensor_value_info(PREV_REWARD_INPUT, TensorProto.FLOAT, ["batch", 1]))
+            inputs.append(helper.make_tensor_value_info(EPISODE_START_INPUT, TensorProto.FLOAT, ["batch", 1]))
+            nodes.append(helper.make_node(
+                "Concat", [OBS_INPUT, PREV_ACTION_INPUT, PREV_REWARD_INPUT, EPISODE_START_INPUT], ["x_rl2"], axis=1
+            ))
+            x = "x_rl2"
         inputs.append(helper.make_tensor_value_info(H_INPUT, TensorProto.FLOAT, state_shape))
         outputs.append(helper.make_tensor_value_info(H_OUTPUT, TensorProto.FLOAT, state_shape))
-        nodes.append(helper.make_node("Unsqueeze", [OBS_INPUT, constant("axis0", np.array([0], np.int64))], ["x_seq"]))
+        nodes.append(helper.make_node("Unsqueeze", [x, constant("axis0", np.array([0], np.int64))], ["x_seq"]))
         op_inputs = [
             "x_seq",
             constant("W", reorder(w["cell.weight_ih"])[None]),
@@ -276,7 +321,7 @@ def toy_policy(
     helper.set_model_props(model, dict(metadata.to_props() if props is None else props))
     onnx.checker.check_model(model)
     reference = ReferencePolicy(
-        kind, {k: v.copy() for k, v in w.items()}, low.astype(np.float64), high.astype(np.float64)
+        kind, {k: v.copy() for k, v in w.items()}, low.astype(np.float64), high.astype(np.float64), rl2=rl2
     )
     return model, reference
 

@@ -3,9 +3,9 @@
 Kept so that ``from bmaml_robot_deploy.udp import ...`` goes on working; the bridge lives in
 three modules, one responsibility each:
 
-- :mod:`bmaml_robot_deploy.udp_wire`: the wire format (packet and handshake layout, flags per
-  packet kind, sizes, pack/parse, HMAC tags, sessions, sequence arithmetic) and the parsing of
-  addresses and keys; the protocol is documented there;
+- :mod:`bmaml_robot_deploy.udp_wire`: the wire format (packet and handshake layout, observation
+  packet versions, flags per packet kind, sizes, pack/parse, HMAC tags, sessions, sequence
+  arithmetic) and the parsing of addresses and keys; the protocol is documented there;
 - :mod:`bmaml_robot_deploy.udp_link`: the controller side, :class:`UdpRobot` (the robot the
   control loop talks to, ``bmaml-control --link udp``);
 - :mod:`bmaml_robot_deploy.udp_server`: the robot side's reference, :class:`UdpRobotServer`
@@ -27,11 +27,16 @@ from bmaml_robot_deploy.udp_wire import (
     MIN_KEY_SIZE,
     NONCE_SIZE,
     OBS_MAGIC,
+    OBS_V2_MAGIC,
+    OBSERVATION_MAGICS,
+    OBSERVATION_VERSION,
+    OBSERVATION_VERSIONS,
     PROTOCOL_VERSION,
     TAG_SIZE,
     WELCOME_MAGIC,
     ActionFlag,
     Header,
+    Observation,
     ObservationFlag,
     PacketError,
     add_key_arguments,
@@ -41,11 +46,14 @@ from bmaml_robot_deploy.udp_wire import (
     is_newer,
     key_from_env,
     new_nonce,
+    observation_size,
     pack_handshake,
+    pack_observation,
     pack_packet,
     packet_size,
     parse_address,
     parse_handshake,
+    parse_observation,
     parse_packet,
     read_header,
     read_key_file,
@@ -67,11 +75,16 @@ __all__ = [
     "MIN_KEY_SIZE",
     "NONCE_SIZE",
     "OBS_MAGIC",
+    "OBS_V2_MAGIC",
+    "OBSERVATION_MAGICS",
+    "OBSERVATION_VERSION",
+    "OBSERVATION_VERSIONS",
     "PROTOCOL_VERSION",
     "TAG_SIZE",
     "WELCOME_MAGIC",
     "ActionFlag",
     "Header",
+    "Observation",
     "ObservationFlag",
     "PacketError",
     "ServerStats",
@@ -84,11 +97,14 @@ __all__ = [
     "is_newer",
     "key_from_env",
     "new_nonce",
+    "observation_size",
     "pack_handshake",
+    "pack_observation",
     "pack_packet",
     "packet_size",
     "parse_address",
     "parse_handshake",
+    "parse_observation",
     "parse_packet",
     "read_header",
     "read_key_file",

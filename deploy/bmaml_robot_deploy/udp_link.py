@@ -23,7 +23,6 @@ from bmaml_robot_deploy.udp_wire import (
     HEADER_SIZE,
     HELLO_MAGIC,
     NONCE_SIZE,
-    OBS_MAGIC,
     SEQ_MOD,
     TAG_SIZE,
     WELCOME_MAGIC,
@@ -34,11 +33,12 @@ from bmaml_robot_deploy.udp_wire import (
     check_address,
     check_dim,
     check_key,
-    check_packet,
+    check_observation,
     is_newer,
     new_nonce,
+    observation_reward,
+    observation_size,
     pack_handshake,
-    packet_size,
     packet_values,
     parse_handshake,
     read_header,
@@ -61,7 +61,12 @@ _WATCHDOG = int(ActionFlag.WATCHDOG)
 
 
 class UdpRobot:
-    """The controller side of the UDP bridge: a :class:`~bmaml_robot_deploy.loop.Robot`.
+    """The controller side of the UDP bridge: a :class:`~bmaml_robot_deploy.loop.RewardRobot`.
+
+    Observation packets of both versions are accepted: version 2 carries the reward of the
+    robot's last step (``last_reward`` after the read), version 1 does not (``last_reward`` None:
+    enough for a MAML policy; the control loop refuses it for an RL^2 policy). When a newer
+    observation supersedes an unread one, its reward is the one reported (the robot's latest step).
 
     Args:
         obs_dim, act_dim: sizes of the observation and action packets.
@@ -94,6 +99,9 @@ class UdpRobot:
     ``dropped_superseded`` (valid but a newer one was queued behind it),
     ``dropped_unknown_sender`` (not from the robot's address), ``watchdog_trips`` (times it
     fired), ``watchdog_actions`` (safe actions it sent).
+
+    After each read that returned an observation: ``new_episode`` (its ``NEW_EPISODE`` flag),
+    ``last_reward`` (its reward, None for version 1) and ``observation_version`` (1 or 2).
     """
 
     def __init__(
@@ -132,7 +140,7 @@ class UdpRobot:
         self._socket = bound_socket(bind)
         self._socket.setblocking(False)
         tag = 0 if self._key is None else TAG_SIZE
-        self._receive = bytearray(max(65536, packet_size(self.obs_dim, True) + 1))
+        self._receive = bytearray(max(65536, observation_size(self.obs_dim, 2, True) + 1))
         self._receive_view = memoryview(self._receive)
         self._obs = np.zeros(self.obs_dim, np.float32)
         self._action_end = HEADER_SIZE + 4 * self.act_dim  # where the tag goes
@@ -149,7 +157,13 @@ class UdpRobot:
         self._answered_sequence: int | None = None  # sequence of the last action packet sent
         self._pending = False  # an accepted observation not yet returned by read_observation
         self._pending_flags = 0
+        self._pending_reward: float | None = None
+        self._pending_version = 0
         self.new_episode = False
+        self.last_reward: float | None = None
+        """The reward the last observation read came with (version 2), None for version 1."""
+        self.observation_version: int | None = None
+        """The packet version of the last observation read (1 or 2; None before the first)."""
         self.watchdog_tripped = False
         self.observations_received = 0
         self.actions_sent = 0
@@ -205,6 +219,8 @@ class UdpRobot:
         if self._pending:
             self._pending = False
             self.new_episode = bool(self._pending_flags & _NEW_EPISODE)
+            self.last_reward = self._pending_reward
+            self.observation_version = self._pending_version
             self.watchdog_tripped = False
             return self._obs
         self.new_episode = False
@@ -309,7 +325,7 @@ class UdpRobot:
         else:  # the session's key first, then those offered to this sender
             offered = [(nonce, offer) for (who, nonce), offer in self._offers.items() if who == sender]
             keys = ([] if self._session is None else [self._session]) + [offer[1] for _, offer in offered]
-        reason, index = check_packet(self._receive_view, size, header, OBS_MAGIC, self.obs_dim, keys)
+        reason, index, version = check_observation(self._receive_view, size, header, self.obs_dim, keys)
         if reason is not None:
             if reason == "auth":
                 self.dropped_unauthenticated += 1
@@ -351,6 +367,8 @@ class UdpRobot:
             self.dropped_superseded += 1
             flags |= self._pending_flags & _NEW_EPISODE  # an unread episode start still counts
         self._obs[...] = packet_values(self._receive, self.obs_dim)
+        self._pending_reward = observation_reward(self._receive, self.obs_dim) if version == 2 else None
+        self._pending_version = version
         self._last_sequence = sequence
         self._last_obs_time = self._clock()
         self._pending = True
@@ -383,6 +401,8 @@ class UdpRobot:
             packet[end:] = hmac.digest(self._session, memoryview(packet)[:end], DIGEST)
 
     def _send(self, packet: bytearray) -> None:
+        # Only called with a robot to answer: once pinned, robot_address never returns to None.
+        assert self.robot_address is not None
         try:
             self._socket.sendto(packet, self.robot_address)
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):

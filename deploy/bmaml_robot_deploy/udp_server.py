@@ -1,7 +1,8 @@
 """The robot side of the UDP bridge: :class:`UdpRobotServer`, a reference for firmware authors.
 
-It wraps any ``reset()``/``step(action)`` pair, sends observations, waits for the action that
-answers each one (re-sending the observation after ``action_timeout``) and steps. It accepts
+It wraps any ``reset()``/``step(action)`` pair, sends observations (version 2: with the reward of
+the step that led to each; version 1 on request), waits for the action that answers each one
+(re-sending the observation after ``action_timeout``) and steps. It accepts
 action packets only from the controller's address (and, with a key, only with a valid tag). The
 packet layout, flags, handshake and protocol are those of :mod:`bmaml_robot_deploy.udp_wire`;
 ``python -m bmaml_robot_deploy.udp_sim`` serves a simulated robot with it; the tests use it.
@@ -22,7 +23,7 @@ from bmaml_robot_deploy.udp_wire import (
     ACTION_MAGIC,
     HELLO_MAGIC,
     MAX_U32,
-    OBS_MAGIC,
+    OBSERVATION_VERSION,
     SEQ_MOD,
     WELCOME_MAGIC,
     ActionFlag,
@@ -32,10 +33,11 @@ from bmaml_robot_deploy.udp_wire import (
     check_address,
     check_dim,
     check_key,
+    check_observation_version,
     check_packet,
     new_nonce,
     pack_handshake,
-    pack_packet,
+    pack_observation,
     packet_values,
     parse_handshake,
     read_header,
@@ -56,6 +58,9 @@ class ServerStats:
     """Observations sent (float32 ``[obs_dim]`` each, as on the wire), one per step."""
     actions: list[np.ndarray] = dataclasses.field(default_factory=list)
     """Actions applied (float32 ``[act_dim]`` each), one per step."""
+    rewards: list[float] = dataclasses.field(default_factory=list)
+    """The reward sent with each observation of ``observations`` (0 with the first one; sent only
+    in version 2, recorded in both)."""
     action_flags: list[int] = dataclasses.field(default_factory=list)
     resends: int = 0
     """Observations sent again because no action came within ``action_timeout``."""
@@ -91,6 +96,8 @@ class UdpRobotServer:
         action_timeout: seconds to wait for the action answering an observation before sending
             the observation again.
         max_resends: give up (``TimeoutError``) after this many re-sends of one observation.
+        observation_version: the observation packets sent: 2 (default: with the reward, what RL^2
+            controllers need) or 1 (the first layout, for controller sides older than version 2).
     """
 
     def __init__(
@@ -104,7 +111,9 @@ class UdpRobotServer:
         first_sequence: int = 1,
         action_timeout: float = 0.5,
         max_resends: int = 20,
+        observation_version: int = OBSERVATION_VERSION,
     ) -> None:
+        self.observation_version = check_observation_version(observation_version, "observation_version")
         self.obs_dim = check_dim(obs_dim, "obs_dim")
         self.act_dim = check_dim(act_dim, "act_dim")
         self.action_timeout = check_seconds(action_timeout, "action_timeout")
@@ -121,17 +130,27 @@ class UdpRobotServer:
         self._buffer = bytearray(65536)
         self._nonce: bytes | None = None  # our nonce of the session being set up or running
         self._session: bytes | None = None  # the session key, None before the handshake completes
+        self.last_reward = 0.0
+        """The reward of the robot's last step (``run`` keeps it), sent with the next observation
+        (version 2); 0 before the first step."""
 
     @property
     def address(self) -> tuple[str, int]:
         return self._socket.getsockname()
 
-    def send_observation(self, obs: np.ndarray, *, sequence: int, flags: int = 0) -> bytes:
-        """Send one observation packet; returns it (to re-send)."""
+    def send_observation(
+        self, obs: np.ndarray, *, sequence: int, flags: int = 0, reward: float | None = None
+    ) -> bytes:
+        """Send one observation packet (of ``observation_version``: version 2 with ``reward``,
+        default ``last_reward``; version 1 without); returns it (to re-send)."""
         if self._key is not None and self._session is None:
             raise RuntimeError("send_observation: no session yet (call handshake() first)")
         values = np.asarray(obs, np.float32).reshape(self.obs_dim)
-        packet = pack_packet(OBS_MAGIC, sequence, values, flags, key=self._session)
+        if self.observation_version == 1:
+            reward = None
+        elif reward is None:
+            reward = self.last_reward
+        packet = pack_observation(sequence, values, flags, reward=reward, key=self._session)
         self._socket.sendto(packet, self.controller_address)
         return packet
 
@@ -253,7 +272,9 @@ class UdpRobotServer:
 
         ``reset() -> obs [obs_dim]`` starts an episode; ``step(action [act_dim]) -> (obs, reward,
         terminated, truncated)`` applies one action (Gymnasium's single-env semantics: after an
-        episode ends, ``reset`` is called for the next). After the last step, no observation is
+        episode ends, ``reset`` is called for the next). Each observation goes with the reward of
+        the step that led to it (the ended episode's last reward with the next one's first
+        observation; 0 with the very first). After the last step, no observation is
         sent any more (the controller's watchdog fires), and the server keeps listening for
         ``linger_s`` seconds, counting the watchdog's safe actions.
         """
@@ -265,6 +286,7 @@ class UdpRobotServer:
             self.handshake(stats)  # a fresh session each run: nothing recorded before is valid in it
         obs = reset()
         flags = ObservationFlag.NEW_EPISODE
+        self.last_reward = 0.0
         episode_return, episode_length = 0.0, 0
         while (steps is None or stats.steps < steps) and (episodes is None or stats.episodes < episodes):
             if self._next_sequence > MAX_U32:  # authenticated sequences do not wrap: a new session
@@ -299,7 +321,9 @@ class UdpRobotServer:
                 stats.observations.append(np.asarray(obs, np.float32).copy())
                 stats.actions.append(action)
                 stats.action_flags.append(action_flags)
+                stats.rewards.append(self.last_reward)
             obs, reward, terminated, truncated = step(action)
+            self.last_reward = float(reward)
             stats.steps += 1
             episode_return += float(reward)
             episode_length += 1
@@ -312,8 +336,8 @@ class UdpRobotServer:
                 obs = reset()
                 flags = ObservationFlag.NEW_EPISODE | (ObservationFlag.TERMINATED if terminated else 0)
         deadline = time.monotonic() + linger_s
-        while (packet := self._receive(max(0.0, deadline - time.monotonic()), stats)) is not None:
-            if packet[1] & ActionFlag.WATCHDOG:
+        while (late := self._receive(max(0.0, deadline - time.monotonic()), stats)) is not None:
+            if late[1] & ActionFlag.WATCHDOG:
                 stats.watchdog_actions_after_stop += 1
         return stats
 

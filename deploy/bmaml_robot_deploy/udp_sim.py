@@ -7,7 +7,9 @@ It simulates the robot and task of a policy file (or ``--family``/``--task``), s
 observation packet for every step and applies the action packet that answers it (layout in
 :mod:`bmaml_robot_deploy.udp_wire`), so that ``bmaml-control FILE --link udp`` can be tried, and is
 tested, end to end without hardware. Needs the main package (``pip install bmaml-robot``).
-With ``--record out.npz`` it saves what it saw (observations and actions, time first).
+Observation packets are version 2 (with the reward of each step, as RL^2 policies need);
+``--observation-version 1`` sends the first layout. With ``--record out.npz`` it saves what it saw
+(observations, the rewards sent with them, actions; time first).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from bmaml_robot_deploy.checks import check_int
 from bmaml_robot_deploy.metadata import PolicyMetadata
 from bmaml_robot_deploy.sim import DEFAULT_MAX_EPISODE_STEPS, default_episode_steps
 from bmaml_robot_deploy.udp_server import ServerStats, UdpRobotServer
-from bmaml_robot_deploy.udp_wire import MAX_U32, add_key_arguments, cli_key, parse_address
+from bmaml_robot_deploy.udp_wire import (
+    MAX_U32,
+    OBSERVATION_MAGICS,
+    OBSERVATION_VERSION,
+    add_key_arguments,
+    cli_key,
+    parse_address,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--linger", type=float, default=0.0, help="seconds to keep counting watchdog packets after the last step"
     )
-    parser.add_argument("--record", help="save observations, actions and returns to this .npz file")
+    parser.add_argument("--record", help="save observations, rewards, actions and returns to this .npz file")
+    parser.add_argument(
+        "--observation-version",
+        type=int,
+        choices=sorted(OBSERVATION_MAGICS),
+        default=OBSERVATION_VERSION,
+        help=f"observation packet version (default {OBSERVATION_VERSION}: with the reward; 1: the first layout, "
+        "without it, for older controllers)",
+    )
     add_key_arguments(parser, "the controller")
     parser.add_argument(
         "--first-sequence",
@@ -121,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             key=key,
             first_sequence=args.first_sequence,
             action_timeout=args.action_timeout,
+            observation_version=args.observation_version,
         ) as server:
             auth = "authenticated" if key is not None else "unauthenticated"
             print(
@@ -152,9 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def save_record(path: str, stats: ServerStats) -> None:
-    """Write ``stats`` to ``path`` (.npz) atomically: ``observations [T, obs_dim]``,
-    ``actions [T, act_dim]``, ``action_flags [T]``, ``episode_returns``, ``episode_lengths`` and
-    the counters."""
+    """Write ``stats`` to ``path`` (.npz) atomically: ``observations [T, obs_dim]``, ``rewards [T]``
+    (sent with them), ``actions [T, act_dim]``, ``action_flags [T]``, ``episode_returns``,
+    ``episode_lengths`` and the counters."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".udp_sim.", suffix=".npz")
     try:
@@ -162,6 +180,7 @@ def save_record(path: str, stats: ServerStats) -> None:
             np.savez(
                 f,
                 observations=np.asarray(stats.observations, np.float32),
+                rewards=np.asarray(stats.rewards, np.float32),
                 actions=np.asarray(stats.actions, np.float32),
                 action_flags=np.asarray(stats.action_flags, np.int64),
                 episode_returns=np.asarray(stats.episode_returns, np.float64),

@@ -10,26 +10,40 @@ Packet layout (all little-endian, one packet per UDP datagram, 12-byte header + 
 ================  ======  =========================================================================
 field             type    meaning
 ================  ======  =========================================================================
-``magic``         u32     observation packet: ``0x424F4D42`` (bytes ``b"BMOB"``);
+``magic``         u32     observation packet, version 2: ``0x324F4D42`` (bytes ``b"BMO2"``),
+                          version 1: ``0x424F4D42`` (bytes ``b"BMOB"``);
                           action packet: ``0x43414D42`` (bytes ``b"BMAC"``)
 ``sequence``      u32     observation: the robot's counter, +1 per new observation (wraps at 2**32;
                           with authentication it must not wrap, see below);
                           action: the sequence of the observation it answers (echo)
-``dim``           u16     number of floats that follow: ``obs_dim`` or ``act_dim``
+``dim``           u16     ``obs_dim`` or ``act_dim``: the float32 values of the observation or
+                          action that follow
 ``flags``         u16     per packet kind (the magic says which, see "Flags" below); bit 15
                           ``AUTHENTICATED`` in every kind (a tag follows the payload)
 payload           f32[]   ``dim`` float32 values: the observation or the action
+``reward``        f32     observation packets of version 2 only: the reward of the robot's step
+                          that led to this observation (the previous episode's last step when
+                          ``NEW_EPISODE`` is set; 0 before the robot's first step)
 tag               u8[32]  only with bit 15: HMAC-SHA256, under the session key (below), of header and
-                          the payload (every byte before the tag)
+                          the payload (every byte before the tag, the reward included)
 ================  ======  =========================================================================
+
+Observation packets have two versions, told apart by their magic: version 2 (``b"BMO2"``,
+:func:`pack_observation` with a ``reward``) carries the reward, which RL^2 policies read at every
+step; version 1 (``b"BMOB"``, the first layout, without it) is still understood, and drives MAML
+policies as before (an RL^2 controller refuses an observation without a reward). The reference
+robot (:class:`~bmaml_robot_deploy.udp_server.UdpRobotServer`) sends version 2 unless told
+``observation_version=1``; a controller side of before version 2 drops version-2 packets (wrong
+magic).
 
 Flags. Each direction has its own flag namespace, chosen by the magic: bits 0-14 of an
 observation packet mean :class:`ObservationFlag`, of an action packet :class:`ActionFlag`, so
 the same bit may mean different things in the two kinds and never meets the other meaning:
 
-- observation (robot -> controller, ``b"BMOB"``): bit 0 ``NEW_EPISODE`` (this observation is the
-  first of an episode: the controller resets its hidden state), bit 1 ``TERMINATED`` (with bit 0:
-  the previous episode ended by termination, not a time limit);
+- observation (robot -> controller, ``b"BMO2"`` and ``b"BMOB"``): bit 0 ``NEW_EPISODE`` (this
+  observation is the first of an episode, the episode-start flag: a MAML controller resets its
+  hidden state, an RL^2 controller feeds the flag to its policy and keeps its state), bit 1
+  ``TERMINATED`` (with bit 0: the previous episode ended by termination, not a time limit);
 - action (controller -> robot, ``b"BMAC"``): bit 0 ``WATCHDOG`` (the safe action, sent because
   observations stopped arriving);
 - every kind (handshakes too): bit 15 ``AUTHENTICATED``.
@@ -37,8 +51,9 @@ the same bit may mean different things in the two kinds and never meets the othe
 Bits 2-14 (observation) and 1-14 (action) are reserved (sent as 0, ignored on receipt). The
 module-level ``FLAG_*`` constants are the same values as plain ints.
 
-So an observation packet is ``12 + 4 * obs_dim`` bytes and an action packet ``12 + 4 * act_dim``,
-32 more each when authenticated. Without a key, packets are byte for byte those of the original
+So an observation packet is ``12 + 4 * (obs_dim + 1)`` bytes (version 2; ``12 + 4 * obs_dim`` in
+version 1) and an action packet ``12 + 4 * act_dim``, 32 more each when authenticated. Without a
+key, version-1 observation packets and action packets are byte for byte those of the original
 layout (in which bit 15 was reserved, so older peers drop authenticated packets for their
 length); a receiver without a key drops packets with bit 15 set, and a receiver with a key drops
 packets without it.
@@ -80,9 +95,11 @@ the robot offers a new one (the controller restarted). A keyed sequence that wou
 2**32 - 1 starts a new session. Without a key there are no sessions: replay protection is the
 sequence only, and a host that can forge the robot's address can inject packets.
 
-Versions. Data packets carry no version field: their magic and length identify them, and their
-layout (flag bits included) is that of the first version. Only handshake packets carry one
-(``PROTOCOL_VERSION``, in the sequence field); a handshake of another version is dropped.
+Versions. Data packets carry no version field: their magic and length identify them. The
+observation packet's magic is its version (``OBSERVATION_VERSIONS``: ``b"BMOB"`` 1, ``b"BMO2"``
+2, which adds the reward); flag bits are those of the first version in both. Handshake packets
+carry the version of the authenticated protocol (``PROTOCOL_VERSION``, in the sequence field); a
+handshake of another version is dropped.
 """
 
 from __future__ import annotations
@@ -99,10 +116,18 @@ import numpy as np
 
 from bmaml_robot_deploy.checks import check_int
 
-OBS_MAGIC = int.from_bytes(b"BMOB", "little")  # 0x424F4D42
+OBS_MAGIC = int.from_bytes(b"BMOB", "little")  # 0x424F4D42: observation packet, version 1 (no reward)
+OBS_V2_MAGIC = int.from_bytes(b"BMO2", "little")  # 0x324F4D42: observation packet, version 2 (+ reward)
 ACTION_MAGIC = int.from_bytes(b"BMAC", "little")  # 0x43414D42
 HEADER = struct.Struct("<IIHH")  # magic, sequence, dim, flags
 HEADER_SIZE = HEADER.size  # 12
+#: The version of an observation packet, by its magic.
+OBSERVATION_VERSIONS: dict[int, int] = {OBS_MAGIC: 1, OBS_V2_MAGIC: 2}
+#: The magic of an observation packet, by its version.
+OBSERVATION_MAGICS: dict[int, int] = {version: magic for magic, version in OBSERVATION_VERSIONS.items()}
+#: The version the reference robot sends (with the reward).
+OBSERVATION_VERSION = 2
+_REWARD = struct.Struct("<f")
 
 
 class ObservationFlag(enum.IntFlag):
@@ -169,6 +194,19 @@ class PacketError(ValueError):
         self.reason = reason
 
 
+class Observation(NamedTuple):
+    """A parsed observation packet (:func:`parse_observation`)."""
+
+    sequence: int
+    flags: int
+    obs: np.ndarray
+    """float32 ``[obs_dim]``."""
+    reward: float | None
+    """The reward (version 2), None for a version-1 packet."""
+    version: int
+    """1 or 2 (the magic's)."""
+
+
 class Header(NamedTuple):
     """The 12-byte header of a packet, as read once by :func:`read_header`."""
 
@@ -207,12 +245,35 @@ def check_key(key: Any, name: str = "key") -> bytes | None:
     return key
 
 
+def _required_key(key: bytes | None) -> bytes:
+    """A key from :func:`check_key` where one is required: None is a TypeError (as ``hmac.digest``
+    would raise)."""
+    if key is None:
+        raise TypeError(f"key: expected bytes (at least {MIN_KEY_SIZE}), got None")
+    return key
+
+
 # --- data packets ---------------------------------------------------------------------------------
 
 
 def packet_size(dim: int, authenticated: bool = False) -> int:
     """Bytes of a packet with ``dim`` floats: ``12 + 4 * dim`` (+ 32 when authenticated)."""
     return HEADER_SIZE + 4 * dim + (TAG_SIZE if authenticated else 0)
+
+
+def observation_size(obs_dim: int, version: int = OBSERVATION_VERSION, authenticated: bool = False) -> int:
+    """Bytes of an observation packet: ``12 + 4 * (obs_dim + 1)`` in version 2 (the reward),
+    ``12 + 4 * obs_dim`` in version 1 (+ 32 when authenticated)."""
+    check_observation_version(version)
+    return packet_size(obs_dim + (version == 2), authenticated)
+
+
+def check_observation_version(version: Any, name: str = "version") -> int:
+    """An observation packet version: 1 or 2."""
+    if isinstance(version, bool) or version not in OBSERVATION_MAGICS:
+        raise ValueError(f"{name}: expected an observation packet version, one of {sorted(OBSERVATION_MAGICS)}, "
+                         f"got {version!r}")
+    return int(version)
 
 
 def pack_packet(
@@ -231,6 +292,34 @@ def pack_packet(
             [0, 2**32); ``flags`` in [0, 2**16), bit 15 only through ``key``; ``values`` real
             numbers, at most 65535 of them) or ``key``.
     """
+    return _pack(magic, sequence, values, flags, key, b"")
+
+
+def pack_observation(
+    sequence: int,
+    obs: np.ndarray | Sequence[float],
+    flags: int = 0,
+    *,
+    reward: float | None = None,
+    key: bytes | None = None,
+) -> bytes:
+    """One observation packet: version 2 (``b"BMO2"``: ``obs`` then ``reward`` as float32) when
+    ``reward`` is given, version 1 (``b"BMOB"``, the first layout) when it is None; tagged with
+    ``key`` as :func:`pack_packet`. NaN or infinity are carried as they are (the controller
+    answers them with the safe action).
+
+    Raises:
+        ValueError: as :func:`pack_packet`, or naming ``reward`` (not a real number).
+    """
+    if reward is None:
+        return _pack(OBS_MAGIC, sequence, obs, flags, key, b"")
+    if isinstance(reward, (bool, np.bool_)) or not isinstance(reward, (int, float, np.integer, np.floating)):
+        raise ValueError(f"reward: expected a real number or None, got {reward!r}")
+    return _pack(OBS_V2_MAGIC, sequence, obs, flags, key, np.asarray(reward, "<f4").tobytes())
+
+
+def _pack(magic: int, sequence: int, values: Any, flags: int, key: bytes | None, trailer: bytes) -> bytes:
+    """Header (``dim`` = the number of ``values``) + values as float32 + ``trailer`` [+ tag]."""
     magic = check_int(magic, "magic", minimum=0, maximum=MAX_U32)
     sequence = check_int(sequence, "sequence", minimum=0, maximum=MAX_U32)
     flags = check_int(flags, "flags", minimum=0, maximum=MAX_U16)
@@ -248,18 +337,20 @@ def pack_packet(
         raise ValueError(f"values: expected at most {MAX_DIM} numbers (the u16 dim field), got {payload.size}")
     if key is not None:
         flags |= FLAG_AUTHENTICATED
-    packet = HEADER.pack(magic, sequence, payload.size, flags) + payload.tobytes()
+    packet = HEADER.pack(magic, sequence, payload.size, flags) + payload.tobytes() + trailer
     return packet if key is None else packet + hmac.digest(key, packet, DIGEST)
 
 
 def check_packet(
-    data: Any, size: int, header: Header | None, magic: int, dim: int, keys: Sequence[bytes] | None
+    data: Any, size: int, header: Header | None, magic: int, dim: int, keys: Sequence[bytes] | None,
+    values: int | None = None,
 ) -> tuple[str | None, int]:
     """Is the datagram of ``size`` bytes in ``data``, whose header is ``header`` (from
-    :func:`read_header`), a valid packet of this ``magic`` and ``dim``? ``(reason or None, index
-    of the key in keys whose tag verifies)``; reasons ``"size"``, ``"magic"``, ``"dim"``,
-    ``"auth"``. ``keys`` None: no authentication; an empty sequence: authenticated but no key to
-    verify with (no session yet)."""
+    :func:`read_header`), a valid packet of this ``magic`` and ``dim``, with ``values`` float32
+    values after the header (default ``dim``; ``dim + 1`` for a version-2 observation)?
+    ``(reason or None, index of the key in keys whose tag verifies)``; reasons ``"size"``,
+    ``"magic"``, ``"dim"``, ``"auth"``. ``keys`` None: no authentication; an empty sequence:
+    authenticated but no key to verify with (no session yet)."""
     if header is None:
         return "size", -1
     if header.magic != magic:
@@ -268,7 +359,7 @@ def check_packet(
         return "dim", -1
     if bool(header.flags & FLAG_AUTHENTICATED) != (keys is not None):
         return "auth", -1
-    end = HEADER_SIZE + 4 * dim
+    end = HEADER_SIZE + 4 * (dim if values is None else values)
     if size != end + (0 if keys is None else TAG_SIZE):
         return "size", -1
     if keys is None:
@@ -327,6 +418,44 @@ def unpack_packet(
         return None
 
 
+def check_observation(
+    data: Any, size: int, header: Header | None, obs_dim: int, keys: Sequence[bytes] | None
+) -> tuple[str | None, int, int]:
+    """:func:`check_packet` for an observation packet of either version: ``(reason or None, key
+    index, version)`` (version 0 when the magic is neither's: reason ``"magic"``)."""
+    version = 0 if header is None else OBSERVATION_VERSIONS.get(header.magic, 0)
+    magic = OBSERVATION_MAGICS[version] if version else OBS_V2_MAGIC
+    reason, index = check_packet(data, size, header, magic, obs_dim, keys, obs_dim + (version == 2))
+    return reason, index, version
+
+
+def observation_reward(data: Any, obs_dim: int) -> float:
+    """The reward of a valid version-2 observation packet (the float32 after the observation)."""
+    return float(_REWARD.unpack_from(data, HEADER_SIZE + 4 * obs_dim)[0])
+
+
+def parse_observation(data: bytes | bytearray | memoryview, obs_dim: int, *, key: bytes | None = None) -> Observation:
+    """An observation packet of either version (:class:`Observation`: sequence, flags, obs float32
+    ``[obs_dim]``, reward or None, version), checked as :func:`parse_packet` checks packets.
+
+    Raises:
+        PacketError: (a ``ValueError``) for any other datagram, with the ``reason``.
+    """
+    obs_dim = check_dim(obs_dim, "obs_dim")
+    key = check_key(key)
+    size = len(data)
+    header = read_header(data, size)
+    reason, _, version = check_observation(data, size, header, obs_dim, None if key is None else (key,))
+    if reason is not None:
+        raise PacketError(
+            reason, f"not a valid observation packet (version 1 or 2, obs_dim {obs_dim}, {size} bytes): "
+            f"{_REASONS[reason]}"
+        )
+    assert header is not None
+    reward = observation_reward(data, obs_dim) if version == 2 else None
+    return Observation(header.sequence, header.flags, packet_values(data, obs_dim).astype(np.float32), reward, version)
+
+
 # --- sequences ------------------------------------------------------------------------------------
 
 
@@ -352,16 +481,16 @@ def session_key(key: bytes, robot_nonce: bytes, controller_nonce: bytes) -> byte
     """The key of one session: HMAC-SHA256 under the shared ``key`` of
     ``b"bmaml-udp session v2" + robot_nonce + controller_nonce``. Observation and action packets
     of the session carry tags under it (:func:`pack_packet` with ``key=session_key(...)``)."""
-    key = check_key(key)
+    checked = check_key(key)
     if len(robot_nonce) != NONCE_SIZE or len(controller_nonce) != NONCE_SIZE:
         raise ValueError(f"nonces: expected {NONCE_SIZE} bytes each")
-    return hmac.digest(key, _SESSION_LABEL + bytes(robot_nonce) + bytes(controller_nonce), DIGEST)
+    return hmac.digest(_required_key(checked), _SESSION_LABEL + bytes(robot_nonce) + bytes(controller_nonce), DIGEST)
 
 
 def pack_handshake(magic: int, key: bytes, robot_nonce: bytes, controller_nonce: bytes = _ZERO_NONCE) -> bytes:
     """A HELLO (``HELLO_MAGIC``, the robot's nonce, zeros for the controller's) or WELCOME
     (``WELCOME_MAGIC``, both nonces) packet, tagged under the shared ``key``."""
-    key = check_key(key)
+    checked = check_key(key)
     if magic not in (HELLO_MAGIC, WELCOME_MAGIC):
         raise ValueError(f"magic: expected HELLO_MAGIC or WELCOME_MAGIC, got {magic:#010x}")
     if len(robot_nonce) != NONCE_SIZE or len(controller_nonce) != NONCE_SIZE:
@@ -369,7 +498,7 @@ def pack_handshake(magic: int, key: bytes, robot_nonce: bytes, controller_nonce:
     body = HEADER.pack(magic, PROTOCOL_VERSION, 2 * NONCE_SIZE, FLAG_AUTHENTICATED) + _NONCES.pack(
         bytes(robot_nonce), bytes(controller_nonce)
     )
-    return body + hmac.digest(key, body, DIGEST)
+    return body + hmac.digest(_required_key(checked), body, DIGEST)
 
 
 def parse_handshake(

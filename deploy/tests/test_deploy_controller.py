@@ -211,7 +211,7 @@ def test_a_model_without_any_metadata(tmp_path):
         ("bmaml.control_dt", "3600.5", r"metadata bmaml.control_dt: expected seconds in \[1e-06, 3600\]"),
         ("bmaml.policy_kind", "transformer", r"metadata bmaml.policy_kind: expected one of"),
         ("bmaml.recurrence", "frozen", r"metadata bmaml.recurrence: an mlp policy has recurrence 'none'"),
-        ("bmaml.format_version", "2", r"metadata bmaml.format_version is '2'; this runtime reads format '1'"),
+        ("bmaml.format_version", "3", r"metadata bmaml.format_version is '3'; this runtime reads formats \['1', '2'\]"),
         ("bmaml.horizon", "0", r"metadata bmaml.horizon: expected an integer >= 1, got 0"),
         ("bmaml.horizon", "100.5", r"metadata bmaml.horizon: expected int, got '100.5'"),
         ("bmaml.git_commit", "/home/me/bmaml", r"metadata bmaml.git_commit: expected a commit hash \(7 to 64 hex digits\)"),

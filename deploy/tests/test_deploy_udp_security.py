@@ -417,7 +417,7 @@ def test_an_action_recorded_in_an_earlier_session_is_never_applied_by_a_restarte
             controller.sock.sendto(pack_handshake(WELCOME_MAGIC, KEY, robot_nonce, controller_nonce), server.address)
             assert server.wait_for_session(2.0, stats) and stats.dropped_unauthenticated == len(recorded)
             server.send_observation(np.ones(17), sequence=1)
-            assert controller.sock.recvfrom(65536)[0][:4] == b"BMOB"
+            assert controller.sock.recvfrom(65536)[0][:4] == b"BMO2"  # version 2: with the reward
             for old in recorded:
                 controller.sock.sendto(old, server.address)
             assert server.receive_action(1, 0.2, stats) is None  # never applied

@@ -15,6 +15,14 @@ calls after the warm-up rounds, and go to ``extra_info`` and the summary line's 
 
 Targets: ``Controller.act`` p99 under 50 us (the issue's target; enforced with
 ``BMAML_ENFORCE_TARGETS=1``), and faster than torch eager (ratio > 1).
+
+RL^2. ``test_controller_act_latency_rl2`` times an RL^2 GRU-100 file (``act(obs, reward=r,
+episode_start=False)``: the previous action, previous reward and start flag fed besides ``obs``)
+against a MAML GRU-100 file of the same sizes, both toy files of
+``bmaml_robot_deploy.testing.toy_policy`` (the same ONNX ``GRU`` operator, so that the ratio is
+what RL^2's inputs cost), each checked against its numpy reference first, timed in alternating
+blocks as above. It reports the act time RL^2 / MAML (paired ratio of the blocks' rates, and of
+the per-call p50), not a target; the p99 target applies to the RL^2 file too.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import torch
 from bmaml_robot.export import export_onnx
 from bmaml_robot.policies import make_policy
 from bmaml_robot_deploy import Controller
-from bmaml_robot_deploy.testing import toy_metadata
+from bmaml_robot_deploy.testing import ReferencePolicy, save_model, toy_metadata, toy_policy
 
 OBS_DIM, ACT_DIM = 17, 6
 CASES = {"mlp-64x64": ("mlp", {"hidden_sizes": (64, 64)}), "gru-100": ("gru", {"hidden_size": 100})}
@@ -69,8 +77,9 @@ class TimedCalls:
 def _build(case: str, tmp_path: Path) -> tuple[Controller, Callable[[], np.ndarray], Callable[[], np.ndarray], np.ndarray]:
     kind, sizes = CASES[case]
     policy = make_policy(kind, OBS_DIM, ACT_DIM, seed=0, **sizes)
+    # action_scale 1 onto the toy bounds [-1, 1]: the graph's action map is the torch reference's clamp.
     metadata = toy_metadata(kind, OBS_DIM, ACT_DIM, sizes.get("hidden_size", 100), recurrence=policy.recurrence or "none",
-                            package_version="benchmark", source_run="make_policy(seed=0)")
+                            package_version="benchmark", source_run="make_policy(seed=0)", action_scale=1.0)
     controller = Controller(export_onnx(policy, None, tmp_path / f"{case}.onnx", metadata))
     low, high = torch.from_numpy(controller.action_low), torch.from_numpy(controller.action_high)
     obs = np.random.default_rng(0).normal(size=OBS_DIM)  # float64, as the simulator gives
@@ -124,5 +133,75 @@ def test_controller_act_latency(bench, case: str, tmp_path: Path) -> None:
     if enforce_targets() and not met:
         pytest.fail(
             f"target missed: Controller.act p99 {ours_us['p99']:.1f} us >= {P99_TARGET_US:g} us ({case}); "
+            "unset BMAML_ENFORCE_TARGETS to report without failing"
+        )
+
+
+def _toy_gru(tmp_path: Path, name: str, rl2: bool) -> tuple[Controller, ReferencePolicy]:
+    model, reference = toy_policy("gru", OBS_DIM, ACT_DIM, hidden_size=100, seed=0, rl2=rl2)
+    return Controller(save_model(model, tmp_path / f"{name}.onnx")), reference
+
+
+def test_controller_act_latency_rl2(bench, tmp_path: Path) -> None:
+    bench.benchmark.group = "controller-act-rl2-gru-100"
+    rl2, rl2_reference = _toy_gru(tmp_path, "rl2-gru-100", rl2=True)
+    maml, maml_reference = _toy_gru(tmp_path, "maml-gru-100", rl2=False)
+    assert rl2.rl2 and not maml.rl2
+    obs = np.random.default_rng(0).normal(size=OBS_DIM)  # float64, as the simulator gives
+    reward = 0.5  # a Python float, as run_control_loop passes it
+
+    # Same actions as the numpy references over 50 steps of a trial (state, previous action and
+    # reward fed back), before anything is timed.
+    rl2_state, maml_state = rl2_reference.initial_state(1), maml_reference.initial_state(1)
+    prev_action, first = np.zeros((1, ACT_DIM)), True
+    for _ in range(50):
+        x = rl2_reference.rl2_input(obs[None], prev_action, [0.0 if first else reward], [1.0 if first else 0.0])
+        expected, rl2_state = rl2_reference.step(x, rl2_state)
+        np.testing.assert_allclose(rl2.act(obs, reward=reward, episode_start=False), expected[0], atol=1e-5, rtol=0)
+        prev_action, first = rl2_reference.normalise(expected), False
+        expected, maml_state = maml_reference.step(obs[None], maml_state)
+        np.testing.assert_allclose(maml.act(obs), expected[0], atol=1e-5, rtol=0)
+
+    def rl2_act() -> np.ndarray:
+        return rl2.act(obs, reward=reward, episode_start=False)
+
+    def maml_act() -> np.ndarray:
+        return maml.act(obs)
+
+    rl2_calls, maml_calls = TimedCalls(rl2_act), TimedCalls(maml_act)
+    ours, reference = "act gru-100/controller RL^2", "act gru-100/controller MAML"
+    results = bench.compare(
+        (ours, rl2_calls.block),
+        {reference: maml_calls.block},
+        work=CALLS_PER_ROUND,
+        unit="calls",
+        rounds=ROUNDS,
+        warmup_rounds=WARMUP_ROUNDS,
+    )
+    if not results:  # --benchmark-disable: nothing timed
+        return
+    skip = WARMUP_ROUNDS * CALLS_PER_ROUND
+    rl2_us, maml_us = rl2_calls.percentiles_us(skip), maml_calls.percentiles_us(skip)
+    info = bench.benchmark.extra_info
+    for name, latencies in (("RL^2", rl2_us), ("MAML", maml_us)):
+        for key, value in latencies.items():
+            info[f"{name} act {key} us"] = round(value, 2)
+    p50_ratio = rl2_us["p50"] / maml_us["p50"]
+    info["act p50 RL^2 / MAML"] = round(p50_ratio, 3)
+    met = rl2_us["p99"] < P99_TARGET_US
+    info["target controller act p99 us"] = P99_TARGET_US
+    info["status controller act p99"] = "met" if met else "MISSED"
+    note = (
+        f"RL^2 p50 {rl2_us['p50']:.1f} us, p99 {rl2_us['p99']:.1f} us (target < {P99_TARGET_US:g}: "
+        f"{'met' if met else 'MISSED'}); MAML p50 {maml_us['p50']:.1f} us, p99 {maml_us['p99']:.1f} us; "
+        f"p50 RL^2 / MAML {p50_ratio:.2f}"
+    )
+    # rate(MAML) / rate(RL^2) = act time RL^2 / MAML (> 1: RL^2 slower); reported, no target.
+    bench.ratio("act gru-100: MAML / RL^2 = act time RL^2 / MAML", reference, ours, note=note)
+    assert rl2.nonfinite_count == rl2.nonfinite_action_count == 0
+    assert maml.nonfinite_count == maml.nonfinite_action_count == 0
+    if enforce_targets() and not met:
+        pytest.fail(
+            f"target missed: Controller.act p99 {rl2_us['p99']:.1f} us >= {P99_TARGET_US:g} us (RL^2 gru-100); "
             "unset BMAML_ENFORCE_TARGETS to report without failing"
         )
