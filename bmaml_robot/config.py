@@ -158,8 +158,6 @@ def _validate(c: TrainConfig) -> None:
     check_choice(c.policy, "policy", [kind for kind in POLICY_KINDS if kind != "mlp"] if rl2 else POLICY_KINDS)
     check_choice(c.recurrence, "recurrence", [mode for mode in RECURRENCE_MODES if mode != "outer"]
                  if rl2 else RECURRENCE_MODES)
-    if rl2 and c.sampler != "local":
-        raise ValueError(f"sampler: algorithm rl2 samples locally (sampler 'local'), got {c.sampler!r}")
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         raise ValueError(f"hidden_sizes: expected a non-empty list of integers >= 1, got {list(c.hidden_sizes)}")
     for key in (

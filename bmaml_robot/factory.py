@@ -10,6 +10,7 @@ from bmaml_robot.meta import MetaLearner
 from bmaml_robot.meta.sampler import MetaSampler, Sampler
 from bmaml_robot.policies import Policy, make_policy
 from bmaml_robot.rl2 import PPOLearner, RL2Policy, TrialSampler
+from bmaml_robot.rl2.sampler import TrialSource
 
 
 def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> Policy | RL2Policy:
@@ -45,10 +46,17 @@ def build_learner(config: TrainConfig, policy: Policy | RL2Policy) -> MetaLearne
     )
 
 
-def build_sampler(config: TrainConfig) -> Sampler | TrialSampler:
+def build_sampler(config: TrainConfig) -> Sampler | TrialSource:
     """The sampler ``config.sampler`` names: ``local`` (``MetaSampler`` on ``num_threads``) or
     ``ray`` (``RaySampler``: ``workers`` actors x ``threads_per_worker``, on ``ray_address`` or a
-    local Ray). Both give the same episodes. RL^2: ``TrialSampler`` (one trial per task)."""
+    local Ray). Both give the same episodes. RL^2: ``TrialSampler`` (one trial per task) or, with
+    ``ray``, ``RayTrialSampler`` (the same trials)."""
+    if config.algorithm == "rl2" and config.sampler == "ray":
+        from bmaml_robot.meta.ray_sampler import RayTrialSampler
+
+        return RayTrialSampler(config.family, config.num_tasks, config.episodes_per_trial, config.horizon,
+                               action_scale=config.action_scale, num_workers=config.workers,
+                               threads_per_worker=config.threads_per_worker, address=config.ray_address or None)
     if config.algorithm == "rl2":
         return TrialSampler(config.family, config.num_tasks, config.episodes_per_trial, config.horizon,
                             num_threads=config.num_threads, action_scale=config.action_scale)

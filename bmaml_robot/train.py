@@ -17,7 +17,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -27,7 +27,8 @@ from bmaml_robot.factory import build_learner, build_policy, build_sampler, chec
 from bmaml_robot.meta import MetaLearner, adapt_to_tasks
 from bmaml_robot.meta.sampler import Sampler
 from bmaml_robot.policies import Policy
-from bmaml_robot.rl2 import PPOLearner, RL2Policy, TrialSampler, rl2_iteration
+from bmaml_robot.rl2 import PPOLearner, RL2Policy, rl2_iteration
+from bmaml_robot.rl2.sampler import TrialSource
 from bmaml_robot.run import RunDir
 from bmaml_robot.run_log import TensorBoardLog, record_provenance
 from bmaml_robot.seeds import iteration_seed
@@ -48,13 +49,13 @@ def meta_tasks(config: TrainConfig, iteration: int) -> list[dict[str, Any]]:
 
 
 def meta_iteration(
-    config: TrainConfig, iteration: int, sampler: Sampler | TrialSampler, learner: MetaLearner | PPOLearner
+    config: TrainConfig, iteration: int, sampler: Sampler | TrialSource, learner: MetaLearner | PPOLearner
 ) -> dict[str, Any]:
     """One meta-iteration (MAML-TRPO, or RL^2: ``rl2_iteration``); returns its metrics."""
     if isinstance(learner, PPOLearner):
-        assert isinstance(sampler, TrialSampler)  # build_sampler's for an rl2 config
-        return rl2_iteration(config, iteration, sampler, learner, meta_tasks(config, iteration))
-    assert not isinstance(sampler, TrialSampler)
+        # (build_sampler gives the sampler of the config's algorithm)
+        return rl2_iteration(config, iteration, cast(TrialSource, sampler), learner, meta_tasks(config, iteration))
+    sampler = cast(Sampler, sampler)
     start = time.perf_counter()
     sampler.set_tasks(meta_tasks(config, iteration))
     steps_before, restarts_before = sampler.env_steps, sampler.workers_restarted

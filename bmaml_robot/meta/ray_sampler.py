@@ -74,7 +74,8 @@ def task_slices(num_tasks: int, num_workers: int) -> list[tuple[int, int]]:
 
 
 class _SamplerWorker:
-    """One Ray actor: a ``MetaSampler`` for tasks ``first_task .. first_task + num_tasks - 1``."""
+    """One Ray actor: a ``MetaSampler`` for tasks ``first_task .. first_task + num_tasks - 1``, or
+    with ``trials`` RL^2's ``TrialSampler`` (``episodes_per_task``: episodes per trial)."""
 
     def __init__(
         self,
@@ -85,12 +86,16 @@ class _SamplerWorker:
         horizon: int,
         num_threads: int,
         action_scale: float | None = None,
+        trials: bool = False,
     ) -> None:
         from bmaml_robot.meta.sampler import MetaSampler
+        from bmaml_robot.rl2.sampler import TrialSampler
 
         torch.set_num_threads(1)  # what the local trainer uses; MetaSampler enforces it anyway
         self.first_task = first_task
-        self.sampler = MetaSampler(
+        self.trials = trials
+        kind = TrialSampler if trials else MetaSampler
+        self.sampler: Any = kind(
             family, num_tasks, episodes_per_task, horizon, num_threads=num_threads, action_scale=action_scale
         )
         self.policies: dict[str, Any] = {}  # policy structure by object id (see RaySampler._policy_ref)
@@ -118,9 +123,14 @@ class _SamplerWorker:
             params = {name: torch.from_numpy(np.array(value[start:stop])) for name, value in params.items()}
         self.sampler.set_tasks(tasks)
         steps_before = self.sampler.env_steps
-        episodes = self.sampler.sample(policy, params, seed, first_task=start)
-        out: dict[str, Any] = {name: getattr(episodes, name).numpy() for name in EPISODE_FIELDS}
-        out["mask"] = out["mask"] > 0
+        out: dict[str, Any]
+        if self.trials:
+            trials = self.sampler.sample(policy, seed, first_task=start)
+            out = {name: value.numpy() for name, value in zip(trials._fields, trials)}
+        else:
+            episodes = self.sampler.sample(policy, params, seed, first_task=start)
+            out = {name: getattr(episodes, name).numpy() for name in EPISODE_FIELDS}
+            out["mask"] = out["mask"] > 0
         out["env_steps"] = self.sampler.env_steps - steps_before
         return out
 
@@ -163,6 +173,7 @@ class RaySampler:
         address: str | None = None,
         max_replacements: int = 3,
         start_timeout_s: float = 300.0,
+        trials: bool = False,
     ) -> None:
         for name, value in (
             ("num_tasks", num_tasks),
@@ -192,6 +203,7 @@ class RaySampler:
         self.action_scale = action_scale
         self.num_workers = num_workers
         self.threads_per_worker = threads_per_worker
+        self.trials = trials
         self.max_replacements = max_replacements
         self.start_timeout_s = float(start_timeout_s)
         self.slices = task_slices(num_tasks, num_workers)
@@ -241,6 +253,7 @@ class RaySampler:
             self.horizon,
             self.threads_per_worker,
             self.action_scale,
+            self.trials,
         )
 
     def _ready(self, w: int, actor: Any) -> dict[str, int]:
@@ -288,6 +301,12 @@ class RaySampler:
     @torch.no_grad()
     def sample(self, policy: Any, params: Mapping[str, torch.Tensor] | None, seed: int) -> Episodes:
         """One episode per env, as ``MetaSampler.sample`` (bit-identical results)."""
+        return self._gather(self._sample_workers(policy, params, seed))
+
+    def _sample_workers(
+        self, policy: Any, params: Mapping[str, torch.Tensor] | None, seed: int
+    ) -> list[dict[str, Any]]:
+        """Every worker's arrays for ``seed``, in task order; dead workers replaced and resampled."""
         tasks = self._tasks
         if tasks is None:
             raise RuntimeError("sample: call set_tasks first")
@@ -334,7 +353,7 @@ class RaySampler:
                     ) from error
                 self._replace_worker(w, error)
                 pending[submit(w)] = w
-        return self._gather([r for r in results if r is not None])
+        return [r for r in results if r is not None]
 
     def _gather(self, results: list[dict[str, Any]]) -> Episodes:
         """Concatenate the workers' arrays in task order (tasks are dim 1, or 0 for last_observations)."""
@@ -366,6 +385,53 @@ class RaySampler:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class RayTrialSampler:
+    """RL^2's ``TrialSampler`` over Ray actors: worker ``w`` samples the trials of its slice of the
+    tasks (``first_task``: the same streams), so the trials are bit-identical to a local
+    ``TrialSampler``'s. Args as ``RaySampler`` (keyword ones passed on) with ``episodes_per_trial``
+    for ``episodes_per_task``; the workers, their replacement and the byte counts are its
+    ``RaySampler``'s (``workers``)."""
+
+    def __init__(self, family: str, num_tasks: int, episodes_per_trial: int, horizon: int, **kwargs: Any) -> None:
+        self.workers = RaySampler(family, num_tasks, episodes_per_trial, horizon, trials=True, **kwargs)
+        self.num_tasks = num_tasks
+        self.episodes_per_trial = episodes_per_trial
+        self.obs_dim: int = self.workers.obs_dim
+        self.act_dim: int = self.workers.act_dim
+
+    @property
+    def env_steps(self) -> int:
+        return self.workers.env_steps
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:  # a resumed run continues its count
+        self.workers.env_steps = value
+
+    @property
+    def workers_restarted(self) -> int:
+        return self.workers.workers_restarted
+
+    def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None:
+        self.workers.set_tasks(tasks)
+
+    @torch.no_grad()
+    def sample(self, policy: Any, seed: int) -> Any:
+        """One trial per task, as ``TrialSampler.sample``: a ``Trials``."""
+        from bmaml_robot.rl2.sampler import Trials
+
+        results = self.workers._sample_workers(policy, None, seed)
+        fields = {}
+        for name in Trials._fields:
+            parts = [r[name] for r in results]
+            self.workers.bytes_from_workers += sum(p.nbytes for p in parts)
+            fields[name] = torch.from_numpy(np.concatenate(parts, axis=1))  # [L, K, ...]: tasks are dim 1
+        self.workers.env_steps += sum(int(r["env_steps"]) for r in results)
+        return Trials(**fields)
+
+    def close(self) -> None:
+        self.workers.close()
 
 
 def payload_bytes(state: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray] | None) -> int:

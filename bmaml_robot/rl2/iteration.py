@@ -7,12 +7,12 @@ from typing import Any
 
 from bmaml_robot.config import TrainConfig
 from bmaml_robot.rl2.ppo import PPOLearner
-from bmaml_robot.rl2.sampler import TrialSampler
+from bmaml_robot.rl2.sampler import TrialSource
 from bmaml_robot.seeds import iteration_seed
 
 
 def rl2_iteration(
-    config: TrainConfig, iteration: int, sampler: TrialSampler, learner: PPOLearner, tasks: list[dict[str, Any]]
+    config: TrainConfig, iteration: int, sampler: TrialSource, learner: PPOLearner, tasks: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Sample a trial of ``tasks[k]`` per task (stream 1 of the iteration), update with PPO
     (minibatches from stream 2); returns the iteration's metrics: the mean return of every
@@ -20,12 +20,12 @@ def rl2_iteration(
     and the last episode's, the counterpart of MAML's before/after adaptation) and PPO's figures."""
     start = time.perf_counter()
     sampler.set_tasks(tasks)
-    steps_before = sampler.env_steps
+    steps_before, restarts_before = sampler.env_steps, sampler.workers_restarted
     trials = sampler.sample(learner.policy, iteration_seed(config.seed, iteration, 1))
     sample_time = time.perf_counter() - start
     figures = learner.update(trials, iteration_seed(config.seed, iteration, 2))
     returns = trials.episode_returns(config.episodes_per_trial).mean(dim=1).tolist()
-    return {
+    record = {
         "iteration": iteration,
         "time_s": time.perf_counter() - start,
         "sample_time_s": sample_time,
@@ -35,3 +35,6 @@ def rl2_iteration(
         **{f"return_episode{e}": value for e, value in enumerate(returns)},
         **figures,
     }
+    if config.sampler == "ray":  # workers that died during this iteration and were replaced (same results)
+        record["workers_restarted"] = sampler.workers_restarted - restarts_before
+    return record

@@ -19,7 +19,7 @@ padded batch (``meta.sampler``'s ``_run_shape``) for the same reason.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +63,23 @@ class Trials(NamedTuple):
     def select_tasks(self, indices: Tensor) -> Trials:
         """The trials of tasks ``indices`` (int64 ``[n]``), in that order."""
         return Trials(*(field.index_select(1, indices) for field in self))
+
+
+class TrialSource(Protocol):
+    """What samples RL^2's trials: ``TrialSampler`` here, ``meta.ray_sampler.RayTrialSampler`` on Ray."""
+
+    env_steps: int
+    obs_dim: int
+    act_dim: int
+
+    @property
+    def workers_restarted(self) -> int: ...
+
+    def set_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def sample(self, policy: RL2Policy, seed: int) -> Trials: ...
+
+    def close(self) -> None: ...
 
 
 def make_trial_env(family: str, num_envs: int, horizon: int, num_threads: int = 1) -> Any:

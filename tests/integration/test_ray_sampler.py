@@ -202,6 +202,42 @@ def test_training_with_ray_equals_training_locally(ray_instance: Any, tmp_path: 
     assert b["config"]["sampler"] == "ray" and b["config"]["workers"] == 2
 
 
+@pytest.mark.parametrize("family", ["HalfCheetahVel", "BanditCorrelated"])
+def test_rl2_trials_on_ray_are_the_local_trials(ray_instance: Any, family: str) -> None:
+    from bmaml_robot.envs.discrete import get_task_family
+    from bmaml_robot.meta.ray_sampler import RayTrialSampler
+    from bmaml_robot.rl2 import RL2Policy, TrialSampler
+
+    tasks = get_task_family(family).sample_tasks(3, np.random.default_rng(0))
+    local = TrialSampler(family, 3, 2, 10)
+    remote = RayTrialSampler(family, 3, 2, 10, num_workers=2)
+    try:
+        policy = RL2Policy(local.obs_dim, local.act_dim, discrete=local.discrete, hidden_size=8, seed=0)
+        local.set_tasks(tasks)
+        remote.set_tasks(tasks)
+        a, b = local.sample(policy, seed=7), remote.sample(policy, seed=7)
+        for name, x, y in zip(a._fields, a, b):
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+        assert remote.env_steps == local.env_steps == 3 * 2 * 10 and remote.workers_restarted == 0
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_rl2_training_with_ray_equals_training_locally(ray_instance: Any, tmp_path: Path) -> None:
+    tiny = ["--config", "rl2-halfcheetah-vel", "--set", "num_tasks=3", "--set", "episodes_per_trial=2",
+            "--set", "horizon=10", "--set", "hidden_size=8", "--set", "ppo_epochs=2", "--num-iterations", "2",
+            "--num-threads", "1", "--quiet"]
+    assert train_main(tiny + ["--out", str(tmp_path / "local")]) == 0
+    assert train_main(tiny + ["--out", str(tmp_path / "ray"), "--sampler", "ray", "--workers", "2"]) == 0
+    local, remote = (read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("local", "ray"))
+    assert [{k: v for k, v in m.items() if not k.endswith("time_s") and k != "workers_restarted"} for m in remote] \
+        == [{k: v for k, v in m.items() if not k.endswith("time_s")} for m in local]
+    a, b = (load_checkpoint(tmp_path / name / "policy.pt") for name in ("local", "ray"))
+    for name in a["policy"]:
+        assert torch.equal(a["policy"][name], b["policy"][name]), name
+
+
 def test_a_run_may_resume_on_another_sampler(tmp_path: Path) -> None:
     # Where episodes are sampled never changes what is computed, so resuming may change it.
     pytest.importorskip("ray")

@@ -80,7 +80,6 @@ def test_a_run_made_before_rl2_loads_as_maml() -> None:
         ({"algorithm": "ppo"}, r"algorithm: expected one of \['maml', 'rl2'\], got 'ppo'"),
         ({"policy": "mlp"}, r"policy: expected one of \['rnn', 'gru', 'lstm'\], got 'mlp'"),
         ({"recurrence": "outer"}, r"recurrence: expected one of \['frozen', 'all'\], got 'outer'"),
-        ({"sampler": "ray"}, r"sampler: algorithm rl2 samples locally"),
         ({"episodes_per_trial": 0}, r"episodes_per_trial: expected a value >= 1, got 0"),
         ({"ppo_clip": 0.0}, r"ppo_clip: expected a value in \(0, inf\)|ppo_clip: expected a value > 0"),
         ({"entropy_coef": -0.1}, r"entropy_coef: expected a value"),
