@@ -55,6 +55,8 @@ from bmaml_robot_deploy.checks import check_float, check_int
 
 EVAL_JSON = "eval.json"
 EVAL_PNG = "eval.png"
+#: The two-step task's stay-probability plot (Wang et al. 2018, Fig. 4), next to eval.png.
+STAY_PNG = "stay.png"
 #: Where ``bmaml-eval --initial`` writes by default, inside the run directory.
 INITIAL_DIR = "initial"
 
@@ -265,6 +267,8 @@ def evaluate(
         result.replaced = result.json_path.is_file()
         write_text_atomic(result.json_path, json.dumps(_finite(result.to_dict()), indent=1) + "\n")
         result.png_path = plot_evaluation(result, out_dir / EVAL_PNG)
+        if "two_step" in result.settings:
+            plot_stay_probabilities(result, out_dir / STAY_PNG)
     return result
 
 
@@ -332,6 +336,35 @@ def plot_evaluation(result: EvalResult, path: Path) -> Path:
                    f"{_batch(result)}, {result.run.iterations} meta-iterations", fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    return save_png(figure, path)
+
+
+def plot_stay_probabilities(result: EvalResult, path: Path) -> Path:
+    """The two-step task's signature (Wang et al. 2018, Fig. 4; Daw et al. 2011): the probability
+    of repeating the first-stage action after a rewarded or unrewarded episode whose transition
+    was common or rare, for the policy and the model-free and model-based agents on the same draws."""
+    from bmaml_robot.plots import new_figure, save_png
+
+    two_step = result.settings["two_step"]
+    agents = ("rl2", *TWO_STEP_AGENTS)
+    figure = new_figure(10.0, 3.6)
+    panels = figure.subplots(1, len(agents), sharey=True)
+    for axes, name in zip(panels, agents):
+        stay = two_step[name]["stay_probability"]
+        for offset, (transition, colour) in enumerate((("common", "C0"), ("rare", "C3"))):
+            values = [stay["rewarded"][transition], stay["unrewarded"][transition]]
+            axes.bar(np.arange(2) + 0.2 * (2 * offset - 1), values, width=0.4, color=colour, label=transition)
+        axes.set_xticks([0, 1])
+        axes.set_xticklabels(["rewarded", "unrewarded"])
+        axes.set_ylim(0.0, 1.2)
+        axes.set_title(f"{'RL^2 (this run)' if name == 'rl2' else name.replace('_', '-')}: interaction "
+                       f"{two_step[name]['interaction']:+.2f}", fontsize=9)
+        axes.grid(alpha=0.3, axis="y")
+    panels[0].set_ylabel("stay probability")
+    panels[0].legend(fontsize=8, loc="upper center", ncol=2)
+    figure.suptitle(f"{run_label(result.run.config)}: {result.run.run_dir.name}, {result.settings['num_tasks']} "
+                    f"held-out tasks x {result.settings['episodes_per_task']} trials of {two_step['episodes']} "
+                    "episodes (the same draws for all three)", fontsize=9)
     return save_png(figure, path)
 
 

@@ -101,7 +101,8 @@ def test_evaluation_of_discrete_tasks_brings_the_reference_agents(tmp_path: Path
     from bmaml_robot.evaluate import evaluate, format_table
 
     train(rl2(family="TwoStep", horizon=2, episodes_per_trial=20, num_iterations=1), tmp_path / "two-step")
-    result = evaluate(tmp_path / "two-step", num_tasks=4, episodes=2, write=False)
+    result = evaluate(tmp_path / "two-step", num_tasks=4, episodes=2, out=tmp_path / "eval")
+    assert (tmp_path / "eval" / "stay.png").stat().st_size > 10_000  # the stay-probability plot
     assert result.episode_returns.shape == (20, 4, 2) and result.settings["algorithm"] == "rl2"
     stays = result.settings["two_step"]
     assert set(stays) == {"episodes", "rl2", "model_free", "model_based"} and stays["episodes"] == 20
