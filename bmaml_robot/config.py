@@ -155,7 +155,10 @@ def _validate(c: TrainConfig) -> None:
     check_choice(c.algorithm, "algorithm", ALGORITHMS)
     rl2 = c.algorithm == "rl2"
     check_choice(c.family, "family", sorted(FAMILIES) + (sorted(DISCRETE_FAMILIES) if rl2 else []))
-    check_choice(c.policy, "policy", [kind for kind in POLICY_KINDS if kind != "mlp"] if rl2 else POLICY_KINDS)
+    if rl2 and c.policy == "mlp":
+        raise ValueError(f"policy: algorithm rl2 adapts in a recurrent state, so it needs one of "
+                         f"{[kind for kind in POLICY_KINDS if kind != 'mlp']} (e.g. --policy gru), got 'mlp'")
+    check_choice(c.policy, "policy", POLICY_KINDS)
     check_choice(c.recurrence, "recurrence", [mode for mode in RECURRENCE_MODES if mode != "outer"]
                  if rl2 else RECURRENCE_MODES)
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):

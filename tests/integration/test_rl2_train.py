@@ -78,7 +78,8 @@ def test_a_run_made_before_rl2_loads_as_maml() -> None:
     ("overrides", "message"),
     [
         ({"algorithm": "ppo"}, r"algorithm: expected one of \['maml', 'rl2'\], got 'ppo'"),
-        ({"policy": "mlp"}, r"policy: expected one of \['rnn', 'gru', 'lstm'\], got 'mlp'"),
+        ({"policy": "mlp"}, r"policy: algorithm rl2 .* needs one of \['rnn', 'gru', 'lstm'\] \(e.g. --policy gru\), "
+                            r"got 'mlp'"),
         ({"recurrence": "outer"}, r"recurrence: expected one of \['frozen', 'all'\], got 'outer'"),
         ({"episodes_per_trial": 0}, r"episodes_per_trial: expected a value >= 1, got 0"),
         ({"ppo_clip": 0.0}, r"ppo_clip: expected a value in \(0, inf\)|ppo_clip: expected a value > 0"),
