@@ -17,3 +17,5 @@ run bandit-correlated-seed0 rl2-bandit --tasks 100 --episodes 4
 run navigation-seed0 rl2-navigation --tasks 40 --episodes 4
 run two-step-seed0 rl2-two-step --tasks 50 --episodes 2
 run halfcheetah-vel-seed0 rl2-halfcheetah-vel --tasks 20 --episodes 2
+# The robot's learning curve (first and last episode of each iteration's trials) for the README.
+bmaml-compare "$OUT/halfcheetah-vel-seed0" --smooth 20 --last 50 --out "$OUT/halfcheetah-vel-curves"
