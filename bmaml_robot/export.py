@@ -780,13 +780,18 @@ def command(args: argparse.Namespace, task: dict[str, Any], parser: argparse.Arg
             f"{adaptation.episodes} episodes per step: return {returns[0]:.2f} before adaptation, "
             f"{returns[-1]:.2f} after ({returns[-1] - returns[0]:+.2f})"
         )
+    _print_file_and_command(path, metadata)
+    return 0
+
+
+def _print_file_and_command(path: Path, metadata: PolicyMetadata) -> None:
+    """What every export prints last: the graph's inputs and outputs, and the command that runs it."""
     print(
         f"  inputs {list(metadata.input_names)}, outputs {list(metadata.output_names)}, control rate "
         f"{metadata.control_rate_hz:g} Hz, training horizon {metadata.horizon} steps"
     )
     argv, description = suggested_control_command(path, metadata)
     print(f"  try it in the simulator ({description}):\n    {shlex.join(argv)}")
-    return 0
 
 
 def _check_rl2_command(args: argparse.Namespace, loaded: LoadedRun) -> None:
@@ -826,12 +831,7 @@ def _rl2_command(args: argparse.Namespace, task: dict[str, Any], loaded: LoadedR
         f"episodes on the task, return per episode [{', '.join(f'{r:.2f}' for r in returns)}] "
         f"(last - first {returns[-1] - returns[0]:+.2f})"
     )
-    print(
-        f"  inputs {list(metadata.input_names)}, outputs {list(metadata.output_names)}, control rate "
-        f"{metadata.control_rate_hz:g} Hz, training horizon {metadata.horizon} steps"
-    )
-    argv, description = suggested_control_command(path, metadata)
-    print(f"  try it in the simulator ({description}):\n    {shlex.join(argv)}")
+    _print_file_and_command(path, metadata)
     return 0
 
 
