@@ -245,6 +245,9 @@ def evaluate(
         result = _evaluate_trials(run, tasks, episodes, episodes_per_trial or config.episodes_per_trial, seed,
                                   num_threads)
     else:
+        if episodes_per_trial is not None:
+            raise ValueError(f"episodes_per_trial: only RL^2 runs have trials; {run.run_dir} is a MAML run "
+                             f"(--adapt-steps sets its adaptation steps), got {episodes_per_trial}")
         lr = config.fast_lr if fast_lr is None else float(fast_lr)
         with one_torch_thread():  # as train()
             sampler = MetaSampler(config.family, num_tasks, episodes, config.horizon, num_threads=num_threads,

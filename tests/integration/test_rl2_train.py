@@ -143,3 +143,12 @@ def test_evaluation_during_training_logs_each_episode_and_changes_nothing_else(t
 
     result = evaluate(tmp_path / "evaluated", num_tasks=3, episodes=2, write=False)
     assert abs(result.summary[1]["mean"] - evaluated.metrics[-1]["eval_return_episode1"]) < 1e-4
+
+
+def test_trials_are_refused_for_a_maml_run(tmp_path: Path) -> None:
+    from bmaml_robot.evaluate import evaluate
+
+    train(TrainConfig(family="Navigation2D", num_tasks=2, episodes_per_task=2, horizon=5, num_iterations=1,
+                      num_threads=1, hidden_sizes=(8,)), tmp_path / "maml")
+    with pytest.raises(ValueError, match=r"episodes_per_trial: only RL\^2 runs have trials; .* is a MAML run"):
+        evaluate(tmp_path / "maml", num_tasks=2, episodes=1, episodes_per_trial=3, write=False)
