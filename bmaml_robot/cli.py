@@ -276,6 +276,11 @@ def eval_main(argv: list[str] | None = None) -> int:
 
     try:
         run = load_run(args.run_dir, initial=args.initial)  # loadable before any work starts
+        is_rl2 = run.config.algorithm == "rl2"
+        if is_rl2 and args.fast_lr is not None:
+            raise ValueError("--fast-lr: an RL^2 run adapts in its activations, without gradient steps")
+        if not is_rl2 and args.episodes_per_trial is not None:
+            raise ValueError("--episodes-per-trial: only RL^2 runs have trials (this is a MAML run: --adapt-steps)")
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     result = evaluation.evaluate(
