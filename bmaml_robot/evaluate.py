@@ -378,7 +378,7 @@ def format_table(result: EvalResult) -> str:
     width = len(name)
     lines = [
         f"{run.run_dir}: {run_label(run.config)}, {run.source} after {run.iterations} meta-iterations",
-        f"{_batch(result)} of {settings['horizon']} steps, evaluation seed {settings['seed']}",
+        f"{_batch(result)}, evaluation seed {settings['seed']}",
         f"{name:>{width}}  {'mean return':>11}  {'95% CI (tasks)':>20}  {f'gain vs {name} 0':>15}  {'95% CI':>20}",
     ]
     for row in result.summary:
@@ -422,9 +422,9 @@ def _batch(result: EvalResult) -> str:
     settings = result.settings
     if settings.get("algorithm") == "rl2":
         return (f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} trials of "
-                f"{settings['episodes_per_trial']} episodes")
-    return (f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes, "
-            f"fast_lr {settings['fast_lr']:g}")
+                f"{settings['episodes_per_trial']} episodes of {settings['horizon']} steps")
+    return (f"{settings['num_tasks']} held-out tasks x {settings['episodes_per_task']} episodes x "
+            f"{settings['horizon']} steps, fast_lr {settings['fast_lr']:g}")
 
 
 # ----------------------------------------------------------------------------- CLI
