@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,24 +103,13 @@ def test_controller_act_latency(bench, case: str, tmp_path: Path) -> None:
     controller, controller_act, torch_act, _ = _build(case, tmp_path)
     for _ in range(50):  # same actions, state fed back, before anything is timed
         np.testing.assert_allclose(controller_act(), torch_act(), atol=1e-5, rtol=0)
-    ours_calls, torch_calls = TimedCalls(controller_act), TimedCalls(torch_act)
     ours, reference = f"act {case}/controller", f"act {case}/torch eager"
-    results = bench.compare(
-        (ours, ours_calls.block),
-        {reference: torch_calls.block},
-        work=CALLS_PER_ROUND,
-        unit="calls",
-        rounds=ROUNDS,
-        warmup_rounds=WARMUP_ROUNDS,
-    )
-    if not results:  # --benchmark-disable: nothing timed
+    latencies = _interleaved_latencies(bench, (ours, "controller", controller_act),
+                                       (reference, "torch eager", torch_act))
+    if latencies is None:  # --benchmark-disable: nothing timed
         return
-    skip = WARMUP_ROUNDS * CALLS_PER_ROUND
-    ours_us, torch_us = ours_calls.percentiles_us(skip), torch_calls.percentiles_us(skip)
+    ours_us, torch_us = latencies
     info = bench.benchmark.extra_info
-    for name, latencies in (("controller", ours_us), ("torch eager", torch_us)):
-        for key, value in latencies.items():
-            info[f"{name} act {key} us"] = round(value, 2)
     met = ours_us["p99"] < P99_TARGET_US
     info["target controller act p99 us"] = P99_TARGET_US
     info["status controller act p99"] = "met" if met else "MISSED"
@@ -135,6 +125,29 @@ def test_controller_act_latency(bench, case: str, tmp_path: Path) -> None:
             f"target missed: Controller.act p99 {ours_us['p99']:.1f} us >= {P99_TARGET_US:g} us ({case}); "
             "unset BMAML_ENFORCE_TARGETS to report without failing"
         )
+
+
+def _interleaved_latencies(bench: Any, ours: tuple[str, str, Any], reference: tuple[str, str, Any]) -> Any:
+    """Time ``ours`` and ``reference`` (each ``(benchmark key, label, act function)``) in
+    interleaved blocks; record their latency percentiles (us) under their labels. Returns
+    ``(ours_us, reference_us)``, or None under ``--benchmark-disable``."""
+    ours_calls, reference_calls = TimedCalls(ours[2]), TimedCalls(reference[2])
+    results = bench.compare(
+        (ours[0], ours_calls.block),
+        {reference[0]: reference_calls.block},
+        work=CALLS_PER_ROUND,
+        unit="calls",
+        rounds=ROUNDS,
+        warmup_rounds=WARMUP_ROUNDS,
+    )
+    if not results:
+        return None
+    skip = WARMUP_ROUNDS * CALLS_PER_ROUND
+    measured = (ours_calls.percentiles_us(skip), reference_calls.percentiles_us(skip))
+    for (_, label, _), latencies in zip((ours, reference), measured):
+        for key, value in latencies.items():
+            bench.benchmark.extra_info[f"{label} act {key} us"] = round(value, 2)
+    return measured
 
 
 def _toy_gru(tmp_path: Path, name: str, rl2: bool) -> tuple[Controller, ReferencePolicy]:
@@ -168,24 +181,12 @@ def test_controller_act_latency_rl2(bench, tmp_path: Path) -> None:
     def maml_act() -> np.ndarray:
         return maml.act(obs)
 
-    rl2_calls, maml_calls = TimedCalls(rl2_act), TimedCalls(maml_act)
     ours, reference = "act gru-100/controller RL^2", "act gru-100/controller MAML"
-    results = bench.compare(
-        (ours, rl2_calls.block),
-        {reference: maml_calls.block},
-        work=CALLS_PER_ROUND,
-        unit="calls",
-        rounds=ROUNDS,
-        warmup_rounds=WARMUP_ROUNDS,
-    )
-    if not results:  # --benchmark-disable: nothing timed
+    latencies = _interleaved_latencies(bench, (ours, "RL^2", rl2_act), (reference, "MAML", maml_act))
+    if latencies is None:  # --benchmark-disable: nothing timed
         return
-    skip = WARMUP_ROUNDS * CALLS_PER_ROUND
-    rl2_us, maml_us = rl2_calls.percentiles_us(skip), maml_calls.percentiles_us(skip)
+    rl2_us, maml_us = latencies
     info = bench.benchmark.extra_info
-    for name, latencies in (("RL^2", rl2_us), ("MAML", maml_us)):
-        for key, value in latencies.items():
-            info[f"{name} act {key} us"] = round(value, 2)
     p50_ratio = rl2_us["p50"] / maml_us["p50"]
     info["act p50 RL^2 / MAML"] = round(p50_ratio, 3)
     met = rl2_us["p99"] < P99_TARGET_US
