@@ -127,11 +127,10 @@ class TaskDistributionWarning(UserWarning):
 # ----------------------------------------------------------------------------- the task
 def check_task(family: TaskFamily, task: Any, *, where: str = "task") -> dict[str, Any]:
     """``task`` checked against ``family`` (ValueError/TypeError naming ``where`` otherwise), in
-    canonical form: floats, ``goal`` as a list ``[x, y]``."""
-    encoded = family.encode(task, where)
-    if family.task_keys == ("goal",):
-        return {"goal": [float(encoded[0]), float(encoded[1])]}
-    return {family.task_keys[0]: float(encoded[0])}
+    canonical form (``TaskFamily.canonical``): floats, ``goal`` as a list ``[x, y]``, every
+    element of a physics family's fields."""
+    family.encode(task, where)
+    return family.canonical(task)
 
 
 def out_of_distribution(family: TaskFamily, task: Mapping[str, Any]) -> str | None:

@@ -44,7 +44,8 @@ import torch
 
 from bmaml_robot.checkpoint import atomic_path
 from bmaml_robot.envs.assets import asset_path
-from bmaml_robot.envs.families import get_family
+from bmaml_robot.envs.families import TaskFamily, get_family
+from bmaml_robot.envs.physics import describe, show_task
 from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot.render's API)
     APT_PACKAGES,
     GL_BACKENDS,
@@ -183,10 +184,13 @@ def _label(image: np.ndarray, lines: list[str]) -> np.ndarray:
     return np.asarray(picture)
 
 
-def mujoco_frames(robot: str, recording: Recording, width: int, height: int) -> np.ndarray:
+def mujoco_frames(family: TaskFamily, task: Mapping[str, Any], recording: Recording, width: int,
+                  height: int) -> np.ndarray:
     """uint8 [T, 2, height, width, 3]: both episodes, frame by frame (an ended episode holds its
-    last frame)."""
-    model = mujoco.MjModel.from_xml_path(asset_path(robot))
+    last frame), with the task's physics (a disabled motor's body red)."""
+    model = mujoco.MjModel.from_xml_path(asset_path(family.robot))
+    if family.layout is not None:
+        show_task(model, family.layout, task, model.geom_rgba.copy())
     steps = recording.qpos.shape[0]
     frames = np.zeros((steps, 2, height, width, 3), dtype=np.uint8)
     with OffscreenRenderer(model, width, height, backend=gl_backend()) as renderer:
@@ -241,8 +245,9 @@ def _square() -> Any:
     return Rectangle((-0.5, -0.5), 1.0, 1.0, fill=False, linestyle="--", edgecolor="0.6")
 
 
-def compose(frames: np.ndarray, recording: Recording, layout: str, adapt_steps: int) -> np.ndarray:
-    """Label the panels and lay them out: uint8 [frames, height, width(, x2), 3]."""
+def compose(frames: np.ndarray, recording: Recording, layout: str, adapt_steps: int, task_line: str = "") -> np.ndarray:
+    """Label the panels (``task_line``: what the task changed in the robot, if anything) and lay
+    them out: uint8 [frames, height, width(, x2), 3]."""
     steps = frames.shape[0]
     titles = ("before adaptation", f"after {adapt_steps} adaptation step{'s' if adapt_steps != 1 else ''}")
     cumulative = np.cumsum(recording.rewards, axis=0)
@@ -250,8 +255,8 @@ def compose(frames: np.ndarray, recording: Recording, layout: str, adapt_steps: 
     for t in range(steps):
         for episode in range(2):
             t_shown = min(t, recording.lengths[episode] - 1)
-            labelled[t, episode] = _label(frames[t, episode], [
-                titles[episode], f"step {t_shown + 1}/{steps}  return {cumulative[t_shown, episode]:.1f}"])
+            lines = [titles[episode], f"step {t_shown + 1}/{steps}  return {cumulative[t_shown, episode]:.1f}"]
+            labelled[t, episode] = _label(frames[t, episode], lines + ([task_line] if task_line else []))
     if layout == "side-by-side":
         separator = np.full((steps, frames.shape[2], 2, 3), 255, dtype=np.uint8)
         return np.concatenate([labelled[:, 0], separator, labelled[:, 1]], axis=2)
@@ -376,9 +381,9 @@ def render(
         frames = navigation_frames(task, recording, width, height)
         default_fps = 10.0
     else:
-        frames = mujoco_frames(family.robot, recording, width, height)
+        frames = mujoco_frames(family, task, recording, width, height)
         default_fps = 1.0 / _control_dt(family.name)
-    video = compose(frames, recording, layout, adapt_steps)
+    video = compose(frames, recording, layout, adapt_steps, describe(family.layout, task) if family.layout else "")
     write_video(out, video, fps or default_fps)
     returns = recording.rewards.sum(axis=0)
     return RenderResult(

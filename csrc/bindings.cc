@@ -229,7 +229,7 @@ class PyVecEnv {
  public:
   PyVecEnv(const std::string& robot, const std::string& objective, const std::string& xml_path,
            long long num_envs, long long num_threads, long long max_episode_steps,
-           unsigned long long seed) {
+           unsigned long long seed, const std::vector<std::string>& physics) {
     const int n = positive_int(num_envs, "num_envs");
     const int threads = thread_count(num_threads);
     const int steps = positive_int(max_episode_steps, "max_episode_steps");
@@ -241,7 +241,7 @@ class PyVecEnv {
     }
     std::shared_ptr<const Robot> r;
     try {
-      r = make_robot(robot, xml_path);
+      r = make_robot(robot, xml_path, physics);
     } catch (const std::invalid_argument& e) {
       throw py::value_error(e.what());
     }
@@ -268,7 +268,23 @@ class PyVecEnv {
   py::ssize_t n() const { return env_->num_envs(); }
 
   void set_tasks(py::handle tasks) {
-    DoubleArray t = finite_float64_arg(tasks, "tasks", {n(), kTaskParams});
+    const py::ssize_t width = env_->task_width();
+    DoubleArray t = finite_float64_arg(tasks, "tasks", {n(), width});
+    // Physics columns: a negative damping or a zero mass would not fail, it would simulate
+    // nonsense (or divide by zero) without a word.
+    const auto& columns = env_->robot().physics_columns();
+    const double* v = t.data();
+    for (py::ssize_t i = 0; i < n(); ++i) {
+      for (size_t c = 0; c < columns.size(); ++c) {
+        const double x = v[i * width + kTaskParams + c];
+        if (x < 0.0 || (columns[c].positive && x == 0.0)) {
+          std::ostringstream msg;
+          msg << "tasks: column " << kTaskParams + c << " (" << columns[c].label << ") expected "
+              << (columns[c].positive ? "> 0" : ">= 0") << ", got " << x << " in row " << i;
+          throw py::value_error(msg.str());
+        }
+      }
+    }
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
     env_->set_tasks(t.data());
@@ -497,9 +513,10 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyVecEnv>(m, "VecEnvCore")
       .def(py::init<const std::string&, const std::string&, const std::string&, long long,
-                    long long, long long, unsigned long long>(),
+                    long long, long long, unsigned long long, const std::vector<std::string>&>(),
            py::arg("robot"), py::arg("objective"), py::arg("xml_path"), py::arg("num_envs"),
-           py::arg("num_threads"), py::arg("max_episode_steps"), py::arg("seed"))
+           py::arg("num_threads"), py::arg("max_episode_steps"), py::arg("seed"),
+           py::arg("physics") = std::vector<std::string>())
       .def_property_readonly("robot", [](const PyVecEnv& e) { return e.spec().name; })
       .def_property_readonly("obs_dim", [](const PyVecEnv& e) { return e.spec().obs_dim; })
       .def_property_readonly("act_dim", [](const PyVecEnv& e) { return e.spec().act_dim; })
@@ -511,6 +528,18 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("num_envs", [](const PyVecEnv& e) { return e.n(); })
       .def_property_readonly("num_threads", [](PyVecEnv& e) { return e.env().num_threads(); })
       .def_property_readonly("max_episode_steps", [](PyVecEnv& e) { return e.env().max_episode_steps(); })
+      .def_property_readonly("task_width", [](PyVecEnv& e) { return e.env().task_width(); })
+      .def_property_readonly("physics_columns", [](PyVecEnv& e) {
+        py::list labels;
+        for (const PhysicsColumn& c : e.env().robot().physics_columns()) labels.append(c.label);
+        return py::tuple(labels);
+      })
+      .def_property_readonly("physics_defaults", [](PyVecEnv& e) {
+        const auto& columns = e.env().robot().physics_columns();
+        DoubleArray values(static_cast<py::ssize_t>(columns.size()));
+        for (size_t c = 0; c < columns.size(); ++c) values.mutable_data()[c] = columns[c].default_value;
+        return values;
+      })
       .def("set_tasks", &PyVecEnv::set_tasks, py::arg("tasks"))
       .def("reset", &PyVecEnv::reset, py::arg("seed") = py::none())
       .def("reset_streams", &PyVecEnv::reset_streams, py::arg("seeds"), py::arg("streams"))

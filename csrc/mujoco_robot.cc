@@ -38,9 +38,10 @@ void warning_handler(const char* message) {
   }
 }
 
-// mj_makeData, or nullptr if MuJoCo raised an error (out of memory, e.g. under ulimit -v): its
+// make(), or nullptr if MuJoCo raised an error (out of memory, e.g. under ulimit -v): its
 // handler would otherwise exit() the process. What it had allocated before the error is lost.
-mjData* make_data_or_null(const mjModel* m) {
+template <typename T, typename Make>
+T* or_null(Make make) {
   error_message[0] = '\0';
   std::jmp_buf target;
   if (setjmp(target) != 0) {
@@ -48,18 +49,38 @@ mjData* make_data_or_null(const mjModel* m) {
     return nullptr;
   }
   error_target = &target;
-  mjData* d = mj_makeData(m);
+  T* made = make();
   error_target = nullptr;
-  return d;
+  return made;
 }
 
-// A thread's mjData, in which the environments that thread steps are simulated in turn.
+[[noreturn]] void allocation_failed(const char* what) {
+  throw std::runtime_error(std::string(what) + " failed: " +
+                           (error_message[0] ? error_message : "out of memory"));
+}
+
+// A thread's mjData, in which the environments that thread steps are simulated in turn, and,
+// for families that vary the physics, the thread's copy of the model into which each env's
+// values are written before it is simulated (as MuJoCo's own batch engine expands fields).
 struct MujocoWorkspace : Workspace {
-  explicit MujocoWorkspace(const mjModel* m) : d(make_data_or_null(m)) {
-    if (!d) throw std::runtime_error(std::string("mj_makeData failed: ") +
-                                    (error_message[0] ? error_message : "out of memory"));
+  MujocoWorkspace(const mjModel* base, bool own_model) {
+    if (own_model) {
+      own = or_null<mjModel>([&] { return mj_copyModel(nullptr, base); });
+      if (!own) allocation_failed("mj_copyModel");
+    }
+    m = own ? own : base;
+    d = or_null<mjData>([&] { return mj_makeData(base); });
+    if (!d) {
+      if (own) mj_deleteModel(own);
+      allocation_failed("mj_makeData");
+    }
   }
-  ~MujocoWorkspace() override { mj_deleteData(d); }
+  ~MujocoWorkspace() override {
+    mj_deleteData(d);
+    if (own) mj_deleteModel(own);
+  }
+  mjModel* own = nullptr;   // null when every env has the base model's physics
+  const mjModel* m;         // what the envs are simulated with
   mjData* d;
 };
 
@@ -71,39 +92,39 @@ constexpr int kStateSig = mjSTATE_INTEGRATION;  // everything the next step depe
 class MujocoSim : public RobotSim {
  public:
   explicit MujocoSim(const MujocoRobot& robot)
-      : robot_(robot), m_(robot.model()), state_(mj_stateSize(robot.model(), kStateSig)) {}
+      : robot_(robot), state_(mj_stateSize(robot.model(), kStateSig)) {}
 
   void reset(Rng& rng, Workspace& ws, double* obs) override {
-    mjData* d = data(ws);
+    auto [m, d] = simulation(ws);
     const MujocoRobot::Options& o = robot_.options();
     const double s = o.reset_noise_scale;
-    mj_resetData(m_, d);
-    for (int i = 0; i < m_->nq; ++i) d->qpos[i] = m_->qpos0[i] + rng.uniform(-s, s);
-    for (int i = 0; i < m_->nv; ++i)
+    mj_resetData(m, d);
+    for (int i = 0; i < m->nq; ++i) d->qpos[i] = m->qpos0[i] + rng.uniform(-s, s);
+    for (int i = 0; i < m->nv; ++i)
       d->qvel[i] = o.uniform_qvel_noise ? rng.uniform(-s, s) : s * rng.normal();
-    mj_forward(m_, d);
-    finish(d, obs);
+    mj_forward(m, d);
+    finish(m, d, obs);
   }
 
   void set_state(const double* qpos, const double* qvel, Workspace& ws, double* obs) override {
-    mjData* d = data(ws);
-    mj_resetData(m_, d);
-    for (int i = 0; i < m_->nq; ++i) d->qpos[i] = qpos[i];
-    for (int i = 0; i < m_->nv; ++i) d->qvel[i] = qvel[i];
-    mj_forward(m_, d);
-    finish(d, obs);
+    auto [m, d] = simulation(ws);
+    mj_resetData(m, d);
+    for (int i = 0; i < m->nq; ++i) d->qpos[i] = qpos[i];
+    for (int i = 0; i < m->nv; ++i) d->qvel[i] = qvel[i];
+    mj_forward(m, d);
+    finish(m, d, obs);
   }
 
   Instability step(const double* action, Workspace& ws, Motion* motion, double* obs) override {
-    mjData* d = data(ws);
+    auto [m, d] = simulation(ws);
     const MujocoRobot::Options& o = robot_.options();
-    mj_setState(m_, d, state_.data(), kStateSig);
-    for (int i = 0; i < m_->nu; ++i) d->ctrl[i] = action[i];
+    mj_setState(m, d, state_.data(), kStateSig);
+    for (int i = 0; i < m->nu; ++i) d->ctrl[i] = action[i];
     // Fresh counters: the workspace served other environments, and MuJoCo reports a warning's
     // message only on its first occurrence.
     std::memset(d->warning, 0, sizeof(d->warning));
-    if (!step_physics(d, o.frame_skip)) {
-      mj_resetData(m_, d);  // the workspace is in an unknown state after an error
+    if (!step_physics(m, d, o.frame_skip)) {
+      mj_resetData(m, d);  // the workspace is in an unknown state after an error
       throw std::runtime_error(std::string("MuJoCo error: ") + error_message);
     }
     // mj_step resets the data and counts a warning when the state blows up.
@@ -111,7 +132,7 @@ class MujocoSim : public RobotSim {
       if (d->warning[mjWARN_BADQPOS + w].number)
         return static_cast<Instability>(static_cast<int>(Instability::kBadQpos) + w);
     }
-    if (o.needs_contact_forces) mj_rnePostConstraint(m_, d);
+    if (o.needs_contact_forces) mj_rnePostConstraint(m, d);
     double after[2];
     robot_.position(d, after);
     const double dt = robot_.spec().dt;
@@ -121,43 +142,49 @@ class MujocoSim : public RobotSim {
     motion->y_position = after[1];
     motion->healthy = robot_.healthy(d);
     motion->contact_cost = robot_.contact_cost(d);
-    finish(d, obs);
+    finish(m, d, obs);
     return Instability::kNone;
   }
 
   void get_state(Workspace& ws, double* qpos, double* qvel) const override {
-    mjData* d = data(ws);
-    mj_setState(m_, d, state_.data(), kStateSig);
-    for (int i = 0; i < m_->nq; ++i) qpos[i] = d->qpos[i];
-    for (int i = 0; i < m_->nv; ++i) qvel[i] = d->qvel[i];
+    auto [m, d] = simulation(ws);
+    mj_setState(m, d, state_.data(), kStateSig);
+    for (int i = 0; i < m->nq; ++i) qpos[i] = d->qpos[i];
+    for (int i = 0; i < m->nv; ++i) qvel[i] = d->qvel[i];
   }
 
  private:
-  static mjData* data(Workspace& ws) { return static_cast<MujocoWorkspace&>(ws).d; }
+  struct Simulation {
+    const mjModel* m;
+    mjData* d;
+  };
+  static Simulation simulation(Workspace& ws) {
+    auto& w = static_cast<MujocoWorkspace&>(ws);
+    return {w.m, w.d};
+  }
 
   // After a reset or a step: observe, remember the position, save the state row.
-  void finish(mjData* d, double* obs) {
+  void finish(const mjModel* m, mjData* d, double* obs) {
     robot_.observe(d, obs);
     robot_.position(d, xy_);
-    mj_getState(m_, d, state_.data(), kStateSig);
+    mj_getState(m, d, state_.data(), kStateSig);
   }
 
   // frame_skip x mj_step; false if MuJoCo raised an error (message in error_message). The
   // longjmp from the error handler lands here, crossing only MuJoCo's C frames.
-  bool step_physics(mjData* d, int frame_skip) {
+  bool step_physics(const mjModel* m, mjData* d, int frame_skip) {
     std::jmp_buf target;
     if (setjmp(target) != 0) {
       error_target = nullptr;
       return false;
     }
     error_target = &target;
-    for (int k = 0; k < frame_skip; ++k) mj_step(m_, d);
+    for (int k = 0; k < frame_skip; ++k) mj_step(m, d);
     error_target = nullptr;
     return true;
   }
 
   const MujocoRobot& robot_;
-  const mjModel* m_;
   std::vector<mjtNum> state_;
   double xy_[2] = {0.0, 0.0};
 };
@@ -204,6 +231,7 @@ MujocoRobot::MujocoRobot(const Options& options, const std::string& xml_path) : 
   spec_.dt = m->opt.timestep * options.frame_skip;
   spec_.has_health = options.has_health;
   spec_.ctrl_cost_weight = options.ctrl_cost_weight;
+  spec_.survive_reward = options.survive_reward;
   for (int i = 0; i < m->nu; ++i) {
     const bool limited = m->actuator_ctrllimited[i];
     spec_.action_low.push_back(limited ? m->actuator_ctrlrange[2 * i] : -INFINITY);
@@ -219,8 +247,18 @@ std::unique_ptr<RobotSim> MujocoRobot::make_sim() const {
   return std::make_unique<MujocoSim>(*this);
 }
 
+void MujocoRobot::set_physics(const std::vector<std::string>& fields) {
+  if (fields.empty()) return;
+  physics_.emplace(fields, model_);
+  physics_columns_ = physics_->columns();
+}
+
 std::unique_ptr<Workspace> MujocoRobot::make_workspace() const {
-  return std::make_unique<MujocoWorkspace>(model_);
+  return std::make_unique<MujocoWorkspace>(model_, physics_.has_value());
+}
+
+void MujocoRobot::load_physics(Workspace& ws, const double* values) const {
+  if (physics_) physics_->write(static_cast<MujocoWorkspace&>(ws).own, values);
 }
 
 }  // namespace bmaml

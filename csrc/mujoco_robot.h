@@ -10,8 +10,11 @@
 #include <mujoco/mujoco.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "physics.h"
 #include "robot.h"
 
 namespace bmaml {
@@ -25,6 +28,7 @@ class MujocoRobot : public Robot {
     int obs_dim = 0;
     bool has_health = false;
     double ctrl_cost_weight = 0.05;     // MAML reference code: 0.05; its Ant 0.5e-2
+    double survive_reward = 0.0;        // Ant: 0.05 (MAML reference code); Hopper, Walker2d: 1
     bool needs_contact_forces = false;  // run mj_rnePostConstraint after each control step
     bool uniform_qvel_noise = false;    // Swimmer: qvel noise uniform; others: scaled normal
     double reset_noise_scale = 0.1;
@@ -33,10 +37,15 @@ class MujocoRobot : public Robot {
   MujocoRobot(const Options& options, const std::string& xml_path);
   ~MujocoRobot() override;
 
+  // The base model (the asset's values). Envs are simulated with their workspace's model, a
+  // copy with the env's physics values when the layout is not empty.
   const mjModel* model() const { return model_; }
   const Options& options() const { return options_; }
+  // The fields each env's task sets (physics.h); called once, before the robot is shared.
+  void set_physics(const std::vector<std::string>& fields);
   std::unique_ptr<RobotSim> make_sim() const override;
   std::unique_ptr<Workspace> make_workspace() const override;
+  void load_physics(Workspace& ws, const double* values) const override;
 
   // Observation [obs_dim] of d.
   virtual void observe(const mjData* d, double* obs) const = 0;
@@ -49,6 +58,7 @@ class MujocoRobot : public Robot {
  private:
   Options options_;
   mjModel* model_ = nullptr;
+  std::optional<PhysicsLayout> physics_;  // set (and non-empty) only for families that vary it
 };
 
 // Routes MuJoCo warnings raised while an environment steps to that environment instead of the

@@ -28,7 +28,7 @@ RewardTerms Objective::reward(const RobotSpec& spec, const double* task, const M
   r.ctrl = -spec.ctrl_cost_weight * action_sq;
   if (spec.has_health) {
     r.contact = -contact_cost_weight * motion.contact_cost;
-    r.survive = motion.healthy ? survive_reward : 0.0;
+    r.survive = motion.healthy ? spec.survive_reward : 0.0;
   }
   return r;
 }

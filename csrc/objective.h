@@ -6,8 +6,9 @@
 //   goal:       reward_task = -(|x - goal_x| + |y - goal_y|)     (+4 for robots with a healthy range)
 //   navigation: reward_task = -||(x, y) - goal||_2, terminated within 0.01 of the goal per axis
 // plus reward_ctrl = -ctrl_cost_weight |a|^2 on the robot's (clipped) action (0.05; Ant 0.5e-2)
-// and, for robots with a healthy range (Ant), reward_contact = -5e-4 * sum(clip(cfrc_ext, -1, 1)^2)
-// and reward_survive = 0.05 while healthy, with termination when unhealthy. The reference adds
+// and, for robots with a healthy range, reward_survive = RobotSpec::survive_reward while healthy
+// (Ant 0.05; Hopper, Walker2d 1, Gymnasium's), termination when unhealthy, and
+// reward_contact = -5e-4 * sum(clip(cfrc_ext, -1, 1)^2) (Ant; 0 for robots that observe no forces). The reference adds
 // the +1 / +4 to the Ant's velocity and goal terms because it terminates early: an always-negative
 // per-step reward would teach it to fall over at once.
 #pragma once
@@ -36,7 +37,6 @@ constexpr int kNumRewardTerms = 4;
 struct Objective {
   ObjectiveKind kind = ObjectiveKind::kDirection;
   double contact_cost_weight = 5e-4;
-  double survive_reward = 0.05;
   double velocity_offset = 1.0;  // added to the velocity and goal task terms of robots with a
   double goal_offset = 4.0;      // healthy range (see above)
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "physics.h"
 #include "rng.h"
 
 namespace bmaml {
@@ -46,8 +47,9 @@ struct RobotSpec {
   int nv = 0;  // size of the qvel accepted by set_state
   double dt = 0.0;  // control timestep (s): physics timestep x frame skip
   int frame_skip = 1;
-  bool has_health = false;  // terminates when unhealthy (Ant)
+  bool has_health = false;  // terminates when unhealthy (Ant, Hopper, Walker2d)
   double ctrl_cost_weight = 0.05;  // reward_ctrl = -ctrl_cost_weight |a|^2 (the robot's action)
+  double survive_reward = 0.0;     // reward_survive while healthy (robots with a healthy range)
   std::vector<double> action_low, action_high;
 };
 
@@ -80,13 +82,22 @@ class Robot {
   virtual std::unique_ptr<RobotSim> make_sim() const = 0;
   virtual std::unique_ptr<Workspace> make_workspace() const { return std::make_unique<Workspace>(); }
 
+  // The physics values [physics_columns().size()] a task row carries after the objective's
+  // numbers (physics.h); empty for robots whose tasks only change the reward.
+  const std::vector<PhysicsColumn>& physics_columns() const { return physics_columns_; }
+  // Make env's physics values the ones ws simulates with, before any call for that env.
+  virtual void load_physics(Workspace&, const double* /*values*/) const {}
+
  protected:
   RobotSpec spec_;
+  std::vector<PhysicsColumn> physics_columns_;
 };
 
-// Factory: name is one of "HalfCheetah", "Ant", "Swimmer" (which need the path to Gymnasium's
-// v5 MJCF asset) or "Navigation2D" (no asset). Throws std::invalid_argument on a bad name, a
-// model that fails to load, or a model whose sizes do not match the robot.
-std::shared_ptr<const Robot> make_robot(const std::string& name, const std::string& xml_path);
+// Factory: name is one of "HalfCheetah", "Ant", "Swimmer", "Hopper", "Walker2d" (which need the
+// path to Gymnasium's v5 MJCF asset) or "Navigation2D" (no asset); physics names the model
+// fields each env's task sets (physics.h; none for Navigation2D). Throws std::invalid_argument on
+// a bad name or field, a model that fails to load, or a model whose sizes do not match the robot.
+std::shared_ptr<const Robot> make_robot(const std::string& name, const std::string& xml_path,
+                                        const std::vector<std::string>& physics = {});
 
 }  // namespace bmaml

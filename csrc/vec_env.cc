@@ -15,9 +15,11 @@ VecEnv::VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_
       objective_(objective),
       num_envs_(num_envs),
       max_episode_steps_(max_episode_steps),
+      task_width_(kTaskParams + static_cast<int>(robot_->physics_columns().size())),
+      has_physics_(task_width_ > kTaskParams),
       pool_(std::min(num_threads, num_envs)),
       rngs_(num_envs),
-      tasks_(static_cast<size_t>(num_envs) * kTaskParams, 0.0),
+      tasks_(static_cast<size_t>(num_envs) * task_width_, 0.0),
       steps_(num_envs, 0),
       last_obs_(static_cast<size_t>(num_envs) * robot_->spec().obs_dim, 0.0),
       warnings_(num_envs) {
@@ -27,6 +29,17 @@ VecEnv::VecEnv(std::shared_ptr<const Robot> robot, Objective objective, int num_
     sims_.push_back(robot_->make_sim());
     rngs_[i].seed(seed, i);
   }
+  // Until set_tasks: the asset's physics, so that a reset before it simulates a real robot.
+  const auto& columns = robot_->physics_columns();
+  for (int i = 0; i < num_envs; ++i)
+    for (size_t c = 0; c < columns.size(); ++c)
+      tasks_[static_cast<size_t>(i) * task_width_ + kTaskParams + c] = columns[c].default_value;
+}
+
+Workspace& VecEnv::workspace(std::ptrdiff_t i, int w) {
+  Workspace& ws = *workspaces_[w];
+  if (has_physics_) robot_->load_physics(ws, &tasks_[static_cast<size_t>(i) * task_width_ + kTaskParams]);
+  return ws;
 }
 
 std::ptrdiff_t VecEnv::chunk() const {
@@ -50,7 +63,7 @@ void VecEnv::reset(const uint64_t* seed, double* obs) {
   pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     if (seed) rngs_[i].seed(*seed, i);
     warnings_[i].clear();
-    reset_env(i, *workspaces_[w], obs + static_cast<size_t>(i) * obs_dim);
+    reset_env(i, workspace(i, w), obs + static_cast<size_t>(i) * obs_dim);
   });
 }
 
@@ -59,7 +72,7 @@ void VecEnv::reset_streams(const uint64_t* seeds, const uint64_t* streams, doubl
   pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     rngs_[i].seed(seeds[i], streams[i]);
     warnings_[i].clear();
-    reset_env(i, *workspaces_[w], obs + static_cast<size_t>(i) * obs_dim);
+    reset_env(i, workspace(i, w), obs + static_cast<size_t>(i) * obs_dim);
   });
 }
 
@@ -68,7 +81,7 @@ void VecEnv::set_state(const double* qpos, const double* qvel, double* obs) {
   pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
     double* obs_row = obs + static_cast<size_t>(i) * s.obs_dim;
     sims_[i]->set_state(qpos + static_cast<size_t>(i) * s.nq, qvel + static_cast<size_t>(i) * s.nv,
-                        *workspaces_[w], obs_row);
+                        workspace(i, w), obs_row);
     steps_[i] = 0;
     std::memcpy(&last_obs_[static_cast<size_t>(i) * s.obs_dim], obs_row, s.obs_dim * sizeof(double));
   });
@@ -86,7 +99,7 @@ void VecEnv::step_env(std::ptrdiff_t i, Workspace& ws, const double* action,
   const RobotSpec& s = spec();
   const size_t row = static_cast<size_t>(i) * s.obs_dim;
   double* obs_row = out.obs + row;
-  const double* task = &tasks_[static_cast<size_t>(i) * kTaskParams];
+  const double* task = &tasks_[static_cast<size_t>(i) * task_width_];
 
   double clipped[64];  // act_dim is checked against this bound when the robot is made
   for (int j = 0; j < s.act_dim; ++j)
@@ -161,7 +174,7 @@ void VecEnv::step(const double* actions, const uint8_t* hold, const StepBuffers&
   const int act_dim = spec().act_dim;
   if (!hold) {  // the samplers' loop, as it always was
     pool_.parallel_for(num_envs_, chunk(), [&](std::ptrdiff_t i, int w) {
-      step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
+      step_env(i, workspace(i, w), actions + static_cast<size_t>(i) * act_dim, out);
     });
     return;
   }
@@ -169,7 +182,7 @@ void VecEnv::step(const double* actions, const uint8_t* hold, const StepBuffers&
     if (hold[i]) {
       hold_env(i, out);
     } else {
-      step_env(i, *workspaces_[w], actions + static_cast<size_t>(i) * act_dim, out);
+      step_env(i, workspace(i, w), actions + static_cast<size_t>(i) * act_dim, out);
     }
   });
 }

@@ -42,11 +42,16 @@ class VecEnv {
          int max_episode_steps, uint64_t seed);
 
   const RobotSpec& spec() const { return robot_->spec(); }
+  const Robot& robot() const { return *robot_; }
   int num_envs() const { return num_envs_; }
   int num_threads() const { return pool_.num_threads(); }
   int max_episode_steps() const { return max_episode_steps_; }
+  // Numbers per task row: the objective's kTaskParams, then the robot's physics columns.
+  int task_width() const { return task_width_; }
 
-  // tasks [N, kTaskParams]; takes effect from the next step.
+  // tasks [N, task_width()], checked by the caller (physics columns >= 0, > 0 where the column
+  // says so); the objective part takes effect from the next step, the physics part from the next
+  // call that simulates the env (a step, reset or set_state).
   void set_tasks(const double* tasks);
   // Reset every env; reseed each env's stream from (seed, env index) first if seed is given.
   void reset(const uint64_t* seed, double* obs);
@@ -74,16 +79,20 @@ class VecEnv {
   void step_env(std::ptrdiff_t i, Workspace& ws, const double* action, const StepBuffers& out);
   void hold_env(std::ptrdiff_t i, const StepBuffers& out);
   std::ptrdiff_t chunk() const;
+  // Thread w's workspace, holding env i's physics.
+  Workspace& workspace(std::ptrdiff_t i, int w);
 
   std::shared_ptr<const Robot> robot_;
   Objective objective_;
   int num_envs_;
   int max_episode_steps_;
+  int task_width_;
+  bool has_physics_;
   ThreadPool pool_;
   std::vector<std::unique_ptr<Workspace>> workspaces_;  // one per pool thread
   std::vector<std::unique_ptr<RobotSim>> sims_;
   std::vector<Rng> rngs_;
-  std::vector<double> tasks_;     // [N, kTaskParams]
+  std::vector<double> tasks_;     // [N, task_width_]
   std::vector<int> steps_;        // steps taken in the current episode
   std::vector<double> last_obs_;  // [N, obs_dim] last finite observation
   std::vector<std::string> warnings_;

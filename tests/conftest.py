@@ -22,7 +22,13 @@ except ImportError:  # hypothesis is a test extra; the property tests skip witho
     pass
 
 #: The Gymnasium v5 robot each MuJoCo robot of ours must match.
-REFERENCE_IDS = {"HalfCheetah": "HalfCheetah-v5", "Ant": "Ant-v5", "Swimmer": "Swimmer-v5"}
+REFERENCE_IDS = {
+    "HalfCheetah": "HalfCheetah-v5",
+    "Ant": "Ant-v5",
+    "Swimmer": "Swimmer-v5",
+    "Hopper": "Hopper-v5",
+    "Walker2d": "Walker2d-v5",
+}
 
 
 @pytest.fixture

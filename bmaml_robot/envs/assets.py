@@ -6,7 +6,13 @@ from pathlib import Path
 
 import gymnasium.envs.mujoco
 
-_ASSET_FILES = {"HalfCheetah": "half_cheetah.xml", "Ant": "ant.xml", "Swimmer": "swimmer.xml"}
+_ASSET_FILES = {
+    "HalfCheetah": "half_cheetah.xml",
+    "Ant": "ant.xml",
+    "Swimmer": "swimmer.xml",
+    "Hopper": "hopper.xml",  # Hopper-v5's default
+    "Walker2d": "walker2d_v5.xml",  # Walker2d-v5's default (both feet friction 1.9)
+}
 
 
 def asset_path(robot: str) -> str:

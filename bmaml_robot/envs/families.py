@@ -1,7 +1,11 @@
 """Task families: the meta-RL benchmark definitions (which robot, which objective, which tasks).
 
 A task is a small dict, e.g. ``{"direction": -1.0}``; the C++ core receives it as two numbers.
-Rewards are computed in C++ (``csrc/objective.h`` documents the formulas).
+Rewards are computed in C++ (``csrc/objective.h`` documents the formulas). Families whose tasks
+change the robot's body or medium (``physics``: ``HopperParams``, ``HalfCheetahCrippled``, ...)
+have the objective ``"forward"`` (run forward, as the robot's Dir family with direction +1) and
+tasks of physics scales (``envs/physics.py``), e.g. ``{"actuator_gear": {"fshin": 0.0}}``; the
+core receives the two objective numbers followed by the absolute physics values.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bmaml_robot.envs.physics import PhysicsLayout
 from bmaml_robot_deploy.checks import check_choice, check_float, check_int
 
 Task = dict[str, Any]
@@ -37,9 +42,10 @@ class TaskFamily:
     name: str
     """Registered name, e.g. ``"HalfCheetahDir"``."""
     robot: str
-    """``"HalfCheetah"``, ``"Ant"``, ``"Swimmer"`` or ``"Navigation2D"``."""
+    """``"HalfCheetah"``, ``"Ant"``, ``"Swimmer"``, ``"Hopper"``, ``"Walker2d"`` or ``"Navigation2D"``."""
     objective: str
-    """``"direction"``, ``"velocity"``, ``"goal"`` or ``"navigation"`` (see csrc/objective.h)."""
+    """``"direction"``, ``"velocity"``, ``"goal"``, ``"navigation"`` (see csrc/objective.h) or
+    ``"forward"`` (the direction reward with direction +1, for physics families)."""
     reward: str
     """The reward in words, for documentation."""
     task_distribution: str
@@ -51,10 +57,40 @@ class TaskFamily:
     """Default half-width of the policy's normalised action space (``envs/action_map.py``): 10 for
     the MuJoCo robots, as pytorch-maml-rl and garage; Navigation2D's own bound 0.1 (no rescaling:
     neither reference rescales it)."""
+    physics: tuple[str, ...] = ()
+    """The model fields a task sets (``envs/physics.py``); empty for reward-only families."""
 
     @property
     def task_keys(self) -> tuple[str, ...]:
-        return _TASK_KEYS[self.objective]
+        """The keys of a task dict (a physics task may leave any of them out: asset's values)."""
+        return self.physics if self.physics else _TASK_KEYS[self.objective]
+
+    @property
+    def layout(self) -> PhysicsLayout | None:
+        """The physics fields of this family on its robot, or None."""
+        return PhysicsLayout(self.robot, self.physics) if self.physics else None
+
+    @property
+    def core_objective(self) -> str:
+        """The objective the C++ core computes (``"forward"`` is its direction reward)."""
+        return "direction" if self.objective == "forward" else self.objective
+
+    @property
+    def task_width(self) -> int:
+        """Floats per encoded task: ``TASK_PARAMS`` plus the physics values."""
+        layout = self.layout
+        return TASK_PARAMS + (layout.size if layout else 0)
+
+    def canonical(self, task: Mapping[str, Any]) -> Task:
+        """``task`` checked and written out in full, with plain floats: for a physics family every
+        element of every field (``PhysicsLayout.canonical``), else the task's own keys."""
+        encoded = self.encode(task)
+        layout = self.layout
+        if layout is not None:
+            return layout.canonical(task)
+        if self.task_keys == ("goal",):
+            return {"goal": [float(encoded[0]), float(encoded[1])]}
+        return {self.task_keys[0]: float(encoded[0])}
 
     def sample_tasks(self, num_tasks: int, rng: np.random.Generator) -> list[Task]:
         """Draw ``num_tasks`` tasks from the family's distribution with ``rng``."""
@@ -67,10 +103,16 @@ class TaskFamily:
         return bool(self._support(self.encode(task)))
 
     def encode(self, task: Mapping[str, Any], where: str = "task") -> np.ndarray:
-        """Check a task dict and return its C++ encoding, float64 ``[TASK_PARAMS]``."""
+        """Check a task dict and return its C++ encoding, float64 ``[task_width]``."""
         if not isinstance(task, Mapping):
             raise TypeError(f"{where}: expected a dict with keys {list(self.task_keys)}, got {type(task).__name__}")
         keys = set(task)
+        layout = self.layout
+        if layout is not None:
+            unknown = sorted(map(str, keys - set(self.physics)))
+            if unknown:
+                raise ValueError(f"{where}: {self.name} tasks have keys among {list(self.physics)}; unknown {unknown}")
+            return np.concatenate([[1.0, 0.0], layout.encode(task, where)])
         if keys != set(self.task_keys):
             missing = sorted(set(self.task_keys) - keys)
             unknown = sorted(keys - set(self.task_keys))
@@ -218,6 +260,172 @@ FAMILIES: dict[str, TaskFamily] = {
 }
 
 
+# --- Families that change the body or the medium (objective "forward", tasks of physics scales) ---
+
+#: ProMP's ``rand_param_envs`` (``RandomEnv``): every element scaled by base^u, u ~ U[-3, 3]
+#: (``log_scale_limit = 3``), base 1.5 but 1.3 for the joint damping.
+_LOG_SCALE_LIMIT = 3.0
+_RAND_PARAM_BASES = {"body_mass": 1.5, "body_inertia": 1.5, "dof_damping": 1.3, "geom_friction": 1.5}
+#: Swimmer-v5's medium (``<option density="4000" viscosity="0.1">``) down to it scaled by the
+#: real air/water ratios (density 1.2/1000, viscosity 2e-5/9e-4): log-uniform, as drag is linear
+#: in each.
+_SWIMMER_DENSITY = (4.8, 4000.0)
+_SWIMMER_VISCOSITY = (0.0022, 0.1)
+
+
+def _scale_rows(layout: PhysicsLayout, params: np.ndarray) -> dict[str, np.ndarray]:
+    """An encoded task's physics part as scales per field (medium fields: absolute values)."""
+    out, start = {}, TASK_PARAMS
+    for field in layout.fields:
+        default = layout.defaults(field)
+        values = params[start : start + default.size].reshape(default.shape)
+        start += default.size
+        if field in ("density", "viscosity"):
+            out[field] = values
+        else:  # a zero default (no damping, say) has scale 1 if it stays 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[field] = np.where(default == 0, np.where(values == 0, 1.0, np.inf), values / default)
+    return out
+
+
+def _named(layout: PhysicsLayout, field: str, scales: np.ndarray) -> dict[str, Any]:
+    return {n: s.tolist() if np.ndim(s) else float(s) for n, s in zip(layout.names(field), scales)}
+
+
+def _rand_params(robot: str) -> tuple[Callable[[int, np.random.Generator], list[Task]], Callable[[np.ndarray], bool]]:
+    layout = PhysicsLayout(robot, tuple(_RAND_PARAM_BASES))
+
+    def sample(n: int, rng: np.random.Generator) -> list[Task]:
+        tasks = []
+        for _ in range(n):
+            tasks.append({
+                f: _named(layout, f, base ** rng.uniform(-_LOG_SCALE_LIMIT, _LOG_SCALE_LIMIT, layout.defaults(f).shape))
+                for f, base in _RAND_PARAM_BASES.items()
+            })
+        return tasks
+
+    def support(params: np.ndarray) -> bool:
+        scales = _scale_rows(layout, params)
+        return all(
+            bool(np.all(np.abs(np.log(scales[f]) / np.log(base)) <= _LOG_SCALE_LIMIT + 1e-9))
+            for f, base in _RAND_PARAM_BASES.items()
+        )
+
+    return sample, support
+
+
+def _crippled(robot: str, groups: Mapping[str, tuple[str, ...]]) -> tuple[
+    Callable[[int, np.random.Generator], list[Task]], Callable[[np.ndarray], bool]
+]:
+    """One group of actuators (a joint, or a leg's joints) disabled per task, uniformly."""
+    layout = PhysicsLayout(robot, ("actuator_gear",))
+    names = layout.names("actuator_gear")
+    choices = list(groups.values())
+
+    def task(dead: tuple[str, ...]) -> Task:
+        return {"actuator_gear": {n: 0.0 if n in dead else 1.0 for n in names}}
+
+    def sample(n: int, rng: np.random.Generator) -> list[Task]:
+        return [task(choices[k]) for k in rng.integers(len(choices), size=n)]
+
+    def support(params: np.ndarray) -> bool:
+        scales = _scale_rows(layout, params)["actuator_gear"]
+        dead = tuple(n for n, s in zip(names, scales) if s == 0)
+        return dead in choices and bool(np.all(scales[scales != 0] == 1))
+
+    return sample, support
+
+
+def _torso_mass() -> tuple[Callable[[int, np.random.Generator], list[Task]], Callable[[np.ndarray], bool]]:
+    layout = PhysicsLayout("HalfCheetah", ("body_mass", "body_inertia"))
+
+    def sample(n: int, rng: np.random.Generator) -> list[Task]:
+        tasks = []
+        for s in 1.5 ** rng.uniform(-_LOG_SCALE_LIMIT, _LOG_SCALE_LIMIT, size=n):
+            tasks.append(layout.canonical({"body_mass": {"torso": float(s)}, "body_inertia": {"torso": float(s)}}))
+        return tasks
+
+    def support(params: np.ndarray) -> bool:
+        scales = _scale_rows(layout, params)
+        torso = scales["body_mass"][0]
+        others_default = np.all(scales["body_mass"][1:] == 1) and np.all(scales["body_inertia"][1:] == 1)
+        same_scale = np.allclose(scales["body_inertia"][0], torso, rtol=1e-12, atol=0)
+        return bool(others_default and same_scale and abs(np.log(torso) / np.log(1.5)) <= _LOG_SCALE_LIMIT + 1e-9)
+
+    return sample, support
+
+
+def _log_uniform(low: float, high: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(low), np.log(high), size=size))
+
+
+def _fluid() -> tuple[Callable[[int, np.random.Generator], list[Task]], Callable[[np.ndarray], bool]]:
+    def sample(n: int, rng: np.random.Generator) -> list[Task]:
+        density = _log_uniform(*_SWIMMER_DENSITY, n, rng)
+        viscosity = _log_uniform(*_SWIMMER_VISCOSITY, n, rng)
+        return [{"density": float(d), "viscosity": float(v)} for d, v in zip(density, viscosity)]
+
+    def support(params: np.ndarray) -> bool:
+        density, viscosity = params[TASK_PARAMS:]
+        return bool(_SWIMMER_DENSITY[0] <= density <= _SWIMMER_DENSITY[1]
+                    and _SWIMMER_VISCOSITY[0] <= viscosity <= _SWIMMER_VISCOSITY[1])
+
+    return sample, support
+
+
+_FORWARD = "v_x - 0.05 |a|^2"
+_WALKER = "v_x + 1 if healthy - 0.001 |a|^2; ends when unhealthy (Gymnasium v5's ranges)"
+_RAND_PARAMS_TEXT = (
+    "every body mass and inertia element x 1.5^u, joint damping x 1.3^u, geom friction element x 1.5^u; "
+    "u ~ U[-3, 3] i.i.d. (ProMP's rand_param_envs)"
+)
+
+
+def _physics_family(
+    name: str, robot: str, reward: str, distribution: str, physics: tuple[str, ...],
+    sample_support: tuple[Callable[[int, np.random.Generator], list[Task]], Callable[[np.ndarray], bool]],
+) -> TaskFamily:
+    sample, support = sample_support
+    return TaskFamily(name, robot, "forward", reward, distribution, sample, support, physics=physics)
+
+
+_HALF_CHEETAH_JOINTS = ("bshin", "bfoot", "fthigh", "fshin", "ffoot")  # not bthigh: Nagabandi et al.'s 1-5
+_ANT_LEGS = {f"leg {k}": (f"hip_{k}", f"ankle_{k}") for k in (1, 2, 3)}  # leg 4: held out, as theirs
+
+FAMILIES.update({
+    f.name: f
+    for f in [
+        _physics_family("HopperParams", "Hopper", _WALKER, _RAND_PARAMS_TEXT, tuple(_RAND_PARAM_BASES),
+                        _rand_params("Hopper")),
+        _physics_family("Walker2dParams", "Walker2d", _WALKER, _RAND_PARAMS_TEXT, tuple(_RAND_PARAM_BASES),
+                        _rand_params("Walker2d")),
+        _physics_family(
+            "HalfCheetahCrippled", "HalfCheetah", _FORWARD,
+            "one of the motors bshin, bfoot, fthigh, fshin, ffoot disabled (gear x 0), uniformly "
+            "(Nagabandi et al. 2019; bthigh: held out)",
+            ("actuator_gear",), _crippled("HalfCheetah", {n: (n,) for n in _HALF_CHEETAH_JOINTS}),
+        ),
+        _physics_family(
+            "AntCrippled", "Ant", "v_x - " + _ANT_CTRL + _ANT,
+            "the two motors (hip_k, ankle_k) of one leg k in {1, 2, 3} disabled, uniformly "
+            "(Nagabandi et al. 2019; leg 4: held out)",
+            ("actuator_gear",), _crippled("Ant", _ANT_LEGS),
+        ),
+        _physics_family(
+            "HalfCheetahMass", "HalfCheetah", _FORWARD,
+            "torso mass and inertia x 1.5^u, u ~ U[-3, 3] (a payload: 0.30-3.4 x the 6.25 kg torso)",
+            ("body_mass", "body_inertia"), _torso_mass(),
+        ),
+        _physics_family(
+            "SwimmerFluid", "Swimmer", _FORWARD,
+            "density ~ logU[4.8, 4000] kg/m^3, viscosity ~ logU[0.0022, 0.1] Pa s, independent "
+            "(Swimmer-v5's medium down to it x the air/water ratios)",
+            ("density", "viscosity"), _fluid(),
+        ),
+    ]
+})
+
+
 def get_family(name: str) -> TaskFamily:
     """The family called ``name``; a ValueError lists the valid names otherwise."""
     if not isinstance(name, str):
@@ -229,7 +437,7 @@ def get_family(name: str) -> TaskFamily:
 
 
 def encode_tasks(family: TaskFamily, tasks: Sequence[Mapping[str, Any]], num_envs: int) -> np.ndarray:
-    """Check one task per env and encode them, float64 ``[num_envs, TASK_PARAMS]``."""
+    """Check one task per env and encode them, float64 ``[num_envs, family.task_width]``."""
     if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
         raise TypeError(f"tasks: expected a list of {num_envs} task dicts, got {type(tasks).__name__}")
     if len(tasks) != num_envs:

@@ -13,6 +13,7 @@ import numpy as np
 
 from bmaml_robot.envs.assets import asset_path
 from bmaml_robot.envs.families import get_family
+from bmaml_robot.envs.physics import show_task
 from bmaml_robot.envs.rendering import OffscreenRenderer, draw_navigation
 from bmaml_robot.envs.vector_env import _MAX_COUNT, BatchedRobotEnv
 from bmaml_robot_deploy.checks import check_int
@@ -92,6 +93,8 @@ class RobotTaskEnv(gymnasium.Env):
         self._next_obs: np.ndarray | None = None
         self._renderer: OffscreenRenderer | None = None
         self._model: mujoco.MjModel | None = None
+        self._base_rgba: np.ndarray | None = None  # the asset's geom colours
+        self._shown_task: dict[str, Any] | None = None  # the task _model holds
         self._last_state: tuple[np.ndarray, np.ndarray] | None = None  # what the frame shows, if not now
         self._path: list[np.ndarray] = []  # Navigation2D: positions this episode
 
@@ -153,16 +156,24 @@ class RobotTaskEnv(gymnasium.Env):
             return draw_navigation(path[-1], goal, path, self.width, self.height)
         qpos, qvel = self._last_state if self._last_state is not None else (
             state[0] for state in self._vec.get_state())
+        model = self._robot_model()  # the current task's physics and colours, changed in place
         if self._renderer is None:
-            self._renderer = OffscreenRenderer(self._robot_model(), self.width, self.height)
+            self._renderer = OffscreenRenderer(model, self.width, self.height)
         return self._renderer.render(qpos, qvel)
 
     def _model_needed(self) -> bool:
         return self.family.robot != "Navigation2D"
 
     def _robot_model(self) -> mujoco.MjModel:
+        """The robot's model for frames and replays, with the current task's physics."""
         if self._model is None:
             self._model = mujoco.MjModel.from_xml_path(asset_path(self.family.robot))
+            self._base_rgba = self._model.geom_rgba.copy()
+        layout = self.family.layout
+        if layout is not None and self.task is not None and self._shown_task != self.task:
+            assert self._base_rgba is not None
+            show_task(self._model, layout, self.task, self._base_rgba)
+            self._shown_task = dict(self.task)
         return self._model
 
     def _replay(self, before: tuple[np.ndarray, np.ndarray], action: np.ndarray,

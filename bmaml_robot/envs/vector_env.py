@@ -104,8 +104,9 @@ class BatchedRobotEnv(VectorEnv):
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self._next_step = self.autoreset_mode is AutoresetMode.NEXT_STEP
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}  # per instance
-        self._core: Any = _core.VecEnvCore(self.family.robot, self.family.objective, asset_path(self.family.robot),
-                                           int(num_envs), int(num_threads), int(max_episode_steps), int(seed))
+        self._core: Any = _core.VecEnvCore(self.family.robot, self.family.core_objective, asset_path(self.family.robot),
+                                           int(num_envs), int(num_threads), int(max_episode_steps), int(seed),
+                                           physics=list(self.family.physics))
         # NEXT_STEP state: envs whose episode ended at the last step (the core already reset them:
         # the next step holds them), and whether reset() came yet.
         self._ended = np.zeros(int(num_envs), dtype=bool)

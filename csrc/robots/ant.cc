@@ -19,7 +19,8 @@ class Ant : public MujocoRobot {
  public:
   explicit Ant(const std::string& xml_path)
       : MujocoRobot({.name = "Ant", .frame_skip = 5, .nq = 15, .nv = 14, .nu = 8, .obs_dim = 105,
-                     .has_health = true, .ctrl_cost_weight = 5e-3, .needs_contact_forces = true},
+                     .has_health = true, .ctrl_cost_weight = 5e-3, .survive_reward = 0.05,
+                     .needs_contact_forces = true},
                     xml_path) {}
 
   void observe(const mjData* d, double* obs) const override {
@@ -57,8 +58,8 @@ class Ant : public MujocoRobot {
 
 }  // namespace
 
-std::shared_ptr<const Robot> make_ant(const std::string& xml_path) {
-  return std::make_shared<Ant>(xml_path);
+std::unique_ptr<MujocoRobot> make_ant(const std::string& xml_path) {
+  return std::make_unique<Ant>(xml_path);
 }
 
 }  // namespace bmaml

@@ -27,8 +27,8 @@ class HalfCheetah : public MujocoRobot {
 
 }  // namespace
 
-std::shared_ptr<const Robot> make_half_cheetah(const std::string& xml_path) {
-  return std::make_shared<HalfCheetah>(xml_path);
+std::unique_ptr<MujocoRobot> make_half_cheetah(const std::string& xml_path) {
+  return std::make_unique<HalfCheetah>(xml_path);
 }
 
 }  // namespace bmaml

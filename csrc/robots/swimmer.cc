@@ -26,8 +26,8 @@ class Swimmer : public MujocoRobot {
 
 }  // namespace
 
-std::shared_ptr<const Robot> make_swimmer(const std::string& xml_path) {
-  return std::make_shared<Swimmer>(xml_path);
+std::unique_ptr<MujocoRobot> make_swimmer(const std::string& xml_path) {
+  return std::make_unique<Swimmer>(xml_path);
 }
 
 }  // namespace bmaml

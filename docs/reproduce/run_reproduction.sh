@@ -7,7 +7,8 @@
 # is made once).
 #   usage: docs/reproduce/run_reproduction.sh [RUNS_DIR]   (default docs/reproduce)
 #   env: ITERS=60 meta-iterations, JOBS=2 parallel runs, ONLY="halfcheetah-dir:0 ant-dir:0" a subset,
-#        ANT_BATCH=20x10 the Ant families' tasks x episodes (empty: the config's 40 x 20),
+#        SMALL_BATCH=20x10 tasks x episodes of the Ant families and of the families that change the
+#        robot's body or medium (empty: the config's 40 x 20),
 #        BMAML_TRAIN / BMAML_EVAL the commands (default bmaml-train / bmaml-eval),
 #        EVAL_TASKS=40 EVAL_EPISODES=20 the held-out evaluation's size.
 set -euo pipefail
@@ -16,17 +17,19 @@ JOBS=${JOBS:-2}
 ITERS=${ITERS:-60}
 # config:seed, in the order they run (the two-seed families first).
 DEFAULT_RUNS="halfcheetah-dir:0 halfcheetah-dir:1 halfcheetah-vel:0 halfcheetah-vel:1 swimmer-dir:0 swimmer-vel:0
-2d-navigation:0 ant-dir:0 ant-vel:0 ant-goal:0"
+2d-navigation:0 ant-dir:0 ant-vel:0 ant-goal:0
+halfcheetah-crippled:0 halfcheetah-crippled:1 swimmer-fluid:0 swimmer-fluid:1"
 ONLY=${ONLY:-$DEFAULT_RUNS}
 
 run_one() {  # config seed
   local out="$RUNS/$1-seed$2" resume=() batch=()
   [ -e "$out/config.yaml" ] && resume=(--resume)
   # The Ant's contact-rich physics makes its 40 x 20 batch ~6 minutes per meta-iteration on this
-  # shared 2-core machine (and ~1 minute alone): its families run at ANT_BATCH tasks x episodes.
-  local ant_batch=${ANT_BATCH-20x10}
-  case "$1" in ant-*) [ -n "$ant_batch" ] &&
-    batch=(--set "num_tasks=${ant_batch%%x*}" --set "episodes_per_task=${ant_batch##*x}") ;; esac
+  # shared 2-core machine (and ~1 minute alone): its families, and those that change the body or
+  # the medium (added later, with less machine time), run at SMALL_BATCH tasks x episodes.
+  local small=${SMALL_BATCH-20x10}
+  case "$1" in ant-*|*-crippled|*-mass|*-params|*-fluid) [ -n "$small" ] &&
+    batch=(--set "num_tasks=${small%%x*}" --set "episodes_per_task=${small##*x}") ;; esac
   if ${BMAML_TRAIN:-bmaml-train} --config "$1" --seed "$2" --num-iterations "$ITERS" --num-threads 1 \
        --out "$out" --quiet "${batch[@]}" "${resume[@]}"; then
     # Evaluate the run's policy where it stands, unless eval.json already saw that iteration.

@@ -102,9 +102,11 @@ def _reset_noise(model: mujoco.MjModel, num: int, seed: int = 0) -> tuple[np.nda
     return model.qpos0 + rng.uniform(-0.1, 0.1, (num, model.nq)), 0.1 * rng.standard_normal((num, model.nv))
 
 
-def mujoco_rollout(pool: mj_rollout.Rollout, threads: int, num_envs: int, steps: int) -> Round:
-    """HalfCheetah, open-loop ``rollout`` of ``steps`` control steps (``frame_skip`` substeps each)."""
-    model = _cheetah_model()
+def mujoco_rollout(pool: mj_rollout.Rollout, threads: int, num_envs: int, steps: int,
+                   models: list[mujoco.MjModel] | None = None) -> Round:
+    """HalfCheetah, open-loop ``rollout`` of ``steps`` control steps (``frame_skip`` substeps each);
+    ``models``: one (changed) HalfCheetah model per env instead of one shared model."""
+    model = models[0] if models else _cheetah_model()
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     data = mujoco.MjData(model)
     qpos, qvel = _reset_noise(model, num_envs)
@@ -121,7 +123,7 @@ def mujoco_rollout(pool: mj_rollout.Rollout, threads: int, num_envs: int, steps:
     datas = [mujoco.MjData(model) for _ in range(threads)]
 
     def run() -> None:
-        pool.rollout(model, datas, initial_state, control, nstep=nstep, state=state, sensordata=sensordata)
+        pool.rollout(models or model, datas, initial_state, control, nstep=nstep, state=state, sensordata=sensordata)
         assert np.isfinite(state[:, -1]).all()
 
     return run

@@ -120,6 +120,72 @@ def test_bad_tasks(family, tasks, error, message):
     assert env.tasks == before  # nothing was half-applied
 
 
+@pytest.mark.parametrize(
+    ("family", "task", "error", "message"),
+    [
+        ("HopperParams", {"body_mass": {"torsoo": 1.0}}, ValueError,
+         r"tasks\[1\]\['body_mass'\]: unknown name 'torsoo' \(Hopper's: torso, thigh, leg, foot\)"),
+        ("HopperParams", {"body_mass": {"thigh": -1.0}}, ValueError,
+         r"tasks\[1\]\['body_mass'\]\['thigh'\]: expected a scale > 0 and <= 1000, got -1.0"),
+        ("HopperParams", {"body_mass": {"thigh": 0}}, ValueError, r"\['thigh'\]: expected a scale > 0 and <= 1000, got 0"),
+        ("HopperParams", {"dof_damping": {"thigh_joint": -0.5}}, ValueError,
+         r"\['dof_damping'\]\['thigh_joint'\]: expected a scale >= 0 and <= 1000, got -0.5"),
+        ("HopperParams", {"body_mass": {"thigh": float("nan")}}, ValueError, r"\['thigh'\]: expected a finite number, got nan"),
+        ("HopperParams", {"body_mass": {"thigh": 1e4}}, ValueError, r"\['thigh'\]: expected a scale > 0 and <= 1000, got 10000.0"),
+        ("HopperParams", {"body_mass": {"thigh": True}}, TypeError, r"\['thigh'\]: expected a number, got bool True"),
+        ("HopperParams", {"body_mass": {"thigh": "2"}}, TypeError, r"\['thigh'\]: expected a number, got str '2'"),
+        ("HopperParams", {"body_mass": {"thigh": [1.0, 2.0, 3.0]}}, TypeError, r"\['thigh'\]: expected a number, got list"),
+        ("HopperParams", {"body_inertia": {"thigh": [1.0, 2.0]}}, ValueError,
+         r"\['body_inertia'\]\['thigh'\]: expected one scale or 3 \(one per axis\), got 2"),
+        ("HopperParams", {"body_inertia": {"thigh": [1.0, -2.0, 1.0]}}, ValueError, r"\['thigh'\]\[1\]: expected a scale > 0"),
+        ("HopperParams", {"body_mass": 2.0}, TypeError,
+         r"tasks\[1\]\['body_mass'\]: expected a dict of Hopper element names to scales, got float"),
+        ("HopperParams", {"actuator_gear": {"thigh_joint": 0.0}}, ValueError,
+         r"tasks\[1\]: HopperParams tasks have keys among \['body_mass', 'body_inertia', 'dof_damping', 'geom_friction'\]; "
+         r"unknown \['actuator_gear'\]"),
+        ("SwimmerFluid", {"density": -1.0}, ValueError, r"tasks\[1\]\['density'\]: expected a value in \[0, 1e\+06\] kg/m\^3, got -1.0"),
+        ("SwimmerFluid", {"viscosity": np.inf}, ValueError, r"tasks\[1\]\['viscosity'\]: expected a finite number, got inf"),
+        ("SwimmerFluid", {"viscosity": {"a": 1}}, TypeError, r"tasks\[1\]\['viscosity'\]: expected a number, got dict"),
+        ("HalfCheetahCrippled", {"actuator_gear": {"knee": 0.0}}, ValueError,
+         r"unknown name 'knee' \(HalfCheetah's: bthigh, bshin, bfoot, fthigh, fshin, ffoot\)"),
+        ("AntCrippled", {"actuator_gear": {"leg 1": 0.0}}, ValueError, r"unknown name 'leg 1' \(Ant's: hip_4, ankle_4, hip_1"),
+    ],
+)
+def test_bad_physics_tasks(family, task, error, message):
+    """Errors name the task, the field and the element; nothing is half-applied."""
+    env = bm.make_vec(family, 3)
+    before = [dict(t) for t in env.tasks]
+    with pytest.raises(error, match=message):
+        env.set_tasks([{}, task, {}])
+    assert env.tasks == before
+
+
+def test_core_checks_physics_columns_and_layouts():
+    """The core's own checks (defence in depth): the width, each column's bound by its label,
+    unknown or repeated fields, and physics on a robot without any."""
+    path = bm.envs.assets.asset_path("Hopper")
+    core = _core.VecEnvCore("Hopper", "direction", path, 2, 1, 10, 0, physics=["body_mass", "dof_damping"])
+    assert core.task_width == 2 + 4 + 6
+    with pytest.raises(ValueError, match=r"tasks: expected shape \(2, 12\), got \(2, 2\)"):
+        core.set_tasks(np.zeros((2, 2)))
+    row = np.concatenate([[1.0, 0.0], core.physics_defaults])
+    tasks = np.stack([row, row])
+    tasks[1, 3] = 0.0
+    with pytest.raises(ValueError, match=r"tasks: column 3 \(body_mass\[thigh\]\) expected > 0, got 0 in row 1"):
+        core.set_tasks(tasks)
+    tasks[1, 3], tasks[0, 8] = 1.0, -0.5
+    with pytest.raises(ValueError, match=r"tasks: column 8 \(dof_damping\[rooty\]\) expected >= 0, got -0.5 in row 0"):
+        core.set_tasks(tasks)
+    with pytest.raises(ValueError, match=r"physics: expected field names among body_mass, .*viscosity; got 'mass'"):
+        _core.VecEnvCore("Hopper", "direction", path, 1, 1, 10, 0, physics=["mass"])
+    with pytest.raises(ValueError, match=r"physics: field 'density' is named twice"):
+        _core.VecEnvCore("Hopper", "direction", path, 1, 1, 10, 0, physics=["density", "density"])
+    with pytest.raises(ValueError, match=r"physics: Navigation2D has no physics fields"):
+        _core.VecEnvCore("Navigation2D", "navigation", "", 1, 1, 10, 0, physics=["density"])
+
+
+
+
 def test_sample_tasks_arguments():
     env = bm.make_vec("AntVel", 1)
     for num_tasks in (0, -3, 2.0, True, "4"):
@@ -218,8 +284,8 @@ def test_navigation_set_state_takes_an_empty_qvel():
 
 
 def test_core_refuses_bad_robots_objectives_and_counts():
-    with pytest.raises(ValueError, match=r"robot: expected one of HalfCheetah, Ant, Swimmer, Navigation2D; got 'Hopper'"):
-        _core.VecEnvCore("Hopper", "direction", "", 1, 1, 10, 0)
+    with pytest.raises(ValueError, match=r"robot: expected one of HalfCheetah, Ant, Swimmer, Hopper, Walker2d, Navigation2D; got 'Humanoid'"):
+        _core.VecEnvCore("Humanoid", "direction", "", 1, 1, 10, 0)
     with pytest.raises(ValueError, match=r"objective: expected one of direction, velocity, goal, navigation; got 'speed'"):
         _core.VecEnvCore("Navigation2D", "speed", "", 1, 1, 10, 0)
     with pytest.raises(ValueError, match=r"xml_path: could not load MuJoCo model '/nonexistent.xml'"):

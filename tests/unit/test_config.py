@@ -24,6 +24,8 @@ FAMILY_OF_CONFIG = {  # every shipped benchmark family has a config
     "ant-dir": "AntDir", "ant-vel": "AntVel", "ant-goal": "AntGoal",
     "swimmer-dir": "SwimmerDir", "swimmer-vel": "SwimmerVel",
     "2d-navigation": "Navigation2D", "demo": "Navigation2D",
+    "hopper-params": "HopperParams", "walker2d-params": "Walker2dParams", "halfcheetah-crippled": "HalfCheetahCrippled",
+    "ant-crippled": "AntCrippled", "halfcheetah-mass": "HalfCheetahMass", "swimmer-fluid": "SwimmerFluid",
 }
 
 

@@ -12,6 +12,7 @@ import bmaml_robot as bm
 
 EXPECTED_FAMILIES = {
     "HalfCheetahDir", "HalfCheetahVel", "AntDir", "AntVel", "AntGoal", "SwimmerDir", "SwimmerVel", "Navigation2D",
+    "HopperParams", "Walker2dParams", "HalfCheetahCrippled", "AntCrippled", "HalfCheetahMass", "SwimmerFluid",
 }
 VELOCITY_HIGH = {"HalfCheetahVel": 2.0, "AntVel": 3.0, "SwimmerVel": 0.5}
 
@@ -34,6 +35,71 @@ def test_every_family_makes_an_env_that_steps_with_its_tasks(name, rollout):
     for key in ("obs", "reward", "x_velocity", *bm.REWARD_TERMS):
         assert np.all(np.isfinite(record[key])), key
     assert record["_final_obs"].any()
+
+
+@pytest.mark.parametrize("name", ["HopperParams", "Walker2dParams"])
+def test_rand_param_scales_are_log_uniform_with_the_reference_bases(name):
+    """ProMP's rand_param_envs: every element x base^u, u ~ U[-3, 3] i.i.d.; base 1.5, damping 1.3."""
+    family = bm.get_family(name)
+    tasks = family.sample_tasks(400, np.random.default_rng(0))
+    assert all(family.in_distribution(t) for t in tasks)
+    for field, base in {"body_mass": 1.5, "body_inertia": 1.5, "dof_damping": 1.3, "geom_friction": 1.5}.items():
+        u = np.log(np.array([list(t[field].values()) for t in tasks], dtype=float)).ravel() / np.log(base)
+        assert np.all(np.abs(u) <= 3 + 1e-9) and np.abs(u).max() > 2.98, field
+        np.testing.assert_allclose(u.mean(), 0.0, atol=0.1, err_msg=field)
+        np.testing.assert_allclose(u.std(), np.sqrt(3), rtol=0.03, err_msg=field)
+    assert not family.in_distribution({"body_mass": {"torso": 1.5**3.1}})
+    assert family.in_distribution({})
+
+
+@pytest.mark.parametrize(("name", "groups"), [
+    ("HalfCheetahCrippled", [("bshin",), ("bfoot",), ("fthigh",), ("fshin",), ("ffoot",)]),
+    ("AntCrippled", [("hip_1", "ankle_1"), ("hip_2", "ankle_2"), ("hip_3", "ankle_3")]),
+])
+def test_crippled_tasks_disable_one_listed_group_uniformly(name, groups):
+    family = bm.get_family(name)
+    tasks = family.sample_tasks(3000, np.random.default_rng(0))
+    dead = [tuple(n for n, g in t["actuator_gear"].items() if g == 0.0) for t in tasks]
+    assert all(set(t["actuator_gear"].values()) == {0.0, 1.0} for t in tasks)
+    counts = np.array([dead.count(g) for g in groups]) / len(tasks)
+    np.testing.assert_allclose(counts, 1 / len(groups), atol=0.03)
+    assert all(family.in_distribution(t) for t in tasks[:20])
+    held_out = {"actuator_gear": {"bthigh": 0.0}} if name == "HalfCheetahCrippled" else {
+        "actuator_gear": {"hip_4": 0.0, "ankle_4": 0.0}}
+    assert not family.in_distribution(held_out) and not family.in_distribution({})
+
+
+def test_torso_mass_and_fluid_distributions():
+    mass = bm.get_family("HalfCheetahMass")
+    tasks = mass.sample_tasks(2000, np.random.default_rng(0))
+    s = np.array([t["body_mass"]["torso"] for t in tasks])
+    np.testing.assert_array_equal(np.array([t["body_inertia"]["torso"] for t in tasks]), np.repeat(s[:, None], 3, axis=1))
+    assert all(t["body_mass"]["bthigh"] == 1.0 for t in tasks)
+    u = np.log(s) / np.log(1.5)
+    assert np.all(np.abs(u) <= 3) and np.abs(u).max() > 2.99
+    np.testing.assert_allclose(u.std(), np.sqrt(3), rtol=0.05)
+    assert not mass.in_distribution({"body_mass": {"torso": 2.0}})  # the inertia must follow the mass
+
+    fluid = bm.get_family("SwimmerFluid")
+    tasks = fluid.sample_tasks(4000, np.random.default_rng(0))
+    for key, (low, high) in {"density": (4.8, 4000.0), "viscosity": (0.0022, 0.1)}.items():
+        x = np.log([t[key] for t in tasks])
+        assert np.all((x >= np.log(low)) & (x <= np.log(high))), key
+        np.testing.assert_allclose(x.mean(), (np.log(low) + np.log(high)) / 2, atol=0.06, err_msg=key)
+    assert np.corrcoef(np.log([t["density"] for t in tasks]), np.log([t["viscosity"] for t in tasks]))[0, 1] < 0.05
+    assert fluid.in_distribution({}) and not fluid.in_distribution({"density": 1.0})
+
+
+def test_physics_tasks_change_the_body_and_only_where_said():
+    """A dead motor: the same action moves the crippled cheetah differently, and gives it the same
+    control cost (the commanded action is charged, as the body, not the reward, changes)."""
+    env, actions = twin_envs("HalfCheetahCrippled", [{}, {"actuator_gear": {"fshin": 0.0}}])
+    moved = False
+    for _ in range(5):
+        obs, _, _, _, info = env.step(actions)
+        moved |= not np.array_equal(obs[0], obs[1])
+        assert info["reward_ctrl"][0] == info["reward_ctrl"][1]
+    assert moved
 
 
 def test_sampling_is_reproducible():

@@ -14,6 +14,8 @@ DIMS = {  # robot: (obs_dim, act_dim, nq, nv)
     "HalfCheetah": (17, 6, 9, 9),
     "Ant": (105, 8, 15, 14),
     "Swimmer": (8, 2, 5, 5),
+    "Hopper": (11, 3, 6, 6),
+    "Walker2d": (17, 6, 9, 9),
     "Navigation2D": (2, 2, 2, 0),
 }
 
