@@ -133,6 +133,15 @@ def check_task(family: TaskFamily, task: Any, *, where: str = "task") -> dict[st
     return family.canonical(task)
 
 
+def task_physics(family: TaskFamily, task: Mapping[str, Any]) -> dict[str, float] | None:
+    """The task's physics as the simulator sets it, absolute values by column label (the
+    ``bmaml.physics`` metadata), or None for a family that changes only the reward."""
+    layout = family.layout
+    if layout is None:
+        return None
+    return {label: float(v) for label, v in zip(layout.labels, layout.encode(task))}
+
+
 def out_of_distribution(family: TaskFamily, task: Mapping[str, Any]) -> str | None:
     """None when ``task`` (checked, canonical) is in ``family``'s training distribution, else a
     sentence saying it is not, naming the distribution."""
@@ -213,6 +222,7 @@ def _file_metadata(export: Adaptation | RL2Export, policy_kind: str, recurrence:
         git_commit=origin["git_commit"],
         provenance=origin,
         train_config=config_for_file(export.run.config),
+        physics=task_physics(export.family, export.task),
         **extra,
     )
 

@@ -319,18 +319,17 @@ def _crippled(robot: str, groups: Mapping[str, tuple[str, ...]]) -> tuple[
 ]:
     """One group of actuators (a joint, or a leg's joints) disabled per task, uniformly."""
     layout = PhysicsLayout(robot, ("actuator_gear",))
-    names = layout.names("actuator_gear")
     choices = list(groups.values())
 
     def task(dead: tuple[str, ...]) -> Task:
-        return {"actuator_gear": {n: 0.0 if n in dead else 1.0 for n in names}}
+        return {"actuator_gear": {n: 0.0 if n in dead else 1.0 for n in layout.names("actuator_gear")}}
 
     def sample(n: int, rng: np.random.Generator) -> list[Task]:
         return [task(choices[k]) for k in rng.integers(len(choices), size=n)]
 
     def support(params: np.ndarray) -> bool:
         scales = _scale_rows(layout, params)["actuator_gear"]
-        dead = tuple(n for n, s in zip(names, scales) if s == 0)
+        dead = tuple(n for n, s in zip(layout.names("actuator_gear"), scales) if s == 0)
         return dead in choices and bool(np.all(scales[scales != 0] == 1))
 
     return sample, support

@@ -67,6 +67,10 @@ key                        value
 ``bmaml.train_config``     optional: JSON object, the run's resolved training config
                            (``TrainConfig.to_dict()``; for an mlp without ``recurrence``,
                            which only recurrent policies have)
+``bmaml.physics``          optional: JSON object, the task's physics as the simulator sets it:
+                           absolute model values by column label, e.g.
+                           ``{"actuator_gear[fshin]": 0.0, ...}`` or ``{"density": 40.0, ...}``
+                           (families that change the body or medium; absent for the others)
 ``bmaml.algorithm``        RL^2 files: ``"rl2"``; absent (or ``"maml"``): a MAML file
 ``bmaml.episodes_per_trial``  RL^2 files: integer >= 1, the episodes of a training trial
                            (the state was carried across them); absent from MAML files
@@ -125,6 +129,7 @@ KEY_HORIZON = "bmaml.horizon"
 KEY_GIT_COMMIT = "bmaml.git_commit"
 KEY_PROVENANCE = "bmaml.provenance"
 KEY_TRAIN_CONFIG = "bmaml.train_config"
+KEY_PHYSICS = "bmaml.physics"
 KEY_ALGORITHM = "bmaml.algorithm"
 KEY_EPISODES_PER_TRIAL = "bmaml.episodes_per_trial"
 KEY_INPUT_NAMES = "bmaml.input_names"
@@ -149,7 +154,9 @@ REQUIRED_KEYS: tuple[str, ...] = (
 )
 
 #: Keys a file may have (older files lack them), in the order they are written.
-OPTIONAL_KEYS: tuple[str, ...] = (KEY_ACTION_SCALE, KEY_HORIZON, KEY_GIT_COMMIT, KEY_PROVENANCE, KEY_TRAIN_CONFIG)
+OPTIONAL_KEYS: tuple[str, ...] = (
+    KEY_ACTION_SCALE, KEY_HORIZON, KEY_GIT_COMMIT, KEY_PROVENANCE, KEY_TRAIN_CONFIG, KEY_PHYSICS,
+)
 
 #: Keys of RL^2 files (written after the others; MAML files are written without them).
 RL2_KEYS: tuple[str, ...] = (KEY_ALGORITHM, KEY_EPISODES_PER_TRIAL, KEY_INPUT_NAMES)
@@ -238,6 +245,9 @@ class PolicyMetadata:
     commit and dirty flag, library versions (None: an older file)."""
     train_config: dict[str, Any] | None = None
     """The run's resolved training config (None: an older file)."""
+    physics: dict[str, float] | None = None
+    """The task's physics, absolute model values by column label (``bmaml_robot``'s
+    ``PhysicsLayout.labels``), for families that change the body or medium; None otherwise."""
     algorithm: str = "maml"
     """``maml`` (every file before RL^2) or ``rl2`` (a recurrent policy fed its previous action,
     previous reward and an episode-start flag; ``format_version`` ``"2"``)."""
@@ -288,6 +298,12 @@ class PolicyMetadata:
         for name in ("provenance", "train_config"):
             if getattr(self, name) is not None:
                 set_(self, name, _json_object(getattr(self, name), name))
+        if self.physics is not None:
+            physics = _json_object(self.physics, "physics")
+            bad = {k: v for k, v in physics.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+            if bad:
+                raise ValueError(f"physics: expected numbers by label, got {bad!r}")
+            set_(self, "physics", {k: float(v) for k, v in physics.items()})
         check_choice(self.policy_kind, "policy_kind", POLICY_KINDS)
         if not isinstance(self.hidden_shape, (list, tuple)):
             raise ValueError(f"hidden_shape: expected a list [layers, hidden] or [], got {self.hidden_shape!r}")
@@ -388,6 +404,7 @@ class PolicyMetadata:
             KEY_GIT_COMMIT: self.git_commit,
             KEY_PROVENANCE: None if self.provenance is None else json.dumps(self.provenance, sort_keys=True),
             KEY_TRAIN_CONFIG: None if self.train_config is None else json.dumps(self.train_config, sort_keys=True),
+            KEY_PHYSICS: None if self.physics is None else json.dumps(self.physics),  # the model's order
         }
         if self.rl2:  # MAML files stay as they were: without these keys
             optional[KEY_ALGORITHM] = self.algorithm
@@ -466,6 +483,7 @@ class PolicyMetadata:
             (KEY_GIT_COMMIT, "str"),
             (KEY_PROVENANCE, "json"),
             (KEY_TRAIN_CONFIG, "json"),
+            (KEY_PHYSICS, "json"),
             (KEY_ALGORITHM, "str"),
             (KEY_EPISODES_PER_TRIAL, "int"),
         ):

@@ -49,13 +49,13 @@ from bmaml_robot.train import train  # noqa: E402
 from bmaml_robot_deploy import Controller, SimulatedRobot, run_control_loop  # noqa: E402
 from bmaml_robot_deploy.cli import build_parser as control_parser  # noqa: E402
 from bmaml_robot_deploy.cli import main as control_main  # noqa: E402
-from bmaml_robot_deploy.metadata import OPTIONAL_KEYS, REQUIRED_KEYS, PolicyMetadata  # noqa: E402
+from bmaml_robot_deploy.metadata import OPTIONAL_KEYS, REQUIRED_KEYS, PolicyMetadata, read_props  # noqa: E402
 from bmaml_robot_deploy.testing import toy_metadata  # noqa: E402
 
 FAMILY = "HalfCheetahDir"
 TASK = {"direction": -1.0}
 #: A task per family used here.
-TASKS = {FAMILY: TASK, "Navigation2D": {"goal": [0.3, -0.2]}}
+TASKS = {FAMILY: TASK, "Navigation2D": {"goal": [0.3, -0.2]}, "HalfCheetahCrippled": {"actuator_gear": {"fshin": 0.0}}}
 #: Every kind, and between them every recurrence mode.
 RECURRENCE = {"mlp": "frozen", "rnn": "outer", "gru": "frozen", "lstm": "all"}
 HIDDEN = 16
@@ -272,7 +272,8 @@ def test_metadata_round_trip(kind: str, exported, run_dir) -> None:
     props = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
     origin = provenance()
     # Every optional key is written; the commit only when exported from a git checkout.
-    assert set(props) == {*REQUIRED_KEYS, *OPTIONAL_KEYS} - ({"bmaml.git_commit"} if origin["git_commit"] is None else set())
+    absent = {"bmaml.physics"} | ({"bmaml.git_commit"} if origin["git_commit"] is None else set())
+    assert set(props) == {*REQUIRED_KEYS, *OPTIONAL_KEYS} - absent  # HalfCheetahDir: no physics
     assert float(props["bmaml.action_scale"]) == SCALE
     env = bm.make_vec(FAMILY, 1)
     try:
@@ -511,3 +512,28 @@ def test_cli_rejects_a_bad_run_dir(layout: str, tmp_path: Path, capsys: pytest.C
     assert "run_dir" in err or "policy.pt" in err
     assert str(run) in err
     assert not out.exists()
+
+
+def test_a_physics_task_travels_with_the_file_to_the_simulator(exported) -> None:
+    """HalfCheetahCrippled: the file holds the task in full and its physics by label (readable),
+    and the deploy simulator drives the same crippled robot as the env (not the healthy one)."""
+    family = "HalfCheetahCrippled"
+    _, path = exported("mlp", family)
+    meta = PolicyMetadata.from_props(read_props(path))
+    assert meta.task == {"actuator_gear": {"bthigh": 1.0, "bshin": 1.0, "bfoot": 1.0, "fthigh": 1.0, "fshin": 0.0,
+                                           "ffoot": 1.0}}
+    assert meta.physics is not None and meta.physics["actuator_gear[fshin]"] == 0.0
+    assert meta.physics["actuator_gear[fthigh]"] == 120.0  # Gymnasium's gear, in the model's units
+    robot = SimulatedRobot.for_policy(meta, seed=3)
+    qpos, qvel = robot.env.get_state()
+    envs = bm.make_vec(family, 2, seed=0, max_episode_steps=1000)
+    envs.set_tasks([TASKS[family], {}])
+    envs.set_state(np.repeat(qpos, 2, axis=0), np.repeat(qvel, 2, axis=0))
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, envs.act_dim)).astype(np.float32)  # as the loop's
+    robot.env.set_state(qpos, qvel)  # both from a fresh set_state: the same solver warm start
+    for action in actions:
+        robot.send_action(action)
+        obs, *_ = envs.step(np.stack([action, action]))
+        np.testing.assert_array_equal(robot.read_observation(), obs[0])
+    assert not np.array_equal(obs[0], obs[1])
+    robot.close()

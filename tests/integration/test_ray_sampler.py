@@ -70,8 +70,9 @@ def setup_batch(seed: int = 0) -> tuple[list[dict], Any, dict[str, torch.Tensor]
     return tasks, policy, params
 
 
-def local_episodes(tasks: list[dict], policy: Any, params: dict | None, seed: int) -> tuple[Episodes, int]:
-    sampler = MetaSampler(FAMILY, K, B, T)
+def local_episodes(tasks: list[dict], policy: Any, params: dict | None, seed: int,
+                   family: str = FAMILY) -> tuple[Episodes, int]:
+    sampler = MetaSampler(family, K, B, T)
     try:
         sampler.set_tasks(tasks)
         episodes = sampler.sample(policy, params, seed)
@@ -134,6 +135,23 @@ def test_ray_sampler_gives_the_local_samplers_episodes(ray_instance: Any) -> Non
         assert sampler.workers_restarted == 0
         ray_instance.get([w.ready.remote() for w in sampler._workers])  # still alive
     assert sampler._workers == [] and ray_instance.is_initialized()  # a shared Ray stays up
+
+
+def test_physics_tasks_on_ray_are_the_local_episodes(ray_instance: Any) -> None:
+    """A family that changes the body (nested task dicts through Ray; Hoppers fall early)."""
+    from bmaml_robot.meta.ray_sampler import RaySampler
+
+    family = "HopperParams"
+    tasks = get_family(family).sample_tasks(K, np.random.default_rng(0))
+    env = BatchedRobotEnv(family, 1)
+    env.close()
+    policy = make_policy("gru", env.obs_dim, env.act_dim, hidden_size=13, init_log_std=2.0, seed=0)
+    with RaySampler(family, K, B, T, num_workers=2) as sampler:
+        sampler.set_tasks(tasks)
+        ours = sampler.sample(policy, None, 5)
+    expected, _ = local_episodes(tasks, policy, None, 5, family)
+    assert_same_episodes(ours, expected)
+    assert (expected.mask.sum(0) < T).any(), "some Hoppers fall: episodes of different lengths"
 
 
 def test_workers_killed_during_sampling_are_replaced_and_change_nothing(

@@ -169,3 +169,27 @@ def test_a_task_outside_the_distribution_is_rendered_with_a_warning(navigation_r
                  "--height", "64", "--adapt-steps", "0", "--episodes", "1"]) == 0
     assert "outside Navigation2D's training distribution (goal ~ U[-0.5, 0.5]^2)" in capsys.readouterr().err
     assert out.is_file()
+
+
+def test_a_disabled_motor_is_drawn_red(opengl: str, tmp_path: Path) -> None:
+    """HalfCheetahCrippled: the body of the dead motor is red in the single env's frames and in a
+    rendered video."""
+    import gymnasium
+
+    def red_pixels(frame: np.ndarray) -> int:
+        r, g, b = (frame[..., k].astype(int) for k in range(3))
+        return int(np.sum((r > 90) & (r > 2 * g) & (r > 2 * b)))  # lit red, shaded or not
+
+    frames = {}
+    for name, task in {"crippled": {"actuator_gear": {"fshin": 0.0}}, "healthy": {}}.items():
+        env = gymnasium.make("bmaml_robot/HalfCheetahCrippled-v0", task=task, render_mode="rgb_array", width=160,
+                             height=120)
+        env.reset(seed=0)
+        frames[name] = env.render()
+        env.close()
+    assert red_pixels(frames["crippled"]) > 30 and red_pixels(frames["healthy"]) == 0
+    run = tiny_run(tmp_path / "run", "HalfCheetahCrippled")
+    result = render(run, {"actuator_gear": {"bfoot": 0.0}}, tmp_path / "v.gif", adapt_steps=1, width=160, height=120,
+                    episodes=1)
+    video = read_frames(result.path)
+    assert red_pixels(video[len(video) // 2]) > 30
