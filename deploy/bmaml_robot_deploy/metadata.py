@@ -300,9 +300,9 @@ class PolicyMetadata:
                 set_(self, name, _json_object(getattr(self, name), name))
         if self.physics is not None:
             physics = _json_object(self.physics, "physics")
-            bad = {k: v for k, v in physics.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
-            if bad:
-                raise ValueError(f"physics: expected numbers by label, got {bad!r}")
+            not_numbers = {k: v for k, v in physics.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+            if not_numbers:
+                raise ValueError(f"physics: expected numbers by label, got {not_numbers!r}")
             set_(self, "physics", {k: float(v) for k, v in physics.items()})
         check_choice(self.policy_kind, "policy_kind", POLICY_KINDS)
         if not isinstance(self.hidden_shape, (list, tuple)):
