@@ -152,6 +152,39 @@ def test_core_set_tasks_takes_any_array(cheetah, tasks):
     cheetah.set_tasks(cheetah.tasks)  # back to the family's tasks
 
 
+@pytest.fixture(scope="module")
+def hopper() -> bm.BatchedRobotEnv:
+    """A physics family: task rows [N, 2 + 39] whose physics columns must be >= 0 (masses > 0)."""
+    env = bm.make_vec("HopperParams", NUM_ENVS, seed=0, max_episode_steps=5)
+    env.reset(seed=0)
+    return env
+
+
+@given(data=st.data())
+def test_core_set_tasks_of_a_physics_family_takes_any_array(hopper, data):
+    width = hopper._core.task_width
+    defaults = np.concatenate([[1.0, 0.0], hopper._core.physics_defaults])
+    positive = 2 + np.flatnonzero([label.startswith(("body_mass", "body_inertia")) for label in hopper._core.physics_columns])
+    tasks = data.draw(st.one_of(
+        arrays((NUM_ENVS, width), dtypes=FLOATS, moderate=1e308, other_shapes=False),
+        arrays((NUM_ENVS, width)),
+        st.builds(lambda scale: np.tile(defaults, (NUM_ENVS, 1)) * scale,  # plausible rows, some signs flipped
+                  hnp.arrays(np.float64, (NUM_ENVS, width), elements=st.sampled_from([1.0, 0.5, 3.0, 0.0, -1.0]))),
+    ))
+    try:
+        hopper._core.set_tasks(tasks)
+    except (TypeError, ValueError) as error:
+        assert_names(error, "tasks")
+        signs_ok = valid_floats(tasks, (NUM_ENVS, width)) and bool(np.all(tasks[:, 2:] >= 0))
+        assert not signs_ok or np.any(tasks[:, positive] == 0), f"valid tasks refused: {error}"  # a zero mass
+        return
+    event("works")
+    assert valid_floats(tasks, (NUM_ENVS, width)) and np.all(tasks[:, 2:] >= 0) and np.all(tasks[:, positive] > 0)
+    obs, *_ = hopper.step(np.zeros((NUM_ENVS, 3)))  # any physics: a finite step or an instability reset
+    assert np.isfinite(obs).all()
+    hopper.set_tasks(hopper.tasks)
+
+
 JUNK_VALUES = st.one_of(st.floats(), st.integers(), st.none(), st.text(max_size=3), st.booleans(),
                         st.lists(st.floats(), max_size=3), st.just(10**400), st.just(np.longdouble(10) ** 400))
 
