@@ -26,7 +26,8 @@ import numpy as np
 import yaml
 
 ORDER = ["halfcheetah-dir", "halfcheetah-vel", "ant-dir", "ant-vel", "ant-goal", "swimmer-dir", "swimmer-vel",
-         "2d-navigation"]
+         "2d-navigation", "halfcheetah-crippled", "swimmer-fluid", "halfcheetah-mass", "ant-crippled", "hopper-params",
+         "walker2d-params"]
 LAST = 10
 
 
