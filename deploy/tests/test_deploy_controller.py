@@ -136,17 +136,19 @@ def test_optional_provenance_and_horizon_keys_round_trip_and_old_files_still_loa
     required ones when set, read back as written, and None in a file that lacks them."""
     origin = {"package_version": "0.1.0", "git_commit": "3e172f4" * 5 + "abcd", "git_dirty": False, "torch": "2.13.0"}
     config = {"family": "HalfCheetahDir", "policy": "gru", "recurrence": "frozen", "horizon": 100, "hidden_sizes": [64]}
+    physics = {"actuator_gear[bthigh]": 120.0, "actuator_gear[fshin]": 0.0}  # a crippled cheetah's
     meta = toy_metadata("gru", 17, 6, 24, horizon=100, git_commit=origin["git_commit"], provenance=origin,
-                        train_config=config, action_scale=10.0, source_run="halfcheetah-dir-seed0")
+                        train_config=config, action_scale=10.0, source_run="halfcheetah-dir-seed0", physics=physics)
     props = meta.to_props()
     assert list(props) == [*REQUIRED_KEYS, *OPTIONAL_KEYS]
+    assert json.loads(props["bmaml.physics"]) == physics and list(json.loads(props["bmaml.physics"])) == list(physics)
     assert props["bmaml.horizon"] == "100" and props["bmaml.git_commit"] == origin["git_commit"]
     assert json.loads(props["bmaml.provenance"]) == origin and json.loads(props["bmaml.train_config"]) == config
     path, _ = write(tmp_path, "new.onnx", "gru", hidden_size=24, metadata=meta)
     assert PolicyMetadata.from_onnx(path) == meta == Controller(path).metadata
     # A file exported before these keys existed (only the required ones) loads; the fields are None.
     old = PolicyMetadata.from_props(toy_metadata("gru", 17, 6, 24).to_props())
-    assert (old.horizon, old.git_commit, old.provenance, old.train_config, old.action_scale) == (None,) * 5
+    assert (old.horizon, old.git_commit, old.provenance, old.train_config, old.action_scale, old.physics) == (None,) * 6
     # Keys this runtime does not know are ignored.
     assert PolicyMetadata.from_props({**props, "bmaml.future_key": "x", "other": "y"}) == meta
 
@@ -218,6 +220,8 @@ def test_a_model_without_any_metadata(tmp_path):
         ("bmaml.provenance", "[1, 2]", r"metadata bmaml.provenance: expected a JSON object"),
         ("bmaml.train_config", "{horizon: 100", r"metadata bmaml.train_config: expected json"),
         ("bmaml.train_config", '{"x": NaN}', r"metadata bmaml.train_config: expected JSON-serialisable finite values"),
+        ("bmaml.physics", '[0.0]', r"metadata bmaml.physics: expected a JSON object"),
+        ("bmaml.physics", '{"density": "thick"}', r"metadata bmaml.physics: expected numbers by label, got \{'density': 'thick'\}"),
     ],
 )
 def test_malformed_metadata_values_are_named(tmp_path, key, value, message):
