@@ -55,26 +55,27 @@ PhysicsLayout::PhysicsLayout(const std::vector<std::string>& fields, const mjMod
     if (std::find(fields_.begin(), fields_.end(), f) != fields_.end())
       throw std::invalid_argument("physics: field '" + name + "' is named twice");
     fields_.push_back(f);
+    // Three values per element (principal inertias; sliding, torsional, rolling friction).
+    auto per_axis = [&](const char* field, int type, int first, int count, const mjtNum* values, bool positive) {
+      for (int e = first; e < count; ++e)
+        for (int k = 0; k < 3; ++k)
+          columns_.push_back({std::string(field) + "[" + element_name(m, type, e) + "," + std::to_string(k) + "]",
+                              values[3 * e + k], positive});
+    };
     switch (f) {
       case Field::kBodyMass:
         for (int b = 1; b < m->nbody; ++b)
           columns_.push_back({"body_mass[" + element_name(m, mjOBJ_BODY, b) + "]", m->body_mass[b], true});
         break;
       case Field::kBodyInertia:
-        for (int b = 1; b < m->nbody; ++b)
-          for (int k = 0; k < 3; ++k)
-            columns_.push_back({"body_inertia[" + element_name(m, mjOBJ_BODY, b) + "," + std::to_string(k) + "]",
-                                m->body_inertia[3 * b + k], true});
+        per_axis("body_inertia", mjOBJ_BODY, 1, m->nbody, m->body_inertia, true);
         break;
       case Field::kDofDamping:
         for (int v = 0; v < m->nv; ++v)
           columns_.push_back({"dof_damping[" + dof_name(m, v) + "]", m->dof_damping[v], false});
         break;
       case Field::kGeomFriction:
-        for (int g = 0; g < m->ngeom; ++g)
-          for (int k = 0; k < 3; ++k)
-            columns_.push_back({"geom_friction[" + element_name(m, mjOBJ_GEOM, g) + "," + std::to_string(k) + "]",
-                                m->geom_friction[3 * g + k], false});
+        per_axis("geom_friction", mjOBJ_GEOM, 0, m->ngeom, m->geom_friction, false);
         break;
       case Field::kActuatorGear:
         for (int a = 0; a < m->nu; ++a)
