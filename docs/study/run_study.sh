@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study of issue 17: does a brain-like recurrent learner adapt better? Seven variants x five
-# seeds x two families, MAML and RL^2 at equal environment-step budgets, each run evaluated on
-# held-out tasks. Resumable and extendable: run it again (with larger ITERS to extend) and every
+# seeds x three families (HalfCheetahDir, SwimmerDir, HalfCheetahCrippled: the body changes), MAML
+# and RL^2 at equal environment-step budgets, each run evaluated on held-out tasks. Resumable and extendable: run it again (with larger ITERS to extend) and every
 # run continues from its checkpoint; an evaluation is redone only when its run has moved on.
 #
 #   usage: docs/study/run_study.sh [RUNS_DIR]          (default docs/study/runs)
@@ -9,12 +9,13 @@
 #          RL2_FACTOR=10    MAML iteration: 2 x 20 tasks x 10 episodes x 100 steps = 40,000 env-steps;
 #                           RL^2 iteration: 10 trials x 4 episodes x 100 steps = 4,000
 #          JOBS=2           runs in parallel (one thread each: the machine has 2 cores)
+#          FAMILIES="HalfCheetahDir SwimmerDir HalfCheetahCrippled"   the families, in this order
 #          ONLY="HalfCheetahDir:maml-mlp:0 ..."   a subset (family:variant:seed)
 #          EVAL_TASKS=40 EVAL_EPISODES=20 (MAML; RL^2: EVAL_TRIALS=4 trials per task)
 #          GATED_FAST_LR=0.5  the inner step size of the GRU and LSTM MAML variants (see below)
 #
 # Batch: 20 tasks x 10 episodes for MAML (the benchmark's 40 x 20 is ~4x slower here: ~15 s per MLP
-# iteration and ~40 s per GRU iteration on this shared 2-core machine, and the study has 70 runs);
+# iteration and ~40 s per GRU iteration on this shared 2-core machine, and the study has 105 runs);
 # RL^2 uses garage's RL2PPO batch (the shipped rl2-halfcheetah-vel config). Order: family-major
 # (HalfCheetahDir, the original experiment, first), then seed-major, so that a partial study holds
 # every variant for its first seeds.
@@ -23,7 +24,7 @@ RUNS=${1:-docs/study/runs}
 ITERS=${ITERS:-150}
 RL2_FACTOR=${RL2_FACTOR:-10}
 JOBS=${JOBS:-2}
-FAMILIES="HalfCheetahDir SwimmerDir"
+FAMILIES=${FAMILIES:-"HalfCheetahDir SwimmerDir HalfCheetahCrippled"}
 VARIANTS="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer rl2-gru rl2-gru-frozen"
 
 default_runs() {
@@ -40,7 +41,10 @@ run_one() {  # family variant seed
   local out="$RUNS/$family/$variant-seed$seed" resume=() args=() eval_args=()
   [ -e "$out/config.yaml" ] && resume=(--resume)
   local config
-  case "$family" in HalfCheetahDir) config=halfcheetah-dir ;; SwimmerDir) config=swimmer-dir ;; esac
+  case "$family" in
+    HalfCheetahDir) config=halfcheetah-dir ;; SwimmerDir) config=swimmer-dir ;;
+    HalfCheetahCrippled) config=halfcheetah-crippled ;;
+  esac
   case "$variant" in
     maml-*)
       local kind=${variant#maml-}
