@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from scipy import optimize as _optimize
 from scipy import special
 from scipy import stats as _scipy_stats
 
@@ -121,6 +122,30 @@ def pooled_std(a: np.ndarray, b: np.ndarray) -> float:
     """sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2)), the effect-size denominator."""
     na, nb = a.size, b.size
     return math.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
+
+
+def detectable_effect(n_a: int, n_b: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest standardised difference |mean_a - mean_b| / pooled_std (Cohen's d) that a
+    two-sided two-sample t-test at ``alpha`` detects with probability ``power`` from ``n_a`` and
+    ``n_b`` values (normal data, equal variances: the noncentral t with n_a + n_b - 2 degrees of
+    freedom; Welch's test is no more powerful). Times the pooled standard deviation, it is the
+    difference in the data's units below which "no significant difference" says nothing: the power
+    statement of a null result. 5 + 5 seeds: d = 2.02; 3 + 3: 3.07; 64 + 64: 0.50 (80% power, alpha 0.05)."""
+    n_a, n_b = check_int(n_a, "n_a", minimum=2), check_int(n_b, "n_b", minimum=2)
+    power = check_float(power, "power", low=alpha, high=1.0, low_open=True, high_open=True, what="a probability")
+    df = n_a + n_b - 2
+    critical = float(_scipy_stats.t.ppf(1.0 - alpha / 2.0, df))
+    scale = math.sqrt(1.0 / n_a + 1.0 / n_b)
+
+    def shortfall(d: float) -> float:
+        nc = d / scale
+        lower = float(_scipy_stats.nct.cdf(-critical, df, nc))  # NaN far out in scipy: it is ~0 there
+        return float(_scipy_stats.nct.sf(critical, df, nc)) + (0.0 if math.isnan(lower) else lower) - power
+
+    high = 1.0
+    while shortfall(high) < 0.0:  # bracket the root: the power rises with d
+        high *= 2.0
+    return float(_optimize.brentq(shortfall, 0.0, high, xtol=1e-6))
 
 
 def hedges_correction(df: float) -> float:

@@ -24,9 +24,11 @@ from bmaml_robot.stats import (
     WelchResult,
     bootstrap_difference,
     brown_forsythe,
+    detectable_effect,
     f_test_variance,
     holm,
     mean_ci,
+    pooled_std,
     welch_test,
 )
 
@@ -70,6 +72,9 @@ class PairTest:
     welch: WelchResult
     bootstrap: BootstrapResult
     p_holm: float
+    detectable: float = math.nan
+    """The smallest |mean(a) - mean(b)|, in the metric's units, these seeds detect with 80% power
+    (``stats.detectable_effect`` x the pooled std): the power statement of a null result."""
 
 
 @dataclasses.dataclass
@@ -188,7 +193,7 @@ def _variant_dict(v: Variant, s: VariantSummary) -> dict[str, Any]:
 
 def _pair_dict(t: PairTest) -> dict[str, Any]:
     return {"metric": t.metric, "a": t.a, "b": t.b, "welch": t.welch._asdict(),
-            "bootstrap": t.bootstrap._asdict(), "p_holm": t.p_holm}
+            "bootstrap": t.bootstrap._asdict(), "p_holm": t.p_holm, "detectable_80": t.detectable}
 
 
 def _held_out_dict(h: HeldOut) -> dict[str, Any]:
@@ -253,7 +258,8 @@ def pair_tests(metric: str, groups: Sequence[tuple[str, np.ndarray]]) -> list[Pa
     """Welch test and seeded bootstrap of every pair of ``(label, values [S])`` with at least 2
     values each, Holm-adjusted over these pairs."""
     tests = [PairTest(metric, label_a, label_b, welch_test(a, b),
-                      bootstrap_difference(a, b, num_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), math.nan)
+                      bootstrap_difference(a, b, num_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), math.nan,
+                      detectable_effect(a.size, b.size) * pooled_std(a, b))
              for (label_a, a), (label_b, b) in itertools.combinations(groups, 2) if a.size >= 2 and b.size >= 2]
     for test, adjusted in zip(tests, holm([t.welch.p_value for t in tests])):
         test.p_holm = float(adjusted)

@@ -131,7 +131,11 @@ def _better(name: str, t: PairTest, with_ci: bool) -> str:
 
 
 def _pairs(tests: Sequence[PairTest]) -> str:
-    return ", ".join(f"{t.a} vs {t.b} (p = {fmt_p(t.welch.p_value)}, g = {t.welch.hedges_g:+.2f})" for t in tests)
+    """Each pair with its p-value, effect size and power statement (the smallest difference its
+    seeds detect with 80% power)."""
+    return ", ".join(f"{t.a} vs {t.b} (p = {fmt_p(t.welch.p_value)}, g = {t.welch.hedges_g:+.2f}, "
+                     f"difference {t.welch.difference:+.2f}; detectable at 80% power: |difference| >= "
+                     f"{t.detectable:.2f})" for t in tests)
 
 
 def _mean_findings(metric: str, tests: Sequence[PairTest], seeds: str, alpha: float) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from bmaml_robot.compare import compare, load_run_metrics, main, smooth
 from bmaml_robot.config import TrainConfig, dump_config, load_config
 from bmaml_robot.evaluate import EvalResult, LoadedRun, summarize
-from bmaml_robot.stats import holm, mean_ci, welch_test
+from bmaml_robot.stats import detectable_effect, holm, mean_ci, pooled_std, welch_test
 
 WINDOW = 10
 #: Final values (return after adaptation) per variant and seed, and the gain of each variant.
@@ -91,6 +91,8 @@ def test_report_figures_and_statistics(tmp_path: Path) -> None:
     assert gru_vs_mlp.bootstrap.high < 0
     same = tests["return_after", "mlp", "rnn-frozen"]
     assert same.welch.p_value > 0.5
+    a, b = np.asarray(FINAL_AFTER["mlp", "frozen"]), np.asarray(FINAL_AFTER["rnn", "frozen"])
+    assert same.detectable == pytest.approx(detectable_effect(a.size, b.size) * pooled_std(a, b))
     p_values = [tests["return_after", a, b].welch.p_value
                 for a, b in (("mlp", "rnn-frozen"), ("mlp", "gru-outer"), ("rnn-frozen", "gru-outer"))]
     assert [tests["return_after", a, b].p_holm for a, b in (("mlp", "rnn-frozen"), ("mlp", "gru-outer"),
@@ -99,6 +101,7 @@ def test_report_figures_and_statistics(tmp_path: Path) -> None:
     assert "return after adaptation: gru-outer > mlp by 30.00" in findings
     assert "return after adaptation: gru-outer > rnn-frozen" in findings
     assert "no significant difference" in findings and "mlp vs rnn-frozen" in findings
+    assert f"detectable at 80% power: |difference| >= {same.detectable:.2f}" in findings  # the power statement
 
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["comparison.json", "curves.png", "final.png", "gain.png",
