@@ -273,23 +273,9 @@ _SWIMMER_DENSITY = (4.8, 4000.0)
 _SWIMMER_VISCOSITY = (0.0022, 0.1)
 
 
-def _scale_rows(layout: PhysicsLayout, params: np.ndarray) -> dict[str, np.ndarray]:
-    """An encoded task's physics part as scales per field (medium fields: absolute values)."""
-    out, start = {}, TASK_PARAMS
-    for field in layout.fields:
-        default = layout.defaults(field)
-        values = params[start : start + default.size].reshape(default.shape)
-        start += default.size
-        if field in ("density", "viscosity"):
-            out[field] = values
-        else:  # a zero default (no damping, say) has scale 1 if it stays 0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[field] = np.where(default == 0, np.where(values == 0, 1.0, np.inf), values / default)
-    return out
-
-
-def _named(layout: PhysicsLayout, field: str, scales: np.ndarray) -> dict[str, Any]:
-    return {n: s.tolist() if np.ndim(s) else float(s) for n, s in zip(layout.names(field), scales)}
+def _scales(layout: PhysicsLayout, params: np.ndarray) -> dict[str, np.ndarray]:
+    """An encoded task's physics part as scales per field (``PhysicsLayout.decode``)."""
+    return layout.decode(params[TASK_PARAMS:])
 
 
 def _rand_params(robot: str) -> tuple[Callable[[int, np.random.Generator], list[Task]], Callable[[np.ndarray], bool]]:
@@ -299,13 +285,13 @@ def _rand_params(robot: str) -> tuple[Callable[[int, np.random.Generator], list[
         tasks = []
         for _ in range(n):
             tasks.append({
-                f: _named(layout, f, base ** rng.uniform(-_LOG_SCALE_LIMIT, _LOG_SCALE_LIMIT, layout.defaults(f).shape))
+                f: layout.named(f, base ** rng.uniform(-_LOG_SCALE_LIMIT, _LOG_SCALE_LIMIT, layout.defaults(f).shape))
                 for f, base in _RAND_PARAM_BASES.items()
             })
         return tasks
 
     def support(params: np.ndarray) -> bool:
-        scales = _scale_rows(layout, params)
+        scales = _scales(layout, params)
         return all(
             bool(np.all(np.abs(np.log(scales[f]) / np.log(base)) <= _LOG_SCALE_LIMIT + 1e-9))
             for f, base in _RAND_PARAM_BASES.items()
@@ -328,7 +314,7 @@ def _crippled(robot: str, groups: Mapping[str, tuple[str, ...]]) -> tuple[
         return [task(choices[k]) for k in rng.integers(len(choices), size=n)]
 
     def support(params: np.ndarray) -> bool:
-        scales = _scale_rows(layout, params)["actuator_gear"]
+        scales = _scales(layout, params)["actuator_gear"]
         dead = tuple(n for n, s in zip(layout.names("actuator_gear"), scales) if s == 0)
         return dead in choices and bool(np.all(scales[scales != 0] == 1))
 
@@ -345,7 +331,7 @@ def _torso_mass() -> tuple[Callable[[int, np.random.Generator], list[Task]], Cal
         return tasks
 
     def support(params: np.ndarray) -> bool:
-        scales = _scale_rows(layout, params)
+        scales = _scales(layout, params)
         torso = scales["body_mass"][0]
         others_default = np.all(scales["body_mass"][1:] == 1) and np.all(scales["body_inertia"][1:] == 1)
         same_scale = np.allclose(scales["body_inertia"][0], torso, rtol=1e-12, atol=0)

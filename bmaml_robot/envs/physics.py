@@ -139,18 +139,31 @@ class PhysicsLayout:
         scales = self.scales(task, where)
         return np.concatenate([self._absolute(f, scales[f]).ravel() for f in self.fields])
 
+    def decode(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """The inverse of ``encode``: a row of absolute values ``[size]`` as scales per field
+        (``defaults``' shapes; medium: the absolute value). An element whose asset value is 0 has
+        scale 1 while it stays 0, else inf."""
+        out, start = {}, 0
+        for field in self.fields:
+            default = self.defaults(field)
+            part = np.asarray(values[start : start + default.size], dtype=np.float64).reshape(default.shape)
+            start += default.size
+            if field in MEDIUM_FIELDS:
+                out[field] = part
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out[field] = np.where(default == 0, np.where(part == 0, 1.0, np.inf), part / default)
+        return out
+
+    def named(self, field: str, scales: np.ndarray) -> dict[str, Any]:
+        """``{element name: scale}`` (a 3-list per axis) for one field's ``[n]`` or ``[n, 3]`` scales."""
+        return {n: s.tolist() if np.ndim(s) else float(s) for n, s in zip(self.names(field), scales)}
+
     def canonical(self, task: Mapping[str, Any]) -> dict[str, Any]:
         """``task`` with every element of every field, as plain floats (and 3-lists per axis):
         what ``sample_tasks`` returns and an exported policy's metadata records."""
         scales = self.scales(task)
-        out: dict[str, Any] = {}
-        for field in self.fields:
-            if field in MEDIUM_FIELDS:
-                out[field] = float(scales[field])
-            else:
-                out[field] = {n: s.tolist() if np.ndim(s) else float(s)
-                              for n, s in zip(self.names(field), scales[field])}
-        return out
+        return {f: float(scales[f]) if f in MEDIUM_FIELDS else self.named(f, scales[f]) for f in self.fields}
 
     def absolute(self, task: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The task's absolute values per field (``defaults``' shapes)."""

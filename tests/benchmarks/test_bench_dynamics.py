@@ -37,8 +37,7 @@ BENCH_FAMILY = "BenchCheetahPhysics"
 def _sample(n: int, rng: np.random.Generator) -> list[dict]:
     layout = bm.FAMILIES[BENCH_FAMILY].layout
     assert layout is not None
-    return [{f: {name: (1.5 ** rng.uniform(-3, 3, np.shape(d))).tolist() if np.ndim(d) else float(1.5 ** rng.uniform(-3, 3))
-                 for name, d in zip(layout.names(f), layout.defaults(f))} for f in LAYOUT} for _ in range(n)]
+    return [{f: layout.named(f, 1.5 ** rng.uniform(-3, 3, layout.defaults(f).shape)) for f in LAYOUT} for _ in range(n)]
 
 
 @pytest.fixture
