@@ -31,4 +31,5 @@ if [ ${#small[@]} -gt 0 ]; then
   $COMPARE $(started "$RUNS"/HalfCheetahDir/maml-rnn-frozen-seed*) "${small[@]}" --group-by hidden_size,num_tasks --last 10 \
     --out "$OUT/HalfCheetahDir/small" > /dev/null
   echo "$OUT/HalfCheetahDir/small/report.md"
+  ${PYTHON:-python} "$(dirname "$0")/claim3.py" "$RUNS/HalfCheetahDir" > "$OUT/HalfCheetahDir/small/claim3.md" || true
 fi

@@ -1,0 +1,73 @@
+"""Claim (3) of the study: "smaller networks and batches make the frozen RNN learn faster but regress".
+
+Per run (one seed), from the training curve of the return after adaptation (``metrics.jsonl``,
+smoothed by a trailing mean over SMOOTH iterations):
+
+- learning speed: the area under the curve over the first EARLY iterations (mean return), and the
+  first iteration at which the curve reaches THRESHOLD (the iteration count if never);
+- regression: the curve's peak minus its mean over the last LAST iterations (>= 0; 0 = no
+  regression), and the final mean itself.
+
+The two variants (default: 100 units, 20 x 10 batch; small: 32 units, 10 x 5) are compared per
+metric with Welch's test, Hedges' g and the smallest difference the seeds detect with 80% power.
+
+    usage: PYTHONPATH=. python docs/study/claim3.py [RUNS_DIR]   (default docs/study/runs/HalfCheetahDir)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bmaml_robot.stats import detectable_effect, pooled_std, welch_test
+
+SMOOTH, EARLY, LAST, THRESHOLD = 5, 50, 10, 100.0
+VARIANTS = {"default (100 units, 20 x 10)": "maml-rnn-frozen-seed*",
+            "small (32 units, 10 x 5)": "maml-rnn-frozen-small-seed*"}
+
+
+def curve(run: Path) -> np.ndarray:
+    values = np.array([json.loads(line)["return_after"] for line in (run / "metrics.jsonl").read_text().splitlines()])
+    return np.array([values[max(0, i - SMOOTH + 1) : i + 1].mean() for i in range(len(values))])
+
+
+def run_metrics(run: Path, length: int) -> dict[str, float]:
+    c = curve(run)[:length]
+    reached = np.flatnonzero(c >= THRESHOLD)
+    return {
+        f"mean return, iterations 0-{EARLY - 1}": float(c[:EARLY].mean()),
+        f"first iteration at {THRESHOLD:g}": float(reached[0]) if reached.size else float(length),
+        "peak - final (regression)": float(c.max() - c[-LAST:].mean()),
+        f"final (last {LAST})": float(c[-LAST:].mean()),
+    }
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0] if argv else "docs/study/runs/HalfCheetahDir")
+    runs = {name: sorted(p for p in root.glob(glob) if (p / "metrics.jsonl").stat().st_size)
+            for name, glob in VARIANTS.items()}
+    if any(len(r) < 2 for r in runs.values()):
+        print(f"{root}: claim 3 needs >= 2 finished seeds per variant; have "
+              + ", ".join(f"{name}: {len(r)}" for name, r in runs.items()))
+        return 1
+    length = min(len(curve(p)) for r in runs.values() for p in r)
+    values = {name: [run_metrics(p, length) for p in r] for name, r in runs.items()}
+    (a_name, a), (b_name, b) = values.items()
+    print(f"Claim 3 on {root}: {a_name} ({len(a)} seeds) vs {b_name} ({len(b)} seeds), first {length} "
+          f"iterations, curves smoothed over {SMOOTH}\n")
+    print("| metric | default | small | small - default, Welch 95% CI | p | Hedges' g | detectable (80% power) |")
+    print("|---|---|---|---|---|---|---|")
+    for metric in a[0]:
+        x, y = np.array([m[metric] for m in a]), np.array([m[metric] for m in b])
+        w = welch_test(y, x)
+        detectable = detectable_effect(x.size, y.size) * pooled_std(x, y)
+        print(f"| {metric} | {x.mean():.1f} | {y.mean():.1f} | {w.difference:+.1f} [{w.ci_low:+.1f}, {w.ci_high:+.1f}] "
+              f"| {w.p_value:.3g} | {w.hedges_g:+.2f} | {detectable:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
