@@ -15,7 +15,7 @@ What it does:
    state (``get_state()``: qpos, qvel) before each step. Actions are the policy's mean (the
    deterministic policy) by default, or samples with ``stochastic=True`` (``--stochastic``).
 4. Draws the frames: MuJoCo robots are mirrored into a Python ``mujoco.MjData`` of the same MJCF
-   model (``envs.assets.asset_path``), ``mj_forward``, and rendered offscreen from the model's
+   model (``envs.assets.load_model``), ``mj_forward``, and rendered offscreen from the model's
    ``track`` camera (it follows the robot). Navigation2D has no MJCF model: its frames are
    matplotlib drawings of the square of goals, the goal (star), the path so far and the robot
    (dot). Each panel is labelled with the phase and the return so far.
@@ -38,12 +38,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mujoco
 import numpy as np
 import torch
 
 from bmaml_robot.checkpoint import atomic_path
-from bmaml_robot.envs.assets import asset_path
+from bmaml_robot.envs.assets import load_model
 from bmaml_robot.envs.families import TaskFamily, get_family
 from bmaml_robot.envs.physics import describe, show_task
 from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot.render's API)
@@ -188,7 +187,7 @@ def mujoco_frames(family: TaskFamily, task: Mapping[str, Any], recording: Record
                   height: int) -> np.ndarray:
     """uint8 [T, 2, height, width, 3]: both episodes, frame by frame (an ended episode holds its
     last frame), with the task's physics (a disabled motor's body red)."""
-    model = mujoco.MjModel.from_xml_path(asset_path(family.robot))
+    model = load_model(family.robot)
     if family.layout is not None:
         show_task(model, family.layout, task, model.geom_rgba.copy())
     steps = recording.qpos.shape[0]

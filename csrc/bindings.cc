@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -503,6 +504,23 @@ py::tuple gae_binding(py::handle rewards_obj, py::handle values_obj, py::handle 
   return gae_typed<double>(rewards, values, terminated, truncated, final_values, last_values, gamma, lam);
 }
 
+// `with _core.QuietWarnings():` MuJoCo warnings raised on this thread go to a string (`.messages`)
+// instead of the terminal: for Python-side loads of the assets (their compile-time deprecation
+// notes are not the user's concern, as in MujocoRobot's own load).
+class QuietWarnings {
+ public:
+  QuietWarnings& enter() {
+    capture_ = std::make_unique<WarningCapture>(&messages_);
+    return *this;
+  }
+  void exit(py::args) { capture_.reset(); }
+  const std::string& messages() const { return messages_; }
+
+ private:
+  std::string messages_;
+  std::unique_ptr<WarningCapture> capture_;
+};
+
 }  // namespace
 }  // namespace bmaml
 
@@ -547,6 +565,12 @@ PYBIND11_MODULE(_core, m) {
       .def("set_state", &PyVecEnv::set_state, py::arg("qpos"), py::arg("qvel"))
       .def("get_state", &PyVecEnv::get_state)
       .def("warning", &PyVecEnv::warning, py::arg("env"));
+
+  py::class_<QuietWarnings>(m, "QuietWarnings")
+      .def(py::init<>())
+      .def("__enter__", &QuietWarnings::enter, py::return_value_policy::reference)
+      .def("__exit__", &QuietWarnings::exit)
+      .def_property_readonly("messages", &QuietWarnings::messages);
 
   m.def("gae", &gae_binding, py::arg("rewards"), py::arg("values"), py::arg("terminated"),
         py::arg("truncated"), py::arg("last_values"), py::arg("gamma"), py::arg("lam"),

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium.envs.mujoco
+import mujoco
+
+from bmaml_robot import _core
 
 _ASSET_FILES = {
     "HalfCheetah": "half_cheetah.xml",
@@ -23,3 +26,11 @@ def asset_path(robot: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{robot}: Gymnasium's asset {path} is missing; reinstall 'gymnasium[mujoco]'")
     return str(path)
+
+
+def load_model(robot: str) -> mujoco.MjModel:
+    """The robot's asset as a ``mujoco.MjModel`` (rendering, replays), without the terminal noise
+    of its compile-time deprecation notes (Gymnasium's HalfCheetah and Ant set ``settotalmass``),
+    as the core loads it."""
+    with _core.QuietWarnings():
+        return mujoco.MjModel.from_xml_path(asset_path(robot))

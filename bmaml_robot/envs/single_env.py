@@ -11,7 +11,7 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from bmaml_robot.envs.assets import asset_path
+from bmaml_robot.envs.assets import load_model
 from bmaml_robot.envs.families import get_family
 from bmaml_robot.envs.physics import show_task
 from bmaml_robot.envs.rendering import OffscreenRenderer, draw_navigation
@@ -167,7 +167,7 @@ class RobotTaskEnv(gymnasium.Env):
     def _robot_model(self) -> mujoco.MjModel:
         """The robot's model for frames and replays, with the current task's physics."""
         if self._model is None:
-            self._model = mujoco.MjModel.from_xml_path(asset_path(self.family.robot))
+            self._model = load_model(self.family.robot)
             self._base_rgba = self._model.geom_rgba.copy()
         layout = self.family.layout
         if layout is not None and self.task is not None and self._shown_task != self.task:

@@ -193,3 +193,19 @@ def test_a_disabled_motor_is_drawn_red(opengl: str, tmp_path: Path) -> None:
                     episodes=1)
     video = read_frames(result.path)
     assert red_pixels(video[len(video) // 2]) > 30
+
+
+def test_asset_loads_are_quiet(capfd: pytest.CaptureFixture) -> None:
+    """Gymnasium's HalfCheetah and Ant assets raise a deprecation warning when compiled
+    (``settotalmass``); frames and videos load them without printing it (the core does the same)."""
+    import mujoco
+
+    from bmaml_robot import _core
+    from bmaml_robot.envs.assets import asset_path, load_model
+
+    for robot in ("HalfCheetah", "Ant"):
+        assert load_model(robot).nbody > 1
+    assert "settotalmass" not in capfd.readouterr().err
+    with _core.QuietWarnings() as quiet:  # what load_model does: the message is kept, not printed
+        mujoco.MjModel.from_xml_path(asset_path("Ant"))
+    assert "settotalmass" in quiet.messages and "settotalmass" not in capfd.readouterr().err
