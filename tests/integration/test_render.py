@@ -195,17 +195,25 @@ def test_a_disabled_motor_is_drawn_red(opengl: str, tmp_path: Path) -> None:
     assert red_pixels(video[len(video) // 2]) > 30
 
 
-def test_asset_loads_are_quiet() -> None:
+def test_asset_loads_are_quiet(tmp_path: Path) -> None:
     """Gymnasium's HalfCheetah asset raises a deprecation warning when compiled (``settotalmass``;
     MuJoCo reports it when the asset is compiled again in the process, as a video does after the
     env made its core: hence fresh processes): frames and videos load it through ``load_model``,
     which keeps it off the terminal, as the core does."""
+    import os
     import subprocess
     import sys
 
+    import bmaml_robot
+
+    # The package this test imported (installed, or the checkout), whatever the working directory.
+    env = {**os.environ, "PYTHONPATH": str(Path(bmaml_robot.__file__).parent.parent)}
+
     def stderr_of(load: str) -> str:
         code = f"import bmaml_robot as bm, bmaml_robot.envs.assets as a, mujoco; bm.make_vec('HalfCheetahDir', 1); {load}"
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
 
     assert "settotalmass" in stderr_of("mujoco.MjModel.from_xml_path(a.asset_path('HalfCheetah'))")  # before
     assert "settotalmass" not in stderr_of("a.load_model('HalfCheetah'); a.load_model('Ant')")
