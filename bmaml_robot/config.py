@@ -119,6 +119,8 @@ class TrainConfig:
     """rl2: weight of the entropy bonus."""
     max_grad_norm: float = 0.5
     """rl2: gradient-norm clip of each PPO step."""
+    ppo_target_kl: float = 0.0
+    """rl2: 0, or stop an update's PPO steps once the policy is 1.5 x this (approximate KL) from the sampling one."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -207,11 +209,12 @@ def _validate(c: TrainConfig) -> None:
         "value_coef",
         "entropy_coef",
         "max_grad_norm",
+        "ppo_target_kl",
     ):
         check_float(getattr(c, key), key)
     for key in ("learning_rate", "ppo_clip", "max_grad_norm"):
         check_float(getattr(c, key), key, low=0, low_open=True, what="a value")
-    for key in ("value_coef", "entropy_coef"):
+    for key in ("value_coef", "entropy_coef", "ppo_target_kl"):
         check_float(getattr(c, key), key, low=0, what="a value")
     at_least("fast_lr", 0.0)
     # exp(+-10) is already 2e4 or 5e-5 times the action scale; beyond, the Gaussian overflows
@@ -252,6 +255,7 @@ ADDED_LATER: dict[str, Any] = {
     "value_coef": 0.5,
     "entropy_coef": 0.01,
     "max_grad_norm": 0.5,
+    "ppo_target_kl": 0.0,
 }
 #: Keys by their old names: configs, runs and ``--set`` overrides written with them still load.
 RENAMED: dict[str, str] = {

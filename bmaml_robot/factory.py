@@ -36,6 +36,7 @@ def build_learner(config: TrainConfig, policy: Policy | RL2Policy) -> MetaLearne
             policy, learning_rate=config.learning_rate, clip=config.ppo_clip, epochs=config.ppo_epochs,
             minibatches=config.ppo_minibatches, value_coef=config.value_coef, entropy_coef=config.entropy_coef,
             max_grad_norm=config.max_grad_norm, gamma=config.gamma, gae_lambda=config.gae_lambda,
+            target_kl=config.ppo_target_kl,
         )
     return MetaLearner(
         policy, fast_lr=config.fast_lr, first_order=config.first_order, max_kl=config.max_kl,

@@ -21,6 +21,7 @@ learner's ``state_dict`` (a resumed run repeats an uninterrupted one).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -72,14 +73,19 @@ class PPOLearner:
         entropy_coef: weight of the entropy bonus.
         max_grad_norm: gradient-norm clip per minibatch step.
         gamma, gae_lambda: GAE's discount and lambda.
+        target_kl: 0, or stop the update's remaining minibatch steps (and epochs) at the first
+            minibatch whose approximate KL from the policy that sampled the trials exceeds
+            1.5 x target_kl, before its step (as Stable-Baselines3's ``target_kl``, Spinning Up's
+            PPO): a guard against the late collapse of long runs with a large learning rate.
     """
 
     def __init__(
         self, policy: RL2Policy, *, learning_rate: float = 1e-3, clip: float = 0.2, epochs: int = 5,
         minibatches: int = 4, value_coef: float = 0.5, entropy_coef: float = 0.0, max_grad_norm: float = 0.5,
-        gamma: float = 0.99, gae_lambda: float = 0.95,
+        gamma: float = 0.99, gae_lambda: float = 0.95, target_kl: float = 0.0,
     ) -> None:
         self.policy = policy
+        self.target_kl = target_kl
         self.clip = clip
         self.epochs = epochs
         self.minibatches = minibatches
@@ -129,23 +135,40 @@ class PPOLearner:
         K = trials.num_tasks
         size = -(-K // min(self.minibatches, K))
         generator = torch.Generator().manual_seed(int(seed))
+        kl_limit = 1.5 * self.target_kl if self.target_kl > 0 else math.inf
         figures: dict[str, list[float]] = {}
+        epochs_run = 0
         for _ in range(self.epochs):
             order = torch.randperm(K, generator=generator)
-            figures = {}
+            epoch: dict[str, list[float]] = {}
+            stopped = False
             for start in range(0, K, size):
                 index = order[start : start + size]
                 batch = trials.select_tasks(index)
-                step = self._minibatch_step(batch, advantages.index_select(1, index), targets.index_select(1, index))
+                step = self._minibatch_step(batch, advantages.index_select(1, index), targets.index_select(1, index),
+                                            kl_limit)
+                if step is None:
+                    stopped = True
+                    break
                 for key, value in step.items():
-                    figures.setdefault(key, []).append(value)
+                    epoch.setdefault(key, []).append(value)
+            if epoch:
+                figures, epochs_run = epoch, epochs_run + 1
+            if stopped:
+                break
         mask = trials.mask.bool()
         residual = (returns - values_before)[mask]
         explained = 1.0 - float(residual.var() / returns[mask].var().clamp_min(1e-12))
-        return {**{key: float(np.mean(values)) for key, values in figures.items()}, "explained_variance": explained}
+        out = {**{key: float(np.mean(values)) for key, values in figures.items()}, "explained_variance": explained}
+        if self.target_kl > 0:  # (runs without the guard keep their metrics as they were)
+            out["ppo_epochs_run"] = float(epochs_run)
+        return out
 
-    def _minibatch_step(self, batch: Trials, advantages: Tensor, targets: Tensor) -> dict[str, float]:
-        """One Adam step on a minibatch of whole trials; ``targets``: normalised returns ``[L, k]``."""
+    def _minibatch_step(self, batch: Trials, advantages: Tensor, targets: Tensor,
+                        kl_limit: float = math.inf) -> dict[str, float] | None:
+        """One Adam step on a minibatch of whole trials; ``targets``: normalised returns ``[L, k]``.
+        None, and no step, when the policy is already more than ``kl_limit`` (approximate KL) from
+        the one that sampled the trials."""
         out, log_std, values = self.policy.evaluate(batch.inputs)
         log_probs = self.policy.log_prob(out, log_std, batch.actions)
         mask = batch.mask
@@ -161,13 +184,15 @@ class PPOLearner:
         value_loss = 0.5 * mean((values - targets) ** 2)
         entropy = mean(self.policy.entropy(out, log_std))
         loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy
+        with torch.no_grad():
+            approx_kl = mean((ratio - 1) - log_ratio)  # Schulman's k3 estimator, >= 0
+            clip_fraction = mean(((ratio - 1).abs() > self.clip).float())
+        if float(approx_kl) > kl_limit:
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), self.max_grad_norm)
         self.optimizer.step()
-        with torch.no_grad():
-            approx_kl = mean((ratio - 1) - log_ratio)  # Schulman's k3 estimator, >= 0
-            clip_fraction = mean(((ratio - 1).abs() > self.clip).float())
         return {"policy_loss": float(policy_loss.detach()), "value_loss": float(value_loss.detach()),
                 "entropy": float(entropy.detach()),
                 "approx_kl": float(approx_kl), "clip_fraction": float(clip_fraction), "grad_norm": float(grad_norm)}

@@ -14,7 +14,7 @@ run() {  # run NAME CONFIG EVAL_ARGS...
   bmaml-eval "$dir" "$@"
 }
 run bandit-correlated-seed0 rl2-bandit --tasks 100 --episodes 4
-run navigation-seed0 rl2-navigation --tasks 40 --episodes 4
+run navigation-seed0 rl2-navigation --tasks 100 --episodes 4
 run two-step-seed0 rl2-two-step --tasks 50 --episodes 2
 run halfcheetah-vel-seed0 rl2-halfcheetah-vel --tasks 20 --episodes 2
 # The robot's learning curve (first and last episode of each iteration's trials) for the README.

@@ -29,7 +29,7 @@ def test_rl2_gru_on_correlated_bandits_comes_within_ten_percent_of_thompson(tmp_
 def test_rl2_on_navigation_uses_the_first_episode_in_the_second(tmp_path: Path) -> None:
     config = load_config("rl2-navigation")
     train(config, tmp_path / "run")
-    result = evaluate(tmp_path / "run", num_tasks=40, episodes=4, write=False)
+    result = evaluate(tmp_path / "run", num_tasks=100, episodes=4, write=False)
     second = result.summary[1]
     assert second["gain_ci_low"] > 0, result.summary  # episode 1 beats episode 0, paired over tasks
     assert np.isfinite(second["mean"])

@@ -111,3 +111,19 @@ def test_the_discrete_head_draws_categorical_actions() -> None:
 def test_bad_policy_arguments_name_themselves(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RL2Policy(3, 2, **kwargs)
+
+
+def test_ppo_target_kl_stops_the_update_before_a_step_that_goes_too_far(sampler: TrialSampler) -> None:
+    """``target_kl``: with a tiny limit the second minibatch (the policy has moved after the first)
+    is refused, so only the first epoch's first step runs and the parameters move less; 0 runs
+    every epoch and reports what it reported before (no ``ppo_epochs_run``)."""
+    trials = sampler.sample(policy_for(sampler), seed=1)
+    moved = {}
+    for target in (0.0, 1e-9):
+        policy = policy_for(sampler)
+        before = [p.detach().clone() for p in policy.trainable_parameters()]
+        figures = PPOLearner(policy, learning_rate=0.01, epochs=4, minibatches=2, target_kl=target).update(trials, 0)
+        moved[target] = sum(float((p - b).abs().sum()) for p, b in zip(policy.trainable_parameters(), before))
+        assert ("ppo_epochs_run" in figures) == (target > 0)
+    assert figures["ppo_epochs_run"] == 1.0
+    assert 0 < moved[1e-9] < moved[0.0]
