@@ -267,8 +267,8 @@ FAMILIES: dict[str, TaskFamily] = {
 _LOG_SCALE_LIMIT = 3.0
 _RAND_PARAM_BASES = {"body_mass": 1.5, "body_inertia": 1.5, "dof_damping": 1.3, "geom_friction": 1.5}
 #: Swimmer-v5's medium (``<option density="4000" viscosity="0.1">``) down to it scaled by the
-#: real air/water ratios (density 1.2/1000, viscosity 2e-5/9e-4): log-uniform, as drag is linear
-#: in each.
+#: real air/water ratios (density 1.2/1000, viscosity 2e-5/9e-4): log-uniform, as the fluid's
+#: forces are proportional to each.
 _SWIMMER_DENSITY = (4.8, 4000.0)
 _SWIMMER_VISCOSITY = (0.0022, 0.1)
 
