@@ -28,7 +28,7 @@ import numpy as np
 from bmaml_robot import _core
 from bmaml_robot.envs.assets import asset_path
 
-#: Every field a family may vary, in the core's row order within a field list.
+#: Every field a family may vary (``csrc/physics.h``); a row holds a family's fields in its own order.
 PHYSICS_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction", "actuator_gear", "density", "viscosity")
 #: Fields given as one number (absolute), not as a mapping of element names to scales.
 MEDIUM_FIELDS = ("density", "viscosity")
@@ -62,7 +62,8 @@ def _field_columns(robot: str, field: str) -> tuple[tuple[str, ...], np.ndarray]
 
 
 def write_fields(model: mujoco.MjModel, values: Mapping[str, np.ndarray]) -> None:
-    """Write absolute ``values`` (field -> ``_model_values``' shape) into ``model``, as the core does."""
+    """Write absolute ``values`` (field -> ``PhysicsLayout.defaults``' shape) into ``model``, as the
+    core writes a thread's model copy."""
     for field, value in values.items():
         if field == "body_mass":
             model.body_mass[1:] = value
@@ -115,7 +116,7 @@ class PhysicsLayout:
         for field in self.fields:
             default = self.defaults(field)
             if field in MEDIUM_FIELDS:
-                if field in task:
+                if field in task:  # absolute, checked against the medium's limits
                     default = np.array(_medium(task[field], field, f"{where}[{field!r}]"))
                 out[field] = default
                 continue
