@@ -21,8 +21,12 @@ for family in ${FAMILIES:-HalfCheetahDir SwimmerDir HalfCheetahCrippled}; do
   $COMPARE "${maml[@]}" --group-by policy,recurrence --last 10 --out "$OUT/$family/maml" > /dev/null
   echo "$OUT/$family/maml/report.md"
   if [ ${#rl2[@]} -gt 0 ]; then
+    # Training curves at equal env steps; the held-out evaluations differ in kind (MAML: episodes
+    # after k gradient steps; RL^2: episodes of a trial), so bmaml-compare gets none here (an empty
+    # --eval-dir) and the held-out numbers are compared from each run's eval.json in the report.
+    mkdir -p "$OUT/$family/maml-vs-rl2/no-eval"
     $COMPARE "${maml[@]}" "${rl2[@]}" --x-axis env-steps --group-by algorithm,policy,recurrence --last 10 \
-      --out "$OUT/$family/maml-vs-rl2" > /dev/null
+      --eval-dir "$OUT/$family/maml-vs-rl2/no-eval" --out "$OUT/$family/maml-vs-rl2" > /dev/null
     echo "$OUT/$family/maml-vs-rl2/report.md"
   fi
 done
