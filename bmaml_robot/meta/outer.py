@@ -72,7 +72,7 @@ def make_outer_problem(
     damping: float = 0.0,
 ) -> OuterProblem:
     """The outer problem of these episodes, by the fastest implementation for ``policy``: the
-    hand-derived products for the tanh MLP, RNN and GRU (same values), autograd otherwise."""
+    hand-derived products for the tanh MLP, RNN, GRU and LSTM (same values), autograd otherwise."""
     for implementation in (MLPOuterProblem, RecurrentOuterProblem):
         if implementation.supports(policy):
             return implementation(policy, train_episodes, valid_episodes, fast_lr, first_order, damping)
