@@ -14,6 +14,9 @@ What it does:
    by side in a 2-env batched robot, from the same initial state, and records every env's MuJoCo
    state (``get_state()``: qpos, qvel) before each step. Actions are the policy's mean (the
    deterministic policy) by default, or samples with ``stochastic=True`` (``--stochastic``).
+   An RL^2 run (it adapts in its activations, not by gradient steps) is shown in episode 1 and in
+   episode ``adapt_steps + 1`` of one trial, the trial ``rl2.sampler.TrialSampler`` samples for
+   the seed (``record_trial``), with its mean actions unless ``stochastic``.
 4. Draws the frames: MuJoCo robots are mirrored into a Python ``mujoco.MjData`` of the same MJCF
    model (``envs.assets.load_model``), ``mj_forward``, and rendered offscreen from the model's
    ``track`` camera (it follows the robot). Navigation2D has no MJCF model: its frames are
@@ -57,7 +60,8 @@ from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.factory import build_learner
 from bmaml_robot.meta import MetaLearner, adapt_to_tasks
-from bmaml_robot.meta.sampler import MetaSampler
+from bmaml_robot.meta.sampler import MetaSampler, task_seeds
+from bmaml_robot.rl2.policy import RL2Policy
 from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed
 from bmaml_robot.torch_threads import one_torch_thread
@@ -138,6 +142,58 @@ def record_episodes(
         return Recording(np.stack(qpos_list), np.stack(qvel_list), np.stack(rewards), lengths, final)
     finally:
         env.close()
+
+
+def record_trial(
+    policy: RL2Policy, family: str, task: Mapping[str, Any], horizon: int, episodes: int, seed: int,
+    stochastic: bool = False, action_scale: float | None = None,
+) -> Recording:
+    """Episode 1 ("before") and episode ``episodes`` ("after") of one RL^2 trial on ``task``: the
+    trial ``rl2.sampler.TrialSampler`` samples with ``seed`` (its reset and noise streams, the
+    policy's state carried across the episodes, its input ``[obs | previous action | previous
+    reward | episode start]``), with the mean actions unless ``stochastic``."""
+    env = BatchedRobotEnv(family, 1, max_episode_steps=horizon)
+    try:
+        action_map = env.action_map(action_scale)
+        env.set_tasks([dict(task)])
+        reset_seeds, noise_seeds = task_seeds(seed, 0, 1)
+        obs = env.reset_streams(np.asarray(reset_seeds, np.uint64), np.zeros(1, np.uint64))
+        obs_dim, act_dim = env.obs_dim, env.act_dim
+        x = torch.zeros(1, policy.input_dim)
+        x[:, -1] = 1.0  # the first step of an episode
+        state = policy.initial_state((1,))
+        generator = torch.Generator().manual_seed(int(noise_seeds[0]))
+        noise = torch.randn((episodes * horizon, 1, act_dim), generator=generator)  # TrialSampler's draw
+        t = 0
+        kept = (0, episodes - 1)
+        steps: dict[int, list[tuple[np.ndarray, np.ndarray, float]]] = {e: [] for e in kept}
+        final: dict[int, np.ndarray] = {}
+        episode = 0
+        with torch.no_grad():
+            while episode < episodes:
+                qpos, qvel = env.get_state()
+                x[:, :obs_dim] = torch.from_numpy(obs).to(torch.float32)
+                out, log_std, state = policy.step(x, state)
+                action = policy.act(out, log_std, noise[t]) if stochastic else out
+                t += 1
+                obs, reward, terminated, truncated, info = env.step(action_map.to_robot(action.numpy()))
+                ended = bool(terminated[0] or truncated[0])
+                if episode in steps:
+                    steps[episode].append((qpos[0].copy(), qvel[0].copy(), float(reward[0])))
+                    if ended:  # Navigation2D's observation is its position (its qpos)
+                        final[episode] = info["final_obs"][0][: qpos.shape[1]] if family == "Navigation2D" else qpos[0]
+                x[:, obs_dim : obs_dim + act_dim] = policy.previous_action_input(action, action_map.scale)
+                x[:, -2] = float(reward[0])
+                x[:, -1] = float(ended)
+                episode += ended
+    finally:
+        env.close()
+    lengths = np.array([len(steps[e]) for e in kept])
+    T = int(lengths.max())
+    qpos_all = np.stack([np.stack([steps[e][min(t, len(steps[e]) - 1)][0] for e in kept]) for t in range(T)])
+    qvel_all = np.stack([np.stack([steps[e][min(t, len(steps[e]) - 1)][1] for e in kept]) for t in range(T)])
+    rewards = np.array([[steps[e][t][2] if t < len(steps[e]) else 0.0 for e in kept] for t in range(T)])
+    return Recording(qpos_all, qvel_all, rewards, lengths, np.stack([final[e] for e in kept]))
 
 
 def adapt_to_task(run: LoadedRun, task: Mapping[str, Any], adapt_steps: int, episodes: int, fast_lr: float | None,
@@ -244,11 +300,18 @@ def _square() -> Any:
     return Rectangle((-0.5, -0.5), 1.0, 1.0, fill=False, linestyle="--", edgecolor="0.6")
 
 
-def compose(frames: np.ndarray, recording: Recording, layout: str, adapt_steps: int, task_line: str = "") -> np.ndarray:
-    """Label the panels (``task_line``: what the task changed in the robot, if anything) and lay
-    them out: uint8 [frames, height, width(, x2), 3]."""
+def panel_titles(adapt_steps: int, rl2: bool = False) -> tuple[str, str]:
+    """The "before" and "after" panels' titles: MAML's gradient steps, or RL^2's episodes of a trial."""
+    if rl2:
+        return "episode 1 of the trial", f"episode {adapt_steps + 1} of the trial"
+    return "before adaptation", f"after {adapt_steps} adaptation step{'s' if adapt_steps != 1 else ''}"
+
+
+def compose(frames: np.ndarray, recording: Recording, layout: str, titles: tuple[str, str],
+            task_line: str = "") -> np.ndarray:
+    """Label the panels (``titles``: ``panel_titles``; ``task_line``: what the task changed in the
+    robot, if anything) and lay them out: uint8 [frames, height, width(, x2), 3]."""
     steps = frames.shape[0]
-    titles = ("before adaptation", f"after {adapt_steps} adaptation step{'s' if adapt_steps != 1 else ''}")
     cumulative = np.cumsum(recording.rewards, axis=0)
     labelled = np.empty_like(frames)
     for t in range(steps):
@@ -335,6 +398,22 @@ def check_render_settings(
     check_float(fps, "fps", low=0, high=240, low_open=True, allow_none=True, what="a number")
 
 
+def check_rl2_render(run: LoadedRun, adapt_steps: int, fast_lr: float | None) -> None:
+    """What an RL^2 run needs of the settings: ``adapt_steps`` >= 1 episodes before the "after"
+    episode, no inner step size; discrete tasks have nothing to render."""
+    if not isinstance(run.policy, RL2Policy):
+        return
+    if run.policy.discrete:
+        raise ValueError(f"run: {run.run_dir} is an RL^2 run on {run.config.family}, a discrete task: "
+                         "there is no robot to render")
+    if adapt_steps < 1:
+        raise ValueError("adapt_steps: an RL^2 run's 'after' episode is episode adapt_steps + 1 of its trial "
+                         f"(it adapts in its activations, across episodes): expected >= 1, got {adapt_steps}")
+    if fast_lr is not None:
+        raise ValueError(f"fast_lr: an RL^2 run adapts in its activations, with no inner step: expected None, "
+                         f"got {fast_lr!r}")
+
+
 def render(
     run_dir: str | Path | LoadedRun,
     task: str | Mapping[str, Any],
@@ -353,11 +432,15 @@ def render(
 ) -> RenderResult:
     """Render the run's policy on ``task`` before and after ``adapt_steps`` adaptation steps
     (module docstring) into ``out`` (.mp4 or .gif). ``episodes``: episodes sampled per adaptation
-    step; ``fps``: default real time (1 / the env's control step; 10 for Navigation2D)."""
+    step; ``fps``: default real time (1 / the env's control step; 10 for Navigation2D).
+
+    An RL^2 run (it adapts in its activations) is shown in episode 1 and in episode
+    ``adapt_steps + 1`` of one trial (``record_trial``); ``episodes`` does not apply."""
     out = Path(out)
     check_render_settings(out, adapt_steps, layout, width, height, seed, episodes, fast_lr, fps)
     run = load_run(run_dir)
-    run.maml_policy("bmaml-render")  # before any work
+    check_rl2_render(run, adapt_steps, fast_lr)  # before any work
+    rl2 = isinstance(run.policy, RL2Policy)
     family = get_family(run.config.family)
     task = parse_task(family.name, task)
     if family.robot != "Navigation2D":
@@ -365,24 +448,21 @@ def render(
     else:
         backend = None
     with one_torch_thread():
-        params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
-        recording = record_episodes(
-            run.policy,
-            family.name,
-            task,
-            params,
-            run.config.horizon,
-            evaluation_seed(seed, 0),
-            stochastic,
-            run.config.action_scale,
-        )
+        if isinstance(run.policy, RL2Policy):
+            recording = record_trial(run.policy, family.name, task, run.config.horizon, adapt_steps + 1,
+                                     evaluation_seed(seed, 0), stochastic, run.config.action_scale)
+        else:
+            params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
+            recording = record_episodes(run.policy, family.name, task, params, run.config.horizon,
+                                        evaluation_seed(seed, 0), stochastic, run.config.action_scale)
     if family.robot == "Navigation2D":
         frames = navigation_frames(task, recording, width, height)
         default_fps = 10.0
     else:
         frames = mujoco_frames(family, task, recording, width, height)
         default_fps = 1.0 / _control_dt(family.name)
-    video = compose(frames, recording, layout, adapt_steps, describe(family.layout, task) if family.layout else "")
+    video = compose(frames, recording, layout, panel_titles(adapt_steps, rl2),
+                    describe(family.layout, task) if family.layout else "")
     write_video(out, video, fps or default_fps)
     returns = recording.rewards.sum(axis=0)
     return RenderResult(
@@ -420,7 +500,7 @@ def command(args: Any, parser: Any) -> int:
             args.fps,
         )
         run = load_run(args.run_dir)
-        run.maml_policy("bmaml-render")  # a usage error before any work
+        check_rl2_render(run, args.adapt_steps, args.fast_lr)  # a usage error before any work
         family = get_family(run.config.family)
         task = parse_task(family.name, args.task)
         if family.robot != "Navigation2D":
@@ -448,10 +528,11 @@ def command(args: Any, parser: Any) -> int:
         fps=args.fps,
         num_threads=args.num_threads,
     )
+    before, after = panel_titles(args.adapt_steps, isinstance(run.policy, RL2Policy))
     print(
         f"wrote {result.path}: {result.num_frames} frames of {result.frame_shape[1]}x{result.frame_shape[0]}"
-        f"{f' (OpenGL: {result.gl_backend})' if result.gl_backend else ''}; return before adaptation "
-        f"{result.returns[0]:.2f}, after {args.adapt_steps} step(s) {result.returns[1]:.2f}"
+        f"{f' (OpenGL: {result.gl_backend})' if result.gl_backend else ''}; return {before} "
+        f"{result.returns[0]:.2f}, {after} {result.returns[1]:.2f}"
     )
     return 0
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The study's comparisons (issue 17), from the runs of run_study.sh: per family, the MAML variants
 # per meta-iteration (claims 1, 2, 4: bmaml-compare's Welch tests with power statements, variance
-# tests, held-out evaluations), MAML against RL^2 at equal environment steps (claim 5), and the
-# small frozen RNN against the default one (claim 3). Runs that have not started are left out.
+# tests, held-out evaluations), MAML against RL^2 at equal environment steps (claim 5), the
+# small frozen RNN against the default one (claim 3), and whether each variant's curve has settled
+# (settled.py). Only runs evaluated at their latest iteration (finished ones) are compared.
 #   usage: docs/study/make_report.sh [RUNS_DIR] [OUT_DIR]   (default docs/study/runs docs/study)
 set -euo pipefail
 shopt -s nullglob
@@ -10,14 +11,21 @@ RUNS=${1:-docs/study/runs}
 OUT=${2:-docs/study}
 COMPARE=${BMAML_COMPARE:-bmaml-compare}
 MAML="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer"
-started() {  # the run directories given that hold at least one meta-iteration
-  for run in "$@"; do [ -s "$run/metrics.jsonl" ] && printf '%s\n' "$run"; done
+started() {  # the run directories given that are evaluated at their latest iteration (PARTIAL=1: any begun)
+  for run in "$@"; do
+    [ -s "$run/metrics.jsonl" ] || continue
+    if [ -n "${PARTIAL:-}" ] || grep -q "\"iterations_trained\": $(wc -l < "$run/metrics.jsonl")," "$run/eval.json" 2>/dev/null
+    then printf '%s\n' "$run"; fi
+  done
 }
 for family in ${FAMILIES:-HalfCheetahDir SwimmerDir HalfCheetahCrippled}; do
   maml=() rl2=()
   for variant in $MAML; do mapfile -t -O ${#maml[@]} maml < <(started "$RUNS/$family/$variant"-seed*); done
   mapfile -t rl2 < <(started "$RUNS/$family"/rl2-gru-seed* "$RUNS/$family"/rl2-gru-frozen-seed*)
   [ ${#maml[@]} -gt 1 ] || continue
+  mkdir -p "$OUT/$family"
+  ${PYTHON:-python} "$(dirname "$0")/settled.py" "$RUNS/$family" > "$OUT/$family/settled.md"
+  echo "$OUT/$family/settled.md"
   $COMPARE "${maml[@]}" --group-by policy,recurrence --last 10 --out "$OUT/$family/maml" > /dev/null
   echo "$OUT/$family/maml/report.md"
   if [ ${#rl2[@]} -gt 0 ]; then

@@ -10,7 +10,10 @@
 #                           RL^2 iteration: 10 trials x 4 episodes x 100 steps = 4,000
 #          JOBS=2           runs in parallel (one thread each: the machine has 2 cores)
 #          FAMILIES="HalfCheetahDir SwimmerDir HalfCheetahCrippled"   the families, in this order
-#          ONLY="HalfCheetahDir:maml-mlp:0 ..."   a subset (family:variant:seed)
+#          EXTEND="HalfCheetahDir:300"   second pass: these families' runs are extended to that many
+#                           MAML iterations (RL^2: x RL2_FACTOR) once every family has its first ITERS
+#                           (HalfCheetahDir's curves had not settled at 150: docs/study/README.md)
+#          ONLY="HalfCheetahDir:maml-mlp:0 ..."   a subset (family:variant:seed[:iterations])
 #          EVAL_TASKS=40 EVAL_EPISODES=20 (MAML; RL^2: EVAL_TRIALS=4 trials per task)
 #          GATED_FAST_LR=0.5  the inner step size of the GRU and LSTM MAML variants (see below)
 #
@@ -25,6 +28,7 @@ ITERS=${ITERS:-150}
 RL2_FACTOR=${RL2_FACTOR:-10}
 JOBS=${JOBS:-2}
 FAMILIES=${FAMILIES:-"HalfCheetahDir SwimmerDir HalfCheetahCrippled"}
+EXTEND=${EXTEND:-"HalfCheetahDir:300"}
 VARIANTS="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer rl2-gru rl2-gru-frozen"
 # Claim (3), "smaller networks and batches make it learn faster but regress": the frozen RNN with
 # 32 units (not 100) and 10 tasks x 5 episodes (not 20 x 10), on HalfCheetahDir, after the rest.
@@ -37,11 +41,16 @@ default_runs() {
     done
   done
   for seed in 0 1 2 3 4; do echo "HalfCheetahDir:$SMALL_VARIANT:$seed"; done
+  for extension in $EXTEND; do
+    for seed in 0 1 2 3 4; do
+      for variant in $VARIANTS; do echo "${extension%%:*}:$variant:$seed:${extension#*:}"; done
+    done
+  done
 }
 ONLY=${ONLY:-$(default_runs)}
 
-run_one() {  # family variant seed
-  local family=$1 variant=$2 seed=$3
+run_one() {  # family variant seed [MAML iterations]
+  local family=$1 variant=$2 seed=$3 iters=${4:-$ITERS}
   local out="$RUNS/$family/$variant-seed$seed" resume=() args=() eval_args=()
   [ -e "$out/config.yaml" ] && resume=(--resume)
   local config
@@ -52,11 +61,11 @@ run_one() {  # family variant seed
   case "$variant" in
     maml-rnn-frozen-small)
       args=(--config "$config" --set num_tasks=10 --set episodes_per_task=5 --set hidden_size=32
-            --num-iterations "$ITERS" --policy rnn --recurrence frozen)
+            --num-iterations "$iters" --policy rnn --recurrence frozen)
       eval_args=(--adapt-steps 3 --tasks "${EVAL_TASKS:-40}" --episodes "${EVAL_EPISODES:-20}") ;;
     maml-*)
       local kind=${variant#maml-}
-      args=(--config "$config" --set num_tasks=20 --set episodes_per_task=10 --num-iterations "$ITERS"
+      args=(--config "$config" --set num_tasks=20 --set episodes_per_task=10 --num-iterations "$iters"
             --policy "${kind%%-*}")
       [ "$kind" != mlp ] && args+=(--recurrence "${kind#*-}")
       # Gated cells: with the shared fast_lr 0.1 their inner step moves the policy 12-25x less (KL)
@@ -68,7 +77,7 @@ run_one() {  # family variant seed
       local recurrence=all
       [ "$variant" = rl2-gru-frozen ] && recurrence=frozen
       args=(--config rl2-halfcheetah-vel --set "family=$family" --recurrence "$recurrence"
-            --num-iterations $((ITERS * RL2_FACTOR)))
+            --num-iterations $((iters * RL2_FACTOR)))
       eval_args=(--tasks "${EVAL_TASKS:-40}" --episodes "${EVAL_TRIALS:-4}") ;;
   esac
   if ${BMAML_TRAIN:-bmaml-train} "${args[@]}" --seed "$seed" --num-threads 1 --out "$out" --quiet \

@@ -16,7 +16,8 @@ import torch
 
 import bmaml_robot.render as render_module
 from bmaml_robot.config import TrainConfig
-from bmaml_robot.render import GLUnavailableError, gl_backend, main, record_episodes, render
+from bmaml_robot.render import GLUnavailableError, gl_backend, main, record_episodes, record_trial, render
+from bmaml_robot.rl2.sampler import TrialSampler
 from bmaml_robot.run import load_run
 from bmaml_robot.train import train
 
@@ -40,6 +41,18 @@ def cheetah_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def navigation_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_run(tmp_path_factory.mktemp("render") / "nav", "Navigation2D")
+
+
+@pytest.fixture(scope="module")
+def rl2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An RL^2 run on Navigation2D (drawn without OpenGL): trials of 3 episodes."""
+    threads = torch.get_num_threads()
+    path = tmp_path_factory.mktemp("render") / "rl2"
+    train(TrainConfig(algorithm="rl2", family="Navigation2D", policy="gru", recurrence="all", hidden_size=8,
+                      num_tasks=2, episodes_per_trial=3, horizon=HORIZON, num_iterations=1, num_threads=1,
+                      ppo_epochs=1, ppo_minibatches=1, seed=0), path)
+    torch.set_num_threads(threads)
+    return path
 
 
 @pytest.fixture
@@ -217,3 +230,36 @@ def test_asset_loads_are_quiet(tmp_path: Path) -> None:
 
     assert "settotalmass" in stderr_of("mujoco.MjModel.from_xml_path(a.asset_path('HalfCheetah'))")  # before
     assert "settotalmass" not in stderr_of("a.load_model('HalfCheetah'); a.load_model('Ant')")
+
+
+def test_an_rl2_video_shows_the_trial_the_sampler_samples(rl2_run: Path) -> None:
+    """record_trial is TrialSampler's trial for the same seed (its reset and noise streams): the
+    first and the last episode's returns agree; with the mean actions the trial is another one."""
+    run = load_run(rl2_run)
+    task = {"goal": [0.3, -0.2]}
+    recording = record_trial(run.policy, "Navigation2D", task, HORIZON, 3, seed=5, stochastic=True)
+    sampler = TrialSampler("Navigation2D", 1, 3, HORIZON, action_scale=run.config.action_scale)
+    sampler.set_tasks([task])
+    returns = sampler.sample(run.policy, 5).episode_returns(3)[:, 0].numpy()  # [E = 3]
+    sampler.close()
+    np.testing.assert_allclose(recording.rewards.sum(axis=0), returns[[0, 2]], rtol=1e-5, atol=1e-6)
+    assert recording.lengths.tolist() == [HORIZON, HORIZON] and recording.qpos.shape == (HORIZON, 2, 2)
+    mean = record_trial(run.policy, "Navigation2D", task, HORIZON, 3, seed=5)
+    assert np.array_equal(mean.qpos[0], recording.qpos[0])  # the same resets
+    assert not np.array_equal(mean.qpos[-1], recording.qpos[-1])
+
+
+def test_cli_renders_an_rl2_run_and_checks_its_settings(rl2_run: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "trial.gif"
+    assert main([str(rl2_run), "--task", '{"goal": [0.3, -0.2]}', "--out", str(out), "--width", "96",
+                 "--height", "64", "--adapt-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "return episode 1 of the trial" in printed and "episode 3 of the trial" in printed
+    assert read_frames(out).shape[1:] == (64, 2 * 96 + 2, 3)
+    for args, message in [(["--adapt-steps", "0"], "adapt_steps: an RL^2 run's 'after' episode is episode"),
+                          (["--fast-lr", "0.1"], "fast_lr: an RL^2 run adapts in its activations")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(rl2_run), "--task", '{"goal": [0.3, -0.2]}', "--out", str(tmp_path / "x.gif"), *args])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.gif").exists()
