@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The study's comparisons (issue 17), from the runs of run_study.sh: per family, the MAML variants
 # per meta-iteration (claims 1, 2, 4: bmaml-compare's Welch tests with power statements, variance
-# tests, held-out evaluations), MAML against RL^2 at equal environment steps (claim 5), the
+# tests, held-out evaluations), MAML against RL^2 at equal environment steps (claim 5: training
+# curves by bmaml-compare, held-out returns by claim5.py), the
 # small frozen RNN against the default one (claim 3), and whether each variant's curve has settled
 # (settled.py). Only runs evaluated at their latest iteration (finished ones) are compared.
 #   usage: docs/study/make_report.sh [RUNS_DIR] [OUT_DIR]   (default docs/study/runs docs/study)
@@ -36,6 +37,8 @@ for family in ${FAMILIES:-HalfCheetahDir SwimmerDir HalfCheetahCrippled}; do
     $COMPARE "${maml[@]}" "${rl2[@]}" --x-axis env-steps --group-by algorithm,policy,recurrence --last 10 \
       --eval-dir "$OUT/$family/maml-vs-rl2/no-eval" --out "$OUT/$family/maml-vs-rl2" > /dev/null
     echo "$OUT/$family/maml-vs-rl2/report.md"
+    ${PYTHON:-python} "$(dirname "$0")/claim5.py" "$RUNS/$family" > "$OUT/$family/claim5.md" || true
+    echo "$OUT/$family/claim5.md"
   fi
 done
 mapfile -t small < <(started "$RUNS"/HalfCheetahDir/maml-rnn-frozen-small-seed*)
