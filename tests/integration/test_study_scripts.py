@@ -1,0 +1,83 @@
+"""The study's scripts (docs/study): run_study.sh trains, evaluates, resumes and extends runs without
+redoing finished work; make_report.sh turns evaluated runs into the reports of every claim.
+
+Tiny settings (2 meta-iterations of the study's batch, RL^2 at RL2_FACTOR 1, 2 held-out tasks)
+keep it to about a minute (mostly the CLIs' start-up). The scripts run the CLIs of the package this test imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bmaml_robot
+
+REPO = Path(__file__).resolve().parents[2]
+STUDY = REPO / "docs" / "study"
+
+pytestmark = pytest.mark.skipif(not (STUDY / "run_study.sh").is_file(), reason="docs/study is not in this tree")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    python = sys.executable
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(bmaml_robot.__file__).parent.parent),
+        "BMAML_TRAIN": f"{python} -m bmaml_robot.cli",
+        "BMAML_EVAL": f"{python} -m bmaml_robot.evaluate",
+        "BMAML_COMPARE": f"{python} -m bmaml_robot.compare",
+        "PYTHON": python,
+        "ITERS": "2", "RL2_FACTOR": "1", "JOBS": "2",
+        "EVAL_TASKS": "2", "EVAL_EPISODES": "2", "EVAL_TRIALS": "1",
+        **extra,
+    }
+
+
+def study(runs: Path, only: str) -> str:
+    result = subprocess.run(["bash", str(STUDY / "run_study.sh"), str(runs)], env=environment(ONLY=only),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout, result.stdout + result.stderr
+    return result.stdout
+
+
+def trained(run: Path) -> tuple[int, int]:
+    """(meta-iterations in metrics.jsonl, iterations_trained of eval.json)."""
+    lines = len((run / "metrics.jsonl").read_text().splitlines())
+    return lines, json.loads((run / "eval.json").read_text())["iterations_trained"]
+
+
+def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
+    runs, family = tmp_path / "runs", "HalfCheetahDir"
+    names = ["maml-mlp-seed0", "maml-mlp-seed1", "rl2-gru-seed0"]
+    printed = study(runs, f"{family}:maml-mlp:0 {family}:maml-mlp:1 {family}:rl2-gru:0")
+    for name in names:
+        assert f"done {runs / family / name}" in printed
+        assert trained(runs / family / name) == (2, 2), name
+        assert (runs / family / name / "policy.pt").is_file()
+
+    # Run again: nothing is retrained or re-evaluated.
+    run = runs / family / "maml-mlp-seed0"
+    metrics, evaluation = (run / "metrics.jsonl").read_text(), (run / "eval.json").stat().st_mtime_ns
+    study(runs, f"{family}:maml-mlp:0")
+    assert (run / "metrics.jsonl").read_text() == metrics and (run / "eval.json").stat().st_mtime_ns == evaluation
+
+    # Extend it to 3 iterations: it continues (its first two iterations kept) and is re-evaluated.
+    study(runs, f"{family}:maml-mlp:0:3")
+    assert trained(run) == (3, 3) and (run / "metrics.jsonl").read_text().startswith(metrics)
+
+    out = tmp_path / "reports"
+    result = subprocess.run(["bash", str(STUDY / "make_report.sh"), str(runs), str(out)],
+                            env=environment(FAMILIES=family, WINDOW="1"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| mlp | 2 |" in (out / family / "maml" / "report.md").read_text()
+    assert "equal environment steps" in (out / family / "maml-vs-rl2" / "report.md").read_text()
+    claim5 = (out / family / "claim5.md").read_text()
+    assert "| rl2-gru | 1 |" in claim5 and "| maml-mlp | 2 |" in claim5 and "Holm" in claim5
+    settled = (out / family / "settled.md").read_text()
+    assert "| maml-mlp | 2 | 2, 3 |" in settled and "| rl2-gru | 1 | 2 |" in settled
