@@ -44,17 +44,10 @@ class _RecurrentPass:
 
     def __init__(self, kind: str, params: Params, x: Tensor, actions: Tensor, horizon: int) -> None:
         self.kind = kind
-        self.params = params
-        K, N, _ = x.shape
-        T = horizon
-        B = N // T
-        self.shape = (K, T, B)
+        x_gates = self._start(params, x, horizon)
+        K, T, B = self.shape
+        H = self.hidden_size
         w_hh = params[_W_HH]
-        H = w_hh.shape[-1]
-        self.hidden_size = H
-        self.x = x
-        x_gates = torch.baddbmm(self._outside_bias(params[_B_IH], params[_B_HH]).unsqueeze(1), x,
-                                params[_W_IH].mT).view(K, T, B, -1)
         self.h = x.new_empty(K, T, B, H)  # h_t
         if kind == "gru":
             rz, n, a_n = x.new_empty(K, T, B, 2 * H), x.new_empty(K, T, B, H), x.new_empty(K, T, B, H)
@@ -71,7 +64,7 @@ class _RecurrentPass:
             a_n_t = torch.add(a_n_t, b_hn, out=a_n[:, t])
             n_t = torch.tanh(torch.addcmul(x_n, rz_t[..., :H], a_n_t), out=n[:, t])
             h = torch.lerp(n_t, h, rz_t[..., H:], out=self.h[:, t])  # n + z (h_prev - n)
-        self.h_rows = self.h.view(K, N, H)
+        self.h_rows = self.h.view(K, T * B, H)
         self.h_prev = torch.cat([self.h.new_zeros(K, 1, B, H), self.h[:, :-1]], dim=1)  # h_{t-1}
         if kind == "rnn":
             self.slope = 1.0 - self.h * self.h  # tanh'
@@ -94,6 +87,15 @@ class _RecurrentPass:
             self.q_z = h_minus_n * (1.0 - 2.0 * z)
         mean = torch.baddbmm(params["mean.bias"].unsqueeze(1), self.h_rows, params["mean.weight"].mT)
         self.head = GaussianHead(mean, params["log_std"], actions)
+
+    def _start(self, params: Params, x: Tensor, horizon: int) -> Tensor:
+        """Keep the batch's shapes and parameters; the input pre-activations of all steps, [K, T, B, G]."""
+        self.params, self.x = params, x
+        K, N, _ = x.shape
+        self.shape = (K, horizon, N // horizon)
+        self.hidden_size = params[_W_HH].shape[-1]
+        bias = self._outside_bias(params[_B_IH], params[_B_HH]).unsqueeze(1)
+        return torch.baddbmm(bias, x, params[_W_IH].mT).view(*self.shape, -1)
 
     def _outside_bias(self, b_ih: Tensor, b_hh: Tensor) -> Tensor:
         if self.kind != "gru":  # rnn, lstm: every recurrent bias adds to the input pre-activation
@@ -313,17 +315,10 @@ class _LSTMPass(_RecurrentPass):
 
     def __init__(self, params: Params, x: Tensor, actions: Tensor, horizon: int) -> None:  # noqa: D107
         self.kind = "lstm"
-        self.params = params
-        K, N, _ = x.shape
-        T = horizon
-        B = N // T
-        self.shape = (K, T, B)
+        x_gates = self._start(params, x, horizon)
+        K, T, B = self.shape
+        H = self.hidden_size
         w_hh = params[_W_HH]
-        H = w_hh.shape[-1]
-        self.hidden_size = H
-        self.x = x
-        x_gates = torch.baddbmm(self._outside_bias(params[_B_IH], params[_B_HH]).unsqueeze(1), x,
-                                params[_W_IH].mT).view(K, T, B, -1)
         gates = x.new_empty(K, T, B, 4 * H)  # i, f, g, o after their nonlinearities
         c_all, tanh_c = x.new_empty(K, T, B, H), x.new_empty(K, T, B, H)
         self.h = x.new_empty(K, T, B, H)
@@ -335,7 +330,7 @@ class _LSTMPass(_RecurrentPass):
             i, f, g, o = act.chunk(4, dim=-1)
             c = torch.addcmul(f * c, i, g, out=c_all[:, t])
             h = torch.mul(o, torch.tanh(c, out=tanh_c[:, t]), out=self.h[:, t])
-        self.h_rows = self.h.view(K, N, H)
+        self.h_rows = self.h.view(K, T * B, H)
         zero = x.new_zeros(K, 1, B, H)
         self.h_prev = torch.cat([zero, self.h[:, :-1]], dim=1)
         c_prev = torch.cat([zero, c_all[:, :-1]], dim=1)
