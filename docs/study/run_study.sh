@@ -11,8 +11,8 @@
 #          JOBS=2           runs in parallel (one thread each: the machine has 2 cores)
 #          FAMILIES="HalfCheetahDir SwimmerDir HalfCheetahCrippled"   the families, in this order
 #          EXTEND="HalfCheetahDir:300"   second pass: these families' runs are extended to that many
-#                           MAML iterations (RL^2: x RL2_FACTOR) once every family has its first ITERS
-#                           (HalfCheetahDir's curves had not settled at 150: docs/study/README.md)
+#                           MAML iterations (RL^2: x RL2_FACTOR) after the family's first pass, before
+#                           the next family (HalfCheetahDir's curves had not settled at 150: docs/study/README.md)
 #          ONLY="HalfCheetahDir:maml-mlp:0 ..."   a subset (family:variant:seed[:iterations])
 #          EVAL_TASKS=40 EVAL_EPISODES=20 (MAML; RL^2: EVAL_TRIALS=4 trials per task)
 #          GATED_FAST_LR=0.5  the inner step size of the GRU and LSTM MAML variants (see below)
@@ -20,8 +20,9 @@
 # Batch: 20 tasks x 10 episodes for MAML (the benchmark's 40 x 20 is ~4x slower here: ~15 s per MLP
 # iteration and ~40 s per GRU iteration on this shared 2-core machine, and the study has 105 runs);
 # RL^2 uses garage's RL2PPO batch (the shipped rl2-halfcheetah-vel config). Order: family-major
-# (HalfCheetahDir, the original experiment, first), then seed-major, so that a partial study holds
-# every variant for its first seeds.
+# (HalfCheetahDir, the original experiment, first, with claim 3 and its extension: claims 1-3 are
+# answered before the other families start), then seed-major, so that a partial study holds every
+# variant for its first seeds.
 set -euo pipefail
 RUNS=${1:-docs/study/runs}
 ITERS=${ITERS:-150}
@@ -34,16 +35,21 @@ VARIANTS="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer
 # 32 units (not 100) and 10 tasks x 5 episodes (not 20 x 10), on HalfCheetahDir, after the rest.
 SMALL_VARIANT="maml-rnn-frozen-small"
 
-default_runs() {
+default_runs() {  # family by family: its first pass, then (HalfCheetahDir) claim 3, then its extension
   for family in $FAMILIES; do
     for seed in 0 1 2 3 4; do
       for variant in $VARIANTS; do echo "$family:$variant:$seed"; done
     done
-  done
-  for seed in 0 1 2 3 4; do echo "HalfCheetahDir:$SMALL_VARIANT:$seed"; done
-  for extension in $EXTEND; do
-    for seed in 0 1 2 3 4; do
-      for variant in $VARIANTS; do echo "${extension%%:*}:$variant:$seed:${extension#*:}"; done
+    if [ "$family" = HalfCheetahDir ]; then
+      for seed in 0 1 2 3 4; do echo "HalfCheetahDir:$SMALL_VARIANT:$seed"; done
+    fi
+    for extension in $EXTEND; do
+      [ "${extension%%:*}" = "$family" ] || continue
+      local extended=$VARIANTS
+      [ "$family" = HalfCheetahDir ] && extended="$VARIANTS $SMALL_VARIANT"  # claim 3: does it regress later?
+      for seed in 0 1 2 3 4; do
+        for variant in $extended; do echo "$family:$variant:$seed:${extension#*:}"; done
+      done
     done
   done
 }
