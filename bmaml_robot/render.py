@@ -15,8 +15,9 @@ What it does:
    state (``get_state()``: qpos, qvel) before each step. Actions are the policy's mean (the
    deterministic policy) by default, or samples with ``stochastic=True`` (``--stochastic``).
    An RL^2 run (it adapts in its activations, not by gradient steps) is shown in episode 1 and in
-   episode ``adapt_steps + 1`` of one trial, the trial ``rl2.sampler.TrialSampler`` samples for
-   the seed (``record_trial``), with its mean actions unless ``stochastic``.
+   episode ``adapt_steps + 1`` of one trial (``record_trial``): ``rl2.sampler.TrialSampler``'s
+   trial on the task, on ``bmaml-eval``'s episode stream of the seed, with the mean actions unless
+   ``stochastic``.
 4. Draws the frames: MuJoCo robots are mirrored into a Python ``mujoco.MjData`` of the same MJCF
    model (``envs.assets.load_model``), ``mj_forward``, and rendered offscreen from the model's
    ``track`` camera (it follows the robot). Navigation2D has no MJCF model: its frames are
@@ -60,8 +61,9 @@ from bmaml_robot.envs.rendering import (  # noqa: F401 (re-exported: bmaml_robot
 from bmaml_robot.envs.vector_env import BatchedRobotEnv
 from bmaml_robot.factory import build_learner
 from bmaml_robot.meta import MetaLearner, adapt_to_tasks
-from bmaml_robot.meta.sampler import MetaSampler, task_seeds
+from bmaml_robot.meta.sampler import MetaSampler
 from bmaml_robot.rl2.policy import RL2Policy
+from bmaml_robot.rl2.sampler import TrialSampler
 from bmaml_robot.run import LoadedRun, load_run
 from bmaml_robot.seeds import MAX_SEED, evaluation_seed
 from bmaml_robot.torch_threads import one_torch_thread
@@ -145,55 +147,39 @@ def record_episodes(
 
 
 def record_trial(
-    policy: RL2Policy, family: str, task: Mapping[str, Any], horizon: int, episodes: int, seed: int,
-    stochastic: bool = False, action_scale: float | None = None,
+    policy: RL2Policy, family: str, task: Mapping[str, Any], horizon: int, episode: int, episodes_per_trial: int,
+    seed: int, stochastic: bool = False, action_scale: float | None = None,
 ) -> Recording:
-    """Episode 1 ("before") and episode ``episodes`` ("after") of one RL^2 trial on ``task``: the
-    trial ``rl2.sampler.TrialSampler`` samples with ``seed`` (its reset and noise streams, the
-    policy's state carried across the episodes, its input ``[obs | previous action | previous
-    reward | episode start]``), with the mean actions unless ``stochastic``."""
-    env = BatchedRobotEnv(family, 1, max_episode_steps=horizon)
+    """Episode 1 ("before") and episode ``episode`` ("after", counted from 1) of one RL^2 trial of
+    ``max(episode, episodes_per_trial)`` episodes on ``task``: the trial ``rl2.sampler.TrialSampler``
+    samples for ``seed`` (the same stepping, streams and draws), with the mean actions unless
+    ``stochastic``."""
+    sampler = TrialSampler(family, 1, max(episode, episodes_per_trial), horizon, action_scale=action_scale)
+    states: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+    def keep(t: int, qpos: np.ndarray, qvel: np.ndarray, info: dict[str, Any]) -> None:
+        ended = bool(info["_final_obs"][0])
+        states.append((qpos[0].copy(), qvel[0].copy(), info["final_obs"][0].copy() if ended else None))
+
     try:
-        action_map = env.action_map(action_scale)
-        env.set_tasks([dict(task)])
-        reset_seeds, noise_seeds = task_seeds(seed, 0, 1)
-        obs = env.reset_streams(np.asarray(reset_seeds, np.uint64), np.zeros(1, np.uint64))
-        obs_dim, act_dim = env.obs_dim, env.act_dim
-        x = torch.zeros(1, policy.input_dim)
-        x[:, -1] = 1.0  # the first step of an episode
-        state = policy.initial_state((1,))
-        generator = torch.Generator().manual_seed(int(noise_seeds[0]))
-        noise = torch.randn((episodes * horizon, 1, act_dim), generator=generator)  # TrialSampler's draw
-        t = 0
-        kept = (0, episodes - 1)
-        steps: dict[int, list[tuple[np.ndarray, np.ndarray, float]]] = {e: [] for e in kept}
-        final: dict[int, np.ndarray] = {}
-        episode = 0
-        with torch.no_grad():
-            while episode < episodes:
-                qpos, qvel = env.get_state()
-                x[:, :obs_dim] = torch.from_numpy(obs).to(torch.float32)
-                out, log_std, state = policy.step(x, state)
-                action = policy.act(out, log_std, noise[t]) if stochastic else out
-                t += 1
-                obs, reward, terminated, truncated, info = env.step(action_map.to_robot(action.numpy()))
-                ended = bool(terminated[0] or truncated[0])
-                if episode in steps:
-                    steps[episode].append((qpos[0].copy(), qvel[0].copy(), float(reward[0])))
-                    if ended:  # Navigation2D's observation is its position (its qpos)
-                        final[episode] = info["final_obs"][0][: qpos.shape[1]] if family == "Navigation2D" else qpos[0]
-                x[:, obs_dim : obs_dim + act_dim] = policy.previous_action_input(action, action_map.scale)
-                x[:, -2] = float(reward[0])
-                x[:, -1] = float(ended)
-                episode += ended
+        sampler.set_tasks([dict(task)])
+        trials = sampler.sample(policy, seed, mean_actions=not stochastic, on_step=keep)
     finally:
-        env.close()
-    lengths = np.array([len(steps[e]) for e in kept])
+        sampler.close()
+    episode_of = trials.episode[:, 0].numpy()
+    kept = (0, episode - 1)
+    steps = [np.flatnonzero(episode_of[: len(states)] == e) for e in kept]
+    lengths = np.array([len(s) for s in steps])
     T = int(lengths.max())
-    qpos_all = np.stack([np.stack([steps[e][min(t, len(steps[e]) - 1)][0] for e in kept]) for t in range(T)])
-    qvel_all = np.stack([np.stack([steps[e][min(t, len(steps[e]) - 1)][1] for e in kept]) for t in range(T)])
-    rewards = np.array([[steps[e][t][2] if t < len(steps[e]) else 0.0 for e in kept] for t in range(T)])
-    return Recording(qpos_all, qvel_all, rewards, lengths, np.stack([final[e] for e in kept]))
+    at = [[steps[e][min(t, len(steps[e]) - 1)] for e in range(2)] for t in range(T)]  # the step shown
+    qpos = np.stack([np.stack([states[i][0] for i in row]) for row in at])
+    qvel = np.stack([np.stack([states[i][1] for i in row]) for row in at])
+    rewards = np.array([[float(trials.rewards[i, 0]) if t < lengths[e] else 0.0 for e, i in enumerate(row)]
+                        for t, row in enumerate(at)])
+    last = [states[s[-1]] for s in steps]
+    # Navigation2D's observation is its position (its qpos); a MuJoCo robot shows its last state.
+    final = np.stack([f[: q.shape[0]] if family == "Navigation2D" and f is not None else q for q, _, f in last])
+    return Recording(qpos, qvel, rewards, lengths, final)
 
 
 def adapt_to_task(run: LoadedRun, task: Mapping[str, Any], adapt_steps: int, episodes: int, fast_lr: float | None,
@@ -448,9 +434,10 @@ def render(
     else:
         backend = None
     with one_torch_thread():
-        if isinstance(run.policy, RL2Policy):
+        if isinstance(run.policy, RL2Policy):  # trials on bmaml-eval's stream of episodes
             recording = record_trial(run.policy, family.name, task, run.config.horizon, adapt_steps + 1,
-                                     evaluation_seed(seed, 0), stochastic, run.config.action_scale)
+                                     run.config.episodes_per_trial, evaluation_seed(seed, 1), stochastic,
+                                     run.config.action_scale)
         else:
             params = adapt_to_task(run, task, adapt_steps, episodes, fast_lr, seed, num_threads)
             recording = record_episodes(run.policy, family.name, task, params, run.config.horizon,
@@ -507,6 +494,9 @@ def command(args: Any, parser: Any) -> int:
             gl_backend()
     except (ValueError, TypeError, GLUnavailableError) as error:
         parser.error(str(error))
+    if isinstance(run.policy, RL2Policy) and args.adapt_steps + 1 > run.config.episodes_per_trial:
+        print(f"bmaml-render: warning: episode {args.adapt_steps + 1} is past the trials of "
+              f"{run.config.episodes_per_trial} episodes the run was trained on", file=sys.stderr)
     if not family.in_distribution(task):
         print(
             f"bmaml-render: warning: task {json.dumps(task)} is outside {family.name}'s training distribution "

@@ -18,7 +18,7 @@ padded batch (``meta.sampler``'s ``_run_shape``) for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -92,6 +92,10 @@ def make_trial_env(family: str, num_envs: int, horizon: int, num_threads: int = 
     return BatchedRobotEnv(family, num_envs, num_threads=num_threads, max_episode_steps=horizon)
 
 
+#: ``on_step(t, qpos [K, nq], qvel [K, nv], info)`` of ``TrialSampler.sample``.
+StepHook = Callable[[int, np.ndarray, np.ndarray, dict[str, Any]], None]
+
+
 class TrialSampler:
     """``num_tasks`` trials (one per task) of ``episodes_per_trial`` episodes per ``sample`` call.
 
@@ -140,9 +144,14 @@ class TrialSampler:
         self.env.close()
 
     @torch.no_grad()
-    def sample(self, policy: RL2Policy, seed: int, *, first_task: int = 0) -> Trials:
+    def sample(self, policy: RL2Policy, seed: int, *, first_task: int = 0, mean_actions: bool = False,
+               on_step: StepHook | None = None) -> Trials:
         """One trial per task with the policy's own parameters; ``seed`` fixes every random draw,
-        stream by task (this sampler's task ``k`` is task ``first_task + k`` of the batch)."""
+        stream by task (this sampler's task ``k`` is task ``first_task + k`` of the batch).
+
+        ``mean_actions``: act with the Gaussian means (the same draws are made and left unused);
+        ``on_step(t, qpos, qvel, info)``: after step t, with every env's MuJoCo state before it
+        (robot envs only: what ``render.record_trial`` draws)."""
         K, E, L = self.num_tasks, self.episodes_per_trial, self.trial_steps
         in_dim, act_dim = policy.input_dim, self.act_dim
         if policy.obs_dim != self.obs_dim or policy.act_dim != act_dim or policy.discrete != self.discrete:
@@ -185,7 +194,7 @@ class TrialSampler:
                 x[:, -2] = prev_reward
                 x[:, -1] = start
                 out, log_std, state = policy.step(x_run, state, run_params)
-                action_run = policy.act(out, log_std, noise[t])
+                action_run = out if mean_actions else policy.act(out, log_std, noise[t])
                 if not bool(torch.isfinite(action_run).all()):
                     raise FloatingPointError(f"sampling: the policy's actions are not finite at step {t}")
                 action = action_run[:K, 0]
@@ -197,7 +206,10 @@ class TrialSampler:
                 mask[t] = alive_t.float()
                 episode[t] = torch.where(alive_t, torch.from_numpy(done_episodes), E)
 
-                obs_np, reward, term, trunc, _ = self.env.step(self._to_env(action))
+                before = self.env.get_state() if on_step is not None else None
+                obs_np, reward, term, trunc, info = self.env.step(self._to_env(action))
+                if on_step is not None and before is not None:
+                    on_step(t, before[0], before[1], info)
                 reward_t = torch.from_numpy(np.where(alive, reward, 0.0)).float()
                 rewards[t] = reward_t
                 self.env_steps += int(alive.sum())

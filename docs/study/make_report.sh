@@ -15,7 +15,7 @@ MAML="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer"
 started() {  # the run directories given that are evaluated at their latest iteration (PARTIAL=1: any begun)
   for run in "$@"; do
     [ -s "$run/metrics.jsonl" ] || continue
-    if [ -n "${PARTIAL:-}" ] || grep -q "\"iterations_trained\": $(wc -l < "$run/metrics.jsonl")," "$run/eval.json" 2>/dev/null
+    if [ -n "${PARTIAL:-}" ] || grep -q "\"iterations_trained\": $(($(wc -l < "$run/metrics.jsonl")))," "$run/eval.json" 2>/dev/null
     then printf '%s\n' "$run"; fi
   done
 }
@@ -37,7 +37,7 @@ for family in ${FAMILIES:-HalfCheetahDir SwimmerDir HalfCheetahCrippled}; do
     $COMPARE "${maml[@]}" "${rl2[@]}" --x-axis env-steps --group-by algorithm,policy,recurrence --last 10 \
       --eval-dir "$OUT/$family/maml-vs-rl2/no-eval" --out "$OUT/$family/maml-vs-rl2" > /dev/null
     echo "$OUT/$family/maml-vs-rl2/report.md"
-    ${PYTHON:-python} "$(dirname "$0")/claim5.py" "$RUNS/$family" > "$OUT/$family/claim5.md" || true
+    ${PYTHON:-python} "$(dirname "$0")/claim5.py" "$RUNS/$family" > "$OUT/$family/claim5.md"
     echo "$OUT/$family/claim5.md"
   fi
 done
@@ -46,5 +46,5 @@ if [ ${#small[@]} -gt 0 ]; then
   $COMPARE $(started "$RUNS"/HalfCheetahDir/maml-rnn-frozen-seed*) "${small[@]}" --group-by hidden_size,num_tasks --last 10 \
     --out "$OUT/HalfCheetahDir/small" > /dev/null
   echo "$OUT/HalfCheetahDir/small/report.md"
-  ${PYTHON:-python} "$(dirname "$0")/claim3.py" "$RUNS/HalfCheetahDir" > "$OUT/HalfCheetahDir/small/claim3.md" || true
+  ${PYTHON:-python} "$(dirname "$0")/claim3.py" "$RUNS/HalfCheetahDir" > "$OUT/HalfCheetahDir/small/claim3.md"
 fi

@@ -53,11 +53,21 @@ default_runs() {  # family by family: its first pass, then (HalfCheetahDir) clai
     done
   done
 }
+for extension in $EXTEND; do
+  [[ $extension =~ ^[A-Za-z0-9]+:[0-9]+$ ]] || { echo "EXTEND: expected FAMILY:ITERATIONS items, got '$extension'" >&2; exit 2; }
+done
 ONLY=${ONLY:-$(default_runs)}
+for item in $ONLY; do
+  [[ $item =~ ^[A-Za-z0-9]+:[a-z0-9-]+:[0-9]+(:[0-9]+)?$ ]] || { echo "ONLY: expected family:variant:seed[:iterations] items, got '$item'" >&2; exit 2; }
+done
 
 run_one() {  # family variant seed [MAML iterations]
   local family=$1 variant=$2 seed=$3 iters=${4:-$ITERS}
   local out="$RUNS/$family/$variant-seed$seed" resume=() args=() eval_args=()
+  # One process per run at a time (a run's first pass and its extension may be picked up together).
+  mkdir -p "$RUNS/$family"
+  exec {lock}> "$RUNS/$family/.$variant-seed$seed.lock"
+  flock "$lock"
   [ -e "$out/config.yaml" ] && resume=(--resume)
   local config
   case "$family" in
@@ -89,9 +99,12 @@ run_one() {  # family variant seed [MAML iterations]
   if ${BMAML_TRAIN:-bmaml-train} "${args[@]}" --seed "$seed" --num-threads 1 --out "$out" --quiet \
        "${resume[@]}"; then
     local trained
-    trained=$(wc -l < "$out/metrics.jsonl")
+    trained=$(($(wc -l < "$out/metrics.jsonl")))
     if ! grep -q "\"iterations_trained\": $trained," "$out/eval.json" 2>/dev/null; then
-      ${BMAML_EVAL:-bmaml-eval} "$out" "${eval_args[@]}" > "$out/eval.txt"
+      if ! ${BMAML_EVAL:-bmaml-eval} "$out" "${eval_args[@]}" > "$out/eval.txt"; then
+        echo "FAILED evaluation of $out"
+        return
+      fi
     fi
     echo "done $out"
   else

@@ -233,20 +233,26 @@ def test_asset_loads_are_quiet(tmp_path: Path) -> None:
 
 
 def test_an_rl2_video_shows_the_trial_the_sampler_samples(rl2_run: Path) -> None:
-    """record_trial is TrialSampler's trial for the same seed (its reset and noise streams): the
-    first and the last episode's returns agree; with the mean actions the trial is another one."""
+    """record_trial is TrialSampler's trial for the same seed (one stepping routine: its streams
+    and draws, whichever episode is shown): the first and the shown episode's returns are the
+    sampler's, step by step and bit for bit; with the mean actions it is another trial from the
+    same resets."""
     run = load_run(rl2_run)
     task = {"goal": [0.3, -0.2]}
-    recording = record_trial(run.policy, "Navigation2D", task, HORIZON, 3, seed=5, stochastic=True)
     sampler = TrialSampler("Navigation2D", 1, 3, HORIZON, action_scale=run.config.action_scale)
     sampler.set_tasks([task])
-    returns = sampler.sample(run.policy, 5).episode_returns(3)[:, 0].numpy()  # [E = 3]
+    trials = sampler.sample(run.policy, 5)
     sampler.close()
-    np.testing.assert_allclose(recording.rewards.sum(axis=0), returns[[0, 2]], rtol=1e-5, atol=1e-6)
-    assert recording.lengths.tolist() == [HORIZON, HORIZON] and recording.qpos.shape == (HORIZON, 2, 2)
-    mean = record_trial(run.policy, "Navigation2D", task, HORIZON, 3, seed=5)
+    rewards = [trials.rewards[trials.episode[:, 0] == e, 0].numpy() for e in range(3)]  # [HORIZON] each
+    for episode in (2, 3):  # a trial of the run's 3 episodes either way
+        recording = record_trial(run.policy, "Navigation2D", task, HORIZON, episode, 3, seed=5, stochastic=True)
+        np.testing.assert_array_equal(recording.rewards.T.astype(np.float32), np.stack([rewards[0], rewards[episode - 1]]))
+        assert recording.lengths.tolist() == [HORIZON, HORIZON] and recording.qpos.shape == (HORIZON, 2, 2)
+    mean = record_trial(run.policy, "Navigation2D", task, HORIZON, 3, 3, seed=5)
     assert np.array_equal(mean.qpos[0], recording.qpos[0])  # the same resets
     assert not np.array_equal(mean.qpos[-1], recording.qpos[-1])
+    # Navigation2D's last position is the final observation, past the last recorded state.
+    assert not np.array_equal(mean.final_qpos[1], mean.qpos[-1, 1])
 
 
 def test_cli_renders_an_rl2_run_and_checks_its_settings(rl2_run: Path, tmp_path: Path,
@@ -257,6 +263,9 @@ def test_cli_renders_an_rl2_run_and_checks_its_settings(rl2_run: Path, tmp_path:
     printed = capsys.readouterr().out
     assert "return episode 1 of the trial" in printed and "episode 3 of the trial" in printed
     assert read_frames(out).shape[1:] == (64, 2 * 96 + 2, 3)
+    assert main([str(rl2_run), "--task", '{"goal": [0.3, -0.2]}', "--out", str(out), "--width", "96",
+                 "--height", "64", "--adapt-steps", "3"]) == 0
+    assert "episode 4 is past the trials of 3 episodes" in capsys.readouterr().err
     for args, message in [(["--adapt-steps", "0"], "adapt_steps: an RL^2 run's 'after' episode is episode"),
                           (["--fast-lr", "0.1"], "fast_lr: an RL^2 run adapts in its activations")]:
         with pytest.raises(SystemExit) as exit_info:

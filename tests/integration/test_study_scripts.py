@@ -67,13 +67,14 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     study(runs, f"{family}:maml-mlp:0")
     assert (run / "metrics.jsonl").read_text() == metrics and (run / "eval.json").stat().st_mtime_ns == evaluation
 
-    # Extend it to 3 iterations: it continues (its first two iterations kept) and is re-evaluated.
-    study(runs, f"{family}:maml-mlp:0:3")
+    # Extend it to 3 iterations: it continues (its first two iterations kept) and is re-evaluated;
+    # the same run twice in one call runs once at a time (the second finds it done).
+    study(runs, f"{family}:maml-mlp:0:3 {family}:maml-mlp:0:3")
     assert trained(run) == (3, 3) and (run / "metrics.jsonl").read_text().startswith(metrics)
 
     out = tmp_path / "reports"
     result = subprocess.run(["bash", str(STUDY / "make_report.sh"), str(runs), str(out)],
-                            env=environment(FAMILIES=family, WINDOW="1"), capture_output=True, text=True, timeout=600)
+                            env=environment(FAMILIES=family, SHARE="0.5"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| mlp | 2 |" in (out / family / "maml" / "report.md").read_text()
     assert "equal environment steps" in (out / family / "maml-vs-rl2" / "report.md").read_text()
@@ -81,3 +82,14 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     assert "| rl2-gru | 1 |" in claim5 and "| maml-mlp | 2 |" in claim5 and "Holm" in claim5
     settled = (out / family / "settled.md").read_text()
     assert "| maml-mlp | 2 | 2, 3 |" in settled and "| rl2-gru | 1 | 2 |" in settled
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("ONLY", "HalfCheetahDir:maml-mlp", "ONLY: expected family:variant:seed[:iterations] items"),
+    ("EXTEND", "HalfCheetahDir", "EXTEND: expected FAMILY:ITERATIONS items"),
+])
+def test_the_study_refuses_malformed_lists(tmp_path: Path, variable: str, value: str, message: str) -> None:
+    result = subprocess.run(["bash", str(STUDY / "run_study.sh"), str(tmp_path)], env=environment(**{variable: value}),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert list(tmp_path.iterdir()) == []
