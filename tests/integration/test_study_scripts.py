@@ -39,8 +39,9 @@ def environment(**extra: str) -> dict[str, str]:
 
 
 def study(runs: Path, only: str) -> str:
+    # cwd: not the source tree, whose bmaml_robot (no built core) `python -m` would import first.
     result = subprocess.run(["bash", str(STUDY / "run_study.sh"), str(runs)], env=environment(ONLY=only),
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, cwd=runs.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAILED" not in result.stdout, result.stdout + result.stderr
     return result.stdout
@@ -74,7 +75,8 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
 
     out = tmp_path / "reports"
     result = subprocess.run(["bash", str(STUDY / "make_report.sh"), str(runs), str(out)],
-                            env=environment(FAMILIES=family, SHARE="0.5"), capture_output=True, text=True, timeout=600)
+                            env=environment(FAMILIES=family, SHARE="0.5"), capture_output=True, text=True, timeout=600,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| mlp | 2 |" in (out / family / "maml" / "report.md").read_text()
     assert "equal environment steps" in (out / family / "maml-vs-rl2" / "report.md").read_text()
@@ -90,6 +92,6 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
 ])
 def test_the_study_refuses_malformed_lists(tmp_path: Path, variable: str, value: str, message: str) -> None:
     result = subprocess.run(["bash", str(STUDY / "run_study.sh"), str(tmp_path)], env=environment(**{variable: value}),
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert list(tmp_path.iterdir()) == []
