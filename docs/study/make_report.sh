@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The study's comparisons (issue 17), from the runs of run_study.sh: per family, the MAML variants
 # per meta-iteration (claims 1, 2, 4: bmaml-compare's Welch tests with power statements, variance
-# tests, held-out evaluations), MAML against RL^2 at equal environment steps (claim 5: training
+# tests across seeds, held-out evaluations; claim 2's spreads across episodes, tasks, iterations:
+# claim2.py), MAML against RL^2 at equal environment steps (claim 5: training
 # curves by bmaml-compare, held-out returns by claim5.py), the
 # small frozen RNN against the default one (claim 3), and whether each variant's curve has settled
 # (settled.py). Only runs evaluated at their latest iteration (finished ones) are compared.
@@ -26,7 +27,9 @@ for family in ${FAMILIES:-HalfCheetahDir SwimmerDir HalfCheetahCrippled}; do
   [ ${#maml[@]} -gt 1 ] || continue
   mkdir -p "$OUT/$family"
   ${PYTHON:-python} "$(dirname "$0")/settled.py" "$RUNS/$family" > "$OUT/$family/settled.md"
+  ${PYTHON:-python} "$(dirname "$0")/claim2.py" "$RUNS/$family" > "$OUT/$family/claim2.md"
   echo "$OUT/$family/settled.md"
+  echo "$OUT/$family/claim2.md"
   $COMPARE "${maml[@]}" --group-by policy,recurrence --last 10 --out "$OUT/$family/maml" > /dev/null
   echo "$OUT/$family/maml/report.md"
   if [ ${#rl2[@]} -gt 0 ]; then

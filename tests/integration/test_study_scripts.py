@@ -82,6 +82,8 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     assert "equal environment steps" in (out / family / "maml-vs-rl2" / "report.md").read_text()
     claim5 = (out / family / "claim5.md").read_text()
     assert "| rl2-gru | 1 |" in claim5 and "| maml-mlp | 2 |" in claim5 and "Holm" in claim5
+    claim2 = (out / family / "claim2.md").read_text()
+    assert "| maml-mlp | 2 |" in claim2 and "| rl2-gru | 1 |" in claim2 and "Spread across tasks" in claim2
     settled = (out / family / "settled.md").read_text()
     assert "| maml-mlp | 2 | 2, 3 |" in settled and "| rl2-gru | 1 | 2 |" in settled
 
