@@ -153,7 +153,8 @@ def train(
     # (resume without a checkpoint: the run was killed before its first one, so it starts over)
     metrics: list[dict[str, Any]] = [] if state is None else run.metrics(start_iteration)
     run.start(config, metrics)
-    record_provenance(run.path, start_iteration)
+    if start_iteration < config.num_iterations:  # a finished run resumed trains nothing: no new session
+        record_provenance(run.path, start_iteration)
     # One torch thread whatever num_threads (the robots' threads): see torch_threads.py.
     with one_torch_thread():
         sampler = build_sampler(config)

@@ -70,6 +70,7 @@ def test_a_resumed_run_purges_the_recomputed_steps_and_records_each_session(tmp_
     run = tmp_path / "run"
     train(TrainConfig(**{**TINY, "num_iterations": 2}), run)
     train(TrainConfig(**TINY), run, resume=True)
+    train(TrainConfig(**TINY), run, resume=True)  # finished: nothing trained, no session recorded
     logged = scalars(run)
     assert [step for step, _ in logged["returns/after_adaptation"]] == [0, 1, 2, 3]
     sessions = json.loads((run / PROVENANCE).read_text())

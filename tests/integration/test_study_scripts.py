@@ -86,6 +86,9 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     assert "| maml-mlp | 2 |" in claim2 and "| rl2-gru | 1 |" in claim2 and "Spread across tasks" in claim2
     settled = (out / family / "settled.md").read_text()
     assert "| maml-mlp | 2 | 2, 3 |" in settled and "| rl2-gru | 1 | 2 |" in settled
+    verdicts = (out / "verdicts.md").read_text()  # no frozen RNN, one RL^2 seed: every claim waits
+    assert f"| (1) | {family} | pending" in verdicts and f"| (5) | {family} | pending" in verdicts
+    assert f"| 5 | {family} | rl2-gru - maml-mlp | held-out adapted return | 1 + 2 |" in verdicts
 
 
 @pytest.mark.parametrize("variable, value, message", [
