@@ -5,7 +5,8 @@
 # claim2.py), MAML against RL^2 at equal environment steps (claim 5: training
 # curves by bmaml-compare, held-out returns by claim5.py), the
 # small frozen RNN against the default one (claim 3), and whether each variant's curve has settled
-# (settled.py), and the verdict on each claim (verdicts.py -> OUT/verdicts.md: what README quotes).
+# (settled.py), the verdict on each claim (verdicts.py -> OUT/verdicts.md: what README quotes) and the
+# compute used (compute.py -> OUT/compute.md).
 # Only runs evaluated at their latest iteration (finished ones) are compared.
 #   usage: docs/study/make_report.sh [RUNS_DIR] [OUT_DIR]   (default docs/study/runs docs/study)
 set -euo pipefail
@@ -53,4 +54,6 @@ if [ ${#small[@]} -gt 0 ]; then
   ${PYTHON:-python} "$(dirname "$0")/claim3.py" "$RUNS/HalfCheetahDir" > "$OUT/HalfCheetahDir/small/claim3.md"
 fi
 ${PYTHON:-python} "$(dirname "$0")/verdicts.py" "$RUNS" > "$OUT/verdicts.md"
+${PYTHON:-python} "$(dirname "$0")/compute.py" "$RUNS" > "$OUT/compute.md"
 echo "$OUT/verdicts.md"
+echo "$OUT/compute.md"

@@ -89,6 +89,8 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     verdicts = (out / "verdicts.md").read_text()  # no frozen RNN, one RL^2 seed: every claim waits
     assert f"| (1) | {family} | pending" in verdicts and f"| (5) | {family} | pending" in verdicts
     assert f"| 5 | {family} | rl2-gru - maml-mlp | held-out adapted return | 1 + 2 |" in verdicts
+    compute = (out / "compute.md").read_text()
+    assert f"| {family} | maml-mlp | 2 | 5 |" in compute and f"| {family} | rl2-gru | 1 | 2 |" in compute
 
 
 @pytest.mark.parametrize("variable, value, message", [
