@@ -11,18 +11,18 @@
 #          JOBS=2           runs in parallel (one thread each: the machine has 2 cores)
 #          FAMILIES="HalfCheetahDir SwimmerDir HalfCheetahCrippled"   the families, in this order
 #          EXTEND="HalfCheetahDir:300"   second pass: these families' runs are extended to that many
-#                           MAML iterations (RL^2: x RL2_FACTOR) after the family's first pass, before
-#                           the next family (HalfCheetahDir's curves had not settled at 150: docs/study/README.md)
+#                           MAML iterations (RL^2: x RL2_FACTOR) after every family's first pass
+#                           (HalfCheetahDir's curves had not settled at 150: docs/study/README.md)
 #          ONLY="HalfCheetahDir:maml-mlp:0 ..."   a subset (family:variant:seed[:iterations])
 #          EVAL_TASKS=40 EVAL_EPISODES=20 (MAML; RL^2: EVAL_TRIALS=4 trials per task)
 #          GATED_FAST_LR=0.5  the inner step size of the GRU and LSTM MAML variants (see below)
 #
 # Batch: 20 tasks x 10 episodes for MAML (the benchmark's 40 x 20 is ~4x slower here: ~15 s per MLP
 # iteration and ~40 s per GRU iteration on this shared 2-core machine, and the study has 105 runs);
-# RL^2 uses garage's RL2PPO batch (the shipped rl2-halfcheetah-vel config). Order: family-major
-# (HalfCheetahDir, the original experiment, first, with claim 3 and its extension: claims 1-3 are
-# answered before the other families start), then seed-major, so that a partial study holds every
-# variant for its first seeds.
+# RL^2 uses garage's RL2PPO batch (the shipped rl2-halfcheetah-vel config). Order: breadth first,
+# every family's first pass (HalfCheetahDir, the original experiment, with claim 3; then SwimmerDir,
+# the robot the work was started for; then HalfCheetahCrippled), then the extensions; within a
+# family seed-major, so that a partial study holds every variant for its first seeds.
 set -euo pipefail
 RUNS=${1:-docs/study/runs}
 ITERS=${ITERS:-150}
@@ -35,7 +35,7 @@ VARIANTS="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer
 # 32 units (not 100) and 10 tasks x 5 episodes (not 20 x 10), on HalfCheetahDir, after the rest.
 SMALL_VARIANT="maml-rnn-frozen-small"
 
-default_runs() {  # family by family: its first pass, then (HalfCheetahDir) claim 3, then its extension
+default_runs() {  # every family's first pass (HalfCheetahDir: then claim 3), then the extensions
   for family in $FAMILIES; do
     for seed in 0 1 2 3 4; do
       for variant in $VARIANTS; do echo "$family:$variant:$seed"; done
@@ -43,13 +43,13 @@ default_runs() {  # family by family: its first pass, then (HalfCheetahDir) clai
     if [ "$family" = HalfCheetahDir ]; then
       for seed in 0 1 2 3 4; do echo "HalfCheetahDir:$SMALL_VARIANT:$seed"; done
     fi
-    for extension in $EXTEND; do
-      [ "${extension%%:*}" = "$family" ] || continue
-      local extended=$VARIANTS
-      [ "$family" = HalfCheetahDir ] && extended="$VARIANTS $SMALL_VARIANT"  # claim 3: does it regress later?
-      for seed in 0 1 2 3 4; do
-        for variant in $extended; do echo "$family:$variant:$seed:${extension#*:}"; done
-      done
+  done
+  for extension in $EXTEND; do
+    local family=${extension%%:*} extended=$VARIANTS
+    [[ " $FAMILIES " == *" $family "* ]] || continue
+    [ "$family" = HalfCheetahDir ] && extended="$VARIANTS $SMALL_VARIANT"  # claim 3: does it regress later?
+    for seed in 0 1 2 3 4; do
+      for variant in $extended; do echo "$family:$variant:$seed:${extension#*:}"; done
     done
   done
 }
