@@ -333,6 +333,14 @@ def _compare_parser() -> argparse.ArgumentParser:
         "batches or algorithms, e.g. --group-by algorithm,policy for MAML against RL^2)",
     )
     p.add_argument(
+        "--until",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="compare up to N meta-iterations (with --x-axis env-steps: N environment steps); runs trained "
+        "further are cut there (default: the runs' common length)",
+    )
+    p.add_argument(
         "--min-iterations",
         type=_int_at_least(1),
         default=1,
@@ -366,6 +374,7 @@ def compare_main(argv: list[str] | None = None) -> int:
             min_iterations=args.min_iterations,
             eval_dir=args.eval_dir,
             x_axis=args.x_axis.replace("-", "_"),
+            until=args.until,
             out=None,
             command=command,
         )

@@ -16,6 +16,7 @@ from bmaml_robot.compare.runs import (
     Run,
     check_comparable,
     check_group_by,
+    cut,
     group_runs,
     load_run_metrics,
     on_env_step_grid,
@@ -34,6 +35,7 @@ def compare(
     out: str | Path | None = None,
     command: str = "",
     x_axis: str = "iteration",
+    until: int | None = None,
 ) -> Comparison:
     """Compare the runs in ``run_dirs`` grouped by ``group_by`` (``bmaml_robot.compare``).
 
@@ -46,14 +48,20 @@ def compare(
     report.md, the PNGs and comparison.json go (nothing is written when None). x_axis:
     ``iteration`` (runs of one batch, curves per meta-iteration) or ``env_steps`` (runs at equal
     environment steps, their batches and algorithms may differ: MAML against RL^2; ``last`` and
-    the curves then count points of the env-step grid, ``runs.on_env_step_grid``).
+    the curves then count points of the env-step grid, ``runs.on_env_step_grid``). until: where
+    the comparison ends, in meta-iterations (or environment steps with ``env_steps``): runs trained
+    further are cut there, a comparison at one training budget (default: the runs' common length).
     """
     check_choice(x_axis, "x_axis", X_AXES)
     keys = check_group_by(group_by)
     check_int(last, "last", minimum=1)
     check_int(smooth_window, "smooth_window", minimum=1)
     check_int(min_iterations, "min_iterations", minimum=1)
+    if until is not None:
+        check_int(until, "until", minimum=1)
     loaded = [load_run_metrics(p) for p in _distinct_paths(run_dirs)]
+    if until is not None:
+        loaded = [cut(run, int(until), x_axis) for run in loaded]
     check_comparable(loaded, keys, x_axis)
     runs, left_out = _long_enough(loaded, min_iterations)
     grid = None

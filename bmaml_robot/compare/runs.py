@@ -107,6 +107,18 @@ def load_run_metrics(run_dir: str | Path) -> Run:
     return Run(path, config, before, after, steps, finished)
 
 
+def cut(run: Run, until: int, x_axis: str) -> Run:
+    """The run up to ``until``: its first ``until`` meta-iterations (x_axis ``iteration``) or its
+    iterations ended by ``until`` environment steps (``env_steps``): a comparison at one training
+    budget, whatever further some runs were trained."""
+    if x_axis == "iteration":
+        keep = min(until, run.iterations)
+    else:
+        keep = int(np.searchsorted(run.env_steps, until, side="right"))
+    return dataclasses.replace(run, return_before=run.return_before[:keep], return_after=run.return_after[:keep],
+                               env_steps=run.env_steps[:keep], finished=run.finished and keep == run.iterations)
+
+
 def on_env_step_grid(runs: Sequence[Run]) -> tuple[list[Run], np.ndarray]:
     """The runs resampled at equal environment steps: point ``k`` of every run is the iteration
     during which it reached ``grid[k]`` steps (its returns then), on a common grid of up to

@@ -1,6 +1,6 @@
 """Claim (2) of the study: the frozen-recurrence RNN is "less predictable, with larger variance".
 
-Predictability has more than one scale; per run (evaluated at its latest iteration) this measures
+Predictability has more than one scale; per run (at the family's budget: study_runs.py) this measures
 the spread of the adapted return at each:
 
 - *across episodes*: the standard deviation over the episodes of one held-out task after 1 step
@@ -23,13 +23,12 @@ the variants, and the smallest ratio 5 + 5 seeds detect with 80% power).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from study_runs import metrics, study_runs
+from study_runs import StudyRun, describe_budget, family_budget, study_runs
 
 from bmaml_robot.stats import detectable_effect, holm, pooled_std, welch_test
 
@@ -38,13 +37,13 @@ REFERENCE = "maml-mlp"
 SPREADS = ("across episodes", "across tasks", "across iterations")
 
 
-def spreads(run: Path) -> dict[str, float]:
+def spreads(run: StudyRun) -> dict[str, float]:
     """The run's three spreads of the adapted return (module docstring)."""
-    data = json.loads((run / "eval.json").read_text())
+    data = run.evaluation()
     evaluation = data["evaluation"]
     step = int(evaluation["episodes_per_trial"]) - 1 if evaluation.get("algorithm") == "rl2" else 1
     per_task = data["per_task"]
-    after = [float(r["return_after"]) for r in metrics(run)]
+    after = [float(r["return_after"]) for r in run.metrics()]
     last = LAST * (10 if evaluation.get("algorithm") == "rl2" else 1)
     return {
         "level": float(np.mean([t["mean_return"][step] for t in per_task])),
@@ -70,7 +69,8 @@ def main(argv: list[str]) -> int:
         have = sorted(variants) or "none"
         print(f"{family}: claim 2 needs evaluated {REFERENCE} runs and another variant; have {have}")
         return 0
-    print(f"Claim 2 on {family.name}: spread (standard deviation) of the adapted return, geometric mean over seeds\n")
+    print(f"Claim 2 on {family.name} at {describe_budget(family_budget(family) or 0)}: spread (standard deviation) "
+          "of the adapted return, geometric mean over seeds\n")
     print(f"| variant | seeds | adapted return (level) | {' | '.join(SPREADS)} |")
     print("|---|---|---|" + "---|" * len(SPREADS))
     for name, values in variants.items():

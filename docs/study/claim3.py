@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from study_runs import metrics, study_runs
+from study_runs import StudyRun, describe_budget, family_budget, study_runs
 
 from bmaml_robot.stats import detectable_effect, pooled_std, welch_test
 
@@ -28,12 +28,12 @@ SMOOTH, EARLY, LAST, THRESHOLD = 5, 50, 10, 100.0
 VARIANTS = {"default (100 units, 20 x 10)": "maml-rnn-frozen", "small (32 units, 10 x 5)": "maml-rnn-frozen-small"}
 
 
-def curve(run: Path) -> np.ndarray:
-    values = np.array([float(r["return_after"]) for r in metrics(run)])
+def curve(run: StudyRun) -> np.ndarray:
+    values = np.array([float(r["return_after"]) for r in run.metrics()])
     return np.array([values[max(0, i - SMOOTH + 1) : i + 1].mean() for i in range(len(values))])
 
 
-def run_metrics(run: Path, length: int) -> dict[str, float]:
+def run_metrics(run: StudyRun, length: int) -> dict[str, float]:
     c = curve(run)[:length]
     reached = np.flatnonzero(c >= THRESHOLD)
     return {
@@ -55,8 +55,8 @@ def main(argv: list[str]) -> int:
     length = min(len(curve(p)) for r in runs.values() for p in r)
     values = {name: [run_metrics(p, length) for p in r] for name, r in runs.items()}
     (a_name, a), (b_name, b) = values.items()
-    print(f"Claim 3 on {root}: {a_name} ({len(a)} seeds) vs {b_name} ({len(b)} seeds), first {length} "
-          f"iterations, curves smoothed over {SMOOTH}\n")
+    print(f"Claim 3 on {root} at {describe_budget(family_budget(root) or 0)}: {a_name} ({len(a)} seeds) vs "
+          f"{b_name} ({len(b)} seeds), first {length} iterations, curves smoothed over {SMOOTH}\n")
     print("| metric | default | small | small - default, Welch 95% CI | p | Hedges' g | detectable (80% power) |")
     print("|---|---|---|---|---|---|---|")
     for metric in a[0]:

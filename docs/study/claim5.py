@@ -1,6 +1,6 @@
 """Claim (5) of the study: does the prefrontal-cortex model (RL^2, adapting in its activations) adapt
 faster or better than gradient adaptation (MAML), at equal environment steps of meta-training?
-Only runs evaluated at their latest iteration count (``study_runs``).
+Runs at the family's budget (``study_runs``).
 
 Both are meta-trained on the same number of environment steps (run_study.sh: RL2_FACTOR) and
 evaluated on the same 40 held-out tasks (``bmaml-eval``, evaluation seed 0). Per run (eval.json):
@@ -22,21 +22,20 @@ smallest difference the seeds detect with 80% power.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from study_runs import study_runs
+from study_runs import StudyRun, describe_budget, family_budget, study_runs
 
 from bmaml_robot.stats import detectable_effect, holm, mean_ci, pooled_std, welch_test
 
 METRICS = ("first attempt", "adapted", "gain")
 
 
-def run_figures(eval_json: Path) -> tuple[dict[str, float], int]:
+def run_figures(run: StudyRun) -> tuple[dict[str, float], int]:
     """({metric: value}, environment steps of task experience before the adapted episodes)."""
-    data = json.loads(eval_json.read_text())
+    data = run.evaluation()
     evaluation, per_step = data["evaluation"], data["per_step"]
     horizon = int(evaluation["horizon"])
     if evaluation.get("algorithm") == "rl2":
@@ -67,7 +66,7 @@ def main(argv: list[str]) -> int:
         if name.endswith("-small"):
             continue  # claim 3's variant
         for run in runs:
-            figures, steps = run_figures(run / "eval.json")
+            figures, steps = run_figures(run)
             variants.setdefault(name, []).append(figures)
             experience.setdefault(name, set()).add(steps)
     rl2 = [v for v in variants if v.startswith("rl2-")]
@@ -75,9 +74,10 @@ def main(argv: list[str]) -> int:
     if not rl2 or not maml:
         print(f"{family}: claim 5 needs evaluated MAML and RL^2 runs; have {sorted(variants) or 'none'}")
         return 0
-    evaluation = json.loads((study_runs(family)[rl2[0]][0] / "eval.json").read_text())["evaluation"]
-    print(f"Claim 5 on {family.name}: held-out returns ({evaluation['num_tasks']} tasks, evaluation seed "
-          f"{evaluation['seed']}), mean over seeds [95% t-interval]\n")
+    evaluation = study_runs(family)[rl2[0]][0].evaluation()["evaluation"]
+    print(f"Claim 5 on {family.name} at {describe_budget(family_budget(family) or 0)}: held-out returns "
+          f"({evaluation['num_tasks']} tasks, evaluation seed {evaluation['seed']}), "
+          "mean over seeds [95% t-interval]\n")
     print("| variant | seeds | first attempt | adapted | gain | task experience before 'adapted' (env steps) |")
     print("|---|---|---|---|---|---|")
     for name, values in variants.items():

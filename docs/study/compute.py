@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
-from study_runs import metrics
+from study_runs import metrics, runs_dir
 
 
 def main(argv: list[str]) -> int:
-    root = Path(argv[0] if argv else "docs/study/runs")
-    if not root.is_dir():
-        print(f"RUNS_DIR: expected the study's runs directory, got {root}", file=sys.stderr)
+    root = runs_dir(argv)
+    if root is None:
         return 2
     print("Study compute: training time from the runs' metrics (process-hours, one thread each; "
           "evaluations not included)\n")

@@ -7,7 +7,8 @@
 # small frozen RNN against the default one (claim 3), and whether each variant's curve has settled
 # (settled.py), the verdict on each claim (verdicts.py -> OUT/verdicts.md: what README quotes) and the
 # compute used (compute.py -> OUT/compute.md).
-# Only runs evaluated at their latest iteration (finished ones) are compared.
+# Each family is compared at one budget (study_runs.py): runs extended further count with their
+# evaluation and curve at it; runs not yet evaluated at it are left out.
 #   usage: docs/study/make_report.sh [RUNS_DIR] [OUT_DIR]   (default docs/study/runs docs/study)
 set -euo pipefail
 shopt -s nullglob
@@ -15,44 +16,50 @@ RUNS=${1:-docs/study/runs}
 OUT=${2:-docs/study}
 COMPARE=${BMAML_COMPARE:-bmaml-compare}
 MAML="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer"
-started() {  # the run directories given that are evaluated at their latest iteration (PARTIAL=1: any begun)
-  for run in "$@"; do
-    [ -s "$run/metrics.jsonl" ] || continue
-    if [ -n "${PARTIAL:-}" ] || grep -q "\"iterations_trained\": $(($(wc -l < "$run/metrics.jsonl")))," "$run/eval.json" 2>/dev/null
-    then printf '%s\n' "$run"; fi
-  done
-}
 for family in ${FAMILIES:-HalfCheetahDir SwimmerDir HalfCheetahCrippled}; do
-  maml=() rl2=()
-  for variant in $MAML; do mapfile -t -O ${#maml[@]} maml < <(started "$RUNS/$family/$variant"-seed*); done
-  mapfile -t rl2 < <(started "$RUNS/$family"/rl2-gru-seed* "$RUNS/$family"/rl2-gru-frozen-seed*)
+  [ -d "$RUNS/$family" ] || continue
+  evals="$OUT/$family/evals"  # links to each compared run's evaluation at the family's budget
+  # "BUDGET ENV_STEPS", then the family's runs at that budget, their evaluations at it linked
+  # as $evals/<run>/eval.json (bmaml-compare --eval-dir); every comparison ends at the budget
+  mapfile -t runs < <(${PYTHON:-python} "$(dirname "$0")/study_runs.py" "$RUNS/$family" "$evals")
+  [ ${#runs[@]} -gt 1 ] || continue
+  read -r budget steps <<< "${runs[0]}"
+  runs=("${runs[@]:1}")
+  maml=() rl2=() small=() frozen=()
+  for run in "${runs[@]}"; do
+    case "${run##*/}" in
+      maml-rnn-frozen-small-seed*) small+=("$run") ;;
+      maml-rnn-frozen-seed*) frozen+=("$run"); maml+=("$run") ;;
+      maml-*) maml+=("$run") ;;
+      rl2-*) rl2+=("$run") ;;
+    esac
+  done
   [ ${#maml[@]} -gt 1 ] || continue
-  mkdir -p "$OUT/$family"
   ${PYTHON:-python} "$(dirname "$0")/settled.py" "$RUNS/$family" > "$OUT/$family/settled.md"
   ${PYTHON:-python} "$(dirname "$0")/claim2.py" "$RUNS/$family" > "$OUT/$family/claim2.md"
   echo "$OUT/$family/settled.md"
   echo "$OUT/$family/claim2.md"
-  $COMPARE "${maml[@]}" --group-by policy,recurrence --last 10 --out "$OUT/$family/maml" > /dev/null
+  $COMPARE "${maml[@]}" --group-by policy,recurrence --last 10 --until "$budget" --eval-dir "$evals" --out "$OUT/$family/maml" > /dev/null
   echo "$OUT/$family/maml/report.md"
   if [ ${#rl2[@]} -gt 0 ]; then
     # Training curves at equal env steps; the held-out evaluations differ in kind (MAML: episodes
     # after k gradient steps; RL^2: episodes of a trial), so bmaml-compare gets none here (an empty
     # --eval-dir) and the held-out numbers are compared from each run's eval.json in the report.
     mkdir -p "$OUT/$family/maml-vs-rl2/no-eval"
-    $COMPARE "${maml[@]}" "${rl2[@]}" --x-axis env-steps --group-by algorithm,policy,recurrence --last 10 \
+    $COMPARE "${maml[@]}" "${rl2[@]}" --x-axis env-steps --until "$steps" --group-by algorithm,policy,recurrence --last 10 \
       --eval-dir "$OUT/$family/maml-vs-rl2/no-eval" --out "$OUT/$family/maml-vs-rl2" > /dev/null
     echo "$OUT/$family/maml-vs-rl2/report.md"
     ${PYTHON:-python} "$(dirname "$0")/claim5.py" "$RUNS/$family" > "$OUT/$family/claim5.md"
     echo "$OUT/$family/claim5.md"
   fi
+  if [ ${#small[@]} -gt 0 ]; then
+    $COMPARE "${frozen[@]}" "${small[@]}" --group-by hidden_size,num_tasks --last 10 --until "$budget" --eval-dir "$evals" \
+      --out "$OUT/$family/small" > /dev/null
+    echo "$OUT/$family/small/report.md"
+    ${PYTHON:-python} "$(dirname "$0")/claim3.py" "$RUNS/$family" > "$OUT/$family/small/claim3.md"
+    echo "$OUT/$family/small/claim3.md"
+  fi
 done
-mapfile -t small < <(started "$RUNS"/HalfCheetahDir/maml-rnn-frozen-small-seed*)
-if [ ${#small[@]} -gt 0 ]; then
-  $COMPARE $(started "$RUNS"/HalfCheetahDir/maml-rnn-frozen-seed*) "${small[@]}" --group-by hidden_size,num_tasks --last 10 \
-    --out "$OUT/HalfCheetahDir/small" > /dev/null
-  echo "$OUT/HalfCheetahDir/small/report.md"
-  ${PYTHON:-python} "$(dirname "$0")/claim3.py" "$RUNS/HalfCheetahDir" > "$OUT/HalfCheetahDir/small/claim3.md"
-fi
 ${PYTHON:-python} "$(dirname "$0")/verdicts.py" "$RUNS" > "$OUT/verdicts.md"
 ${PYTHON:-python} "$(dirname "$0")/compute.py" "$RUNS" > "$OUT/compute.md"
 echo "$OUT/verdicts.md"

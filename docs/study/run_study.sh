@@ -69,6 +69,15 @@ run_one() {  # family variant seed [MAML iterations]
   exec {lock}> "$RUNS/$family/.$variant-seed$seed.lock"
   flock "$lock"
   [ -e "$out/config.yaml" ] && resume=(--resume)
+  local have=0 wants=0
+  [ -e "$out/metrics.jsonl" ] && have=$(($(wc -l < "$out/metrics.jsonl")))
+  [ -e "$out/config.yaml" ] && wants=$(grep -o '^num_iterations: [0-9]*' "$out/config.yaml" | grep -o '[0-9]*$')
+  local asked=$iters
+  [[ $variant == rl2-* ]] && asked=$((iters * RL2_FACTOR))
+  if [ "$have" -ge "$asked" ] && [ "$have" -lt "$wants" ]; then
+    echo "skipped $out: past $asked iterations, its extension to $wants under way (left to that pass)"
+    return
+  fi
   local config
   case "$family" in
     HalfCheetahDir) config=halfcheetah-dir ;; SwimmerDir) config=swimmer-dir ;;
@@ -101,6 +110,11 @@ run_one() {  # family variant seed [MAML iterations]
     local trained
     trained=$(($(wc -l < "$out/metrics.jsonl")))
     if ! grep -q "\"iterations_trained\": $trained," "$out/eval.json" 2>/dev/null; then
+      # The evaluation of the earlier budget stays, as eval-it<N>.json: a family is compared at one
+      # budget (study_runs.py), and an extended run still counts at the budget the others reached.
+      local earlier
+      earlier=$(grep -o '"iterations_trained": [0-9]*' "$out/eval.json" 2>/dev/null | grep -o '[0-9]*$') || true
+      [ -n "$earlier" ] && cp "$out/eval.json" "$out/eval-it$earlier.json"
       if ! ${BMAML_EVAL:-bmaml-eval} "$out" "${eval_args[@]}" > "$out/eval.txt"; then
         echo "FAILED evaluation of $out"
         return

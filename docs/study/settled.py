@@ -1,6 +1,6 @@
 """Have the study's curves settled? One table per family: each variant's return after adaptation.
 
-Per run (evaluated at its latest iteration), the training curve of the return after adaptation
+Per run (up to the family's budget: study_runs.py), the training curve of the return after adaptation
 (``metrics.jsonl``; RL^2: the trial's last episode) is averaged over the iterations of the last
 SHARE of its environment steps and over the SHARE before them (the same share of training for
 MAML and for RL^2, whose iterations are 10x smaller); the run's *change* is the difference of the
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from study_runs import metrics, study_runs
+from study_runs import StudyRun, describe_budget, family_budget, study_runs
 
 from bmaml_robot.stats import mean_ci
 
@@ -29,9 +29,9 @@ SHARE = float(os.environ.get("SHARE", str(1 / 6)))
 SETTLED = 0.05
 
 
-def change(run: Path) -> tuple[int, float, float] | None:
+def change(run: StudyRun) -> tuple[int, float, float] | None:
     """(iterations, mean of the last window, last window minus the one before) or None if too short."""
-    records = metrics(run)
+    records = run.metrics()
     steps = np.cumsum([float(r["env_steps"]) for r in records])
     values = np.array([float(r["return_after"]) for r in records])
     total = steps[-1] if len(steps) else 0.0
@@ -47,8 +47,9 @@ def main(argv: list[str]) -> int:
         print("usage: settled.py RUNS_DIR/FAMILY", file=sys.stderr)
         return 2
     family = Path(argv[0])
-    print(f"{family.name}: return after adaptation, mean over the last {SHARE:.0%} of each run's environment "
-          f"steps and its change from the {SHARE:.0%} before (95% t-interval over seeds)\n")
+    print(f"{family.name} at {describe_budget(family_budget(family) or 0)}: return after adaptation, mean over the "
+          f"last {SHARE:.0%} of each run's environment steps and its change from the {SHARE:.0%} before "
+          "(95% t-interval over seeds)\n")
     print("| variant | seeds | iterations | last window | change | change / level | settled? |")
     print("|---|---|---|---|---|---|---|")
     for name, runs in study_runs(family).items():

@@ -149,6 +149,13 @@ def test_runs_of_different_lengths_and_in_progress_are_aligned(tmp_path: Path) -
     assert compare([*runs, short], last=5).length == 3
     c = compare([*runs, short], last=5, min_iterations=20)
     assert c.length == 36 and [r.name for r in c.left_out] == ["b9"]
+    # A comparison at one budget: every run cut at 20 iterations, the finished ones included.
+    c = compare(runs, last=5, until=20)
+    assert c.length == 20 and c.window == (15, 20)
+    assert c.summaries[0].final["return_after"] == pytest.approx([designed_curve(f, 50)[15:20].mean()
+                                                                  for f in (-30.0, -31.0, -29.0)])
+    with pytest.raises(ValueError, match="until"):
+        compare(runs, until=0)
 
 
 def test_a_torn_last_metrics_line_is_ignored(tmp_path: Path) -> None:
@@ -387,5 +394,9 @@ def test_maml_and_rl2_are_compared_at_equal_environment_steps(tmp_path: Path) ->
     report = (tmp_path / "report" / "report.md").read_text()
     assert "equal environment steps" in report and "(k + 1) x 40,000" in report
     assert json.loads((tmp_path / "report" / "comparison.json").read_text())["x_axis"] == "env_steps"
+    # At one budget of environment steps: 20 x 40,000 (MAML's iteration 19, RL^2's 199).
+    c = compare(runs, group_by=["algorithm", "policy"], x_axis="env_steps", last=5, until=800_000)
+    assert c.length == 20 and c.env_step_grid[-1] == 800_000
+    assert c.variants[1].runs[0].return_after[-1] == 199.0
     with pytest.raises(ValueError, match=r"x_axis: expected one of \['iteration', 'env_steps'\]"):
         compare(runs, group_by=["algorithm"], x_axis="steps")
