@@ -183,7 +183,8 @@ def _variant_dict(v: Variant, s: VariantSummary) -> dict[str, Any]:
     return {
         "label": s.label,
         "runs": [{"path": str(r.path), "seed": r.config.seed, "iterations": r.iterations,
-                  "planned": r.config.num_iterations, "finished": r.finished} for r in v.runs],
+                  "planned": r.config.num_iterations, "finished": r.finished,
+                  "cut_from": r.cut_from} for r in v.runs],
         "other_differences": v.other_differences,
         "final": {m: [float(x) for x in s.final[m]] for m in METRIC_NAMES},
         "mean_ci": {m: s.ci[m]._asdict() for m in METRIC_NAMES},

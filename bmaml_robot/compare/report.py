@@ -74,7 +74,10 @@ def table_head(columns: Sequence[str]) -> list[str]:
 
 def run_row(variant: Variant, run: Run) -> str:
     """Runs table: variant, run, seed, meta-iterations, status."""
-    status = "finished" if run.finished else f"in progress ({run.iterations}/{run.config.num_iterations})"
+    trained = run.iterations if run.cut_from is None else run.cut_from
+    status = "finished" if run.finished else f"in progress ({trained}/{run.config.num_iterations})"
+    if run.cut_from is not None:
+        status += f"; {trained} trained, cut by --until"
     return table_row([variant.label, f"`{run.name}`", run.config.seed, run.iterations, status])
 
 

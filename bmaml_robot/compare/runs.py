@@ -81,6 +81,8 @@ class Run:
     """float64 [iterations]: environment steps taken by the end of each meta-iteration (cumulative)."""
     finished: bool
     """``policy.pt`` is there and every planned iteration is in the metrics."""
+    cut_from: int | None = None
+    """The meta-iterations it had trained when ``cut`` to a shorter comparison (None: not cut)."""
 
     @property
     def name(self) -> str:
@@ -115,8 +117,10 @@ def cut(run: Run, until: int, x_axis: str) -> Run:
         keep = min(until, run.iterations)
     else:
         keep = int(np.searchsorted(run.env_steps, until, side="right"))
+    if keep == run.iterations:
+        return run
     return dataclasses.replace(run, return_before=run.return_before[:keep], return_after=run.return_after[:keep],
-                               env_steps=run.env_steps[:keep], finished=run.finished and keep == run.iterations)
+                               env_steps=run.env_steps[:keep], cut_from=run.iterations)
 
 
 def on_env_step_grid(runs: Sequence[Run]) -> tuple[list[Run], np.ndarray]:

@@ -13,8 +13,9 @@ Measures (held-out: bmaml-eval's 40 tasks, evaluation seed 0; claim5.py's ``run_
    across the episodes of a task, across tasks, across training iterations (Welch on the logs).
    Supported at a scale where the ratio is significantly above 1.
 3. Small (32 units, 10 x 5) - default (100 units, 20 x 10) frozen RNN, claim3.py's curve measures:
-   "learns faster" if its early mean return is significantly higher or it reaches 100 significantly
-   sooner; "regresses" if its peak - final is significantly larger.
+   "learns faster" per iteration if its early mean return is significantly higher or it reaches
+   100 significantly sooner, per environment step if its return at the small runs' total steps is
+   significantly higher; "regresses" if its peak - final is significantly larger.
 4. MAML-GRU-outer and MAML-LSTM-outer - MAML-RNN-frozen and - MAML-MLP, held-out return after 1
    step: "does better" where significantly higher.
 5. RL^2-GRU against each MAML variant, at equal environment steps of meta-training: its first
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from claim2 import spreads
-from claim3 import run_metrics
+from claim3 import run_metrics, span
 from claim5 import run_figures
 from scipy import stats as scipy_stats
 from study_runs import StudyRun, family_budget, runs_dir, study_runs
@@ -142,14 +143,15 @@ def family_tests(family: Path) -> dict[str, list[Test]]:
                 values(maml, held_out("adapted"))) for maml in MAML],
     }
     if runs.get(SMALL):
-        length = min(len(run.metrics()) for variant in (SMALL, FROZEN) for run in runs.get(variant, []))
+        length, steps = span(runs[SMALL] + runs.get(FROZEN, []), runs[SMALL])
 
         def curve_measure(measure: str) -> Callable[[StudyRun], float]:
-            return lambda run: run_metrics(run, length)[measure]
+            return lambda run: run_metrics(run, length, steps)[measure]
 
-        claims["3"] = [Test("3", f"{SMALL} - {FROZEN}", f"{measure} (first {length} iterations)",
+        claims["3"] = [Test("3", f"{SMALL} - {FROZEN}",
+                            measure if measure.startswith("at ") else f"{measure} (first {length} iterations)",
                             values(SMALL, curve_measure(measure)), values(FROZEN, curve_measure(measure)))
-                       for measure in run_metrics(runs[SMALL][0], length)]
+                       for measure in run_metrics(runs[SMALL][0], length, steps)]
     return {claim: adjust(tests) for claim, tests in sorted(claims.items())}
 
 
@@ -174,10 +176,13 @@ def summary(claim: str, tests: list[Test]) -> str:
         verdict = "supported" if "higher" in findings else "not supported"
         words = {"higher": "larger spread", "lower": "smaller spread"}
         return f"{verdict} ({grouped(tests, lambda t: t.measure[len('spread '):].split(' (')[0], words)})"
-    if claim == "3":  # measures: early mean, first iteration at 100, regression, final
+    if claim == "3":  # measures: early mean, first iteration at 100, regression, final, at equal steps
         faster = findings[0] == "higher" or findings[1] == "lower"
-        return (f"learns faster: {'yes' if faster else 'not shown'}; "
-                f"regresses: {'yes' if findings[2] == 'higher' else 'not shown'}")
+        slower = findings[0] == "lower" or findings[1] == "higher"
+        per_step = {"higher": "yes", "lower": "no, slower"}.get(findings[4], "not shown")
+        return (f"learns faster per iteration: {'yes' if faster else 'no, slower' if slower else 'not shown'}, "
+                f"per environment step: {per_step}; regresses: {'yes' if findings[2] == 'higher' else 'not shown'}; "
+                f"final return (equal iterations): {findings[3]}")
     if claim == "4":
         verdict = "supported" if "higher" in findings else "not supported"
         return f"{verdict} ({grouped(tests, lambda t: t.comparison, {'higher': 'better', 'lower': 'worse'})})"

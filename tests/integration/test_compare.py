@@ -150,8 +150,9 @@ def test_runs_of_different_lengths_and_in_progress_are_aligned(tmp_path: Path) -
     c = compare([*runs, short], last=5, min_iterations=20)
     assert c.length == 36 and [r.name for r in c.left_out] == ["b9"]
     # A comparison at one budget: every run cut at 20 iterations, the finished ones included.
-    c = compare(runs, last=5, until=20)
+    c = compare(runs, last=5, until=20, out=tmp_path / "at20")
     assert c.length == 20 and c.window == (15, 20)
+    assert "| finished; 50 trained, cut by --until |" in (tmp_path / "at20" / "report.md").read_text()
     assert c.summaries[0].final["return_after"] == pytest.approx([designed_curve(f, 50)[15:20].mean()
                                                                   for f in (-30.0, -31.0, -29.0)])
     with pytest.raises(ValueError, match="until"):

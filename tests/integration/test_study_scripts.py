@@ -55,8 +55,8 @@ def trained(run: Path) -> tuple[int, int]:
 
 def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     runs, family = tmp_path / "runs", "HalfCheetahDir"
-    names = ["maml-mlp-seed0", "maml-mlp-seed1", "rl2-gru-seed0"]
-    printed = study(runs, f"{family}:maml-mlp:0 {family}:maml-mlp:1 {family}:rl2-gru:0")
+    names = ["maml-mlp-seed0", "maml-mlp-seed1", "rl2-gru-seed0", "maml-rnn-frozen-seed0", "maml-rnn-frozen-small-seed0"]
+    printed = study(runs, " ".join(f"{family}:{name.replace('-seed', ':')}" for name in names))
     for name in names:
         assert f"done {runs / family / name}" in printed
         assert trained(runs / family / name) == (2, 2), name
@@ -86,6 +86,10 @@ def test_the_study_resumes_extends_and_reports(tmp_path: Path) -> None:
     maml_report = (out / family / "maml" / "report.md").read_text()
     assert "| mlp | 2 |" in maml_report and "compared on iterations 0-1" in maml_report
     assert json.loads((out / family / "evals" / run.name / "eval.json").read_text())["iterations_trained"] == 2
+    # Claim 3 per environment step, up to the small runs' budget (2 x 10,000 steps: here shorter
+    # than one iteration of the default batch, whose run is left out and listed).
+    small = (out / family / "small" / "report.md").read_text()
+    assert "hidden_size=32-num_tasks=10" in small and "equal environment steps" in small
     assert "equal environment steps" in (out / family / "maml-vs-rl2" / "report.md").read_text()
     claim5 = (out / family / "claim5.md").read_text()
     assert "| rl2-gru | 1 |" in claim5 and "| maml-mlp | 2 |" in claim5 and "Holm" in claim5

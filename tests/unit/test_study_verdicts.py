@@ -60,11 +60,18 @@ def test_claims_2_3_4_5_name_what_differs() -> None:
                            verdicts.Test("2", "f / m", "spread across tasks", NOISE, NOISE[::-1], ratio=True)])
     assert verdicts.summary("2", two) == ("supported (larger spread: across seeds; "
                                           "no difference detected: across tasks)")
-    # claim 3's measures in claim3.py's order: early mean, first iteration at 100, regression, final
+    # claim 3's measures in claim3.py's order: early mean, first iteration at 100, regression, final,
+    # return at equal environment steps
     three = verdicts.adjust([verdicts.Test("3", "s - d", m, a, b) for m, a, b in (
         ("early", NOISE, NOISE[::-1]), ("first", NOISE, 50 + NOISE), ("regression", 30 + NOISE, NOISE),
-        ("final", NOISE, NOISE[::-1]))])
-    assert verdicts.summary("3", three) == "learns faster: yes; regresses: yes"
+        ("final", NOISE, NOISE[::-1]), ("at steps", NOISE, NOISE[::-1]))])
+    assert verdicts.summary("3", three) == ("learns faster per iteration: yes, per environment step: not shown; "
+                                            "regresses: yes; final return (equal iterations): no difference detected")
+    slower = verdicts.adjust([verdicts.Test("3", "s - d", m, a, b) for m, a, b in (
+        ("early", NOISE, 30 + NOISE), ("first", NOISE, NOISE[::-1]), ("regression", NOISE, NOISE[::-1]),
+        ("final", NOISE, 80 + NOISE), ("at steps", 50 + NOISE, NOISE))])
+    assert verdicts.summary("3", slower) == ("learns faster per iteration: no, slower, per environment step: yes; "
+                                             "regresses: not shown; final return (equal iterations): lower")
     four = verdicts.adjust([verdicts.Test("4", "gru - mlp", "m", NOISE, 100 + NOISE),
                             verdicts.Test("4", "lstm - mlp", "m", NOISE, NOISE[::-1])])
     assert verdicts.summary("4", four) == "not supported (worse: gru - mlp; no difference detected: lstm - mlp)"
