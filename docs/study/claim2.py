@@ -9,7 +9,7 @@ the spread of the adapted return at each:
 - *across tasks*: the standard deviation over the held-out tasks of their mean adapted return: how
   evenly it adapts to different tasks;
 - *across iterations*: the standard deviation of the training-time return after adaptation over
-  the last LAST meta-iterations (RL^2: 10 x as many): how much the meta-policy jumps as it trains.
+  the last LAST meta-iterations (RL^2: RL2_FACTOR x as many): how much the meta-policy jumps as it trains.
 
 (The spread *across seeds* of the final return is bmaml-compare's variance test, in the report.)
 A spread grows with the return itself (a policy that runs faster varies more in metres), so the
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from study_runs import StudyRun, describe_budget, family_budget, study_runs
+from study_runs import RL2_FACTOR, StudyRun, describe_budget, family_budget, study_runs
 
 from bmaml_robot.stats import detectable_effect, holm, pooled_std, welch_test
 
@@ -44,7 +44,7 @@ def spreads(run: StudyRun) -> dict[str, float]:
     step = int(evaluation["episodes_per_trial"]) - 1 if evaluation.get("algorithm") == "rl2" else 1
     per_task = data["per_task"]
     after = [float(r["return_after"]) for r in run.metrics()]
-    last = LAST * (10 if evaluation.get("algorithm") == "rl2" else 1)
+    last = LAST * (RL2_FACTOR if evaluation.get("algorithm") == "rl2" else 1)
     return {
         "level": float(np.mean([t["mean_return"][step] for t in per_task])),
         "across episodes": float(np.mean([t["std_over_episodes"][step] for t in per_task])),
