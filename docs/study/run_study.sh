@@ -10,9 +10,10 @@
 #                           RL^2 iteration: 10 trials x 4 episodes x 100 steps = 4,000
 #          JOBS=2           runs in parallel (one thread each: the machine has 2 cores)
 #          FAMILIES="HalfCheetahDir SwimmerDir HalfCheetahCrippled"   the families, in this order
-#          EXTEND="HalfCheetahDir:300"   second pass: these families' runs are extended to that many
-#                           MAML iterations (RL^2: x RL2_FACTOR) after every family's first pass
-#                           (HalfCheetahDir's curves had not settled at 150: docs/study/README.md)
+#          EXTEND="HalfCheetahDir:300 HalfCheetahCrippled:300"   second pass: these families' runs
+#                           are extended to that many MAML iterations (RL^2: x RL2_FACTOR) after
+#                           every family's first pass, in this order (their MAML curves had not
+#                           settled at 150: docs/study/README.md; SwimmerDir's had)
 #          ONLY="HalfCheetahDir:maml-mlp:0 ..."   a subset (family:variant:seed[:iterations])
 #          EVAL_TASKS=40 EVAL_EPISODES=20 (MAML; RL^2: EVAL_TRIALS=4 trials per task)
 #          GATED_FAST_LR=0.5  the inner step size of the GRU and LSTM MAML variants (see below)
@@ -29,7 +30,7 @@ ITERS=${ITERS:-150}
 RL2_FACTOR=${RL2_FACTOR:-10}
 JOBS=${JOBS:-2}
 FAMILIES=${FAMILIES:-"HalfCheetahDir SwimmerDir HalfCheetahCrippled"}
-EXTEND=${EXTEND:-"HalfCheetahDir:300"}
+EXTEND=${EXTEND:-"HalfCheetahDir:300 HalfCheetahCrippled:300"}
 VARIANTS="maml-mlp maml-rnn-frozen maml-rnn-outer maml-gru-outer maml-lstm-outer rl2-gru rl2-gru-frozen"
 # Claim (3), "smaller networks and batches make it learn faster but regress": the frozen RNN with
 # 32 units (not 100) and 10 tasks x 5 episodes (not 20 x 10), on HalfCheetahDir, after the rest.
